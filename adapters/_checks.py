@@ -1,0 +1,35 @@
+"""Input validation shared by the multi-step layers: errors that name what was expected and what came."""
+from __future__ import annotations
+
+import torch
+
+
+def check_tensor(x, *, layer: str, ranks: tuple[int, ...], layout: str, channels: int | None = None,
+                 channel_dim: int = 2) -> None:
+    """Raise a clear TypeError/ValueError unless ``x`` is a floating tensor of one of ``ranks``.
+
+    ``layout`` names the expected layout, e.g. ``'[T, N, C, H, W]'``; ``channels`` is checked at
+    ``channel_dim`` when given.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{layer} expects a torch.Tensor of shape {layout}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{layer} expects a floating-point tensor of shape {layout}, got dtype {x.dtype}; "
+                        f"convert it with .float()")
+    if x.dim() not in ranks:
+        hint = ""
+        if x.dim() == min(ranks) - 1:
+            hint = (" A single-step tensor was given: multi-step layers take a leading time dimension T; "
+                    "use x.unsqueeze(0) for T=1 or stack the T steps.")
+        raise ValueError(f"{layer} expects a multi-step tensor of shape {layout} "
+                         f"({' or '.join(str(r) for r in ranks)}-D), got shape {tuple(x.shape)} ({x.dim()}-D).{hint}")
+    if channels is not None and x.shape[channel_dim] != channels:
+        raise ValueError(f"{layer} expects {channels} channels at dim {channel_dim} of {layout}, "
+                         f"got {x.shape[channel_dim]} (input shape {tuple(x.shape)})")
+
+
+def check_finite(x: torch.Tensor, *, layer: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        bad = "NaN" if bool(torch.isnan(x).any()) else "Inf"
+        raise ValueError(f"{layer} got an input containing {bad}; refusing to run on non-finite values "
+                         f"(they would corrupt the running statistics)")

@@ -1,0 +1,157 @@
+"""Threshold-dependent batch norm (tdBN, eq. 5-6) and plain multi-step batch norm.
+
+Both normalise each channel over the whole ``[T, N, ..., H, W]`` slice (time merged with batch) and differ
+only in the fixed ``scale`` applied after normalisation: ``alpha * Vth`` for tdBN, ``1`` for standard BN
+(the Ledinauskas et al. 2020 variant). The learnable ``weight`` is the paper's lambda (init 1) and ``bias``
+its beta (init 0), so gradients and weight decay act on lambda, not on ``lambda * alpha * Vth``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_finite, check_tensor
+
+
+class _MultiStepNorm(nn.Module):
+    ranks: tuple[int, ...] = ()
+    layout: str = ""
+
+    def __init__(self, num_features: int, *, scale: float, eps: float = 1e-5, momentum: float | None = 0.1):
+        super().__init__()
+        if num_features <= 0:
+            raise ValueError(f"num_features must be positive, got {num_features}")
+        self.num_features = int(num_features)
+        self.scale = float(scale)
+        self.eps = float(eps)
+        self.momentum = momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.process_group = None  # set by convert_sync_tdbn to synchronise statistics across processes
+        self.sync = False
+
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.running_var.fill_(1)
+        self.num_batches_tracked.zero_()
+
+    def _momentum(self) -> float:
+        if self.momentum is None:  # cumulative moving average, as torch's BatchNorm
+            return 1.0 / float(self.num_batches_tracked)
+        return self.momentum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, N, C, ...] -> [T, N, C, ...]``."""
+        name = type(self).__name__
+        check_tensor(x, layer=name, ranks=self.ranks, layout=self.layout, channels=self.num_features)
+        if self.training:
+            check_finite(x, layer=name)
+            self.num_batches_tracked.add_(1)
+        T, N = x.shape[:2]
+        flat = x.flatten(0, 1)
+        weight = self.weight * self.scale if self.scale != 1.0 else self.weight
+        if self.training and self.sync and dist.is_available() and dist.is_initialized() \
+                and dist.get_world_size(self.process_group) > 1:
+            y = self._sync_batch_norm(flat, weight)
+        else:
+            y = F.batch_norm(flat, self.running_mean, self.running_var, weight, self.bias,
+                             self.training, self._momentum(), self.eps)
+        return y.unflatten(0, (T, N))
+
+    def _sync_batch_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Batch statistics summed over every process of ``process_group`` (differentiable all-reduce)."""
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0] + list(range(2, x.dim()))
+        count = torch.full((1,), x.numel() // x.shape[1], dtype=x.dtype, device=x.device)
+        stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
+        stats = all_reduce(stats, group=self.process_group)
+        C = self.num_features
+        n = stats[-1]
+        mean = stats[:C] / n
+        var = (stats[C:2 * C] / n - mean * mean).clamp_min(0)
+        with torch.no_grad():
+            m = self._momentum()
+            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1).clamp_min(1)), alpha=m)
+        shape = [1, C] + [1] * (x.dim() - 2)
+        inv = torch.rsqrt(var + self.eps)
+        return (x - mean.view(shape)) * (weight * inv).view(shape) + self.bias.view(shape)
+
+    @torch.no_grad()
+    def folded_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel ``(a, b)`` with ``eval-mode output = a * x + b`` (eq. 9-10 without the conv)."""
+        a = self.weight * self.scale / torch.sqrt(self.running_var + self.eps)
+        return a, self.bias - self.running_mean * a
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, scale={self.scale:.6g}, eps={self.eps}, momentum={self.momentum}"
+
+
+class _TdBatchNorm(_MultiStepNorm):
+    def __init__(self, num_features: int, alpha: float = 1.0, v_th: float = 0.5, eps: float = 1e-5,
+                 momentum: float | None = 0.1):
+        if not (alpha > 0 and v_th > 0):
+            raise ValueError(f"tdBN needs alpha > 0 and v_th > 0, got alpha={alpha}, v_th={v_th}")
+        super().__init__(num_features, scale=alpha * v_th, eps=eps, momentum=momentum)
+        self.alpha = float(alpha)
+        self.v_th = float(v_th)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, alpha={self.alpha:.6g}, v_th={self.v_th:.6g}, eps={self.eps}, "
+                f"momentum={self.momentum}")
+
+
+class TdBatchNorm2d(_TdBatchNorm):
+    """tdBN for convolutional features: ``[T, N, C, H, W] -> [T, N, C, H, W]``.
+
+    ``y = lambda * alpha * Vth * (x - E[x]) / sqrt(Var[x] + eps) + beta`` with statistics per channel over
+    ``T*N*H*W`` (eq. 5-6); running statistics (momentum average) in eval mode.
+    """
+    ranks = (5,)
+    layout = "[T, N, C, H, W]"
+
+
+class TdBatchNorm1d(_TdBatchNorm):
+    """tdBN for dense or sequence features: ``[T, N, C]`` or ``[T, N, C, L] -> same shape``."""
+    ranks = (3, 4)
+    layout = "[T, N, C] or [T, N, C, L]"
+
+
+class MultiStepBatchNorm2d(_MultiStepNorm):
+    """Standard BN on input currents over ``T*N*H*W``: ``[T, N, C, H, W] -> [T, N, C, H, W]`` (scale 1).
+
+    The norm of Ledinauskas et al. (2020); ``alpha`` is accepted and ignored so it plugs in wherever
+    tdBN does.
+    """
+    ranks = (5,)
+    layout = "[T, N, C, H, W]"
+
+    def __init__(self, num_features: int, alpha: float = 1.0, eps: float = 1e-5, momentum: float | None = 0.1):
+        super().__init__(num_features, scale=1.0, eps=eps, momentum=momentum)
+
+
+MultiStepNorm = _MultiStepNorm
+RESIDUAL_ALPHA = 1 / math.sqrt(2)
+
+
+def convert_sync_tdbn(module: nn.Module, process_group=None) -> nn.Module:
+    """Synchronise batch statistics across processes, in place; returns ``module``.
+
+    The multi-step norms keep their class (and so their scale and ``[T, N, ...]`` layout) and all-reduce
+    their statistics over ``process_group`` in training; plain ``torch.nn`` BatchNorm layers are converted
+    with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``. Use this instead of torch's converter, which
+    does not know these layers.
+    """
+    for m in module.modules():
+        if isinstance(m, _MultiStepNorm):
+            m.sync = True
+            m.process_group = process_group
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)

@@ -1,0 +1,1 @@
+"""The tdbn-zoo harness: evaluation, training, data pipelines and the ``tdbn-zoo`` command line."""

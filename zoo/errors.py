@@ -1,0 +1,21 @@
+"""Errors the zoo raises for user mistakes; the CLI prints them without a traceback."""
+
+
+class ZooError(Exception):
+    """Base class: a message meant for the user."""
+
+
+class UnknownModelError(ZooError, ValueError):
+    pass
+
+
+class UnknownTagError(ZooError, ValueError):
+    pass
+
+
+class PretrainedUnavailableError(ZooError, RuntimeError):
+    pass
+
+
+class CheckpointError(ZooError, ValueError):
+    """A checkpoint that is corrupt, unverified, or made for another architecture."""
