@@ -64,6 +64,14 @@ class SpikingResNet(nn.Module):
             raise ValueError("layers, channels and strides need one entry per stage")
         if global_pool != "avg":
             raise ValueError(f"only global_pool='avg' is supported (the paper's decoder), got {global_pool!r}")
+        # constructor arguments as JSON-serialisable data, recorded in configs (None where not serialisable)
+        self.model_args = dict(block=block, layers=list(layers), channels=list(channels), strides=list(strides),
+                               stem_width=stem_width, stem_kernel=stem_kernel, stem_stride=stem_stride,
+                               head_hidden=head_hidden, num_classes=num_classes, in_chans=in_chans, T=T,
+                               neuron=neuron if isinstance(neuron, str) else None,
+                               norm=norm if isinstance(norm, str) else None, identity_norm=identity_norm,
+                               tau_decay=tau_decay, v_th=v_th, surrogate_width=surrogate_width,
+                               detach_reset=detach_reset, drop_rate=drop_rate)
         self.T = T
         self.num_classes = num_classes
         self.in_chans = in_chans
