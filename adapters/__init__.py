@@ -1,6 +1,7 @@
 """tdBN, the iterative LIF neuron and the modified-shortcut residual blocks of Zheng et al. (AAAI 2021),
 as multi-step layers on ``[T, N, ...]`` that run with a native neuron, SpikingJelly or snnTorch."""
 from .blocks import NORMS, BasicBlock, Bottleneck, Shortcut, norm_factory
+from .fused import ChannelAffine, FoldedNorm
 from .lif import LIF
 from .multistep import seq_apply
 from .neurons import BACKENDS, SnnTorchNeuron, SpikingJellyNeuron, make_neuron, neuron_factory, wrap_neuron
@@ -12,5 +13,5 @@ __all__ = [
     "BACKENDS", "NORMS", "RESIDUAL_ALPHA", "LIF", "RectSurrogate", "TdBatchNorm1d", "TdBatchNorm2d",
     "MultiStepBatchNorm2d", "MultiStepNorm", "convert_sync_tdbn", "make_neuron", "neuron_factory",
     "wrap_neuron", "SpikingJellyNeuron", "SnnTorchNeuron", "BasicBlock", "Bottleneck", "Shortcut",
-    "norm_factory", "seq_apply",
+    "norm_factory", "seq_apply", "ChannelAffine", "FoldedNorm",
 ]

@@ -14,16 +14,20 @@ import torch
 from torch import nn
 
 from ._checks import check_tensor
+from .fused import FoldedNorm
 from .multistep import seq_apply
 from .neurons import NeuronSpec, neuron_factory
 from .tdbn import RESIDUAL_ALPHA, MultiStepBatchNorm2d, TdBatchNorm2d
 
 NormSpec = Union[str, Callable[..., nn.Module]]
-NORMS = ("tdbn", "bn")
+NORMS = ("tdbn", "bn", "fused")
 
 
 def norm_factory(norm: NormSpec = "tdbn", *, v_th: float = 0.5) -> Callable[..., nn.Module]:
-    """``norm(num_features, alpha=...)`` factory from ``'tdbn'``, ``'bn'`` or a callable."""
+    """``norm(num_features, alpha=...)`` factory from ``'tdbn'``, ``'bn'``, ``'fused'`` (the BN-free
+    inference layout of ``zoo.fuse``, see ``adapters.fused``) or a callable."""
+    if norm == "fused":  # the BN-free inference layout (see adapters.fused)
+        return FoldedNorm()
     if norm == "tdbn":
         return lambda num_features, alpha=1.0: TdBatchNorm2d(num_features, alpha=alpha, v_th=v_th)
     if norm == "bn":
@@ -38,6 +42,11 @@ def _layers(norm: NormSpec, neuron: NeuronSpec, lif: dict) -> tuple[Callable, Ca
     return norm_factory(norm, v_th=lif.get("v_th", 0.5)), neuron_factory(neuron, **lif)
 
 
+def conv_bias(norm_layer: Callable) -> bool:
+    """Whether convs before ``norm_layer`` carry a bias (only in the fused layout, where it is eq. 10's B')."""
+    return bool(getattr(norm_layer, "conv_bias", False))
+
+
 class Shortcut(nn.Module):
     """Shortcut path: optional strided 1x1 conv (when the shape changes), then a norm with
     ``alpha = 1/sqrt(2)``; the norm on an identity shortcut is optional (``identity_norm``)."""
@@ -46,8 +55,13 @@ class Shortcut(nn.Module):
                  identity_norm: bool = True):
         super().__init__()
         project = stride != 1 or in_channels != out_channels
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False) if project else None
-        self.bn = norm_layer(out_channels, alpha=RESIDUAL_ALPHA) if (project or identity_norm) else None
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, stride, bias=conv_bias(norm_layer)) if project else None
+        if project:
+            self.bn = norm_layer(out_channels, alpha=RESIDUAL_ALPHA)
+        elif identity_norm:  # no conv to fold into: the fused layout keeps a per-channel affine here
+            self.bn = getattr(norm_layer, "without_conv", norm_layer)(out_channels, alpha=RESIDUAL_ALPHA)
+        else:
+            self.bn = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is not None:
@@ -90,10 +104,11 @@ class BasicBlock(_ResidualBlock):
                                                            surrogate_width=surrogate_width,
                                                            detach_reset=detach_reset))
         self.in_channels, self.out_channels = in_channels, channels
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
+        bias = conv_bias(norm_layer)
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=bias)
         self.bn1 = norm_layer(channels, alpha=1.0)
         self.act1 = act_layer()
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=bias)
         self.bn2 = norm_layer(channels, alpha=RESIDUAL_ALPHA)
         self.shortcut = Shortcut(in_channels, channels, stride, norm_layer, identity_norm)
         self.act2 = act_layer()
@@ -114,13 +129,14 @@ class Bottleneck(_ResidualBlock):
                                                            detach_reset=detach_reset))
         out = channels * self.expansion
         self.in_channels, self.out_channels = in_channels, out
-        self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
+        bias = conv_bias(norm_layer)
+        self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=bias)
         self.bn1 = norm_layer(channels, alpha=1.0)
         self.act1 = act_layer()
-        self.conv2 = nn.Conv2d(channels, channels, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride, 1, bias=bias)
         self.bn2 = norm_layer(channels, alpha=1.0)
         self.act2 = act_layer()
-        self.conv3 = nn.Conv2d(channels, out, 1, bias=False)
+        self.conv3 = nn.Conv2d(channels, out, 1, bias=bias)
         self.bn3 = norm_layer(out, alpha=RESIDUAL_ALPHA)
         self.shortcut = Shortcut(in_channels, out, stride, norm_layer, identity_norm)
         self.act3 = act_layer()

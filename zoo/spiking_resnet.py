@@ -15,6 +15,7 @@ from torch import nn
 
 from adapters import BasicBlock, Bottleneck, neuron_factory, norm_factory, seq_apply
 from adapters._checks import check_finite
+from adapters.blocks import conv_bias
 
 from .tags import default_cfgs, tag_extras
 
@@ -48,7 +49,9 @@ class SpikingResNet(nn.Module):
     Args: ``block`` ('basic' | 'bottleneck'), ``layers``/``channels``/``strides`` per stage, stem settings,
     ``head_hidden``; ``T`` time steps; ``neuron`` ('native' | 'spikingjelly' | 'snntorch' | instance |
     factory); ``norm`` ('tdbn' | 'bn' | callable); ``identity_norm`` (tdBN on identity shortcuts);
-    LIF ``tau_decay``, ``v_th``, ``surrogate_width``, ``detach_reset``.
+    LIF ``tau_decay``, ``v_th``, ``surrogate_width``, ``detach_reset``; ``fused`` builds the BN-free
+    inference layout of ``zoo.fuse`` (convs with bias, empty norm slots, a per-channel affine on identity
+    shortcuts), the layout of published checkpoints.
     """
 
     def __init__(self, block: str = "basic", layers=(3, 3, 2), channels=(128, 256, 512), strides=(1, 2, 2),
@@ -56,7 +59,7 @@ class SpikingResNet(nn.Module):
                  num_classes: int = 10, in_chans: int = 3, T: int = 6, neuron="native", norm="tdbn",
                  identity_norm: bool = True, tau_decay: float = 0.25, v_th: float = 0.5,
                  surrogate_width: float = 1.0, detach_reset: bool = False, drop_rate: float = 0.0,
-                 global_pool: str = "avg"):
+                 global_pool: str = "avg", fused: bool = False):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
@@ -71,18 +74,20 @@ class SpikingResNet(nn.Module):
                                neuron=neuron if isinstance(neuron, str) else None,
                                norm=norm if isinstance(norm, str) else None, identity_norm=identity_norm,
                                tau_decay=tau_decay, v_th=v_th, surrogate_width=surrogate_width,
-                               detach_reset=detach_reset, drop_rate=drop_rate)
+                               detach_reset=detach_reset, drop_rate=drop_rate, fused=bool(fused))
         self.T = T
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
         lif = dict(tau_decay=tau_decay, v_th=v_th, surrogate_width=surrogate_width, detach_reset=detach_reset)
-        norm_layer = norm_factory(norm, v_th=v_th)
+        self.fused = bool(fused)  # the BN-free inference layout (zoo.fuse), norms folded by eq. 9-10
+        norm_layer = norm_factory("fused" if fused else norm, v_th=v_th)
         act_layer = neuron_factory(neuron, **lif)
         block_cls = BLOCKS[block]
 
-        self.conv1 = nn.Conv2d(in_chans, stem_width, stem_kernel, stem_stride, stem_kernel // 2, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, stem_width, stem_kernel, stem_stride, stem_kernel // 2,
+                               bias=conv_bias(norm_layer))
         self.bn1 = norm_layer(stem_width, alpha=1.0)
         self.act1 = act_layer()
         in_ch = stem_width
