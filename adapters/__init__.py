@@ -6,12 +6,12 @@ from .lif import LIF
 from .multistep import seq_apply
 from .neurons import BACKENDS, SnnTorchNeuron, SpikingJellyNeuron, make_neuron, neuron_factory, wrap_neuron
 from .surrogate import RectSurrogate
-from .tdbn import (RESIDUAL_ALPHA, MultiStepBatchNorm2d, MultiStepNorm, TdBatchNorm1d, TdBatchNorm2d,
+from .tdbn import (RESIDUAL_ALPHA, MultiStepBatchNorm1d, MultiStepBatchNorm2d, MultiStepNorm, TdBatchNorm1d, TdBatchNorm2d,
                    convert_sync_tdbn)
 
 __all__ = [
     "BACKENDS", "NORMS", "RESIDUAL_ALPHA", "LIF", "RectSurrogate", "TdBatchNorm1d", "TdBatchNorm2d",
-    "MultiStepBatchNorm2d", "MultiStepNorm", "convert_sync_tdbn", "make_neuron", "neuron_factory",
+    "MultiStepBatchNorm1d", "MultiStepBatchNorm2d", "MultiStepNorm", "convert_sync_tdbn", "make_neuron", "neuron_factory",
     "wrap_neuron", "SpikingJellyNeuron", "SnnTorchNeuron", "BasicBlock", "Bottleneck", "Shortcut",
     "norm_factory", "seq_apply", "ChannelAffine", "FoldedNorm",
 ]

@@ -138,6 +138,12 @@ class MultiStepBatchNorm2d(_MultiStepNorm):
         super().__init__(num_features, scale=1.0, eps=eps, momentum=momentum)
 
 
+class MultiStepBatchNorm1d(MultiStepBatchNorm2d):
+    """Standard BN for dense or sequence features: ``[T, N, C]`` or ``[T, N, C, L] -> same shape`` (scale 1)."""
+    ranks = (3, 4)
+    layout = "[T, N, C] or [T, N, C, L]"
+
+
 MultiStepNorm = _MultiStepNorm
 RESIDUAL_ALPHA = 1 / math.sqrt(2)
 

@@ -1,0 +1,120 @@
+"""The LIF neuron (eq. 2-3, surrogate eq. 16) against a NumPy reference with hand-derived BPTT, and the
+SpikingJelly / snnTorch bridges against it."""
+import gc
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from adapters import BACKENDS, LIF, make_neuron, neuron_factory, wrap_neuron
+
+TAU, VTH, WIDTH = 0.25, 0.5, 1.0
+
+
+def numpy_lif(x, g, tau=TAU, v_th=VTH, a=WIDTH, detach_reset=False):
+    """Forward eq. 2-3 and the exact backward of L = sum(g * o) with the rectangular surrogate."""
+    T = x.shape[0]
+    u, o = np.zeros_like(x), np.zeros_like(x)
+    for t in range(T):
+        prev = tau * u[t - 1] * (1 - o[t - 1]) if t else 0.0
+        u[t] = prev + x[t]
+        o[t] = (u[t] > v_th).astype(x.dtype)
+    dsig = (np.abs(u - v_th) < a / 2) / a
+    du_next = np.zeros_like(x[0])  # dL/du[t+1]
+    dx = np.zeros_like(x)
+    for t in reversed(range(T)):
+        keep = 1 - o[t]
+        do = g[t] + (0 if detach_reset or t == T - 1 else du_next * (-tau * u[t]))
+        du = do * dsig[t] + (du_next * tau * keep if t < T - 1 else 0)
+        dx[t] = du
+        du_next = du
+    return o, dx
+
+
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_spikes_and_surrogate_gradients_match_reference(backend, detach_reset):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(0.3, 0.6, size=(8, 3, 40))).astype(np.float64)
+    g = rng.normal(size=x.shape)
+    o_ref, dx_ref = numpy_lif(x, g, detach_reset=detach_reset)
+
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    neuron = make_neuron(backend, tau_decay=TAU, v_th=VTH, surrogate_width=WIDTH, detach_reset=detach_reset).double()
+    o = neuron(xt)
+    (o * torch.tensor(g)).sum().backward()
+    assert o.shape == xt.shape
+    assert torch.equal(o.detach(), torch.tensor(o_ref))
+    torch.testing.assert_close(xt.grad, torch.tensor(dx_ref), atol=1e-10, rtol=1e-10)
+
+
+def test_hand_checked_trace():
+    # u: 0.4 | 0.25*0.4+0.3 = 0.4 | 0.1+0.6 = 0.7 fire | reset: 0.2 | 0.25*0.2+0.5 = 0.55 fire
+    x = torch.tensor([0.4, 0.3, 0.6, 0.2, 0.5]).view(5, 1)
+    assert LIF()(x).flatten().tolist() == [0.0, 0.0, 1.0, 0.0, 1.0]
+    assert LIF()(torch.tensor([[0.5]])).item() == 0.0  # u == Vth does not fire (strict >)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_inputs_give_identical_spikes_on_every_backend(backend):
+    x = torch.randn(6, 4, 8, 5, 5) * 0.7 + 0.3
+    ref = LIF()(x)
+    out = make_neuron(backend)(x)
+    assert torch.equal(out, ref)
+    assert 0.05 < ref.mean() < 0.6  # a meaningful mix of spikes and silence
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_state_leaks_between_calls(backend):
+    n = make_neuron(backend)
+    x1, x2 = torch.rand(5, 2, 7) + 0.2, torch.rand(5, 3, 7) + 0.2
+    first = n(x1)
+    n(x2)  # another sequence (even another batch size) in between
+    assert torch.equal(n(x1), first)
+    assert list(n.state_dict()) == []  # nothing backend-specific is saved
+
+
+def test_snntorch_neurons_are_not_kept_alive_by_the_class_list():
+    from snntorch._neurons.neurons import SpikingNeuron
+
+    before = len(SpikingNeuron.instances)
+    for _ in range(5):
+        make_neuron("snntorch")
+    gc.collect()
+    assert len(SpikingNeuron.instances) == before
+
+
+def test_user_neurons_instance_or_factory_are_wrapped():
+    import snntorch
+    from spikingjelly.activation_based import neuron, surrogate
+
+    x = torch.randn(5, 2, 6) + 0.3
+    ref = LIF()(x)
+    sj_single_step = neuron.LIFNode(tau=1 / (1 - TAU), decay_input=False, v_threshold=VTH, v_reset=0.0,
+                                    surrogate_function=surrogate.Rect(alpha=1.0))  # step_mode 's'
+    for spec in (sj_single_step, lambda: snntorch.Leaky(beta=TAU, threshold=VTH, reset_mechanism="zero")):
+        make = neuron_factory(spec)
+        a, b = make(), make()
+        assert a is not b
+        assert torch.equal(a(x), ref) and torch.equal(a(x), ref)  # run twice: state is reset
+
+
+def test_plain_multistep_module_passes_through():
+    m = nn.Identity()
+    assert wrap_neuron(m) is m
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="unknown neuron backend 'brian'.*native, spikingjelly, snntorch"):
+        make_neuron("brian")
+    with pytest.raises(ValueError, match="tau_decay"):
+        LIF(tau_decay=1.5)
+    with pytest.raises(ValueError, match="v_th"):
+        LIF(v_th=0)
+    with pytest.raises(TypeError, match="floating-point"):
+        LIF()(torch.ones(3, 2, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"\[T, N, \.\.\.\]"):
+        LIF()(torch.ones(3))
+    with pytest.raises(TypeError, match="backend name"):
+        neuron_factory(3)

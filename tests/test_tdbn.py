@@ -1,0 +1,168 @@
+"""tdBN (eq. 5-6) against a hand-written reference and SpikingJelly's ThresholdDependentBatchNorm2d."""
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from adapters import MultiStepBatchNorm2d, TdBatchNorm1d, TdBatchNorm2d, convert_sync_tdbn
+
+
+def reference_tdbn(x, lam, beta, alpha, v_th, eps=1e-5):
+    """Algorithm 1 of the paper, written out: per-channel stats over [T, N, H, W]."""
+    dims = [d for d in range(x.dim()) if d != 2]
+    mu = x.mean(dims, keepdim=True)
+    var = ((x - mu) ** 2).mean(dims, keepdim=True)
+    shape = [1, 1, -1] + [1] * (x.dim() - 3)
+    x_hat = alpha * v_th * (x - mu) / torch.sqrt(var + eps)
+    return lam.view(shape) * x_hat + beta.view(shape), mu.flatten(), var.flatten()
+
+
+@pytest.mark.parametrize("alpha,v_th", [(1.0, 0.5), (1 / math.sqrt(2), 0.5), (1.0, 1.0)])
+def test_forward_and_lambda_gradient_match_equations(alpha, v_th):
+    x = torch.randn(4, 3, 5, 6, 6) * 2 + 1
+    bn = TdBatchNorm2d(5, alpha=alpha, v_th=v_th)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(5) + 0.5)
+        bn.bias.copy_(torch.randn(5))
+    lam = bn.weight.detach().clone().requires_grad_(True)
+    beta = bn.bias.detach().clone().requires_grad_(True)
+    g = torch.randn_like(x)
+
+    y = bn(x)
+    (y * g).sum().backward()
+    y_ref, _, _ = reference_tdbn(x, lam, beta, alpha, v_th)
+    (y_ref * g).sum().backward()
+
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bn.weight.grad, lam.grad, atol=1e-4, rtol=1e-5)  # dL/dlambda
+    torch.testing.assert_close(bn.bias.grad, beta.grad, atol=1e-4, rtol=1e-5)
+    # at init-like lambda=1, beta=0 each channel has mean 0 and std alpha*Vth: the paper's N(0, (alpha Vth)^2)
+    fresh = TdBatchNorm2d(5, alpha=alpha, v_th=v_th)(x)
+    torch.testing.assert_close(fresh.transpose(0, 2).flatten(1).std(1, unbiased=False),
+                               torch.full((5,), alpha * v_th), atol=1e-4, rtol=1e-4)
+
+
+def test_running_statistics_and_eval_mode():
+    x = torch.randn(3, 4, 2, 5, 5) * 3 + 2
+    bn = TdBatchNorm2d(2, alpha=1.0, v_th=0.5, momentum=0.1)
+    bn(x)
+    _, mu, var = reference_tdbn(x, torch.ones(2), torch.zeros(2), 1.0, 0.5)
+    n = x.numel() / 2
+    torch.testing.assert_close(bn.running_mean, 0.1 * mu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * var * n / (n - 1), rtol=1e-5, atol=1e-6)
+    assert int(bn.num_batches_tracked) == 1
+
+    bn.eval()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.5, 0.7]))
+        bn.bias.copy_(torch.tensor([0.1, -0.2]))
+    y = bn(x)
+    shape = (1, 1, 2, 1, 1)
+    expect = (bn.weight * 0.5).view(shape) * (x - bn.running_mean.view(shape)) / torch.sqrt(
+        bn.running_var.view(shape) + bn.eps) + bn.bias.view(shape)
+    torch.testing.assert_close(y, expect, atol=1e-5, rtol=1e-5)
+    a, b = bn.folded_affine()
+    torch.testing.assert_close(y, a.view(shape) * x + b.view(shape), atol=1e-5, rtol=1e-5)
+    assert torch.equal(bn(x), y)  # eval does not touch statistics
+
+
+def test_matches_spikingjelly_forward_and_differs_in_weight_gradient_by_alpha_vth():
+    from spikingjelly.activation_based import layer
+
+    alpha, v_th = 1 / math.sqrt(2), 0.5
+    x = torch.randn(4, 3, 6, 5, 5)
+    ours = TdBatchNorm2d(6, alpha=alpha, v_th=v_th)
+    sj = layer.ThresholdDependentBatchNorm2d(alpha=alpha, v_th=v_th, num_features=6)
+    g = torch.randn_like(x)
+    y_ours, y_sj = ours(x), sj(x)
+    torch.testing.assert_close(y_ours, y_sj, atol=1e-5, rtol=1e-5)
+    (y_ours * g).sum().backward()
+    (y_sj * g).sum().backward()
+    # SpikingJelly learns gamma = lambda * alpha * Vth: its weight gradient is 1/(alpha Vth) of the paper's
+    torch.testing.assert_close(sj.weight.grad * alpha * v_th, ours.weight.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(sj.running_mean, ours.running_mean)
+    torch.testing.assert_close(sj.running_var, ours.running_var)
+
+
+def test_tdbn1d_shapes_and_statistics():
+    for shape in [(4, 3, 8), (4, 3, 8, 5)]:
+        x = torch.randn(*shape) * 2
+        bn = TdBatchNorm1d(8, alpha=1.0, v_th=0.5)
+        y_ref, _, _ = reference_tdbn(x, torch.ones(8), torch.zeros(8), 1.0, 0.5)
+        torch.testing.assert_close(bn(x), y_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_plain_bn_variant_has_unit_scale():
+    x = torch.randn(2, 3, 4, 5, 5) * 4
+    y_ref, _, _ = reference_tdbn(x, torch.ones(4), torch.zeros(4), 1.0, 1.0)
+    torch.testing.assert_close(MultiStepBatchNorm2d(4)(x), y_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_alpha_and_vth_kept_with_the_module():
+    bn = TdBatchNorm2d(3, alpha=0.5, v_th=0.25)
+    assert (bn.alpha, bn.v_th, bn.scale) == (0.5, 0.25, 0.125)
+    assert "alpha=0.5" in repr(bn) and "v_th=0.25" in repr(bn)
+    assert set(bn.state_dict()) == {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+    assert torch.equal(bn.weight, torch.ones(3)) and torch.equal(bn.bias, torch.zeros(3))
+
+
+def test_bad_input_is_named():
+    bn = TdBatchNorm2d(4)
+    with pytest.raises(ValueError, match=r"\[T, N, C, H, W\].*got shape \(2, 4, 5, 5\)"):
+        bn(torch.randn(2, 4, 5, 5))
+    with pytest.raises(ValueError, match="expects 4 channels.*got 3"):
+        bn(torch.randn(2, 2, 3, 5, 5))
+    with pytest.raises(TypeError, match="floating-point.*torch.int64"):
+        bn(torch.ones(2, 2, 4, 5, 5, dtype=torch.long))
+    bad = torch.randn(2, 2, 4, 5, 5)
+    bad[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        bn(bad)
+    assert torch.equal(bn.running_mean, torch.zeros(4))  # refused before touching the statistics
+    with pytest.raises(ValueError):
+        TdBatchNorm2d(4, alpha=0.0)
+
+
+# --- synchronised statistics across processes -------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sync_worker(rank, world, port, x, g, out_dir):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    bn = convert_sync_tdbn(torch.nn.Sequential(TdBatchNorm2d(3, alpha=0.7, v_th=0.5)))
+    n = x.shape[1] // world
+    xs = x[:, rank * n:(rank + 1) * n].clone().requires_grad_(True)
+    y = bn(xs)
+    (y * g[:, rank * n:(rank + 1) * n]).sum().backward()
+    dist.all_reduce(bn[0].weight.grad)  # what DDP does with parameter gradients
+    torch.save(dict(y=y.detach(), xgrad=xs.grad, wgrad=bn[0].weight.grad, rm=bn[0].running_mean,
+                    rv=bn[0].running_var), os.path.join(out_dir, f"r{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_convert_sync_tdbn_equals_one_process_on_the_global_batch(tmp_path):
+    x = torch.randn(3, 4, 3, 4, 4) * 2 + 1
+    g = torch.randn_like(x)
+    mp.start_processes(_sync_worker, args=(2, _free_port(), x, g, str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    ref = TdBatchNorm2d(3, alpha=0.7, v_th=0.5)
+    xr = x.clone().requires_grad_(True)
+    y = ref(xr)
+    (y * g).sum().backward()
+    parts = [torch.load(tmp_path / f"r{r}.pt") for r in range(2)]
+    torch.testing.assert_close(torch.cat([p["y"] for p in parts], 1), y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat([p["xgrad"] for p in parts], 1), xr.grad, atol=1e-5, rtol=1e-4)
+    for p in parts:
+        torch.testing.assert_close(p["wgrad"], ref.weight.grad, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(p["rm"], ref.running_mean, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(p["rv"], ref.running_var, atol=1e-5, rtol=1e-5)
