@@ -17,23 +17,30 @@ from ._checks import check_tensor
 from .fused import FoldedNorm
 from .multistep import seq_apply
 from .neurons import NeuronSpec, neuron_factory
-from .tdbn import RESIDUAL_ALPHA, MultiStepBatchNorm2d, TdBatchNorm2d
+from .tdbn import RESIDUAL_ALPHA, MultiStepBatchNorm1d, MultiStepBatchNorm2d, TdBatchNorm1d, TdBatchNorm2d
 
 NormSpec = Union[str, Callable[..., nn.Module]]
 NORMS = ("tdbn", "bn", "fused")
 
 
-def norm_factory(norm: NormSpec = "tdbn", *, v_th: float = 0.5) -> Callable[..., nn.Module]:
+def norm_factory(norm: NormSpec = "tdbn", *, v_th: float = 0.5, dim: int = 2) -> Callable[..., nn.Module]:
     """``norm(num_features, alpha=...)`` factory from ``'tdbn'``, ``'bn'``, ``'fused'`` (the BN-free
-    inference layout of ``zoo.fuse``, see ``adapters.fused``) or a callable."""
+    inference layout of ``zoo.fuse``, see ``adapters.fused``) or a callable.
+
+    ``dim=2`` gives norms for ``[T, N, C, H, W]``, ``dim=1`` for ``[T, N, C]``. A callable is used as
+    given for ``dim=2``; dense layers then keep tdBN (a conv norm cannot serve them).
+    """
     if norm == "fused":  # the BN-free inference layout (see adapters.fused)
         return FoldedNorm()
+    if callable(norm) and not isinstance(norm, str):
+        if dim == 2:
+            return norm
+        norm = "tdbn"
     if norm == "tdbn":
-        return lambda num_features, alpha=1.0: TdBatchNorm2d(num_features, alpha=alpha, v_th=v_th)
+        cls = TdBatchNorm2d if dim == 2 else TdBatchNorm1d
+        return lambda num_features, alpha=1.0: cls(num_features, alpha=alpha, v_th=v_th)
     if norm == "bn":
-        return MultiStepBatchNorm2d
-    if callable(norm):
-        return norm
+        return MultiStepBatchNorm2d if dim == 2 else MultiStepBatchNorm1d
     raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)} or pass a callable "
                      f"norm(num_features, alpha=...)")
 
