@@ -1,4 +1,10 @@
-"""The paper's iterative LIF neuron (eq. 2-3), multi-step, native PyTorch."""
+"""The paper's iterative LIF neuron (eq. 2-3), multi-step, native PyTorch.
+
+Two implementations of one function: ``lif_reference`` (a plain autograd loop, easy to audit) and
+``lif_multistep`` (one autograd Function over all T steps: in-place forward, and a backward that needs
+only the membrane sequence, or two boolean masks when the reset is detached). ``LIF`` uses the fast one;
+tests hold them spike-identical and gradient-equal.
+"""
 from __future__ import annotations
 
 import torch
@@ -15,6 +21,86 @@ def check_lif_params(tau_decay: float, v_th: float, surrogate_width: float) -> N
         raise ValueError(f"v_th must be > 0, got {v_th}")
     if not surrogate_width > 0:
         raise ValueError(f"surrogate_width must be > 0, got {surrogate_width}")
+
+
+def lif_reference(x: torch.Tensor, tau_decay: float = 0.25, v_th: float = 0.5, surrogate_width: float = 1.0,
+                  detach_reset: bool = False) -> torch.Tensor:
+    """``[T, N, ...] -> [T, N, ...]`` spikes, written as the equations read; autograd does the rest."""
+    spike_fn = RectSurrogate(surrogate_width)
+    spikes, u = [], None
+    for t in range(x.shape[0]):
+        if u is None:
+            u = x[t]
+        else:
+            o = spikes[-1].detach() if detach_reset else spikes[-1]
+            u = tau_decay * u * (1.0 - o) + x[t]
+        spikes.append(spike_fn(u - v_th))
+    return torch.stack(spikes)
+
+
+class _LIFMultiStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, tau, v_th, width, detach_reset):
+        save = ctx.needs_input_grad[0]
+        spikes = torch.empty_like(x)
+        membranes = torch.empty_like(x) if save and not detach_reset else None
+        windows = torch.empty(x.shape, dtype=torch.bool, device=x.device) if save and detach_reset else None
+        u = x[0].clone()
+        fired = None
+        for t in range(x.shape[0]):
+            if t:
+                # same operations in the same order as the reference: (tau * u) * (1 - o) + x[t]
+                u.mul_(tau).masked_fill_(fired, 0.0).add_(x[t])
+            fired = u > v_th
+            spikes[t] = fired
+            if membranes is not None:
+                membranes[t] = u
+            elif windows is not None:
+                windows[t] = (u - v_th).abs_() < width / 2
+        ctx.tau, ctx.v_th, ctx.width, ctx.detach_reset = tau, v_th, width, detach_reset
+        if save:
+            # full gradient: the membrane (spikes and windows follow from it); detached: two masks
+            ctx.save_for_backward(*((membranes,) if not detach_reset else (windows, spikes.bool())))
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        tau, v_th, width = ctx.tau, ctx.v_th, ctx.width
+        grad_x = torch.empty_like(grad_spikes)
+        du_next = None  # dL/du[t+1]
+        for t in reversed(range(grad_spikes.shape[0])):
+            if ctx.detach_reset:
+                windows, fired = ctx.saved_tensors
+                window, keep = windows[t], ~fired[t]
+                do = grad_spikes[t]
+            else:
+                (membranes,) = ctx.saved_tensors
+                u = membranes[t]
+                window, keep = (u - v_th).abs() < width / 2, u <= v_th
+                do = grad_spikes[t] if du_next is None else grad_spikes[t] - tau * u * du_next
+            du = do * window / width
+            if du_next is not None:
+                du = du + (tau * du_next).masked_fill_(~keep, 0.0)
+            grad_x[t] = du
+            du_next = du
+        return grad_x, None, None, None, None
+
+
+def lif_multistep(x: torch.Tensor, tau_decay: float = 0.25, v_th: float = 0.5, surrogate_width: float = 1.0,
+                  detach_reset: bool = False) -> torch.Tensor:
+    """``[T, N, ...] -> [T, N, ...]``: the same function as ``lif_reference``, one autograd node over T."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        with torch.no_grad():
+            return _LIFMultiStep.forward(_NoCtx(), x, tau_decay, v_th, surrogate_width, detach_reset)
+    return _LIFMultiStep.apply(x, tau_decay, v_th, surrogate_width, detach_reset)
+
+
+class _NoCtx:
+    """Stands in for autograd's ctx on the inference path: nothing is saved."""
+    needs_input_grad = (False,)
+
+    def save_for_backward(self, *tensors):
+        pass
 
 
 class LIF(nn.Module):
@@ -34,20 +120,10 @@ class LIF(nn.Module):
         self.v_th = float(v_th)
         self.surrogate_width = float(surrogate_width)
         self.detach_reset = bool(detach_reset)
-        self.spike_fn = RectSurrogate(surrogate_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(x, layer="LIF", ranks=tuple(range(2, 9)), layout="[T, N, ...]")
-        spikes = []
-        u = None
-        for t in range(x.shape[0]):
-            if u is None:
-                u = x[t]
-            else:
-                o = spikes[-1].detach() if self.detach_reset else spikes[-1]
-                u = self.tau_decay * u * (1.0 - o) + x[t]
-            spikes.append(self.spike_fn(u - self.v_th))
-        return torch.stack(spikes)
+        return lif_multistep(x, self.tau_decay, self.v_th, self.surrogate_width, self.detach_reset)
 
     def extra_repr(self) -> str:
         return (f"tau_decay={self.tau_decay}, v_th={self.v_th}, surrogate_width={self.surrogate_width}, "

@@ -118,3 +118,30 @@ def test_bad_arguments_are_named():
         LIF()(torch.ones(3))
     with pytest.raises(TypeError, match="backend name"):
         neuron_factory(3)
+
+
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_fast_path_is_spike_identical_and_gradient_equal_to_the_reference_loop(detach_reset):
+    from adapters.lif import lif_multistep, lif_reference
+
+    x = torch.randn(6, 4, 16, 9, 9) * 0.8 + 0.25
+    g = torch.randn_like(x)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    fast = lif_multistep(xa, 0.25, 0.5, 1.0, detach_reset)
+    ref = lif_reference(xb, 0.25, 0.5, 1.0, detach_reset)
+    assert torch.equal(fast, ref)
+    (fast * g).sum().backward()
+    (ref * g).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():  # the inference path computes the same spikes without saving anything
+        assert torch.equal(lif_multistep(x, 0.25, 0.5, 1.0, detach_reset), ref)
+
+
+def test_fast_path_saves_one_membrane_or_two_masks():
+    from adapters.lif import lif_multistep
+
+    x = torch.randn(4, 2, 8, requires_grad=True)
+    full = lif_multistep(x * 1, detach_reset=False)
+    assert [t.dtype for t in full.grad_fn.saved_tensors] == [torch.float32]
+    detached = lif_multistep(x * 1, detach_reset=True)
+    assert [t.dtype for t in detached.grad_fn.saved_tensors] == [torch.bool, torch.bool]
