@@ -82,22 +82,90 @@ def load_state_dict_into(model: torch.nn.Module, state_dict: dict, source: str) 
             f"{unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
 
 
-def load_pretrained_weights(model: torch.nn.Module) -> None:
-    """Load weights for ``model.pretrained_cfg`` from, in order: an explicit ``file`` (e.g. through
-    ``pretrained_cfg_overlay=dict(file=...)``), then the checkpoints this package knows of. Never falls
-    back to random weights: without a source it raises with the command that trains the tag."""
-    cfg = model.pretrained_cfg
-    name = f"{cfg.get('architecture')}.{cfg.get('tag')}"
-    if cfg.get("file"):
-        load_state_dict_into(model, read_safetensors(cfg["file"]), str(cfg["file"]))
-        return
+def _name(cfg: dict) -> str:
+    arch, tag = cfg.get("architecture"), cfg.get("tag")
+    return f"{arch}.{tag}" if tag else str(arch)
+
+
+def _unavailable_hint(cfg: dict) -> str:
     cmd = cfg.get("train_command")
-    raise PretrainedUnavailableError(
-        f"no checkpoint for {name} is available: none is shipped with tdbn-zoo or cached locally. "
-        + (f"Train it with: {cmd}. " if cmd else "")
-        + "Or pass a local file: zoo.create(..., pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors')).")
+    return ((f" Or train it: {cmd}." if cmd else "")
+            + " Or pass a local checkpoint: zoo.create(..., pretrained=True, "
+              "pretrained_cfg_overlay=dict(file='path/to/model.safetensors or checkpoint folder')).")
+
+
+def find_checkpoint(cfg: dict, cache_dir=None):
+    """Locate the checkpoint for a resolved pretrained cfg, in order: an explicit ``file`` (a
+    ``.safetensors`` or a checkpoint folder, e.g. from ``pretrained_cfg_overlay`` or timm's
+    ``local-dir:``), a checkpoint shipped in ``weights/`` (sha256-verified against the manifest), then the
+    Hub repo ``hf_hub_id`` (revision pinned by the manifest; verified when the manifest lists it).
+    Returns a ``zoo.checkpoints.Checkpoint``."""
+    from . import manifest
+    from .checkpoints import Checkpoint
+    from .hub import download, split_revision
+
+    name = _name(cfg)
+    if cfg.get("file"):
+        return Checkpoint.from_path(cfg["file"])
+    man = manifest.read_manifest()
+    entry = man["models"].get(name) if cfg.get("source") != "hf-hub" else None
+    if entry and entry.get("path"):
+        folder = manifest.weights_dir() / entry["path"]
+        origin = f"{name} (shipped in {folder})"
+        manifest.verify(folder, entry["files"], origin)
+        return Checkpoint.from_path(folder, origin)
+    if cfg.get("hf_hub_id"):
+        repo_id, revision = split_revision(cfg["hf_hub_id"])
+        found = manifest.entry_for_repo(repo_id, man)
+        pinned = found[1] if found else None
+        if revision is None and pinned:
+            revision = pinned.get("revision")
+        folder = download(repo_id, revision=revision, cache_dir=cache_dir, hint=_unavailable_hint(cfg))
+        origin = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
+        if pinned and pinned.get("revision") == revision:
+            manifest.verify(folder, pinned["files"], origin)
+        return Checkpoint.from_path(folder, origin)
+    raise PretrainedUnavailableError(f"no checkpoint for {name} is available: none is shipped with tdbn-zoo and "
+                                     f"it has no Hub repo.{_unavailable_hint(cfg)}")
+
+
+def load_pretrained_weights(model: torch.nn.Module, checkpoint=None, cache_dir=None) -> None:
+    """Load ``model``'s checkpoint (``find_checkpoint(model.pretrained_cfg)`` unless given) into it.
+
+    Never falls back to random weights: without a source it raises ``PretrainedUnavailableError`` with the
+    command that trains the tag. A checkpoint of another architecture, of the other layout (fused vs
+    unfused), corrupt, or failing its manifest sha256 raises ``CheckpointError``."""
+    cfg = model.pretrained_cfg
+    ckpt = checkpoint if checkpoint is not None else find_checkpoint(cfg, cache_dir=cache_dir)
+    ckpt.check_fits(cfg.get("architecture"), fused=getattr(model, "fused", None))
+    load_state_dict_into(model, ckpt.state_dict(), ckpt.origin)
 
 
 def loadable(name: str) -> bool:
-    """Whether ``arch.tag`` has a checkpoint that can be loaded here without a network."""
-    return False
+    """Whether ``arch.tag`` has a checkpoint that loads here without a network: shipped in ``weights/``
+    (listed in the manifest and present), or its Hub files in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    from . import manifest
+    from .checkpoints import CONFIG_NAME, WEIGHTS_NAME
+    from .hub import split_revision
+
+    man = manifest.read_manifest()
+    entry = man["models"].get(name)
+    if entry and entry.get("path"):
+        folder = manifest.weights_dir() / entry["path"]
+        if all((folder / f).is_file() for f in entry["files"]):
+            return True
+    try:
+        cfg = get_pretrained_cfg(name, allow_unregistered=False)
+    except RuntimeError:  # not a registered arch.tag
+        cfg = None
+    repo = (entry or {}).get("repo_id") or (cfg.hf_hub_id if cfg else None)
+    if not repo:
+        return False
+    repo, revision = split_revision(repo)
+    found = manifest.entry_for_repo(repo, man)
+    revision = revision or (found[1].get("revision") if found else None)
+    return all(isinstance(try_to_load_from_cache(repo, f, revision=revision), str)
+               for f in (WEIGHTS_NAME, CONFIG_NAME))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from timm.models import build_model_with_cfg, register_model
+from timm.models import build_model_with_cfg, register_model, resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 from torch import nn
 
@@ -215,8 +215,10 @@ def _split_cfg(cfg) -> tuple[Any, dict]:
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
-    from .pretrained import load_pretrained_weights, resolve_tag
+    from .pretrained import find_checkpoint, load_pretrained_weights, resolve_tag
 
+    kwargs.pop("pretrained_model_args", None)  # timm's hf-hub loader repeats the config's model_args here
+    cache_dir = kwargs.pop("cache_dir", None)
     pretrained_cfg, extras = _split_cfg(kwargs.pop("pretrained_cfg", None))
     overlay, overlay_extras = _split_cfg(kwargs.pop("pretrained_cfg_overlay", None))
     if isinstance(pretrained_cfg, str) or pretrained_cfg is None:
@@ -224,6 +226,14 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
         extras = {**tag_extras(f"{variant}.{tag}"), **extras}
         pretrained_cfg = tag
     extras.update(overlay_extras)
+    checkpoint = None
+    if pretrained:  # find the checkpoint first: its config decides the layout (fused or not) and defaults
+        cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay)
+        checkpoint = find_checkpoint({**cfg.to_dict(), **extras, "architecture": variant}, cache_dir=cache_dir)
+        checkpoint.check_fits(variant)
+        for k, v in checkpoint.model_args.items():
+            kwargs.setdefault(k, v)  # arguments given explicitly win
+        kwargs.setdefault("fused", checkpoint.fused)
     if extras.get("T") is not None:
         kwargs.setdefault("T", extras["T"])
     model_args = {**ARCH_CFGS[variant], **{k: v for k, v in kwargs.items() if v is not None}}
@@ -233,7 +243,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
     model.pretrained_cfg = {**model.pretrained_cfg, **extras}
     model.default_cfg = model.pretrained_cfg
     if pretrained:
-        load_pretrained_weights(model)
+        load_pretrained_weights(model, checkpoint)
     return model
 
 

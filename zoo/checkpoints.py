@@ -1,0 +1,231 @@
+"""Checkpoint folders in timm's ``hf-hub:`` layout: write one (``save_pretrained``), open one (``Checkpoint``).
+
+A folder holds ``model.safetensors`` (never a pickle), ``config.json`` (``architecture``, ``num_classes``,
+``model_args`` with T, the LIF parameters and the ``fused`` flag, ``pretrained_cfg``; written by timm's
+``save_config_for_hf``) and ``README.md`` (a model card with YAML front matter). Published checkpoints are
+fused (``fused: true``, eq. 9-10); the same layout with ``fused: false`` is the unfused training checkpoint
+(tdBN running statistics kept) for fine-tuning. The neuron backend is not recorded: choose it when loading.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+from .errors import CheckpointError
+from .manifest import atomic_write
+from .spiking_resnet import ARCH_CFGS, SpikingResNet
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
+_RUNTIME_ARGS = ("neuron", "drop_rate")  # chosen at load time, not part of the weights' meaning
+
+
+@dataclass
+class Checkpoint:
+    """An opened checkpoint: the weights file, its folder's ``config.json`` (None for a bare file) and a
+    human-readable origin for error messages."""
+    weights: Path
+    config: dict | None
+    origin: str
+    _state: dict | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_path(cls, path: str | Path, origin: str | None = None) -> "Checkpoint":
+        """A checkpoint folder (``model.safetensors`` + optional ``config.json``) or a bare ``.safetensors``."""
+        path = Path(path).expanduser()
+        origin = origin or str(path)
+        if path.is_dir():
+            weights = path / WEIGHTS_NAME
+            if not weights.is_file():
+                raise CheckpointError(f"{origin}: no {WEIGHTS_NAME} in {path}")
+            cfg_path = path / CONFIG_NAME
+            if not cfg_path.is_file():
+                return cls(weights, None, origin)
+            try:
+                config = json.loads(cfg_path.read_text())
+            except (OSError, ValueError) as e:
+                raise CheckpointError(f"{origin}: {cfg_path} is not valid JSON: {e}") from e
+            if not isinstance(config, dict) or "architecture" not in config:
+                raise CheckpointError(f"{origin}: {cfg_path} has no 'architecture'; not a timm/tdbn-zoo config")
+            return cls(weights, config, origin)
+        if not path.exists():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        return cls(path, None, origin)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self._state is None:
+            from .pretrained import read_safetensors
+            self._state = read_safetensors(self.weights)
+        return self._state
+
+    @property
+    def architecture(self) -> str | None:
+        return (self.config or {}).get("architecture")
+
+    @property
+    def model_args(self) -> dict:
+        return dict((self.config or {}).get("model_args") or {})
+
+    @property
+    def fused(self) -> bool:
+        """From ``config.json``; for a bare file, from its keys (an unfused one has running statistics)."""
+        if "fused" in self.model_args:
+            return bool(self.model_args["fused"])
+        return not any(k.endswith("running_var") for k in self.state_dict())
+
+    def check_fits(self, arch: str, fused: bool | None = None) -> None:
+        """Refuse a checkpoint made for another architecture, or of the other layout, with a clear error."""
+        if self.architecture and self.architecture != arch:
+            raise CheckpointError(f"{self.origin} is a checkpoint of {self.architecture}, not {arch}; "
+                                  f"load it with zoo.create('{self.architecture}', ...) or "
+                                  f"timm.create_model('local-dir:...') / 'hf-hub:...'")
+        if fused is not None and fused != self.fused:
+            want, have = ("fused", "unfused") if fused else ("unfused", "fused")
+            raise CheckpointError(f"{self.origin} is {have} but the model was built {want}; build it with "
+                                  f"fused={self.fused} (or leave `fused` unset so the checkpoint decides)")
+
+
+def _arch_and_tag(model: SpikingResNet, tag: str | None) -> tuple[str, str | None]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if tag is None:
+        arch = cfg.get("architecture")
+        return arch, cfg.get("tag")
+    arch, _, t = tag.partition(".")
+    return arch, (t or None)
+
+
+def _base_cfg(model: SpikingResNet, name: str) -> dict:
+    """The model's pretrained_cfg, or (for a model built directly) the registered cfg of ``name``."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg:
+        return dict(cfg)
+    from timm.models import get_pretrained_cfg
+
+    from .tags import tag_extras
+    base = get_pretrained_cfg(name if "." in name else f"{name}.")
+    return {**(base.to_dict() if base else {}), **tag_extras(name)}
+
+
+def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | None = None,
+                    metrics: list[dict] | None = None, card_extra: str = "", fuse: bool = True,
+                    repo_id: str | None = None, license: str = "mit") -> Path:
+    """Write a checkpoint folder (``model.safetensors``, ``config.json``, ``README.md``) for ``model``.
+
+    Args:
+        model: a ``SpikingResNet`` (fused or not; with ``fuse=True`` it is fused here by eq. 9-10).
+        out_dir: the folder (created; files in it replaced atomically, one by one).
+        tag: ``'arch.tag'`` it is published as (default: the model's ``pretrained_cfg`` architecture/tag).
+        metrics: measured figures, each ``{"name", "value", "command"}`` plus optional ``"dataset"``,
+            ``"split"``, ``"machine"``, ``"unit"``; they go into the card's table and YAML ``model-index``.
+        card_extra: Markdown appended to the model card (e.g. training log summary).
+        fuse: False writes the unfused training checkpoint (tdBN statistics kept) in the same layout.
+        repo_id: the Hub repo it will live in (for the card's usage lines); default ``tdbn-zoo/<tag>``.
+    Returns: ``out_dir`` as a Path.
+    """
+    from timm.models._hub import save_config_for_hf
+
+    from .fuse import fuse as fuse_model
+    from .tags import HUB_ORG
+
+    if not isinstance(model, SpikingResNet):
+        raise TypeError(f"save_pretrained expects a SpikingResNet, got {type(model).__name__}")
+    arch, t = _arch_and_tag(model, tag)
+    if arch not in ARCH_CFGS:
+        raise ValueError(f"cannot tell the architecture of this model ({arch!r}); pass tag='arch.tag' with arch "
+                         f"one of {', '.join(ARCH_CFGS)}")
+    name = f"{arch}.{t}" if t else arch
+    for m in metrics or []:
+        missing = [k for k in ("name", "value", "command") if k not in m]
+        if missing:
+            raise ValueError(f"metric {m!r} lacks {missing}: every figure needs the command that measured it")
+    out = fuse_model(model) if (fuse and not model.fused) else copy.copy(model)  # copy: cfg set below
+    out.pretrained_cfg = {**_base_cfg(model, name), "architecture": arch, "tag": t, "fused": out.fused}
+    args = {k: v for k, v in out.model_args.items() if k not in _RUNTIME_ARGS}
+    args.update(T=out.T, num_classes=out.num_classes)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".cfg-") as tmp:
+        save_config_for_hf(out, Path(tmp) / CONFIG_NAME, model_args=args)
+        config = json.loads((Path(tmp) / CONFIG_NAME).read_text())
+    state = {k: v.detach().contiguous().cpu() for k, v in out.state_dict().items()}
+    meta = {"format": "pt", "architecture": arch, "fused": str(out.fused).lower(), "tag": str(t)}
+    atomic_write(out_dir / WEIGHTS_NAME, safetensors_bytes(state, metadata=meta))
+    atomic_write(out_dir / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    card = model_card(config, name=name, repo_id=repo_id or f"{HUB_ORG}/{name}", metrics=metrics or [],
+                      extra=card_extra, license=license, num_params=sum(v.numel() for v in state.values()))
+    atomic_write(out_dir / CARD_NAME, card)
+    return out_dir
+
+
+def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], extra: str = "",
+               license: str = "mit", num_params: int | None = None) -> str:
+    """README.md text: YAML front matter (huggingface_hub's ``ModelCardData``) and the card body."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    cfg, args = config.get("pretrained_cfg", {}), config.get("model_args", {})
+    dataset = cfg.get("dataset")
+    evals = [EvalResult(task_type="image-classification", dataset_type=m.get("dataset", dataset or "unknown"),
+                        dataset_name=m.get("dataset", dataset or "unknown"), dataset_split=m.get("split"),
+                        metric_type="accuracy" if "acc" in m["name"] or "top" in m["name"] else m["name"],
+                        metric_name=m["name"], metric_value=m["value"]) for m in metrics]
+    data = ModelCardData(library_name="timm", license=license, model_name=name,
+                         tags=["image-classification", "timm", "spiking-neural-network", "snn", "tdbn", "tdbn-zoo"],
+                         datasets=[dataset] if dataset else None,
+                         metrics=sorted({e.metric_type for e in evals}) or ["accuracy"],
+                         eval_results=evals or None)
+    recipe = cfg.get("recipe") or {}
+    lines = [
+        "---", data.to_yaml(), "---", f"# {name}", "",
+        f"A directly-trained deep spiking ResNet with threshold-dependent batch norm (tdBN), from "
+        f"*{cfg.get('paper_name', 'Going Deeper With Directly-Trained Larger Spiking Neural Networks')}* "
+        f"(Zheng et al., AAAI 2021, {cfg.get('paper_ids', 'arXiv:2011.05280')}), packaged by tdbn-zoo.", "",
+        "## Model", "",
+        f"- Architecture: `{config['architecture']}`, {num_params:,} parameters" if num_params else
+        f"- Architecture: `{config['architecture']}`",
+        f"- Time steps T = {args.get('T')}; input {cfg.get('input_size')}; {config.get('num_classes')} classes",
+        f"- Neuron: iterative LIF (eq. 2-3), decay {args.get('tau_decay')}, threshold {args.get('v_th')}, "
+        f"hard reset to 0; output = mean over T of the classifier (eq. 11)",
+        ("- **Fused** (eq. 9-10): every tdBN is folded into the conv/linear before it (convs carry the bias; "
+         "identity shortcuts keep a per-channel affine). This is the paper's full-spiking inference network."
+         if args.get("fused") else
+         "- **Unfused** training checkpoint: tdBN layers with running statistics, for fine-tuning."),
+        "", "## Data", "",
+        f"- Dataset: {dataset or 'not recorded'}",
+        f"- Preprocessing/augmentation: {cfg.get('augment', 'not recorded')}; mean {cfg.get('mean')}, "
+        f"std {cfg.get('std')}",
+        "", "## Recipe", "",
+    ]
+    lines += [f"- {k}: {v}" for k, v in recipe.items()] or ["- not recorded"]
+    if cfg.get("train_command"):
+        lines += [f"- Train: `{cfg['train_command']}`"]
+    lines += ["", "## Measured results", ""]
+    if metrics:
+        lines += ["| metric | value | dataset / split | machine | command |", "|---|---|---|---|---|"]
+        lines += [f"| {m['name']} | {m['value']}{m.get('unit', '')} | {m.get('dataset', dataset)} / "
+                  f"{m.get('split', '-')} | {m.get('machine', '-')} | `{m['command']}` |" for m in metrics]
+    else:
+        lines += ["No figure has been measured for this checkpoint yet."]
+    if cfg.get("paper_top1") is not None:
+        lines += ["", f"The paper reports {cfg['paper_top1']}% top-1 for this configuration (not measured here)."]
+    lines += [
+        "", "## Usage", "", "```python", "import zoo  # registers the architectures with timm",
+        f"model = zoo.create('{name}', pretrained=True)  # or neuron='spikingjelly' / 'snntorch'",
+        "import timm",
+        f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True)",
+        "logits = model(images)  # [N, C, H, W] (repeated over T) or [T, N, C, H, W] -> [N, classes]",
+        "```", "", "## Citation", "", "```bibtex",
+        "@inproceedings{zheng2021going,", "  title={Going Deeper With Directly-Trained Larger Spiking Neural Networks},",
+        "  author={Zheng, Hanle and Wu, Yujie and Deng, Lei and Hu, Yifan and Li, Guoqi},",
+        "  booktitle={Proceedings of the AAAI Conference on Artificial Intelligence}, year={2021}}", "```",
+    ]
+    if extra:
+        lines += ["", extra.strip()]
+    return "\n".join(lines) + "\n"
