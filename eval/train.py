@@ -1,0 +1,384 @@
+"""Training loop for spiking ResNets: the paper's recipe (Appendix C), exact resume, distributed tdBN.
+
+Python API (what ``tdbn-zoo train`` and ``tdbn-zoo finetune`` call)::
+
+    from eval.train import Trainer, TrainConfig
+    cfg = TrainConfig(epochs=8, batch_size=64, lr=0.1, schedule="cosine", weight_decay=5e-4)
+    trainer = Trainer(model, train_data, val_data, cfg, out_dir="runs/fmnist")
+    history = trainer.fit(resume=True)       # resume=True continues from out_dir/last.safetensors if present
+
+- ``train_data`` / ``val_data``: a ``Dataset`` (the trainer builds a :class:`ResumableBatchSampler` loader:
+  deterministic order from ``(seed, epoch)``, exact mid-epoch resume, global batch split across processes) or
+  any ``DataLoader``. Items are ``(x, label)`` with ``x`` ``[C, H, W]`` (a static image, batched to
+  ``[N, C, H, W]`` and repeated over the model's T) or ``[T, C, H, W]`` event frames. A DataLoader may also
+  yield ``[T, N, C, H, W]`` batches directly (time-first); ``[N, T, C, H, W]`` batches from a Dataset of
+  frames are transposed to time-first. Datasets with ``set_epoch(epoch)`` (e.g. :class:`SeededAugment`)
+  are told the epoch.
+- Loss: cross-entropy on the time-averaged output (eq. 11-13), i.e. on ``model(x)``.
+- Every epoch (and every ``save_every_steps`` steps) ``out_dir/last.safetensors`` is written atomically
+  (format: ``eval.train_checkpoint``); ``out_dir/metrics.jsonl`` gets one JSON line per log interval and
+  per epoch (loss, accuracy, firing rate, images/s, lr, per-layer gradient norms, validation); at the end
+  ``out_dir/model.safetensors`` holds the trained (unfused) weights with the model's arguments in its header.
+- Under ``torchrun`` (``torch.distributed`` initialised) the model's tdBN layers are synchronised
+  (``adapters.convert_sync_tdbn``) and wrapped in DistributedDataParallel; rank 0 writes files.
+- Mixed precision (``torch.autocast`` + GradScaler) when the device is CUDA and ``cfg.amp``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .train_checkpoint import atomic_save_safetensors, restore_training_checkpoint, save_training_checkpoint
+from .train_data import ResumableBatchSampler
+
+SCHEDULES = ("step", "cosine", "constant")
+# fields that change the trajectory: a resume with other values would not continue the same run
+_TRAJECTORY_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_step_epochs",
+                      "lr_gamma", "seed", "amp", "max_steps_per_epoch", "grad_clip")
+
+
+@dataclass
+class TrainConfig:
+    """Every field of a run; presets (``eval.presets``) fill them from the paper's recipes."""
+    epochs: int = 1
+    batch_size: int = 64              # global batch, split evenly across processes
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0         # on conv/linear weights only (not on tdBN lambda/beta or biases)
+    schedule: str = "step"            # 'step' (x lr_gamma every lr_step_epochs), 'cosine' (per step), 'constant'
+    lr_step_epochs: int | None = 35
+    lr_gamma: float = 0.1
+    amp: bool = True                  # mixed precision, used only on CUDA
+    seed: int = 0                     # data order and augmentation
+    grad_clip: float | None = None
+    max_steps_per_epoch: int | None = None  # cap (for quick runs); None = the whole epoch
+    save_every_steps: int = 0         # extra mid-epoch checkpoints (0 = at epoch ends only)
+    log_every_steps: int = 50
+    num_workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.schedule == "step" and not self.lr_step_epochs:
+            raise ValueError("schedule='step' needs lr_step_epochs")
+        if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
+            raise ValueError(f"epochs, batch_size and lr must be positive, got {self.epochs}, "
+                             f"{self.batch_size}, {self.lr}")
+
+    def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "step":
+            return self.lr * self.lr_gamma ** (epoch // self.lr_step_epochs)
+        progress = (epoch * steps_per_epoch + step) / (self.epochs * steps_per_epoch)
+        return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def spiking_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The neuron layers of a model (native LIF and the SpikingJelly/snnTorch bridges)."""
+    from adapters import LIF, SnnTorchNeuron, SpikingJellyNeuron
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (LIF, SpikingJellyNeuron, SnnTorchNeuron))]
+
+
+class _SpikeCounter:
+    """Counts spikes and neuron-steps of every neuron layer through forward hooks (firing rate)."""
+
+    def __init__(self, model: nn.Module):
+        self.spikes = 0.0
+        self.slots = 0
+        self.handles = [m.register_forward_hook(self._hook) for _, m in spiking_modules(model)]
+
+    def _hook(self, module, inputs, out):
+        self.spikes += float(out.detach().sum())
+        self.slots += out.numel()
+
+    def take(self) -> tuple[float, int]:
+        s, n = self.spikes, self.slots
+        self.spikes, self.slots = 0.0, 0
+        return s, n
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Fit ``model`` on ``train_data`` with ``cfg``; see the module docstring for the contract."""
+
+    def __init__(self, model: nn.Module, train_data, val_data=None, cfg: TrainConfig | None = None,
+                 out_dir: str | Path | None = None, device: str | torch.device | None = None,
+                 extra_state: dict | None = None):
+        self.cfg = cfg or TrainConfig()
+        self.rank, self.world = _dist()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.extra_state = extra_state or {}  # JSON data recorded in checkpoints (preset, data, command)
+        self.model = model.to(self.device)
+        if self.world > 1:
+            from adapters import convert_sync_tdbn
+            convert_sync_tdbn(self.model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.net = self.model
+        self.train_loader = self._loader(train_data, shuffle=True)
+        self.val_loader = self._loader(val_data, shuffle=False) if val_data is not None else None
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (decay if p.dim() > 1 else no_decay).append(p)  # conv/linear weights vs norm lambda/beta, biases
+        self.optimizer = torch.optim.SGD([dict(params=decay, weight_decay=self.cfg.weight_decay),
+                                          dict(params=no_decay, weight_decay=0.0)],
+                                         lr=self.cfg.lr, momentum=self.cfg.momentum)
+        self.use_amp = bool(self.cfg.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.spike_counter = _SpikeCounter(self.model)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+
+    # data ------------------------------------------------------------------------------------------------
+    def _loader(self, data, shuffle: bool):
+        if isinstance(data, DataLoader):
+            return data
+        if not isinstance(data, Dataset) and not hasattr(data, "__getitem__"):
+            raise TypeError(f"training/validation data must be a Dataset or a DataLoader, got {type(data).__name__}")
+        bs = self.cfg.batch_size
+        sampler = ResumableBatchSampler(len(data), bs, shuffle=shuffle, seed=self.cfg.seed, rank=self.rank,
+                                        world_size=self.world, drop_last=shuffle)
+        return DataLoader(data, batch_sampler=sampler, num_workers=self.cfg.num_workers)
+
+    def _batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise TypeError("the data loader must yield (inputs, labels) pairs")
+        x, y = batch[0], batch[1]
+        if x.dim() == 5 and x.shape[0] == len(y) and x.shape[1] != len(y):
+            x = x.transpose(0, 1)  # [N, T, C, H, W] from a Dataset of frames -> time-first
+        return x.to(self.device, non_blocking=True).float(), y.to(self.device, non_blocking=True).long()
+
+    @staticmethod
+    def _set_epoch(loader, epoch: int) -> None:
+        for obj in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None),
+                    getattr(loader, "dataset", None)):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+
+    # state -----------------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / "last.safetensors" if self.out_dir is not None else None
+
+    def _state(self) -> dict:
+        return dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+                    config=dataclasses.asdict(self.cfg), world_size=self.world,
+                    model_args=getattr(self.model, "model_args", None), **self.extra_state)
+
+    def save(self) -> None:
+        if self.rank == 0 and self.checkpoint_path is not None:
+            save_training_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scaler, self._state())
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Continue from ``path`` (default ``out_dir/last.safetensors``); False when there is none yet."""
+        path = Path(path) if path is not None else self.checkpoint_path
+        if path is None or not path.is_file():
+            return False
+        meta = restore_training_checkpoint(path, self.model, self.optimizer, self.scaler)
+        saved = meta.get("config", {})
+        changed = [f"{k}: {saved.get(k)!r} -> {getattr(self.cfg, k)!r}" for k in _TRAJECTORY_FIELDS
+                   if k in saved and saved[k] != getattr(self.cfg, k)]
+        if changed:
+            raise ValueError(f"cannot resume {path} exactly: the run's settings changed ({'; '.join(changed)}); "
+                             f"use the original settings or another output folder")
+        if meta.get("world_size", 1) != self.world:
+            raise ValueError(f"{path} was written by a {meta.get('world_size')}-process run; resume it with "
+                             f"the same number of processes ({self.world} now)")
+        self.epoch, self.step_in_epoch, self.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
+        return True
+
+    # loop --------------------------------------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        if self.rank != 0:
+            return
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _reduce(self, *values: float) -> list[float]:
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def _grad_norms(self) -> dict[str, float]:
+        return {name: float(p.grad.detach().float().norm()) for name, p in self.model.named_parameters()
+                if p.grad is not None and p.dim() > 1}
+
+    def steps_per_epoch(self) -> int:
+        n = len(self.train_loader)
+        return min(n, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n
+
+    def train_epoch(self) -> dict:
+        cfg, net = self.cfg, self.net
+        steps = self.steps_per_epoch()
+        loader = self.train_loader
+        self._set_epoch(loader, self.epoch)
+        sampler = getattr(loader, "batch_sampler", None)
+        skip = self.step_in_epoch
+        if isinstance(sampler, ResumableBatchSampler):
+            sampler.start_batch, skip = self.step_in_epoch, 0  # jump straight to the first untrained batch
+        net.train()
+        totals = dict(loss=0.0, correct=0.0, n=0.0, spikes=0.0, slots=0.0)
+        grad_sums: dict[str, float] = {}
+        grad_count = 0
+        self.spike_counter.take()
+        t0, seen = time.perf_counter(), 0
+        bar = _Progress(steps, self.step_in_epoch, f"epoch {self.epoch + 1}/{cfg.epochs}",
+                        enabled=cfg.progress and self.rank == 0)
+        it = iter(loader)
+        try:
+            for _ in range(skip):  # a foreign DataLoader: fast-forward (exact if its order is reproducible)
+                next(it)
+            while self.step_in_epoch < steps:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    break
+                x, y = self._batch(batch)
+                lr = cfg.lr_at(self.epoch, self.step_in_epoch, steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                with torch.autocast(self.device.type, enabled=self.use_amp):
+                    logits = net(x)
+                    loss = nn.functional.cross_entropy(logits.float(), y)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                log_now = (self.step_in_epoch + 1) % cfg.log_every_steps == 0 or self.step_in_epoch + 1 == steps
+                if log_now:  # per-layer gradient norms (unscaled), averaged over the epoch's log steps
+                    scale = self.scaler.get_scale() if self.use_amp and not cfg.grad_clip else 1.0
+                    for k, v in self._grad_norms().items():
+                        grad_sums[k] = grad_sums.get(k, 0.0) + v / scale
+                    grad_count += 1
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.step_in_epoch += 1
+                self.global_step += 1
+                spikes, slots = self.spike_counter.take()
+                n = len(y)
+                seen += n * self.world
+                totals["loss"] += float(loss.detach()) * n
+                totals["correct"] += float((logits.detach().argmax(1) == y).sum())
+                totals["n"] += n
+                totals["spikes"] += spikes
+                totals["slots"] += slots
+                if log_now:
+                    loss_s, corr, cnt, spk, slt = self._reduce(*totals.values())
+                    rec = dict(kind="train_step", epoch=self.epoch, step=self.step_in_epoch,
+                               global_step=self.global_step, lr=lr, loss=loss_s / cnt, acc=corr / cnt,
+                               firing_rate=spk / max(slt, 1), images_per_s=seen / (time.perf_counter() - t0))
+                    self._log(rec)
+                    bar.update(self.step_in_epoch, rec)
+                if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0 \
+                        and self.step_in_epoch < steps:
+                    self.save()
+        finally:
+            bar.close()
+            if isinstance(sampler, ResumableBatchSampler):
+                sampler.start_batch = 0
+        loss_s, corr, cnt, spk, slt = self._reduce(*totals.values())
+        out = dict(loss=loss_s / max(cnt, 1), acc=corr / max(cnt, 1), firing_rate=spk / max(slt, 1),
+                   images_per_s=seen / max(time.perf_counter() - t0, 1e-9))
+        if grad_count:
+            out["grad_norm"] = {k: v / grad_count for k, v in grad_sums.items()}
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, loader=None) -> dict:
+        """Top-1 accuracy, loss and firing rate of the model on ``loader`` (default: the validation data)."""
+        loader = loader if loader is not None else self.val_loader
+        if loader is None:
+            return {}
+        self.net.eval()
+        self.spike_counter.take()
+        loss_s = corr = cnt = 0.0
+        for batch in loader:
+            x, y = self._batch(batch)
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                logits = self.net(x).float()
+            loss_s += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            corr += float((logits.argmax(1) == y).sum())
+            cnt += len(y)
+        spikes, slots = self.spike_counter.take()
+        loss_s, corr, cnt, spikes, slots = self._reduce(loss_s, corr, cnt, spikes, slots)
+        return dict(loss=loss_s / max(cnt, 1), acc=corr / max(cnt, 1), firing_rate=spikes / max(slots, 1), n=int(cnt))
+
+    def fit(self, resume: bool = False) -> list[dict]:
+        """Train to ``cfg.epochs``; with ``resume`` continue from ``out_dir/last.safetensors`` when present.
+        Returns the epoch records (also appended to ``metrics.jsonl``)."""
+        if resume and self.resume():
+            self._log(dict(kind="resume", epoch=self.epoch, step=self.step_in_epoch, global_step=self.global_step))
+        history = []
+        while self.epoch < self.cfg.epochs:
+            t0 = time.perf_counter()
+            train = self.train_epoch()
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.save()
+            val = self.evaluate()
+            rec = dict(kind="epoch", epoch=self.epoch, global_step=self.global_step, seconds=time.perf_counter() - t0,
+                       train=train, val=val)
+            self._log(rec)
+            history.append(rec)
+            if self.rank == 0 and self.cfg.progress is not None:
+                v = f", val acc {val['acc']:.4f}" if val else ""
+                print(f"epoch {self.epoch}/{self.cfg.epochs}: loss {train['loss']:.4f}, acc {train['acc']:.4f}, "
+                      f"firing rate {train['firing_rate']:.3f}{v} ({rec['seconds']:.0f} s)", file=sys.stderr, flush=True)
+        if self.rank == 0 and self.out_dir is not None:
+            self.save_model(self.out_dir / "model.safetensors")
+        return history
+
+    def save_model(self, path: str | Path) -> Path:
+        """The trained (unfused) weights, with the model's arguments in the header (``model_args``)."""
+        meta = {"model_args": json.dumps(getattr(self.model, "model_args", None)),
+                **{k: json.dumps(v) for k, v in self.extra_state.items()}}
+        return atomic_save_safetensors(self.model.state_dict(), path, metadata=meta)
+
+
+class _Progress:
+    """tqdm on a terminal; otherwise (logs, nohup) nothing here: the JSON lines and epoch lines suffice."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True)
+        self.last = initial
+
+    def update(self, step: int, rec: dict) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(step - self.last)
+        self.last = step
+        self.bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.3f}", fr=f"{rec['firing_rate']:.3f}",
+                             img_s=f"{rec['images_per_s']:.0f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,126 @@
+"""The unfused training checkpoint: everything ``--resume`` needs, in ONE safetensors file.
+
+Layout of ``last.safetensors`` (written atomically: temp file in the same folder, then ``os.replace``, so a
+kill at any moment leaves either the previous complete checkpoint or the new one, never half of one):
+
+- tensors ``model.<name>``: the model's state_dict (unfused: convs + tdBN with running statistics);
+- tensors ``optim.<param index>.<field>``: the optimizer's per-parameter state (e.g. SGD momentum buffers);
+- tensors ``rng.torch`` (and ``rng.cuda.<i>``): the generators' states;
+- header metadata ``tdbn_zoo_train``: one JSON document with ``format``, the optimizer's param_groups and
+  non-tensor state, the AMP GradScaler state, the python ``random`` state and the trainer's own state
+  (epoch, step in epoch, global step, config, model_args).
+
+Nothing is ever unpickled: tensors come from safetensors, the rest from JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from zoo.errors import CheckpointError
+from zoo.pretrained import read_safetensors
+
+FORMAT = "tdbn-zoo-train/1"
+META_KEY = "tdbn_zoo_train"
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
+                            metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` to ``path`` through a temp file + ``os.replace`` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shipped files unreadable to others
+        with open(tmp, "rb") as f:  # data on disk before the rename makes it visible
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_training_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                             scaler=None, state: dict | None = None) -> Path:
+    """Save model + optimizer + scaler + RNG + ``state`` (JSON-serialisable) to one safetensors file."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    opt_state: dict[str, dict] = {}
+    for pid, fields in opt["state"].items():
+        for name, value in fields.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{name}"] = value
+            else:
+                opt_state.setdefault(str(pid), {})[name] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    meta = dict(format=FORMAT, optimizer=dict(param_groups=opt["param_groups"], state=opt_state),
+                scaler=scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+                python_random=_jsonable(random.getstate()), **(state or {}))
+    return atomic_save_safetensors(tensors, path, metadata={META_KEY: json.dumps(meta)})
+
+
+def read_training_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(tensors, meta)`` of a training checkpoint; a clear CheckpointError for anything else."""
+    tensors = read_safetensors(path)
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(META_KEY)
+    if raw is None:
+        raise CheckpointError(f"{path} is a safetensors file but not a tdbn-zoo training checkpoint "
+                              f"(no '{META_KEY}' metadata); --resume needs the trainer's last.safetensors")
+    meta = json.loads(raw)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} has training-checkpoint format {meta.get('format')!r}; this version "
+                              f"reads {FORMAT!r}")
+    return tensors, meta
+
+
+def restore_training_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                                scaler=None) -> dict:
+    """Load a checkpoint written by :func:`save_training_checkpoint` into the given objects (strictly) and
+    restore the RNG states; returns the saved ``state`` metadata."""
+    tensors, meta = read_training_checkpoint(path)
+    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(model_sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit this model: missing {missing[:4]}, unexpected "
+                              f"{unexpected[:4]} (was it trained with other model arguments?)")
+    opt_state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = value
+    for pid, fields in meta["optimizer"]["state"].items():
+        opt_state.setdefault(int(pid), {}).update(fields)
+    optimizer.load_state_dict(dict(state=opt_state, param_groups=meta["optimizer"]["param_groups"]))
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    random.setstate(_tuples(meta["python_random"]))
+    return meta
+
+
+def _jsonable(x):
+    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
