@@ -65,24 +65,29 @@ class _LIFMultiStep(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        tau, v_th, width = ctx.tau, ctx.v_th, ctx.width
+        tau, v_th, half, inv_width = ctx.tau, ctx.v_th, ctx.width / 2, 1.0 / ctx.width
         grad_x = torch.empty_like(grad_spikes)
-        du_next = None  # dL/du[t+1]
+        du_next = None  # dL/du[t+1], scaled by tau below
         for t in reversed(range(grad_spikes.shape[0])):
+            du = grad_x[t]  # written in place: dL/du[t] is dL/dx[t]
             if ctx.detach_reset:
                 windows, fired = ctx.saved_tensors
-                window, keep = windows[t], ~fired[t]
-                do = grad_spikes[t]
+                torch.mul(grad_spikes[t], windows[t], out=du)
+                fired = fired[t]
             else:
                 (membranes,) = ctx.saved_tensors
                 u = membranes[t]
-                window, keep = (u - v_th).abs() < width / 2, u <= v_th
-                do = grad_spikes[t] if du_next is None else grad_spikes[t] - tau * u * du_next
-            du = do * window / width
-            if du_next is not None:
-                du = du + (tau * du_next).masked_fill_(~keep, 0.0)
-            grad_x[t] = du
-            du_next = du
+                if du_next is None:
+                    du.copy_(grad_spikes[t])
+                else:  # dL/do[t] = g[t] + dL/du[t+1] * (-tau * u[t])   (the reset term)
+                    torch.addcmul(grad_spikes[t], u, du_next, value=-1.0, out=du)
+                du.mul_((u - v_th).abs_() < half)
+                fired = u > v_th
+            if inv_width != 1.0:
+                du.mul_(inv_width)
+            if du_next is not None:  # + dL/du[t+1] * tau * (1 - o[t])
+                du.add_(du_next.masked_fill_(fired, 0.0))
+            du_next = du * tau
         return grad_x, None, None, None, None
 
 

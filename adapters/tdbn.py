@@ -51,18 +51,27 @@ class _MultiStepNorm(nn.Module):
         """``[T, N, C, ...] -> [T, N, C, ...]``."""
         name = type(self).__name__
         check_tensor(x, layer=name, ranks=self.ranks, layout=self.layout, channels=self.num_features)
-        if self.training:
-            check_finite(x, layer=name)
-            self.num_batches_tracked.add_(1)
         T, N = x.shape[:2]
         flat = x.flatten(0, 1)
         weight = self.weight * self.scale if self.scale != 1.0 else self.weight
-        if self.training and self.sync and dist.is_available() and dist.is_initialized() \
-                and dist.get_world_size(self.process_group) > 1:
+        if not self.training:
+            y = F.batch_norm(flat, self.running_mean, self.running_var, weight, self.bias, False, 0.0, self.eps)
+            return y.unflatten(0, (T, N))
+        # A NaN/Inf input would poison the running statistics for good: keep the old ones (C values, cheaper
+        # than scanning the input) and refuse.
+        saved = self.running_mean.clone(), self.running_var.clone()
+        self.num_batches_tracked.add_(1)
+        if self.sync and dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1:
             y = self._sync_batch_norm(flat, weight)
         else:
-            y = F.batch_norm(flat, self.running_mean, self.running_var, weight, self.bias,
-                             self.training, self._momentum(), self.eps)
+            y = F.batch_norm(flat, self.running_mean, self.running_var, weight, self.bias, True,
+                             self._momentum(), self.eps)
+        if not bool(torch.isfinite(self.running_mean).all() & torch.isfinite(self.running_var).all()):
+            self.running_mean.copy_(saved[0])
+            self.running_var.copy_(saved[1])
+            self.num_batches_tracked.sub_(1)
+            check_finite(x, layer=name)  # names NaN or Inf
+            raise ValueError(f"{name}: batch statistics overflowed (input magnitude too large)")
         return y.unflatten(0, (T, N))
 
     def _sync_batch_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
