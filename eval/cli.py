@@ -15,6 +15,7 @@ COMMANDS = {
     "make-events": "make_events",
     "publish": "publish",
     "export-nir": "export_nir",
+    "manifest": "manifest",
 }
 
 

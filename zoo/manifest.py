@@ -125,6 +125,7 @@ def record(name: str, folder: str | Path, *, repo_id: str | None = None, revisio
     manifest = read_manifest(manifest_path)
     e = {"repo_id": repo_id or f"{HUB_ORG}/{name}", "revision": revision}
     if ship:
+        manifest_path.parent.mkdir(parents=True, exist_ok=True)
         dest = manifest_path.parent / name
         if folder.resolve() != dest.resolve():
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=manifest_path.parent))

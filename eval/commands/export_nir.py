@@ -1,0 +1,34 @@
+"""``tdbn-zoo export-nir``: the fused network as a NIR graph."""
+from __future__ import annotations
+
+HELP = "Export a pretrained tag or a checkpoint folder as a NIR graph (fused network, residual adds included)."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="arch.tag (pretrained) or a checkpoint folder")
+    parser.add_argument("out", help="output .nir file (HDF5)")
+    parser.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+                        help="input frame size (default: the checkpoint's input_size)")
+    parser.add_argument("--dt", type=float, default=None,
+                        help="Euler step that the LIF time constants refer to (default 1e-4, snnTorch's)")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import timm
+
+    import zoo
+    from zoo.to_nir import DEFAULT_DT, export_nir
+
+    if Path(args.model).is_dir():
+        model = timm.create_model(f"local-dir:{args.model}", pretrained=True)
+    elif Path(args.model).exists():
+        raise ValueError(f"{args.model} is a file: pass a checkpoint folder (model.safetensors + config.json) "
+                         f"or an arch.tag")
+    else:
+        model = zoo.create(args.model, pretrained=True)
+    path = export_nir(model.eval(), args.out, args.input_size, args.dt or DEFAULT_DT)
+    print(f"wrote {path}: {args.model} (fused, T={model.T}) as a NIR graph; "
+          f"logits = mean over T of its per-step output")
+    return 0
