@@ -117,3 +117,9 @@ class SaccadeSensor:
             events["t"], events["p"] = np.concatenate(ts), np.concatenate(ps)
             events = events[np.lexsort((events["x"], events["y"], events["t"]))]
         return events
+
+
+def events_from_images(images, sensor: SaccadeSensor, seed: int = 0, stream: int = 0) -> list[np.ndarray]:
+    """One recording per image; image ``i`` uses the seed ``(seed, stream, i)``, so a recording does not
+    depend on which other images are converted (``stream`` tells the train and test splits apart)."""
+    return [sensor(image, seed=[seed, stream, i]) for i, image in enumerate(images)]
