@@ -1,0 +1,102 @@
+"""``tdbn-zoo eval``: accuracy, firing rates, synaptic operations, energy, speed and memory of a zoo model."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HELP = ("Evaluate a model (arch, arch.tag or checkpoint folder) on a dataset: top-1/top-5, firing rates, "
+        "synaptic operations, energy, latency and memory.")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="arch (e.g. sresnet19_tdbn), arch.tag, a checkpoint folder "
+                                      "(config.json + model.safetensors) or a .safetensors file (with --arch)")
+    parser.add_argument("--data", required=True, metavar="NAME[:ROOT]",
+                        help="dataset: mnist, fashion-mnist, fashion-mnist-subset, cifar10, cifar100, imagenet; "
+                             "optionally :ROOT (else TDBN_ZOO_<NAME> / TDBN_ZOO_DATA / ./data)")
+    parser.add_argument("--split", default="test", choices=("train", "test"))
+    parser.add_argument("--arch", help="architecture of a bare .safetensors file")
+    parser.add_argument("-T", "--T", dest="T", type=int, nargs="+",
+                        help="time steps; several values also plot accuracy against T (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    parser.add_argument("--input-size", type=int, help="resize images to this side (default: the dataset's)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="build the architecture with random weights, its norm statistics calibrated on the "
+                             "first --calibrate-batches batches (ops/speed only; accuracy is chance)")
+    parser.add_argument("--calibrate-batches", type=int, default=4, help="see --random-weights (default 4)")
+    parser.add_argument("--e-ac", type=float, default=0.9, help="energy per accumulate, pJ (default 0.9)")
+    parser.add_argument("--e-mac", type=float, default=4.6, help="energy per multiply-accumulate, pJ (default 4.6)")
+    parser.add_argument("--speed-batches", type=int, default=5, help="timed repetitions of one batch (0: skip)")
+    parser.add_argument("--no-verify", action="store_true", help="CIFAR: skip the MD5 check of the batch files")
+    parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                        help="write the results as JSON to PATH (or stdout with no PATH) instead of tables")
+    parser.add_argument("--plots", metavar="DIR", help="write firing_rates.png (and accuracy_vs_T.png) here")
+    parser.add_argument("--brief", action="store_true", help="summary only, no per-layer tables")
+
+
+def run(args) -> int:
+    import torch
+
+    from ..data import build_dataset, dataset_spec, parse_data_spec
+    from ..harness import evaluate_over_T, load_model
+    from ..report import format_eval
+    from ..synops import EnergyModel
+
+    for flag in ("batch_size", "max_images", "input_size", "speed_batches", "calibrate_batches"):
+        v = getattr(args, flag)
+        if v is not None and v < (0 if flag == "speed_batches" else 1):
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {v}")
+    if args.T and any(t < 1 for t in args.T):
+        raise ValueError(f"-T values must be >= 1, got {args.T}")
+    name, root = parse_data_spec(args.data)
+    spec = dataset_spec(name)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    extra = dict(num_classes=spec.num_classes, in_chans=spec.in_chans) if args.random_weights else {}
+    model = load_model(args.model, pretrained=not args.random_weights, arch=args.arch, **extra)
+    if getattr(model, "num_classes", spec.num_classes) != spec.num_classes:
+        raise ValueError(f"{args.model} predicts {model.num_classes} classes but {spec.name} has "
+                         f"{spec.num_classes}; evaluate it on the data it was trained for")
+    if getattr(model, "in_chans", spec.in_chans) != spec.in_chans:
+        raise ValueError(f"{args.model} takes {model.in_chans}-channel images but {spec.name} has "
+                         f"{spec.in_chans} channel(s)")
+    data = build_dataset(spec.name, root, args.split, input_size=args.input_size, verify=not args.no_verify)
+    if args.random_weights:
+        from itertools import islice
+
+        from torch.utils.data import DataLoader
+
+        from ..harness import calibrate_norms
+        loader = DataLoader(data, batch_size=args.batch_size, shuffle=False)
+        calibrate_norms(model.to(device), (x.to(device) for x, _ in islice(loader, args.calibrate_batches)))
+    Ts = args.T or [model.T]
+    model_name = args.model + (" (random weights)" if args.random_weights else "")
+    results = evaluate_over_T(model, data, Ts, batch_size=args.batch_size, device=device,
+                              max_images=args.max_images, workers=args.workers,
+                              energy=EnergyModel(args.e_ac, args.e_mac), speed_batches=args.speed_batches,
+                              model_name=model_name, data_name=f"{spec.name} ({args.split})")
+    plots = []
+    if args.plots:
+        from ..plots import plot_accuracy_vs_T, plot_firing_rates
+        plots.append(plot_firing_rates(results, Path(args.plots) / "firing_rates.png"))
+        if len(results) > 1:
+            plots.append(plot_accuracy_vs_T(results, Path(args.plots) / "accuracy_vs_T.png"))
+    if args.json:
+        doc = json.dumps(dict(args={k: v for k, v in vars(args).items() if k != "command"}, results=[r.to_dict() for r in results],
+                              plots=[str(p) for p in plots]), indent=1)
+        if args.json == "-":
+            print(doc)
+        else:
+            Path(args.json).write_text(doc + "\n")
+            print(f"wrote {args.json}")
+    else:
+        print("\n\n".join(format_eval(r, per_layer=not args.brief) for r in results))
+        if len(results) > 1:
+            print("\naccuracy against T: " + ", ".join(f"T={r.T}: {r.top1:.2f}%" for r in results))
+    for p in plots:
+        print(f"wrote {p}", file=sys.stderr if args.json == "-" else sys.stdout)
+    return 0

@@ -1,0 +1,125 @@
+"""Accuracy and spiking activity: top-k counts, and per-layer firing rates recorded with forward hooks on
+the neuron modules (every neuron module maps ``[T, N, ...]`` currents to ``[T, N, ...]`` spikes)."""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from adapters import LIF, SnnTorchNeuron, SpikingJellyNeuron
+
+NEURON_TYPES: tuple[type, ...] = (LIF, SpikingJellyNeuron, SnnTorchNeuron)
+
+
+def is_neuron(module: nn.Module) -> bool:
+    """A spiking neuron module: the zoo's neurons (and subclasses), SpikingJelly nodes, snnTorch neurons."""
+    if isinstance(module, NEURON_TYPES):
+        return True
+    sj = sys.modules.get("spikingjelly.activation_based.neuron")
+    if sj is not None and isinstance(module, sj.BaseNode):
+        return True
+    snn = sys.modules.get("snntorch._neurons.neurons")
+    return snn is not None and isinstance(module, snn.SpikingNeuron)
+
+
+def neuron_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the outermost neuron modules in registration (= forward) order; a neuron
+    inside a wrapper (a SpikingJelly node in ``SpikingJellyNeuron``) is not listed twice."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, m in model.named_modules():
+        if any(name.startswith(f"{p}.") for p, _ in found):
+            continue
+        if is_neuron(m):
+            found.append((name, m))
+    return found
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> dict[int, int]:
+    """``{k: number of samples whose target is among the k largest logits}`` (k capped at the classes)."""
+    maxk = min(max(ks), logits.shape[-1])
+    top = logits.topk(maxk, dim=-1).indices
+    hit = top == targets.view(-1, 1)
+    return {k: int(hit[:, :min(k, maxk)].any(-1).sum()) for k in ks}
+
+
+@dataclass
+class LayerActivity:
+    """Spiking activity of one neuron layer, averaged over the images seen.
+
+    ``firing_rate``: spikes per neuron per time step; ``spikes_per_neuron``: spikes per neuron over the
+    whole T-step window (the paper's Fig. 6 quantity, = firing_rate * T)."""
+    name: str
+    neurons: int  # per image
+    spikes: float  # total over all images and steps
+    images: int
+    steps: int
+
+    @property
+    def firing_rate(self) -> float:
+        return self.spikes / max(1, self.neurons * self.images * self.steps)
+
+    @property
+    def spikes_per_neuron(self) -> float:
+        return self.spikes / max(1, self.neurons * self.images)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "firing_rate": self.firing_rate, "spikes_per_neuron": self.spikes_per_neuron}
+
+
+class HookContext:
+    """Base of the counters: a context manager whose ``_attach()`` returns the hook handles it registered;
+    leaving the context removes them."""
+    _handles: list = []
+
+    def _attach(self) -> list:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._handles = self._attach()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+class SpikeRecorder(HookContext):
+    """Context manager: forward hooks on every neuron module of ``model`` count its output spikes.
+
+    >>> with SpikeRecorder(model) as rec:
+    ...     model(x)
+    >>> [(a.name, a.firing_rate) for a in rec.layers()]
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._acts: dict[str, LayerActivity] = {}
+
+    def _attach(self) -> list:
+        return [m.register_forward_hook(self._hook(name)) for name, m in neuron_modules(self.model)]
+
+    def _hook(self, name: str):
+        def hook(module, args, out):
+            out = out[0] if isinstance(out, tuple) else out
+            if out.dim() < 3:
+                raise ValueError(f"{name}: expected multi-step spikes [T, N, ...], got shape {tuple(out.shape)}")
+            T, N = out.shape[:2]
+            a = self._acts.get(name)
+            if a is None:
+                a = self._acts[name] = LayerActivity(name, out[0, 0].numel(), 0.0, 0, int(T))
+            a.spikes += float(out.detach().sum(dtype=torch.float64))
+            a.images += int(N)
+        return hook
+
+    def layers(self) -> list[LayerActivity]:
+        return list(self._acts.values())
+
+    def mean_firing_rate(self) -> float:
+        """Spikes per neuron per step over the whole network (each neuron weighted equally)."""
+        acts = self.layers()
+        total = sum(a.spikes for a in acts)
+        slots = sum(a.neurons * a.images * a.steps for a in acts)
+        return total / slots if slots else 0.0
