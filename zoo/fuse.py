@@ -75,17 +75,17 @@ def fuse(model: SpikingResNet) -> SpikingResNet:
         return copy.deepcopy(model).eval()
     state = fold_state_dict(model)
     args = {**model.model_args, "T": model.T, "num_classes": model.num_classes, "fused": True}
-    args["neuron"] = args.get("neuron") or "native"  # replaced below by copies of model's own neurons
+    args["neuron"] = "native"  # a placeholder: replaced below by copies of model's own neurons
     args["norm"] = args.get("norm") or "tdbn"  # ignored by the fused layout; kept as a record
-    param = next(model.parameters())
-    fused = SpikingResNet(**args).to(device=param.device, dtype=param.dtype)
+    with torch.device("meta"):  # no memory or init work: every tensor is assigned below
+        fused = SpikingResNet(**args)
     for name, _ in list(fused.named_modules()):
         if _NEURON_NAME.search(name):
             parent, _, leaf = name.rpartition(".")
             setattr(fused.get_submodule(parent) if parent else fused, leaf,
                     copy.deepcopy(model.get_submodule(name)))
-    fused.load_state_dict(state, strict=True)
-    fused.model_args["norm"] = model.model_args.get("norm")
+    fused.load_state_dict(state, strict=True, assign=True)
+    fused.model_args.update(norm=model.model_args.get("norm"), neuron=model.model_args.get("neuron"))
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     fused.pretrained_cfg = fused.default_cfg = {**cfg, "fused": True}
     return fused.eval()
