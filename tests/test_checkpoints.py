@@ -1,0 +1,149 @@
+"""Checkpoint folders (save_pretrained), the weights manifest with sha256, and the local resolution order."""
+import json
+
+import pytest
+import timm
+import torch
+import yaml
+
+import zoo
+from eval.cli import main as cli
+from zoo import CheckpointError, PretrainedUnavailableError, SpikingResNet
+from zoo.pretrained import loadable
+
+TAG = "sresnet19_tdbn.cifar10_t2"
+TINY = dict(layers=(1, 1), channels=(8, 16), strides=(1, 2), stem_width=8, head_hidden=16, T=2)
+
+
+def trained_tiny(**kw) -> SpikingResNet:
+    model = SpikingResNet(**{**TINY, **kw})
+    for m in model.modules():  # non-trivial running statistics
+        if hasattr(m, "running_var"):
+            m.momentum = 1.0
+    with torch.no_grad():
+        model.train()(torch.rand(4, model.in_chans, 8, 8) * 2)
+    return model.eval()
+
+
+@pytest.fixture
+def weights(tmp_path, monkeypatch):
+    """A private weights/ folder (the package's own stays untouched)."""
+    d = tmp_path / "weights"
+    d.mkdir()
+    monkeypatch.setenv("TDBN_ZOO_WEIGHTS", str(d))
+    return d
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    model = trained_tiny()
+    out = tmp_path_factory.mktemp("ckpt") / TAG
+    metrics = [dict(name="top1", value=12.5, unit="%", dataset="cifar10", split="test", machine="2-core CPU",
+                    command="tdbn-zoo eval --model sresnet19_tdbn.cifar10_t2 --data-dir data")]
+    zoo.save_pretrained(model, out, tag=TAG, metrics=metrics, card_extra="Extra notes.")
+    return model, out
+
+
+X = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2
+
+
+def test_folder_layout_config_and_card(saved):
+    model, out = saved
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]  # no temp
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architecture"] == "sresnet19_tdbn" and cfg["num_classes"] == 10
+    args = cfg["model_args"]
+    assert args["fused"] is True and args["T"] == 2 and args["v_th"] == 0.5 and args["tau_decay"] == 0.25
+    assert "neuron" not in args  # the backend is chosen at load time
+    assert cfg["pretrained_cfg"]["fused"] is True and cfg["pretrained_cfg"]["tag"] == "cifar10_t2"
+    SpikingResNet(**args)  # the entrypoint's class accepts every recorded argument
+    card = (out / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["library_name"] == "timm" and front["license"] == "mit" and front["datasets"] == ["cifar10"]
+    assert {"timm", "spiking-neural-network"} <= set(front["tags"]) and front["metrics"] == ["accuracy"]
+    assert front["model-index"][0]["results"][0]["metrics"][0]["value"] == 12.5
+    assert "tdbn-zoo eval --model sresnet19_tdbn.cifar10_t2" in card and "arXiv:2011.05280" in card
+    assert "92.34" in card and "Extra notes." in card  # paper figure (labelled as such) and extra text
+
+
+def test_metrics_need_a_command(tmp_path):
+    with pytest.raises(ValueError, match="command"):
+        zoo.save_pretrained(trained_tiny(), tmp_path, tag=TAG, metrics=[dict(name="top1", value=1.0)])
+
+
+def test_explicit_folder_file_and_local_dir_load_the_same_network(saved):
+    model, out = saved
+    ref = model(X)
+    for m in (zoo.create(TAG, pretrained=True, pretrained_cfg_overlay=dict(file=str(out))),
+              zoo.create(TAG, pretrained=True, pretrained_cfg_overlay=dict(file=str(out / "model.safetensors")),
+                         **{k: v for k, v in TINY.items() if k != "T"}),
+              timm.create_model(f"local-dir:{out}", pretrained=True),
+              zoo.create(TAG, pretrained=True, neuron="spikingjelly", pretrained_cfg_overlay=dict(file=str(out)))):
+        assert m.fused and m.T == 2
+        torch.testing.assert_close(m.eval()(X), ref, rtol=0, atol=1e-6)
+
+
+def test_unfused_training_checkpoint_round_trip(tmp_path):
+    model = trained_tiny()
+    zoo.save_pretrained(model, tmp_path, tag=TAG, fuse=False)
+    assert json.loads((tmp_path / "config.json").read_text())["model_args"]["fused"] is False
+    back = zoo.create(TAG, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path))).eval()
+    assert not back.fused and isinstance(back.bn1, type(model.bn1))
+    torch.testing.assert_close(back.bn1.running_var, model.bn1.running_var)
+    torch.testing.assert_close(back(X), model(X), rtol=0, atol=0)
+
+
+def test_wrong_architecture_layout_and_corrupt_files_are_refused(saved, tmp_path):
+    _, out = saved
+    with pytest.raises(CheckpointError, match="checkpoint of sresnet19_tdbn, not sresnet17_tdbn"):
+        zoo.create("sresnet17_tdbn", pretrained=True, pretrained_cfg_overlay=dict(file=str(out)))
+    with pytest.raises(CheckpointError, match="is fused but the model was built unfused"):
+        zoo.create(TAG, pretrained=True, fused=False, pretrained_cfg_overlay=dict(file=str(out)))
+    data = (out / "model.safetensors").read_bytes()
+    for name, blob in (("truncated", data[: len(data) // 2]), ("garbage", b"\x00" * 64)):
+        bad = tmp_path / name
+        bad.mkdir()
+        (bad / "config.json").write_text((out / "config.json").read_text())
+        (bad / "model.safetensors").write_bytes(blob)
+        with pytest.raises(CheckpointError, match="not a valid safetensors file"):
+            zoo.create(TAG, pretrained=True, pretrained_cfg_overlay=dict(file=str(bad)))
+    pickle = tmp_path / "model.bin"
+    pickle.write_bytes(b"\x80\x04")
+    with pytest.raises(CheckpointError, match="safetensors only"):
+        zoo.create(TAG, pretrained=True, pretrained_cfg_overlay=dict(file=str(pickle)))
+
+
+def test_shipped_checkpoint_is_verified_and_loaded(saved, weights):
+    model, out = saved
+    assert not loadable(TAG)
+    with pytest.raises(PretrainedUnavailableError, match="tdbn-zoo train --preset sresnet19_tdbn.cifar10_t2"):
+        with pytest.MonkeyPatch.context() as mp:  # offline: nothing shipped, nothing cached
+            import huggingface_hub.constants as c
+            mp.setattr(c, "HF_HUB_OFFLINE", True)
+            zoo.create(TAG, pretrained=True)
+    assert cli(["manifest", "add", str(out), "--ship"]) == 0
+    entry = json.loads((weights / "manifest.json").read_text())["models"][TAG]
+    assert entry["path"] == TAG and entry["repo_id"] == f"tdbn-zoo/{TAG}"
+    assert set(entry["files"]) == {"model.safetensors", "config.json", "README.md"}
+    assert loadable(TAG) and TAG in zoo.list_models(pretrained=True)
+    got = zoo.create(TAG, pretrained=True)  # resolved from weights/ via the manifest, no path given
+    assert got.fused
+    torch.testing.assert_close(got.eval()(X), model(X), rtol=0, atol=1e-6)
+    assert cli(["manifest", "verify"]) == 0
+
+    shipped = weights / TAG / "model.safetensors"
+    blob = bytearray(shipped.read_bytes())
+    blob[-1] ^= 0xFF  # one flipped bit of one weight: still a valid safetensors file
+    shipped.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        zoo.create(TAG, pretrained=True)
+    assert cli(["manifest", "verify"]) == 2  # the CLI reports it as a user error
+
+
+def test_manifest_errors_are_clear(weights):
+    (weights / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a readable JSON manifest"):
+        zoo.create(TAG, pretrained=True)
+    (weights / "manifest.json").write_text(json.dumps({"models": []}))
+    with pytest.raises(CheckpointError, match="not a tdbn-zoo manifest"):
+        loadable(TAG)
