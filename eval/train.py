@@ -38,6 +38,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .metrics import neuron_modules
 from .train_checkpoint import atomic_save_safetensors, restore_training_checkpoint, save_training_checkpoint
 from .train_data import ResumableBatchSampler
 
@@ -85,19 +86,13 @@ class TrainConfig:
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
 
 
-def spiking_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The neuron layers of a model (native LIF and the SpikingJelly/snnTorch bridges)."""
-    from adapters import LIF, SnnTorchNeuron, SpikingJellyNeuron
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (LIF, SpikingJellyNeuron, SnnTorchNeuron))]
-
-
 class _SpikeCounter:
     """Counts spikes and neuron-steps of every neuron layer through forward hooks (firing rate)."""
 
     def __init__(self, model: nn.Module):
         self.spikes = 0.0
         self.slots = 0
-        self.handles = [m.register_forward_hook(self._hook) for _, m in spiking_modules(model)]
+        self.handles = [m.register_forward_hook(self._hook) for _, m in neuron_modules(model)]
 
     def _hook(self, module, inputs, out):
         self.spikes += float(out.detach().sum())

@@ -15,16 +15,15 @@ Nothing is ever unpickled: tensors come from safetensors, the rest from JSON.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from zoo.errors import CheckpointError
+from zoo.manifest import atomic_write
 from zoo.pretrained import read_safetensors
 
 FORMAT = "tdbn-zoo-train/1"
@@ -33,24 +32,10 @@ META_KEY = "tdbn_zoo_train"
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
                             metadata: dict[str, str] | None = None) -> Path:
-    """Write ``tensors`` to ``path`` through a temp file + ``os.replace`` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``tensors`` to ``path`` atomically (``zoo.manifest.atomic_write``: temp file + ``os.replace``)."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shipped files unreadable to others
-        with open(tmp, "rb") as f:  # data on disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    atomic_write(path, safetensors_bytes(tensors, metadata=metadata))
+    return Path(path)
 
 
 def save_training_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -11,16 +11,9 @@ make that hold without saving any iterator state:
 """
 from __future__ import annotations
 
-import gzip
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
-
-DATA_ENV = "TDBN_ZOO_DATA"
-IDX_DATASETS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist"}  # name -> folder under the data root
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
@@ -66,8 +59,9 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
 
 class SeededAugment(Dataset):
-    """Wrap a dataset of ``(uint8 image [C, H, W] or [H, W], label)``: random crop after zero padding,
-    optional horizontal flip, then per-channel normalisation, all drawn from ``(seed, epoch, index)``.
+    """Wrap a dataset of ``(uint8 image, label)`` (a tensor ``[C, H, W]`` or ``[H, W]``, or a PIL image): random
+    crop after zero padding, optional horizontal flip, then per-channel normalisation, all drawn from
+    ``(seed, epoch, index)``.
 
     ``train=False`` only normalises. Returns ``(float image [C, H, W], label)``.
     """
@@ -86,9 +80,11 @@ class SeededAugment(Dataset):
 
     def __getitem__(self, index: int):
         img, label = self.base[index]
-        x = torch.as_tensor(np.asarray(img))
-        if x.dim() == 2:
-            x = x.unsqueeze(0)
+        if torch.is_tensor(img):  # [C, H, W] or [H, W]
+            x = img if img.dim() == 3 else img.unsqueeze(0)
+        else:  # a PIL image or an array, [H, W] or [H, W, C]
+            x = torch.as_tensor(np.asarray(img))
+            x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         if self.train and (self.pad or self.hflip):
             g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
@@ -100,61 +96,3 @@ class SeededAugment(Dataset):
             if self.hflip and bool(torch.randint(0, 2, (1,), generator=g)):
                 x = x.flip(-1)
         return (x - self.mean) / self.std, int(label)
-
-
-class IdxImages(Dataset):
-    """MNIST-layout IDX files (gzipped) in memory: ``(uint8 image [H, W], label)``.
-
-    Minimal reader used until ``eval.data`` (the evaluation harness's data module) provides these sets.
-    """
-
-    def __init__(self, folder: str | Path, split: str):
-        prefix = {"train": "train", "test": "t10k"}.get(split)
-        if prefix is None:
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        folder = Path(folder)
-        self.images = torch.from_numpy(_read_idx(folder / f"{prefix}-images-idx3-ubyte.gz"))
-        self.labels = torch.from_numpy(_read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")).long()
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"{folder}: {len(self.images)} images but {len(self.labels)} labels")
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        return self.images[index], int(self.labels[index])
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"missing data file {path}")
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    magic = int.from_bytes(data[:4], "big")
-    if magic >> 8 != 0x08:  # 0x08 = unsigned byte data
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {magic:#x})")
-    ndim = magic & 0xFF
-    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
-
-
-def data_root_candidates(root: str | None) -> list[Path]:
-    """Where data is looked for: the given root, else $TDBN_ZOO_DATA, else ../shared/data and ./data."""
-    if root:
-        return [Path(root)]
-    if os.environ.get(DATA_ENV):
-        return [Path(os.environ[DATA_ENV])]
-    return [Path("../shared/data"), Path("data")]
-
-
-def find_dataset_folder(name: str, root: str | None) -> Path:
-    """The folder of ``name`` under the first root that has it; else a FileNotFoundError listing them."""
-    folder = IDX_DATASETS[name]
-    tried = []
-    for base in data_root_candidates(root):
-        for cand in (base / folder, base):
-            if (cand / "train-images-idx3-ubyte.gz").is_file():
-                return cand
-            tried.append(str(cand.resolve()))
-    raise FileNotFoundError(f"{name} not found (nothing is downloaded); looked for train-images-idx3-ubyte.gz "
-                            f"in: {', '.join(dict.fromkeys(tried))}. Pass --data-dir or set ${DATA_ENV}.")

@@ -175,12 +175,11 @@ def test_resume_refuses_changed_settings_and_foreign_files(tmp_path):
 def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.safetensors"
     atomic_save_safetensors({"w": torch.ones(3)}, path)
-    import eval.train_checkpoint as tc
+    import zoo.manifest
 
-    def broken(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"half a header")
+    def broken_fsync(fd):  # the new file is (partly) written, then the disk fails before the rename
         raise OSError("disk full")
-    monkeypatch.setattr(tc, "save_file", broken)
+    monkeypatch.setattr(zoo.manifest.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         atomic_save_safetensors({"w": torch.zeros(3)}, path)
     assert torch.equal(read_safetensors(path)["w"], torch.ones(3))
@@ -237,3 +236,39 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
     # without synchronised statistics the 2-process run is a different computation
     assert any(not torch.allclose(results[False][k], v, rtol=1e-4, atol=1e-5)
                for k, v in ref.items() if v.is_floating_point())
+
+
+# --------------------------------------------------------------------------------------------------- command line
+def _write_idx(path: Path, arr) -> None:
+    import gzip
+
+    import numpy as np
+    arr = np.asarray(arr, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.tobytes())
+
+
+def test_train_command_runs_a_preset_on_idx_files_and_names_missing_data(tmp_path, capsys):
+    from eval.cli import main
+    data = tmp_path / "fashion-mnist"
+    data.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", 16), ("t10k", 8)):
+        _write_idx(data / f"{prefix}-images-idx3-ubyte.gz", torch.randint(0, 256, (n, 28, 28), generator=g))
+        _write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", torch.arange(n) % 10)
+    out = tmp_path / "run"
+    args = ["train", "--preset", "sresnet19_narrow_tdbn.fashion_mnist_t2", "--data-dir", str(tmp_path),
+            "--out", str(out), "--epochs", "1", "--batch-size", "8", "--no-progress"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["epochs"] == 1 and 0.0 <= result["test_top1"] <= 1.0
+    tensors, meta = read_training_checkpoint(out / "last.safetensors")
+    assert meta["preset"] == "sresnet19_narrow_tdbn.fashion_mnist_t2" and meta["config"]["batch_size"] == 8
+    assert meta["config"]["schedule"] == "cosine" and meta["model_args"]["T"] == 2
+    assert main(args[:-1] + ["--lr", "0.3", "--resume"]) == 2  # another lr cannot continue this run
+    assert "cannot resume" in capsys.readouterr().err
+    assert main(["train", "--preset", "sresnet19_narrow_tdbn.mnist_t2", "--data-dir", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and str(tmp_path / "none") in err

@@ -15,7 +15,9 @@ HELP = "Train a spiking ResNet with a paper recipe (resumable, distributed under
 
 def add_arguments(parser) -> None:
     parser.add_argument("--preset", required=True, help="arch.tag, e.g. sresnet19_narrow_tdbn.fashion_mnist_t2")
-    parser.add_argument("--data-dir", default=None, help="data root (else $TDBN_ZOO_DATA, else ../shared/data, ./data)")
+    parser.add_argument("--data-dir", default=None,
+                        help="data root: the dataset's folder or its parent (else the eval.data search: "
+                             "$TDBN_ZOO_<DATASET>, $TDBN_ZOO_DATA, ./data)")
     parser.add_argument("--out", required=True, help="run folder: last.safetensors, metrics.jsonl, model.safetensors")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.safetensors")
     for name, typ in (("epochs", int), ("batch-size", int), ("lr", float), ("momentum", float),
@@ -47,6 +49,44 @@ def _model_kwargs(items: list[str]) -> dict:
     return out
 
 
+def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None):
+    """``(train, test)`` datasets of a preset from local files (``eval.data``; nothing is downloaded).
+
+    MNIST, Fashion-MNIST and CIFAR get :class:`eval.train_data.SeededAugment` (crop + flip drawn from
+    ``(seed, epoch, index)``, so ``--resume`` is exact); ImageNet uses ``eval.data``'s RandomResizedCrop
+    pipeline (exact data order, augmentation from the global RNG).
+    """
+    import torch
+
+    from eval.data import ArrayImageDataset, build_dataset, dataset_spec, find_root, read_idx
+    from eval.train_data import SeededAugment
+
+    def first(ds):  # --train-subset: the first N training images
+        return torch.utils.data.Subset(ds, range(min(train_subset, len(ds)))) if train_subset else ds
+
+    name = preset["dataset"]
+    try:
+        spec = dataset_spec(name)
+    except ValueError:
+        raise ValueError(f"preset {preset['model']} trains on {name}, an event dataset: build it with eval.events "
+                         f"and train with eval.train.Trainer (or `tdbn-zoo finetune`)") from None
+    if spec.kind == "imagefolder":
+        train = first(build_dataset(name, root, "train", train_transforms=True))
+        test = build_dataset(name, root, "test")
+    else:
+        bases = {}
+        for split in ("train", "test"):
+            if spec.kind == "idx":
+                bases[split] = ArrayImageDataset(*(read_idx(f) for f in find_root(name, root, split)))
+            else:  # CIFAR: torchvision's dataset without a transform yields PIL images
+                bases[split] = build_dataset(name, root, split)
+                bases[split].transform = None
+        norm = dict(mean=preset["mean"], std=preset["std"])
+        train = SeededAugment(first(bases["train"]), pad=preset["pad"], hflip=preset["hflip"], seed=seed, **norm)
+        test = SeededAugment(bases["test"], train=False, **norm)
+    return train, test
+
+
 def run(args) -> int:
     import dataclasses
 
@@ -56,7 +96,6 @@ def run(args) -> int:
     import zoo
     from eval.presets import get_preset
     from eval.train import Trainer
-    from eval.train_data import IDX_DATASETS, IdxImages, SeededAugment, find_dataset_folder
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,16 +111,7 @@ def run(args) -> int:
     overrides["progress"] = not args.no_progress
     cfg = dataclasses.replace(p["train"], **overrides)
 
-    if p["dataset"] not in IDX_DATASETS:
-        raise ValueError(f"preset {args.preset} trains on {p['dataset']}, which `tdbn-zoo train` cannot read yet "
-                         f"(only {', '.join(IDX_DATASETS)}); use eval.train.Trainer with your own Dataset")
-    folder = find_dataset_folder(p["dataset"], args.data_dir)
-    train_base, test_base = IdxImages(folder, "train"), IdxImages(folder, "test")
-    if args.train_subset:
-        train_base = torch.utils.data.Subset(train_base, range(min(args.train_subset, len(train_base))))
-    norm = dict(mean=p["mean"], std=p["std"])
-    train_set = SeededAugment(train_base, pad=p["pad"], hflip=p["hflip"], seed=cfg.seed, **norm)
-    test_set = SeededAugment(test_base, train=False, **norm)
+    train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset)
 
     if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -90,7 +120,7 @@ def run(args) -> int:
     torch.manual_seed(cfg.seed)  # the initial weights
     kw = _model_kwargs(args.model_kw)
     model = zoo.create(args.preset, T=args.T, **kw)
-    state = dict(preset=args.preset, dataset=p["dataset"], data_folder=str(folder), model_kw=kw,
+    state = dict(preset=args.preset, dataset=p["dataset"], data_dir=args.data_dir, model_kw=kw,
                  T=model.T, train_subset=args.train_subset)
     trainer = Trainer(model, train_set, test_set, cfg, out_dir=args.out, device=args.device, extra_state=state)
     history = trainer.fit(resume=args.resume)
