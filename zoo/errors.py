@@ -19,3 +19,7 @@ class PretrainedUnavailableError(ZooError, RuntimeError):
 
 class CheckpointError(ZooError, ValueError):
     """A checkpoint that is corrupt, unverified, or made for another architecture."""
+
+
+class PublishError(ZooError, RuntimeError):
+    """An upload to the Hub that failed (offline, no permission, server error)."""

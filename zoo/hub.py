@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoints import FILES
-from .errors import PretrainedUnavailableError
+from .errors import PretrainedUnavailableError, PublishError
 
 
 def split_revision(repo_id: str) -> tuple[str, str | None]:
@@ -62,7 +62,8 @@ def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, pr
     """Upload a checkpoint folder (``model.safetensors``, ``config.json``, ``README.md``) to ``repo_id``
     (created if needed) with ``HfApi.create_repo`` + ``upload_folder``; returns the ``CommitInfo``
     (``.oid`` is the commit to pin in the manifest)."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
 
     from .checkpoints import Checkpoint
 
@@ -75,8 +76,13 @@ def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, pr
     if missing:
         raise ValueError(f"{folder} lacks {', '.join(missing)}: write checkpoint folders with zoo.save_pretrained")
     api = HfApi(token=token)
-    repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    if revision:
-        api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
-    return api.upload_folder(repo_id=repo.repo_id, folder_path=str(folder), allow_patterns=list(FILES),
-                             revision=revision, commit_message=commit_message or f"Upload {folder.name}")
+    try:
+        repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision and revision != "main":
+            api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
+        return api.upload_folder(repo_id=repo.repo_id, folder_path=str(folder), allow_patterns=list(FILES),
+                                 revision=revision, commit_message=commit_message or f"Upload {folder.name}")
+    except (HfHubHTTPError, OSError) as e:  # offline mode is a ConnectionError, hence an OSError
+        raise PublishError(f"could not publish {folder} to {repo_id} on {constants.ENDPOINT}: {e}. Check "
+                           f"HF_HUB_OFFLINE, the network and that HF_TOKEN (or `hf auth login`) may write "
+                           f"to {repo_id.split('/')[0]}") from e

@@ -1,0 +1,164 @@
+"""Publishing to and loading from a Hub: the real huggingface_hub client against a Hub-protocol server on
+127.0.0.1 (tests/hub_emulator.py), plus an opt-in test against the live Hub."""
+import json
+import os
+import socket
+import uuid
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+import zoo
+from eval.cli import main as cli
+from hub_emulator import HubEmulator
+from zoo import CheckpointError, PretrainedUnavailableError, SpikingResNet
+from zoo.pretrained import loadable
+
+TAG = "sresnet19_tdbn.cifar10_t2"
+REPO = f"tdbn-zoo/{TAG}"
+TOKEN = "hf_emulator_write_token"
+TINY = dict(layers=(1, 1), channels=(8, 16), strides=(1, 2), stem_width=8, head_hidden=16, T=2)
+X = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2
+
+
+@pytest.fixture(scope="module")
+def hub():
+    import huggingface_hub.constants as c
+
+    with HubEmulator(token=TOKEN) as server, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(c, "ENDPOINT", server.endpoint)
+        mp.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        mp.setattr(c, "HF_HUB_DISABLE_XET", True)  # the emulator speaks classic LFS only
+        mp.setattr(c, "HF_HUB_OFFLINE", False)  # conftest makes the suite offline; this server is local
+        mp.setenv("HF_TOKEN", TOKEN)
+        yield server
+
+
+@pytest.fixture
+def online(hub, tmp_path, monkeypatch):
+    """Online against the emulator, with a clean Hub cache and a private weights/ manifest."""
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("TDBN_ZOO_WEIGHTS", str(tmp_path / "weights"))
+    return tmp_path
+
+
+def offline(monkeypatch, cache):
+    import huggingface_hub.constants as c
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+
+
+@pytest.fixture(scope="module")
+def published(hub, tmp_path_factory):
+    """A tiny fused checkpoint published with `tdbn-zoo publish --manifest`."""
+    model = SpikingResNet(**TINY)
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "running_var"):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    folder = zoo.save_pretrained(model.eval(), tmp_path_factory.mktemp("ckpt") / TAG, tag=TAG)
+    manifest = tmp_path_factory.mktemp("weights") / "manifest.json"
+    assert cli(["publish", str(folder), "--repo", REPO, "--manifest", str(manifest)]) == 0
+    return model, folder, json.loads(manifest.read_text())
+
+
+def use_manifest(online, manifest: dict):
+    (online / "weights").mkdir(exist_ok=True)
+    (online / "weights" / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_publish_records_a_pinned_revision(published, hub):
+    _, folder, manifest = published
+    entry = manifest["models"][TAG]
+    repo = hub.store.repos[("model", REPO)]
+    assert entry["repo_id"] == REPO and entry["revision"] == repo.resolve("main").oid
+    assert "path" not in entry  # published, not shipped
+    assert set(repo.resolve("main").files) >= {"model.safetensors", "config.json", "README.md"}
+
+
+def test_download_into_clean_cache_gives_identical_weights_and_outputs(published, online):
+    model, folder, manifest = published
+    use_manifest(online, manifest)
+    assert not loadable(TAG)
+    got = zoo.create(TAG, pretrained=True).eval()  # resolved to the Hub: nothing shipped
+    want = load_file(folder / "model.safetensors")
+    assert got.state_dict().keys() == want.keys()
+    assert all(torch.equal(got.state_dict()[k], v) for k, v in want.items())
+    torch.testing.assert_close(got(X), model(X), rtol=0, atol=1e-6)
+    snap = online / "hf-cache" / f"models--{REPO.replace('/', '--')}" / "snapshots" / manifest["models"][TAG]["revision"]
+    assert sorted(p.name for p in snap.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert loadable(TAG)
+    timm_model = timm.create_model(f"hf-hub:{REPO}", pretrained=True).eval()  # timm reads the same repo
+    assert timm_model.fused and timm_model.T == 2
+    torch.testing.assert_close(timm_model(X), got(X), rtol=0, atol=0)
+
+
+def test_offline_uses_the_cache_and_explains_when_it_cannot(published, online, monkeypatch):
+    model, _, manifest = published
+    use_manifest(online, manifest)
+    zoo.create(TAG, pretrained=True)  # fills the cache
+    offline(monkeypatch, online / "hf-cache")
+    got = zoo.create(TAG, pretrained=True).eval()
+    torch.testing.assert_close(got(X), model(X), rtol=0, atol=1e-6)
+    offline(monkeypatch, online / "empty-cache")
+    with pytest.raises(PretrainedUnavailableError) as e:
+        zoo.create(TAG, pretrained=True)
+    msg = str(e.value)
+    assert REPO in msg and "HF_HUB_OFFLINE" in msg and "empty-cache" in msg and "tdbn-zoo train" in msg
+
+
+def test_hub_file_failing_the_manifest_sha256_is_refused(published, online):
+    _, _, manifest = published
+    bad = json.loads(json.dumps(manifest))
+    bad["models"][TAG]["files"]["model.safetensors"]["sha256"] = "0" * 64
+    use_manifest(online, bad)
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        zoo.create(TAG, pretrained=True)
+
+
+def test_config_of_another_architecture_and_missing_repo(hub, online, tmp_path):
+    other = SpikingResNet(**dict(TINY, in_chans=2, num_classes=11))
+    folder = zoo.save_pretrained(other, tmp_path / "s17", tag="sresnet17_tdbn.dvsgesture_t40")
+    assert cli(["publish", str(folder), "--repo", "tdbn-zoo/sresnet19_tdbn.cifar10_t4"]) == 0  # wrong repo
+    with pytest.raises(CheckpointError, match="checkpoint of sresnet17_tdbn, not sresnet19_tdbn"):
+        zoo.create("sresnet19_tdbn.cifar10_t4", pretrained=True)
+    with pytest.raises(PretrainedUnavailableError, match="tdbn-zoo/sresnet19_tdbn.cifar10_t6 does not exist"):
+        zoo.create("sresnet19_tdbn.cifar10_t6", pretrained=True)
+    assert cli(["publish", str(tmp_path / "nowhere"), "--repo", "tdbn-zoo/x"]) == 2
+
+
+def _live_hub_ready() -> bool:
+    if not os.environ.get("HF_TOKEN") or os.environ.get("TDBN_ZOO_LIVE_HUB") != "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.live
+@pytest.mark.skipif(not _live_hub_ready(), reason="opt-in: set TDBN_ZOO_LIVE_HUB=1 and HF_TOKEN, with network")
+def test_live_hub_round_trip(tmp_path, monkeypatch):
+    """Publish a tiny checkpoint to a private repo on huggingface.co, download it back, delete the repo."""
+    import huggingface_hub.constants as c
+    from huggingface_hub import HfApi
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    api = HfApi()
+    repo = f"{api.whoami()['name']}/tdbn-zoo-live-test-{uuid.uuid4().hex[:8]}"
+    model = SpikingResNet(**TINY).eval()
+    folder = zoo.save_pretrained(model, tmp_path / "ckpt", tag=TAG, repo_id=repo)
+    try:
+        assert cli(["publish", str(folder), "--repo", repo, "--private"]) == 0
+        got = timm.create_model(f"hf-hub:{repo}", pretrained=True).eval()
+        torch.testing.assert_close(got(X), model(X), rtol=0, atol=1e-6)
+    finally:
+        api.delete_repo(repo, missing_ok=True)
