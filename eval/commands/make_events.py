@@ -42,6 +42,7 @@ def run(args) -> int:
     from eval.data import build_dataset, dataset_spec, parse_data_spec
     from eval.events import SaccadeSensor, save_event_npz, write_event_folder
     from eval.events.simulate import events_from_images
+    from zoo.manifest import atomic_write
 
     name, root = parse_data_spec(args.data)
     spec = dataset_spec(name)
@@ -78,6 +79,6 @@ def run(args) -> int:
                 sensor_size=list(sensor_size), classes=list(spec.classes) if spec.classes else None,
                 sensor=dataclasses.asdict(sensor),
                 note="events simulated by tdbn-zoo make-events (N-MNIST-style saccades), not recorded by a camera")
-    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    atomic_write(out / "meta.json", json.dumps(meta, indent=1) + "\n")
     print(f"wrote {out} ({args.format})")
     return 0

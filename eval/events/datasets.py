@@ -8,15 +8,18 @@ frames, e.g. :class:`~eval.events.framing.EventFraming`); with ``transform=None`
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import tonic
 import torch
+
+from zoo.manifest import atomic_write
+
+from .framing import CIFAR10_DVS, DVS_GESTURE
 
 # tonic's event layout for files this package writes: x, y int16, t int64 (µs), p bool
 EVENT_DTYPE = tonic.io.events_struct
@@ -43,6 +46,10 @@ class _LocalOnly:
             f"{type(self).__name__} not found: no {self.file_type} files under "
             f"{Path(self.location_on_system, self.folder_name)}. tdbn-zoo never downloads datasets; put the "
             f"extracted dataset there (expected layout: {self.layout})")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
     def _sort_samples(self, *lists_attrs: str) -> None:
         order = sorted(range(len(self.data)), key=lambda i: (str(Path(self.data[i]).parent),
@@ -242,19 +249,6 @@ class EventNpz(_EventDataset):
         return self._item(events, index, f"{self.path}[{index}]")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_event_npz(path, recordings, labels, sensor_size) -> Path:
     """Write recordings (structured arrays) and labels as an :class:`EventNpz` file, atomically."""
     path = Path(path)
@@ -264,11 +258,10 @@ def save_event_npz(path, recordings, labels, sensor_size) -> Path:
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in recordings])]).astype(np.int64)
     events = np.concatenate(recordings) if recordings else np.zeros(0, EVENT_DTYPE)
 
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, events=events, offsets=offsets, labels=np.asarray(labels, dtype=np.int64),
-                     sensor_size=np.asarray(sensor_size, dtype=np.int64))
-    _atomic_write(path, write)
+    buf = io.BytesIO()
+    np.savez(buf, events=events, offsets=offsets, labels=np.asarray(labels, dtype=np.int64),
+             sensor_size=np.asarray(sensor_size, dtype=np.int64))
+    atomic_write(path, buf.getbuffer())
     return path
 
 
@@ -283,9 +276,9 @@ def write_nmnist_file(path, events) -> None:
         raise ValueError(f"N-MNIST binary holds timestamps in [0, 2**23) µs only, got up to {t.max()}")
     raw = np.empty((len(t), 5), dtype=np.uint8)
     raw[:, 0], raw[:, 1] = x, y
-    raw[:, 2] = (p.astype(bool) << 7) | (t >> 16)
+    raw[:, 2] = ((p != 0).astype(np.int64) << 7) | (t >> 16)
     raw[:, 3], raw[:, 4] = (t >> 8) & 0xFF, t & 0xFF
-    _atomic_write(Path(path), lambda tmp: raw.tofile(tmp))
+    atomic_write(path, raw.tobytes())
 
 
 def write_event_folder(root, recordings, labels, sensor_size, names=None) -> Path:
@@ -295,14 +288,14 @@ def write_event_folder(root, recordings, labels, sensor_size, names=None) -> Pat
     for name, events in zip(names, recordings):
         write_nmnist_file(root / name, events)
     lines = ["file,label"] + [f"{n},{int(y)}" for n, y in zip(names, labels)]
-    _atomic_write(root / "labels.csv", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
-    meta = json.dumps({"sensor_size": [int(v) for v in sensor_size]})
-    _atomic_write(root / "meta.json", lambda tmp: Path(tmp).write_text(meta + "\n"))
+    atomic_write(root / "labels.csv", "\n".join(lines) + "\n")
+    atomic_write(root / "meta.json", json.dumps({"sensor_size": [int(v) for v in sensor_size]}) + "\n")
     return root
 
 
 # --- one entry point for the CLI ------------------------------------------------------------------------
 TONIC_DATASETS = {"dvsgesture": DVSGesture, "cifar10dvs": CIFAR10DVS}
+PAPER_FRAMING = {"dvsgesture": DVS_GESTURE, "cifar10dvs": CIFAR10_DVS}
 
 
 def _normalize(name: str) -> str:
@@ -311,6 +304,11 @@ def _normalize(name: str) -> str:
 
 def is_tonic_name(spec: str) -> bool:
     return _normalize(str(spec)) in TONIC_DATASETS
+
+
+def paper_framing(spec: str):
+    """The paper's :class:`EventFraming` for a tonic dataset name, else None."""
+    return PAPER_FRAMING.get(_normalize(str(spec)))
 
 
 def open_event_dataset(spec, *, train: bool, data_root=None, transform=None, sensor_size=None):

@@ -1,0 +1,92 @@
+"""Fine-tuning a zoo model on event data with the trainer (:mod:`eval.train`); ``tdbn-zoo finetune`` calls it.
+
+    import zoo
+    from eval.events import open_event_dataset, EventFraming
+    from eval.finetune import finetune
+    from eval.train import TrainConfig
+
+    framing = EventFraming((34, 34, 2), (34, 34), time_window=30_000, T=10)
+    train = open_event_dataset("data/mnist-events", train=True, transform=framing)
+    test = open_event_dataset("data/mnist-events", train=False, transform=framing)
+    model = zoo.create("sresnet19_narrow_tdbn.fashion_mnist_t2", pretrained=True, num_classes=10, in_chans=2, T=10)
+    result = finetune(model, train, test, TrainConfig(epochs=3, batch_size=32, lr=0.02), "runs/ft", freeze="stem")
+
+Batches are ``[T, N, 2, H, W]`` (:func:`eval.events.collate_frames`), drawn by the trainer's
+:class:`~eval.train_data.ResumableBatchSampler`, so ``resume=True`` continues a killed run exactly; the
+trainer writes ``out_dir/last.safetensors`` every epoch and ``out_dir/model.safetensors`` at the end.
+"""
+from __future__ import annotations
+
+import types
+from typing import Sequence
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .events import collate_frames
+from .train import Trainer, TrainConfig
+from .train_data import ResumableBatchSampler
+
+STEM = ("conv1", "bn1", "act1")
+
+
+def _stay_in_eval(self, mode: bool = True):
+    return nn.Module.train(self, False)
+
+
+def freeze_modules(model: nn.Module, spec: str | Sequence[str] | None) -> list[str]:
+    """Freeze modules of ``model``: their parameters stop learning and they stay in eval mode whatever
+    ``model.train()`` says, so their tdBN normalises with the pretrained running statistics.
+
+    ``spec``: ``None``/``'none'``; ``'stem'`` (the encoding layer conv1/bn1); ``'body'`` (the stem and every
+    residual stage: only the head learns); or comma-separated module names (``'stem,layer1'``,
+    ``'layer2.0'``). Returns the names of the frozen modules."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else (spec or [])) if s.strip()]
+    if items in ([], ["none"]):
+        return []
+    modules = dict(model.named_modules())
+    stages = [name for name, _ in model.named_children() if name.startswith("layer")]
+    names: list[str] = []
+    for item in items:
+        group = {"stem": STEM, "body": (*STEM, *stages)}.get(item, (item,))
+        for name in group:
+            if name not in modules or not name:
+                top = ", ".join(n for n, _ in model.named_children())
+                raise ValueError(f"cannot freeze {name!r}: no such module; use none, stem, body or module names "
+                                 f"({top}, or deeper ones like layer1.0)")
+            names.append(name)
+    for name in dict.fromkeys(names):
+        module = modules[name]
+        module.requires_grad_(False)
+        module.train = types.MethodType(_stay_in_eval, module)
+        module.train(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"freezing {', '.join(items)} leaves nothing to train")
+    return list(dict.fromkeys(names))
+
+
+def event_loaders(train_data, test_data, cfg: TrainConfig) -> tuple[DataLoader, DataLoader | None]:
+    """Time-first ``[T, N, C, H, W]`` loaders; training order from ``(cfg.seed, epoch)`` (exact resume)."""
+    sampler = ResumableBatchSampler(len(train_data), cfg.batch_size, shuffle=True, seed=cfg.seed)
+    train = DataLoader(train_data, batch_sampler=sampler, collate_fn=collate_frames, num_workers=cfg.num_workers)
+    test = None
+    if test_data is not None:
+        test = DataLoader(test_data, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_frames,
+                          num_workers=cfg.num_workers)
+    return train, test
+
+
+def finetune(model: nn.Module, train_data, test_data, cfg: TrainConfig, out_dir, *, freeze=None,
+             resume: bool = False, device=None, extra_state: dict | None = None) -> dict:
+    """Train ``model`` on ``train_data`` (items ``(frames [T, C, H, W], label)``) with the trainer and
+    evaluate it on ``test_data``; ``freeze`` as in :func:`freeze_modules`. Returns ``{'test_top1',
+    'test_loss', 'test_n', 'firing_rate', 'frozen', 'trainable_params', 'epochs', 'history'}``."""
+    frozen = freeze_modules(model, freeze)
+    train_loader, test_loader = event_loaders(train_data, test_data, cfg)
+    state = dict(extra_state or {}, frozen=frozen)
+    trainer = Trainer(model, train_loader, test_loader, cfg, out_dir=out_dir, device=device, extra_state=state)
+    history = trainer.fit(resume=resume)
+    final = trainer.evaluate() if test_loader is not None else {}
+    return dict(test_top1=final.get("acc"), test_loss=final.get("loss"), test_n=final.get("n"),
+                firing_rate=final.get("firing_rate"), frozen=frozen, epochs=trainer.epoch,
+                trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad), history=history)
