@@ -103,15 +103,16 @@ def _arch_and_tag(model: SpikingResNet, tag: str | None) -> tuple[str, str | Non
 
 
 def _base_cfg(model: SpikingResNet, name: str) -> dict:
-    """The model's pretrained_cfg, or (for a model built directly) the registered cfg of ``name``."""
-    cfg = getattr(model, "pretrained_cfg", None)
-    if cfg:
-        return dict(cfg)
+    """The model's pretrained_cfg over the registered cfg of ``name`` (which fills what a model built
+    directly lacks: input size, mean/std, dataset, recipe)."""
     from timm.models import get_pretrained_cfg
 
     from .tags import tag_extras
     base = get_pretrained_cfg(name if "." in name else f"{name}.")
-    return {**(base.to_dict() if base else {}), **tag_extras(name)}
+    registered = {**(base.to_dict() if base else {}), **tag_extras(name)}
+    own = dict(getattr(model, "pretrained_cfg", None) or {})
+    same = f"{own.get('architecture')}.{own.get('tag')}" == name or not base
+    return {**registered, **own} if same else {**own, **registered}  # published as another tag: its data win
 
 
 def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | None = None,

@@ -43,7 +43,7 @@ def lif_params(neuron: nn.Module) -> tuple[float, float]:
     if isinstance(neuron, SpikingJellyNeuron):
         node = neuron.node
         from spikingjelly.activation_based import neuron as sj
-        if type(node) is sj.LIFNode and not node.decay_input and node.v_reset == 0.0 and float(node.v_rest) == 0.0:
+        if type(node) is sj.LIFNode and not node.decay_input and node.v_reset == 0.0:
             return 1.0 - 1.0 / float(node.tau), float(node.v_threshold)
     if isinstance(neuron, SnnTorchNeuron):
         n = neuron.neuron
