@@ -175,7 +175,7 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
     dataset = cfg.get("dataset")
     evals = [EvalResult(task_type="image-classification", dataset_type=m.get("dataset", dataset or "unknown"),
                         dataset_name=m.get("dataset", dataset or "unknown"), dataset_split=m.get("split"),
-                        metric_type="accuracy" if "acc" in m["name"] or "top" in m["name"] else m["name"],
+                        metric_type="accuracy" if m["name"].startswith(("top", "acc")) else m["name"],
                         metric_name=m["name"], metric_value=m["value"]) for m in metrics]
     data = ModelCardData(library_name="timm", license=license, model_name=name,
                          tags=["image-classification", "timm", "spiking-neural-network", "snn", "tdbn", "tdbn-zoo"],
