@@ -29,9 +29,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", choices=("npz", "nmnist"), default="npz",
                         help="npz: one EventNpz per split; nmnist: folders of N-MNIST .bin files + labels.csv")
     parser.add_argument("--seed", type=int, default=0, help="per-pixel threshold mismatch (same seed, same events)")
-    parser.add_argument("--threshold", type=float, default=None, help="log-intensity contrast threshold")
-    parser.add_argument("--threshold-sigma", type=float, default=None, help="per-pixel threshold mismatch (std)")
-    parser.add_argument("--saccade-ms", type=float, default=None, help="duration of each of the 3 saccades")
+    parser.add_argument("--threshold", type=float, default=None, help="log-intensity contrast threshold (default 0.5)")
+    parser.add_argument("--threshold-sigma", type=float, default=None, help="per-pixel threshold mismatch, std (default 0.05)")
+    parser.add_argument("--saccade-ms", type=float, default=None, help="duration of each of the 3 saccades (default 100)")
 
 
 def run(args) -> int:
