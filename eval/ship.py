@@ -1,0 +1,105 @@
+"""Turn a finished training run into a shipped, fused checkpoint in ``weights/`` (with a model card).
+
+    python -m eval.ship runs/fashion_mnist_t2 --data-dir ../shared/data
+
+Loads the run's unfused weights (``RUN/model.safetensors``, written by ``eval.train.Trainer``), measures the
+unfused and the fused (eq. 9-10, ``zoo.fuse``) model on the full test set with the evaluation harness, writes
+the fused checkpoint folder with ``zoo.checkpoints.save_pretrained`` (metrics and the training log summary
+in the card) and records it in ``weights/manifest.json`` (``zoo.manifest.record(..., ship=True)``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def machine() -> str:
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def training_summary(run: Path) -> tuple[list[dict], str]:
+    """The epoch records of ``RUN/metrics.jsonl`` and a Markdown table of them."""
+    epochs = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "epoch":
+            epochs[rec["epoch"]] = rec  # a resumed run may log an epoch twice: keep the last
+    rows = ["| epoch | train loss | train acc | train firing rate | test acc (unfused, running stats) | s |",
+            "|---|---|---|---|---|---|"]
+    for e in sorted(epochs):
+        r = epochs[e]
+        rows.append(f"| {e} | {r['train']['loss']:.4f} | {100 * r['train']['acc']:.2f}% | "
+                    f"{r['train']['firing_rate']:.3f} | {100 * r['val'].get('acc', float('nan')):.2f}% | "
+                    f"{r['seconds']:.0f} |")
+    return [epochs[e] for e in sorted(epochs)], "\n".join(rows)
+
+
+def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | None = None,
+         batch_size: int = 200) -> dict:
+    from eval.harness import evaluate
+    from eval.data import build_dataset
+    from eval.train_checkpoint import read_training_checkpoint
+    from zoo import create, manifest
+    from zoo.checkpoints import save_pretrained
+    from zoo.fuse import fuse
+    from zoo.pretrained import load_state_dict_into, read_safetensors
+
+    run = Path(run)
+    _, meta = read_training_checkpoint(run / "last.safetensors")
+    preset, kw = meta["preset"], meta.get("model_kw") or {}
+    if meta["epoch"] < meta["config"]["epochs"]:
+        raise ValueError(f"{run} has trained {meta['epoch']} of {meta['config']['epochs']} epochs; finish it first "
+                         f"(the same train command with --resume)")
+    model = create(preset, **kw)
+    load_state_dict_into(model, read_safetensors(run / "model.safetensors"), str(run / "model.safetensors"))
+    model.eval()
+    test = build_dataset(meta["dataset"], data_dir, "test")
+    results = {}
+    for name, m in (("unfused", model), ("fused", fuse(model))):
+        results[name] = evaluate(m, test, batch_size=batch_size, speed_batches=0, model_name=f"{preset} ({name})",
+                                 data_name=f"{meta['dataset']} test").to_dict()
+    cmd = f"python -m eval.ship {run} --data-dir {data_dir or '<data root>'}"
+    fused = results["fused"]
+    where = f"{machine()}; {meta['dataset']} test set ({fused['images']} images)"
+    metrics = [dict(name="top1", value=round(fused["top1"], 2), unit="%", dataset=meta["dataset"], split="test",
+                    command=cmd, machine=where),
+               dict(name="mean_firing_rate", value=round(fused["mean_firing_rate"], 4), dataset=meta["dataset"],
+                    split="test", command=cmd, machine=where),
+               dict(name="synaptic_ops_per_image", value=float(f"{fused['acs']:.4g}"), dataset=meta["dataset"],
+                    split="test", command=cmd, machine=where)]
+    _, table = training_summary(run)
+    train_cmd = (f"tdbn-zoo train --preset {preset} --data-dir <data root> --out {run}"
+                 + "".join(f" --model-kw {k}={json.dumps(v)}" for k, v in kw.items()))
+    extra = (f"## Training (trained here, 2-core CPU, no GPU)\n\nCommand: `{train_cmd}` (add `--resume` to continue "
+             f"an interrupted run exactly). Recipe: {json.dumps(meta['config'])}.\n\n{table}\n\n"
+             f"Unfused test top-1 {results['unfused']['top1']:.2f}%, fused {fused['top1']:.2f}% "
+             f"(fusion by eq. 9-10 must not change the prediction).\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_pretrained(model, Path(tmp) / preset, tag=preset, metrics=metrics, card_extra=extra)
+        mpath = Path(out_weights) / manifest.MANIFEST_NAME if out_weights else None
+        manifest.record(preset, folder, ship=True, manifest_path=mpath)
+    return dict(preset=preset, unfused_top1=results["unfused"]["top1"], fused_top1=fused["top1"],
+                mean_firing_rate=fused["mean_firing_rate"], acs_per_image=fused["acs"], macs_per_image=fused["macs"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.ship", description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="training run folder (last.safetensors, model.safetensors, metrics.jsonl)")
+    p.add_argument("--data-dir", default=None, help="data root for the test set (see eval.data)")
+    p.add_argument("--weights", default=None, help="weights folder (default: the package's weights/)")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(json.dumps(ship(args.run, args.data_dir, out_weights=args.weights)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
