@@ -1,0 +1,231 @@
+"""eval.data: IDX / CIFAR / ImageFolder pipelines on files of the exact on-disk formats, the shipped
+Fashion-MNIST subset, the search path and its errors. Nothing is downloaded."""
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from eval.data import (DATASETS, SUBSET_PATH, build_dataset, build_transform, dataset_spec, find_root, load_subset,
+                       parse_data_spec, read_idx, write_subset)
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+needs_fmnist = pytest.mark.skipif(not (DATA / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
+                                  reason=f"Fashion-MNIST not present under {DATA} (shared data)")
+needs_mnist = pytest.mark.skipif(not (DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
+                                 reason=f"MNIST not present under {DATA} (shared data)")
+
+
+def write_idx(path: Path, arr: np.ndarray, gz: bool = True) -> Path:
+    """The IDX format by its definition: 0, 0, type code 0x08 (uint8), ndim, big-endian dims, data."""
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    raw = header + arr.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (gzip.open if gz else open)(path, "wb").write(raw)
+    return path
+
+
+def tiny_mnist(folder: Path, n: int = 6, gz: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.uint8) % 10
+    sfx = ".gz" if gz else ""
+    write_idx(folder / f"t10k-images-idx3-ubyte{sfx}", images, gz)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{sfx}", labels, gz)
+    return images, labels
+
+
+# ---------------------------------------------------------------------------------------------- IDX
+def test_read_idx_roundtrip_and_corruption(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    assert np.array_equal(read_idx(write_idx(tmp_path / "a.gz", a)), a)
+    assert np.array_equal(read_idx(write_idx(tmp_path / "a", a, gz=False)), a)
+    raw = gzip.open(tmp_path / "a.gz").read()
+    gzip.open(tmp_path / "short.gz", "wb").write(raw[:-3])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "short.gz")
+    gzip.open(tmp_path / "bad.gz", "wb").write(b"\x01\x02\x08\x01" + raw[4:])
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "bad.gz")
+
+
+def test_idx_dataset_layouts_env_and_normalisation(tmp_path, monkeypatch):
+    images, labels = tiny_mnist(tmp_path / "MNIST" / "raw", gz=False)  # torchvision's layout, uncompressed
+    ds = build_dataset("mnist", tmp_path)
+    assert len(ds) == 6 and ds.classes[3] == "3"
+    x, y = ds[2]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and y == int(labels[2])
+    expected = (images[2].astype(np.float32) / 255 - 0.1307) / 0.3081
+    assert np.allclose(x[0].numpy(), expected, atol=1e-5)
+    # the same files found through the environment variables
+    monkeypatch.setenv("TDBN_ZOO_MNIST", str(tmp_path / "MNIST"))
+    assert len(build_dataset("mnist")) == 6
+    monkeypatch.delenv("TDBN_ZOO_MNIST")
+    monkeypatch.setenv("TDBN_ZOO_DATA", str(tmp_path))
+    assert build_dataset("mnist")[2][1] == int(labels[2])
+    assert build_dataset("mnist", input_size=32)[0][0].shape == (1, 32, 32)
+
+
+def test_missing_data_lists_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("TDBN_ZOO_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as e:
+        build_dataset("fashion-mnist")
+    msg = str(e.value)
+    for place in (str(tmp_path / "nowhere" / "fashion-mnist"), str(tmp_path / "data" / "fashion-mnist"),
+                  "/usr/share/datasets/fashion-mnist", "TDBN_ZOO_FASHION_MNIST", "never downloads"):
+        assert place in msg
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        build_dataset("cifar10", tmp_path)
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'.*cifar10"):
+        build_dataset("svhn")
+    with pytest.raises(ValueError, match="split"):
+        build_dataset("mnist", tmp_path, split="val")
+
+
+def test_parse_data_spec_and_specs():
+    assert parse_data_spec("cifar10") == ("cifar10", None)
+    assert parse_data_spec("cifar10:/data/c") == ("cifar10", "/data/c")
+    assert dataset_spec("FashionMNIST").name == "fashion-mnist"
+    assert dataset_spec("cifar-100").num_classes == 100
+    with pytest.raises(ValueError, match="unknown dataset"):
+        parse_data_spec("nope:/x")
+
+
+def _has(tf, cls) -> bool:
+    return any(isinstance(t, cls) for t in tf.transforms)
+
+
+def test_train_transforms_crop_pad4_flip_policy():
+    mnist, fmnist, cifar = (build_transform(n, train=True) for n in ("mnist", "fashion-mnist", "cifar10"))
+    assert not _has(mnist, v2.RandomHorizontalFlip)  # digits are not mirror-symmetric
+    assert _has(fmnist, v2.RandomHorizontalFlip) and _has(cifar, v2.RandomHorizontalFlip)
+    for tf in (mnist, fmnist, cifar):
+        crop = next(t for t in tf.transforms if isinstance(t, v2.RandomCrop))
+        assert list(crop.padding) == [4, 4, 4, 4]
+    assert not _has(build_transform("cifar10"), v2.RandomCrop)
+    # a random crop of a 4-pixel zero-padded image: every output is a shifted window of the padded input
+    img = torch.arange(28 * 28, dtype=torch.float32).view(1, 28, 28) % 251 + 1
+    torch.manual_seed(0)
+    tf = build_transform("mnist", train=True, mean=(0.0,), std=(1.0,))
+    padded = torch.nn.functional.pad(img.to(torch.uint8).float() / 255, (4, 4, 4, 4))
+    for _ in range(5):
+        out = tf(img.to(torch.uint8))
+        windows = [padded[:, i:i + 28, j:j + 28] for i in range(9) for j in range(9)]
+        assert any(torch.allclose(out, w) for w in windows)
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR
+def write_cifar10(root: Path, per_batch: int = 3) -> dict[str, np.ndarray]:
+    """cifar-10-batches-py exactly as released: pickled dicts with uint8 'data' [n, 3072] (R, G, B planes of
+    32x32, row-major), 'labels' and 'filenames'; batches.meta with 'label_names'."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    out = {}
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [(i + j) % 10 for j in range(per_batch)]
+        entry = {"batch_label": f"batch {i}", "labels": labels, "data": data,
+                 "filenames": [f"img{i}_{j}.png" for j in range(per_batch)]}
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+        out[name] = data
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names, "num_vis": 3072}, protocol=2))
+    return out
+
+
+def test_cifar10_on_disk_format(tmp_path):
+    raw = write_cifar10(tmp_path)
+    with pytest.raises(ValueError, match="MD5"):  # not the official files: refused before unpickling
+        build_dataset("cifar10", tmp_path)
+    test = build_dataset("cifar10", tmp_path, verify=False)
+    train = build_dataset("cifar10", tmp_path / "cifar-10-batches-py", "train", verify=False, train_transforms=True)
+    assert len(test) == 3 and len(train) == 15 and test.classes[0] == "airplane"
+    x, y = test[1]
+    assert y == (5 + 1) % 10 and x.shape == (3, 32, 32)  # test_batch is the sixth file written
+    mean, std = dataset_spec("cifar10").mean, dataset_spec("cifar10").std
+    r_plane = raw["test_batch"][1, :1024].reshape(32, 32).astype(np.float32) / 255
+    assert np.allclose(x[0].numpy(), (r_plane - mean[0]) / std[0], atol=1e-5)
+    b_plane = raw["test_batch"][1, 2048:].reshape(32, 32).astype(np.float32) / 255
+    assert np.allclose(x[2].numpy(), (b_plane - mean[2]) / std[2], atol=1e-5)
+    assert train[0][0].shape == (3, 32, 32)
+
+
+def test_cifar100_on_disk_format(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    data = np.random.default_rng(2).integers(0, 256, (4, 3072), dtype=np.uint8)
+    for name in ("train", "test"):
+        (folder / name).write_bytes(pickle.dumps({"data": data, "fine_labels": [5, 99, 0, 42],
+                                                  "coarse_labels": [1, 2, 3, 4]}, protocol=2))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}, protocol=2))
+    ds = build_dataset("cifar100", tmp_path, verify=False)
+    assert [ds[i][1] for i in range(4)] == [5, 99, 0, 42] and ds.classes[99] == "c99"
+
+
+# ---------------------------------------------------------------------------------------------- ImageNet folder
+def test_imagenet_folder_resize_centre_crop(tmp_path):
+    colours = {"n01440764": (255, 0, 0), "n01443537": (0, 128, 255)}
+    for k, (wnid, rgb) in enumerate(colours.items()):
+        d = tmp_path / "val" / wnid
+        d.mkdir(parents=True)
+        Image.new("RGB", (48, 40), rgb).save(d / f"ILSVRC2012_val_{k}.JPEG", quality=100)
+        Image.new("RGB", (30, 50), rgb).save(d / f"extra_{k}.png")
+    with pytest.warns(UserWarning, match="2 class folders"):
+        ds = build_dataset("imagenet", tmp_path, input_size=32)
+    assert len(ds) == 4 and ds.classes == sorted(colours)
+    spec = dataset_spec("imagenet")
+    for i in range(len(ds)):
+        x, y = ds[i]
+        assert x.shape == (3, 32, 32)
+        rgb = colours[ds.classes[y]]
+        want = torch.tensor([(c / 255 - m) / s for c, m, s in zip(rgb, spec.mean, spec.std)])
+        assert torch.allclose(x.mean((1, 2)), want, atol=0.05)  # JPEG keeps a flat colour up to rounding
+    with pytest.raises(FileNotFoundError, match="train/"):
+        build_dataset("imagenet", tmp_path, "train")
+
+
+# ---------------------------------------------------------------------------------------------- shipped subset
+def test_shipped_subset_loads():
+    assert SUBSET_PATH.is_file() and SUBSET_PATH.stat().st_size < 400_000
+    ds = build_dataset("fashion-mnist-subset")
+    assert len(ds) == 500 and ds.spec.num_classes == 10
+    x, y = ds[0]
+    assert x.shape == (1, 28, 28) and ds.classes[y] == "Ankle boot"  # the first Fashion-MNIST test image
+    assert np.bincount(ds.targets, minlength=10).min() >= 30  # every class is represented
+    with pytest.raises(ValueError, match="test images only"):
+        build_dataset("fashion-mnist-subset", split="train")
+
+
+@needs_fmnist
+def test_subset_is_the_first_test_images_and_regenerates(tmp_path):
+    full = build_dataset("fashion-mnist", DATA)
+    images, labels = load_subset(SUBSET_PATH)
+    assert np.array_equal(images, full.images[:500]) and np.array_equal(labels, full.targets[:500])
+    again = write_subset(DATA / "fashion-mnist", tmp_path / "s.npz")
+    images2, labels2 = load_subset(again)
+    assert np.array_equal(images, images2) and np.array_equal(labels, labels2)
+
+
+@needs_mnist
+def test_real_mnist_test_set():
+    ds = build_dataset("mnist", DATA)
+    assert len(ds) == 10_000 and ds[0][1] == 7  # the first MNIST test digit is a 7
+    assert np.bincount(ds.targets).tolist()[:2] == [980, 1135]
+    files = find_root("mnist", DATA / "mnist", "test")
+    assert files[0].name == "t10k-images-idx3-ubyte.gz"
+
+
+def test_every_dataset_has_consistent_spec():
+    for spec in DATASETS.values():
+        assert len(spec.mean) == len(spec.std) == spec.in_chans
+        tf = build_transform(spec.name)
+        img = torch.zeros(spec.in_chans, spec.image_size, spec.image_size, dtype=torch.uint8)
+        assert tf(img).shape == (spec.in_chans, spec.image_size, spec.image_size)
