@@ -249,7 +249,7 @@ def _write_idx(path: Path, arr) -> None:
         f.write(header + arr.tobytes())
 
 
-def test_train_command_runs_a_preset_on_idx_files_and_names_missing_data(tmp_path, capsys):
+def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tmp_path, capsys, monkeypatch):
     from eval.cli import main
     data = tmp_path / "fashion-mnist"
     data.mkdir()
@@ -266,6 +266,21 @@ def test_train_command_runs_a_preset_on_idx_files_and_names_missing_data(tmp_pat
     tensors, meta = read_training_checkpoint(out / "last.safetensors")
     assert meta["preset"] == "sresnet19_narrow_tdbn.fashion_mnist_t2" and meta["config"]["batch_size"] == 8
     assert meta["config"]["schedule"] == "cosine" and meta["model_args"]["T"] == 2
+    # ship it (fused, harness-measured, manifest entry) and load it back the way users do
+    import zoo
+    from eval.ship import ship
+    weights = tmp_path / "weights"
+    monkeypatch.setenv("TDBN_ZOO_WEIGHTS", str(weights))
+    shipped = ship(out, str(tmp_path), out_weights=weights)
+    assert shipped["fused_top1"] == pytest.approx(shipped["unfused_top1"])
+    loaded = zoo.create("sresnet19_narrow_tdbn.fashion_mnist_t2", pretrained=True).eval()
+    assert loaded.fused
+    trained = zoo.create("sresnet19_narrow_tdbn.fashion_mnist_t2").eval()
+    trained.load_state_dict(read_safetensors(out / "model.safetensors"))
+    x = (torch.rand(4, 1, 28, 28, generator=g) - 0.286) / 0.353
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), trained(x), rtol=1e-4, atol=1e-4)
+    assert "python -m eval.ship" in (weights / "sresnet19_narrow_tdbn.fashion_mnist_t2" / "README.md").read_text()
     assert main(args[:-1] + ["--lr", "0.3", "--resume"]) == 2  # another lr cannot continue this run
     assert "cannot resume" in capsys.readouterr().err
     assert main(["train", "--preset", "sresnet19_narrow_tdbn.mnist_t2", "--data-dir", str(tmp_path / "none"),
