@@ -15,6 +15,9 @@ from torchvision.transforms import v2
 from eval.data import (DATASETS, SUBSET_PATH, build_dataset, build_transform, dataset_spec, find_root, load_subset,
                        parse_data_spec, read_idx, write_subset)
 
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
+
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 needs_fmnist = pytest.mark.skipif(not (DATA / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
                                   reason=f"Fashion-MNIST not present under {DATA} (shared data)")

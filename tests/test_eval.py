@@ -18,6 +18,9 @@ from eval.profiling import peak_memory
 from eval.synops import EnergyModel, OpCounter, ann_macs, conv_accumulates
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
+
+
 def tiny(arch="sresnet19_tdbn", T=2, **kw):
     kw.setdefault("channels", (8, 16, 32) if arch == "sresnet19_tdbn" else (4, 8, 8, 8))
     kw.setdefault("stem_width", 8)
