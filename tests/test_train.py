@@ -287,3 +287,20 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
                  "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "not found" in err and str(tmp_path / "none") in err
+
+
+def test_train_report_summarises_accuracy_firing_rate_and_gradients_per_stage(tmp_path):
+    from eval.train_report import markdown, run_summary
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=0.1, progress=False, max_steps_per_epoch=2, log_every_steps=1)
+    Trainer(SpikingResNet(**TINY, norm="bn", surrogate_width=0.5), tiny_data(16), tiny_data(8), cfg,
+            out_dir=tmp_path).fit()
+    s = run_summary(tmp_path)
+    assert (s["norm"], s["surrogate_width"], s["epochs_done"]) == ("bn", 0.5, 2)
+    last = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
+    assert s["val_acc"] == last["val"]["acc"] and s["val_firing_rate"] == last["val"]["firing_rate"]
+    layer1 = [v for k, v in last["train"]["grad_norm"].items() if k.startswith("layer1.")]
+    assert s["grad_last"]["layer1"] == pytest.approx(sum(layer1) / len(layer1))
+    assert s["grad_last"]["stem"] == last["train"]["grad_norm"]["conv1.weight"]
+    table = markdown([s])
+    assert "| stem | layer1 | layer2 | fc |" in table and f"{100 * s['val_acc']:.2f}%" in table
