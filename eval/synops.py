@@ -145,6 +145,20 @@ def ann_macs(model: nn.Module, input_size, device="cpu") -> int:
         model.train(was_training)
 
 
+def shape_only_model(arch: str, **kwargs) -> nn.Module:
+    """``zoo.create(arch, T=1, **kwargs)`` with uninitialised weights (built on the meta device, then given
+    CPU memory): for shape-only counts such as ``ann_macs`` of large models, without the cost of init."""
+    import zoo
+
+    with torch.device("meta"):
+        model = zoo.create(arch, **{"T": 1, **kwargs})
+    model = model.to_empty(device="cpu")
+    for m in model.modules():
+        if hasattr(m, "reset_running_stats"):
+            m.reset_running_stats()
+    return model
+
+
 @dataclass(frozen=True)
 class EnergyModel:
     """Energy per operation in picojoules (defaults: 45 nm CMOS, Horowitz 2014, as in the SNN literature)."""
@@ -156,3 +170,23 @@ class EnergyModel:
 
     def ann_pj(self, macs: float) -> float:
         return macs * self.e_mac_pj
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m eval.synops ARCH [--input-size C H W]``: the ANN-equivalent MACs per image (Table 6)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m eval.synops", description=_main.__doc__)
+    p.add_argument("arch", nargs="+", help="zoo architectures, e.g. sresnet19_tdbn sresnet34_large_tdbn")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="default: each architecture's default tag input size")
+    args = p.parse_args(argv)
+    for arch in args.arch:
+        model = shape_only_model(arch)
+        size = tuple(args.input_size or model.pretrained_cfg["input_size"])
+        print(f"{arch} at {'x'.join(map(str, size))}: {ann_macs(model, size):,} ANN MACs per image")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

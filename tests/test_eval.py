@@ -15,7 +15,7 @@ from eval.data import build_dataset
 from eval.harness import calibrate_norms, evaluate, evaluate_over_T
 from eval.metrics import SpikeRecorder, topk_correct
 from eval.profiling import peak_memory
-from eval.synops import EnergyModel, OpCounter, ann_macs, conv_accumulates
+from eval.synops import EnergyModel, OpCounter, ann_macs, conv_accumulates, shape_only_model
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
@@ -70,13 +70,7 @@ def test_table6_ann_macs():
     large at 224x224 1.4e10 (1.447e10) -- counted from the layers' shapes by hooks."""
     r19 = ann_macs(zoo.create("sresnet19_tdbn", T=1), (3, 32, 32))
     assert r19 == 2_285_373_952 and round(r19 / 1e9, 3) == 2.285
-    with torch.device("meta"):  # skip initialising 85M parameters: the count needs shapes only
-        big = zoo.create("sresnet34_large_tdbn", T=1)
-    big = big.to_empty(device="cpu")
-    for m in big.modules():
-        if hasattr(m, "running_var"):
-            m.reset_running_stats()
-    r34 = ann_macs(big, (3, 224, 224))
+    r34 = ann_macs(shape_only_model("sresnet34_large_tdbn"), (3, 224, 224))  # uninitialised: shapes suffice
     assert round(r34 / 1e10, 3) == 1.447
 
 
@@ -207,3 +201,24 @@ def test_eval_command_user_errors(capsys, tmp_path):
     assert "config.json" in capsys.readouterr().err
     assert main(["eval", "sresnet19_narrow_tdbn", "--data", f"mnist:{tmp_path}", "--random-weights"]) == 2
     assert "looked for" in capsys.readouterr().err
+
+
+def test_fused_checkpoint_folder_same_spikes_and_ops(tmp_path, capsys):
+    """A fused checkpoint folder (zoo.save_pretrained) evaluates through ``tdbn-zoo eval <folder>`` with the
+    unfused model's accuracy, firing rates and synaptic operations (eq. 9-10 changes no spike)."""
+    from zoo.checkpoints import save_pretrained
+
+    torch.manual_seed(0)
+    model = calibrated(zoo.create("sresnet19_narrow_tdbn", T=2, channels=(8, 8, 8), stem_width=8),
+                       (8, 1, 28, 28)).double()
+    data = torch.utils.data.Subset(build_dataset("fashion-mnist-subset"), range(8))
+    loader = [(torch.stack([data[i][0] for i in range(8)]).double(), torch.tensor([data[i][1] for i in range(8)]))]
+    unfused = evaluate(model, loader, speed_batches=0)
+    save_pretrained(model.float(), tmp_path / "ckpt")
+    fused = evaluate(zoo.create(f"local-dir:{tmp_path / 'ckpt'}", pretrained=True).double(), loader, speed_batches=0)
+    assert fused.top1 == unfused.top1
+    assert [a["spikes"] for a in fused.layers] == [a["spikes"] for a in unfused.layers]
+    assert fused.acs == unfused.acs and fused.macs == unfused.macs and fused.ann_macs == unfused.ann_macs
+    assert main(["eval", str(tmp_path / "ckpt"), "--data", "fashion-mnist-subset", "--max-images", "4",
+                 "--speed-batches", "0", "--brief"]) == 0
+    assert "4 images, T=2" in capsys.readouterr().out
