@@ -1,9 +1,10 @@
 """The paper's iterative LIF neuron (eq. 2-3), multi-step, native PyTorch.
 
 Two implementations of one function: ``lif_reference`` (a plain autograd loop, easy to audit) and
-``lif_multistep`` (one autograd Function over all T steps: in-place forward, and a backward that needs
-only the membrane sequence, or two boolean masks when the reset is detached). ``LIF`` uses the fast one;
-tests hold them spike-identical and gradient-equal.
+``lif_multistep`` (one autograd Function over all T steps whose backward needs only the membrane sequence,
+or two boolean masks when the reset is detached). On CPU ``lif_multistep`` runs a compiled one-pass kernel
+(``csrc/lif_cpu.cpp``, built on first use) and otherwise in-place PyTorch ops. ``LIF`` uses
+``lif_multistep``; tests hold every path spike-identical and gradient-equal to the reference.
 """
 from __future__ import annotations
 
@@ -38,74 +39,100 @@ def lif_reference(x: torch.Tensor, tau_decay: float = 0.25, v_th: float = 0.5, s
     return torch.stack(spikes)
 
 
+def _use_kernel(x: torch.Tensor):
+    """The compiled CPU kernel for ``x``, or None (GPU tensors, half precision, no compiler)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    from ._kernels import lif_cpu
+    return lif_cpu()
+
+
 class _LIFMultiStep(torch.autograd.Function):
+    """Saves the membrane sequence (full gradient) or two boolean masks (detached reset), nothing else."""
+
     @staticmethod
     def forward(ctx, x, tau, v_th, width, detach_reset):
         save = ctx.needs_input_grad[0]
-        spikes = torch.empty_like(x)
-        membranes = torch.empty_like(x) if save and not detach_reset else None
-        windows = torch.empty(x.shape, dtype=torch.bool, device=x.device) if save and detach_reset else None
-        u = x[0].clone()
-        fired = None
-        for t in range(x.shape[0]):
-            if t:
-                # same operations in the same order as the reference: (tau * u) * (1 - o) + x[t]
-                u.mul_(tau).masked_fill_(fired, 0.0).add_(x[t])
-            fired = u > v_th
-            spikes[t] = fired
-            if membranes is not None:
-                membranes[t] = u
-            elif windows is not None:
-                windows[t] = (u - v_th).abs_() < width / 2
+        kernel = _use_kernel(x)
+        if kernel is not None:
+            spikes, membranes, windows, fired = kernel.lif_forward(
+                x.contiguous(), tau, v_th, width, save and not detach_reset, save and detach_reset)
+        else:
+            spikes, membranes, windows, fired = _forward_torch(x, tau, v_th, width, save and not detach_reset,
+                                                               save and detach_reset)
         ctx.tau, ctx.v_th, ctx.width, ctx.detach_reset = tau, v_th, width, detach_reset
         if save:
-            # full gradient: the membrane (spikes and windows follow from it); detached: two masks
-            ctx.save_for_backward(*((membranes,) if not detach_reset else (windows, spikes.bool())))
+            ctx.save_for_backward(*((membranes,) if not detach_reset else (windows, fired)))
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        tau, v_th, half, inv_width = ctx.tau, ctx.v_th, ctx.width / 2, 1.0 / ctx.width
-        grad_x = torch.empty_like(grad_spikes)
-        du_next = None  # dL/du[t+1], scaled by tau below
-        for t in reversed(range(grad_spikes.shape[0])):
-            du = grad_x[t]  # written in place: dL/du[t] is dL/dx[t]
-            if ctx.detach_reset:
-                windows, fired = ctx.saved_tensors
-                torch.mul(grad_spikes[t], windows[t], out=du)
-                fired = fired[t]
-            else:
-                (membranes,) = ctx.saved_tensors
-                u = membranes[t]
-                if du_next is None:
-                    du.copy_(grad_spikes[t])
-                else:  # dL/do[t] = g[t] + dL/du[t+1] * (-tau * u[t])   (the reset term)
-                    torch.addcmul(grad_spikes[t], u, du_next, value=-1.0, out=du)
-                du.mul_((u - v_th).abs_() < half)
-                fired = u > v_th
-            if inv_width != 1.0:
-                du.mul_(inv_width)
-            if du_next is not None:  # + dL/du[t+1] * tau * (1 - o[t])
-                du.add_(du_next.masked_fill_(fired, 0.0))
-            du_next = du * tau
+        kernel = _use_kernel(grad_spikes)
+        if kernel is None:
+            grad_x = _backward_torch(ctx, grad_spikes)
+        elif ctx.detach_reset:
+            grad_x = kernel.lif_backward_detached(grad_spikes, *ctx.saved_tensors, ctx.tau, ctx.width)
+        else:
+            grad_x = kernel.lif_backward_full(grad_spikes, *ctx.saved_tensors, ctx.tau, ctx.v_th, ctx.width)
         return grad_x, None, None, None, None
+
+
+def _forward_torch(x, tau, v_th, width, save_membranes, save_masks):
+    spikes = torch.empty_like(x)
+    membranes = torch.empty_like(x) if save_membranes else None
+    windows = torch.empty(x.shape, dtype=torch.bool, device=x.device) if save_masks else None
+    u = x[0].clone()
+    fired = None
+    for t in range(x.shape[0]):
+        if t:
+            # same operations in the same order as the reference: (tau * u) * (1 - o) + x[t]
+            u.mul_(tau).masked_fill_(fired, 0.0).add_(x[t])
+        fired = u > v_th
+        spikes[t] = fired
+        if membranes is not None:
+            membranes[t] = u
+        elif windows is not None:
+            windows[t] = (u - v_th).abs_() < width / 2
+    return spikes, membranes, windows, (spikes.bool() if save_masks else None)
+
+
+def _backward_torch(ctx, grad_spikes):
+    tau, v_th, half, inv_width = ctx.tau, ctx.v_th, ctx.width / 2, 1.0 / ctx.width
+    grad_x = torch.empty_like(grad_spikes)
+    du_next = None  # tau * dL/du[t+1]
+    for t in reversed(range(grad_spikes.shape[0])):
+        du = grad_x[t]  # written in place: dL/du[t] is dL/dx[t]
+        if ctx.detach_reset:
+            windows, fired = ctx.saved_tensors
+            torch.mul(grad_spikes[t], windows[t], out=du)
+            fired = fired[t]
+        else:
+            (membranes,) = ctx.saved_tensors
+            u = membranes[t]
+            if du_next is None:
+                du.copy_(grad_spikes[t])
+            else:  # dL/do[t] = g[t] + dL/du[t+1] * (-tau * u[t])   (the reset term)
+                torch.addcmul(grad_spikes[t], u, du_next, value=-1.0, out=du)
+            du.mul_((u - v_th).abs_() < half)
+            fired = u > v_th
+        if inv_width != 1.0:
+            du.mul_(inv_width)
+        if du_next is not None:  # + dL/du[t+1] * tau * (1 - o[t])
+            du.add_(du_next.masked_fill_(fired, 0.0))
+        du_next = du * tau
+    return grad_x
 
 
 def lif_multistep(x: torch.Tensor, tau_decay: float = 0.25, v_th: float = 0.5, surrogate_width: float = 1.0,
                   detach_reset: bool = False) -> torch.Tensor:
     """``[T, N, ...] -> [T, N, ...]``: the same function as ``lif_reference``, one autograd node over T."""
-    if not (x.requires_grad and torch.is_grad_enabled()):
+    if not (x.requires_grad and torch.is_grad_enabled()):  # inference: no autograd node, nothing saved
+        kernel = _use_kernel(x)
         with torch.no_grad():
-            return _LIFMultiStep.forward(_NoCtx(), x, tau_decay, v_th, surrogate_width, detach_reset)
+            if kernel is not None:
+                return kernel.lif_forward(x.contiguous(), tau_decay, v_th, surrogate_width, False, False)[0]
+            return _forward_torch(x, tau_decay, v_th, surrogate_width, False, False)[0]
     return _LIFMultiStep.apply(x, tau_decay, v_th, surrogate_width, detach_reset)
-
-
-class _NoCtx:
-    """Stands in for autograd's ctx on the inference path: nothing is saved."""
-    needs_input_grad = (False,)
-
-    def save_for_backward(self, *tensors):
-        pass
 
 
 class LIF(nn.Module):

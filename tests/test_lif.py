@@ -120,11 +120,24 @@ def test_bad_arguments_are_named():
         neuron_factory(3)
 
 
+@pytest.fixture(params=["kernel", "torch"])
+def fast_path(request, monkeypatch):
+    """Run a test on the compiled CPU kernel and on the PyTorch fallback."""
+    import adapters.lif as lif
+
+    if request.param == "torch":
+        monkeypatch.setattr(lif, "_use_kernel", lambda x: None)
+    else:
+        assert lif._use_kernel(torch.zeros(1)) is not None, "the compiled LIF kernel did not build"
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("detach_reset", [False, True])
-def test_fast_path_is_spike_identical_and_gradient_equal_to_the_reference_loop(detach_reset):
+def test_fast_path_is_spike_identical_and_gradient_equal_to_the_reference_loop(detach_reset, dtype, fast_path):
     from adapters.lif import lif_multistep, lif_reference
 
-    x = torch.randn(6, 4, 16, 9, 9) * 0.8 + 0.25
+    x = (torch.randn(6, 4, 16, 9, 9) * 0.8 + 0.25).to(dtype)
     g = torch.randn_like(x)
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     fast = lif_multistep(xa, 0.25, 0.5, 1.0, detach_reset)
@@ -137,7 +150,7 @@ def test_fast_path_is_spike_identical_and_gradient_equal_to_the_reference_loop(d
         assert torch.equal(lif_multistep(x, 0.25, 0.5, 1.0, detach_reset), ref)
 
 
-def test_fast_path_saves_one_membrane_or_two_masks():
+def test_fast_path_saves_one_membrane_or_two_masks(fast_path):
     from adapters.lif import lif_multistep
 
     x = torch.randn(4, 2, 8, requires_grad=True)

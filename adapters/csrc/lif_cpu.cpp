@@ -1,0 +1,140 @@
+// The paper's LIF (eq. 2-3) over all T steps in one pass, forward and backward, for CPU tensors.
+// x, spikes, membranes: [T, M] contiguous. Bitwise the same forward as the PyTorch reference: the same
+// float operations in the same order (built with -ffp-contract=off so no FMA changes the rounding).
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <cmath>
+#include <tuple>
+
+namespace {
+constexpr int64_t BLOCK = 256;  // elements per inner loop: u of a block stays in L1 across T
+
+template <typename scalar_t, bool SAVE_MEMBRANES, bool SAVE_MASKS>
+void forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ spikes, scalar_t* __restrict__ membranes, bool* __restrict__ windows, bool* __restrict__ fired,
+                    int64_t T, int64_t M, scalar_t tau, scalar_t v_th, scalar_t half) {
+  at::parallel_for(0, M, 16384, [&](int64_t begin, int64_t end) {
+    scalar_t u[BLOCK], keep[BLOCK];  // keep = 1 - o[t-1]
+    for (int64_t b = begin; b < end; b += BLOCK) {
+      const int64_t n = std::min(BLOCK, end - b);
+      for (int64_t j = 0; j < n; ++j) u[j] = scalar_t(0), keep[j] = scalar_t(0);
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = t * M + b;
+        for (int64_t j = 0; j < n; ++j) {
+          // (tau * u) * (1 - o) + x: the reference's operations, in its order; at t = 0, keep = 0
+          const scalar_t v = tau * u[j] * keep[j] + x[off + j];
+          const scalar_t o = static_cast<scalar_t>(v > v_th);
+          u[j] = v;
+          keep[j] = scalar_t(1) - o;
+          spikes[off + j] = o;
+          if (SAVE_MEMBRANES) membranes[off + j] = v;
+          if (SAVE_MASKS) {
+            windows[off + j] = std::abs(v - v_th) < half;
+            fired[off + j] = v > v_th;
+          }
+        }
+      }
+    }
+  });
+}
+
+// Full gradient through the reset: needs the membrane sequence only. next = tau * dL/du[t+1] (0 after T).
+template <typename scalar_t>
+void backward_full_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ membranes, scalar_t* __restrict__ grad_x, int64_t T, int64_t M,
+                          scalar_t tau, scalar_t v_th, scalar_t half, scalar_t inv_width) {
+  at::parallel_for(0, M, 16384, [&](int64_t begin, int64_t end) {
+    scalar_t next[BLOCK];
+    for (int64_t b = begin; b < end; b += BLOCK) {
+      const int64_t n = std::min(BLOCK, end - b);
+      for (int64_t j = 0; j < n; ++j) next[j] = scalar_t(0);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t off = t * M + b;
+        for (int64_t j = 0; j < n; ++j) {
+          const scalar_t u = membranes[off + j];
+          // comparisons converted to 0/1 numbers, not branches: spike patterns are unpredictable
+          const scalar_t surrogate = static_cast<scalar_t>(std::abs(u - v_th) < half) * inv_width;
+          const scalar_t keep = static_cast<scalar_t>(!(u > v_th));
+          // dL/do[t] = g[t] - tau * u[t] * dL/du[t+1] (the reset term); dL/du[t] adds the leak path
+          const scalar_t d = (g[off + j] - u * next[j]) * surrogate + next[j] * keep;
+          grad_x[off + j] = d;
+          next[j] = d * tau;
+        }
+      }
+    }
+  });
+}
+
+// Detached reset: needs two masks only.
+template <typename scalar_t>
+void backward_detached_kernel(const scalar_t* __restrict__ g, const bool* __restrict__ windows, const bool* __restrict__ fired, scalar_t* __restrict__ grad_x,
+                              int64_t T, int64_t M, scalar_t tau, scalar_t inv_width) {
+  at::parallel_for(0, M, 16384, [&](int64_t begin, int64_t end) {
+    scalar_t next[BLOCK];
+    for (int64_t b = begin; b < end; b += BLOCK) {
+      const int64_t n = std::min(BLOCK, end - b);
+      for (int64_t j = 0; j < n; ++j) next[j] = scalar_t(0);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t off = t * M + b;
+        for (int64_t j = 0; j < n; ++j) {
+          const scalar_t surrogate = static_cast<scalar_t>(windows[off + j]) * inv_width;
+          const scalar_t keep = static_cast<scalar_t>(!fired[off + j]);
+          const scalar_t d = g[off + j] * surrogate + next[j] * keep;
+          grad_x[off + j] = d;
+          next[j] = d * tau;
+        }
+      }
+    }
+  });
+}
+}  // namespace
+
+std::vector<torch::Tensor> lif_forward(torch::Tensor x, double tau, double v_th, double width, bool save_membranes,
+                                       bool save_masks) {
+  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous() && x.dim() >= 1, "lif_forward: contiguous CPU [T, ...]");
+  const int64_t T = x.size(0), M = T ? x.numel() / T : 0;
+  auto spikes = torch::empty_like(x);
+  auto membranes = save_membranes ? torch::empty_like(x) : torch::Tensor();
+  auto bool_opts = x.options().dtype(torch::kBool);
+  auto windows = save_masks ? torch::empty(x.sizes(), bool_opts) : torch::Tensor();
+  auto fired = save_masks ? torch::empty(x.sizes(), bool_opts) : torch::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lif_forward", [&] {
+    auto* mem = save_membranes ? membranes.data_ptr<scalar_t>() : nullptr;
+    auto* win = save_masks ? windows.data_ptr<bool>() : nullptr;
+    auto* fir = save_masks ? fired.data_ptr<bool>() : nullptr;
+    const auto args = std::make_tuple(x.data_ptr<scalar_t>(), spikes.data_ptr<scalar_t>(), mem, win, fir, T, M,
+                                      scalar_t(tau), scalar_t(v_th), scalar_t(width / 2));
+    if (save_membranes) std::apply(forward_kernel<scalar_t, true, false>, args);
+    else if (save_masks) std::apply(forward_kernel<scalar_t, false, true>, args);
+    else std::apply(forward_kernel<scalar_t, false, false>, args);
+  });
+  return {spikes, membranes, windows, fired};
+}
+
+torch::Tensor lif_backward_full(torch::Tensor g, torch::Tensor membranes, double tau, double v_th, double width) {
+  g = g.contiguous();
+  auto grad_x = torch::empty_like(membranes);
+  const int64_t T = g.size(0), M = T ? g.numel() / T : 0;
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "lif_backward_full", [&] {
+    backward_full_kernel<scalar_t>(g.data_ptr<scalar_t>(), membranes.data_ptr<scalar_t>(),
+                                   grad_x.data_ptr<scalar_t>(), T, M, scalar_t(tau), scalar_t(v_th),
+                                   scalar_t(width / 2), scalar_t(1.0 / width));
+  });
+  return grad_x;
+}
+
+torch::Tensor lif_backward_detached(torch::Tensor g, torch::Tensor windows, torch::Tensor fired, double tau,
+                                    double width) {
+  g = g.contiguous();
+  auto grad_x = torch::empty_like(g);
+  const int64_t T = g.size(0), M = T ? g.numel() / T : 0;
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "lif_backward_detached", [&] {
+    backward_detached_kernel<scalar_t>(g.data_ptr<scalar_t>(), windows.data_ptr<bool>(), fired.data_ptr<bool>(),
+                                       grad_x.data_ptr<scalar_t>(), T, M, scalar_t(tau), scalar_t(1.0 / width));
+  });
+  return grad_x;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("lif_forward", &lif_forward, "LIF forward over T (CPU)");
+  m.def("lif_backward_full", &lif_backward_full, "LIF backward, gradient through the reset (CPU)");
+  m.def("lif_backward_detached", &lif_backward_detached, "LIF backward, detached reset (CPU)");
+}
