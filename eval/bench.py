@@ -180,6 +180,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     if min(cfg.batch, cfg.T, cfg.reps, cfg.input_size) < 1 or cfg.warmup < 0:
         raise ValueError("batch, T, reps and input size must be >= 1 and warmup >= 0")
     device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
     names = ["zoo"] + [b for b in cfg.builds if b != "zoo"]
     model = reference_model(cfg)
     models = {n: BUILDS[n].make(model, cfg) for n in names}
