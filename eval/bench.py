@@ -196,7 +196,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     x = torch.randn(cfg.batch, cfg.in_chans, cfg.input_size, cfg.input_size, generator=g).to(device)
     y = torch.randint(0, cfg.num_classes, (cfg.batch,), generator=g).to(device)
     log("checking that the builds compute the same function ...")
-    check = check_same_function(models, x, cfg.tol)
+    check = check_same_function(models, x[:4], cfg.tol)  # 4 images suffice; float64 convs are slow on CPU
 
     opts = {n: torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=0.9) for n, m in models.items()}
 
