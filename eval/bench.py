@@ -183,6 +183,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but no CUDA device is available")
     names = ["zoo"] + [b for b in cfg.builds if b != "zoo"]
+    machine = machine_info(device)  # the load average at the start; the end's is added below
     model = reference_model(cfg)
     models = {n: BUILDS[n].make(model, cfg) for n in names}
     fused, notes = {}, []
@@ -238,9 +239,12 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
                     fused_infer_ms=1e3 * median(samples[n]["fused_infer"]) if samples[n]["fused_infer"] else None,
                     peak_train_mib=memory.get(n), samples_ms={k: [1e3 * t for t in v] for k, v in samples[n].items()})
             for n in names}
+    if "load_avg_1min" in machine:
+        machine["load_avg_1min_end"] = machine_info(device)["load_avg_1min"]
     return dict(config=asdict(cfg), arch_kwargs={k: list(v) if isinstance(v, tuple) else v
                                                  for k, v in _arch_kwargs(cfg).items()},
-                machine=machine_info(device), check=check, rows=rows, ratios=_ratios(rows), notes=notes)
+                machine=machine, seconds=time.perf_counter() - start, check=check, rows=rows,
+                ratios=_ratios(rows), notes=notes)
 
 
 def _ratios(rows: dict) -> dict:
@@ -290,7 +294,7 @@ def format_bench(res: dict) -> str:
                   "fused_over_unfused_inference": "inference: zoo fused / zoo unfused = {:.2f}",
                   "fused_over_ann_inference": "inference: zoo fused / ANN floor (unfused) = {:.2f}",
                   "peak_train_memory_vs_spikingjelly": "peak training memory: zoo / SpikingJelly = {:.2f}"}
-    lines = [head, f"machine: {describe_machine(res['machine'])}",
+    lines = [head, f"machine: {describe_machine(res['machine'])}; whole run {res['seconds']:.0f} s",
              f"check passed (same logits from the same weights, float64; max |diff|): {diffs}", "", table, ""]
     lines += [ratio_text[k].format(v) for k, v in res["ratios"].items() if v is not None]
     lines += [f"note: {n}" for n in res["notes"]]

@@ -95,6 +95,8 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
 def describe_machine(info: dict) -> str:
     where = info.get("gpu") or f"{info.get('cpu') or 'CPU'}, {info['cpu_count']} cores, {info['torch_threads']} torch threads"
     load = f", load average {info['load_avg_1min']}" if "load_avg_1min" in info else ""
+    if "load_avg_1min_end" in info:
+        load += f" at the start, {info['load_avg_1min_end']} at the end"
     return f"{where} ({info['device']}; torch {info['torch']}{load})"
 
 
