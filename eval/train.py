@@ -289,7 +289,11 @@ class Trainer:
                                global_step=self.global_step, lr=lr, loss=loss_s / cnt, acc=corr / cnt,
                                firing_rate=spk / max(slt, 1), images_per_s=seen / (time.perf_counter() - t0))
                     self._log(rec)
-                    bar.update(self.step_in_epoch, rec)
+                if bar.bar is not None:  # this process's running figures, every step
+                    bar.update(self.step_in_epoch, dict(
+                        loss=totals["loss"] / totals["n"], acc=totals["correct"] / totals["n"],
+                        firing_rate=totals["spikes"] / max(totals["slots"], 1),
+                        images_per_s=seen / (time.perf_counter() - t0)))
                 if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0 \
                         and self.step_in_epoch < steps:
                     self.save()
