@@ -4,15 +4,14 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cmath>
-#include <tuple>
 
 namespace {
 constexpr int64_t BLOCK = 256;  // elements per inner loop: u of a block stays in L1 across T
 
 template <typename scalar_t, bool SAVE_MEMBRANES, bool SAVE_MASKS>
-void forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ spikes, scalar_t* __restrict__ membranes, bool* __restrict__ windows, bool* __restrict__ fired,
-                    int64_t T, int64_t M, scalar_t tau, scalar_t v_th, scalar_t half) {
-  at::parallel_for(0, M, 16384, [&](int64_t begin, int64_t end) {
+void forward_range(const scalar_t* __restrict__ x, scalar_t* __restrict__ spikes, scalar_t* __restrict__ membranes,
+                   bool* __restrict__ windows, bool* __restrict__ fired,
+                    int64_t T, int64_t M, scalar_t tau, scalar_t v_th, scalar_t half, int64_t begin, int64_t end) {
     scalar_t u[BLOCK], keep[BLOCK];  // keep = 1 - o[t-1]
     for (int64_t b = begin; b < end; b += BLOCK) {
       const int64_t n = std::min(BLOCK, end - b);
@@ -22,7 +21,7 @@ void forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ spike
         for (int64_t j = 0; j < n; ++j) {
           // (tau * u) * (1 - o) + x: the reference's operations, in its order; at t = 0, keep = 0
           const scalar_t v = tau * u[j] * keep[j] + x[off + j];
-          const scalar_t o = static_cast<scalar_t>(v > v_th);
+          const scalar_t o = v > v_th ? scalar_t(1) : scalar_t(0);
           u[j] = v;
           keep[j] = scalar_t(1) - o;
           spikes[off + j] = o;
@@ -34,56 +33,64 @@ void forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ spike
         }
       }
     }
-  });
 }
 
 // Full gradient through the reset: needs the membrane sequence only. next = tau * dL/du[t+1] (0 after T).
 template <typename scalar_t>
-void backward_full_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ membranes, scalar_t* __restrict__ grad_x, int64_t T, int64_t M,
-                          scalar_t tau, scalar_t v_th, scalar_t half, scalar_t inv_width) {
-  at::parallel_for(0, M, 16384, [&](int64_t begin, int64_t end) {
+void backward_full_range(const scalar_t* __restrict__ g, const scalar_t* __restrict__ membranes,
+                         scalar_t* __restrict__ grad_x, int64_t T, int64_t M,
+                          scalar_t tau, scalar_t v_th, scalar_t half, scalar_t inv_width, int64_t begin, int64_t end) {
     scalar_t next[BLOCK];
     for (int64_t b = begin; b < end; b += BLOCK) {
       const int64_t n = std::min(BLOCK, end - b);
       for (int64_t j = 0; j < n; ++j) next[j] = scalar_t(0);
       for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t off = t * M + b;
+        const scalar_t* gt = g + t * M + b;
+        const scalar_t* ut = membranes + t * M + b;
+        scalar_t* dt = grad_x + t * M + b;
         for (int64_t j = 0; j < n; ++j) {
-          const scalar_t u = membranes[off + j];
-          // comparisons converted to 0/1 numbers, not branches: spike patterns are unpredictable
-          const scalar_t surrogate = static_cast<scalar_t>(std::abs(u - v_th) < half) * inv_width;
-          const scalar_t keep = static_cast<scalar_t>(!(u > v_th));
+          const scalar_t u = ut[j];
+          // selects the compiler turns into vector blends (no branches: spike patterns are unpredictable)
+          const scalar_t surrogate = std::abs(u - v_th) < half ? inv_width : scalar_t(0);
+          const scalar_t keep = u > v_th ? scalar_t(0) : scalar_t(1);
           // dL/do[t] = g[t] - tau * u[t] * dL/du[t+1] (the reset term); dL/du[t] adds the leak path
-          const scalar_t d = (g[off + j] - u * next[j]) * surrogate + next[j] * keep;
-          grad_x[off + j] = d;
+          const scalar_t d = (gt[j] - u * next[j]) * surrogate + next[j] * keep;
+          dt[j] = d;
           next[j] = d * tau;
         }
       }
     }
-  });
 }
 
 // Detached reset: needs two masks only.
 template <typename scalar_t>
-void backward_detached_kernel(const scalar_t* __restrict__ g, const bool* __restrict__ windows, const bool* __restrict__ fired, scalar_t* __restrict__ grad_x,
-                              int64_t T, int64_t M, scalar_t tau, scalar_t inv_width) {
-  at::parallel_for(0, M, 16384, [&](int64_t begin, int64_t end) {
+void backward_detached_range(const scalar_t* __restrict__ g, const uint8_t* __restrict__ windows,
+                             const uint8_t* __restrict__ fired, scalar_t* __restrict__ grad_x,
+                              int64_t T, int64_t M, scalar_t tau, scalar_t inv_width, int64_t begin, int64_t end) {
     scalar_t next[BLOCK];
     for (int64_t b = begin; b < end; b += BLOCK) {
       const int64_t n = std::min(BLOCK, end - b);
       for (int64_t j = 0; j < n; ++j) next[j] = scalar_t(0);
       for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t off = t * M + b;
+        const scalar_t* gt = g + t * M + b;
+        const uint8_t* wt = windows + t * M + b;  // bool masks read as 0/1 bytes: arithmetic vectorises
+        const uint8_t* ft = fired + t * M + b;
+        scalar_t* dt = grad_x + t * M + b;
         for (int64_t j = 0; j < n; ++j) {
-          const scalar_t surrogate = static_cast<scalar_t>(windows[off + j]) * inv_width;
-          const scalar_t keep = static_cast<scalar_t>(!fired[off + j]);
-          const scalar_t d = g[off + j] * surrogate + next[j] * keep;
-          grad_x[off + j] = d;
+          const scalar_t surrogate = static_cast<scalar_t>(wt[j]) * inv_width;
+          const scalar_t keep = scalar_t(1) - static_cast<scalar_t>(ft[j]);
+          const scalar_t d = gt[j] * surrogate + next[j] * keep;
+          dt[j] = d;
           next[j] = d * tau;
         }
       }
     }
-  });
+}
+// Each worker runs a range of the M independent neurons; the kernels are plain functions (not lambdas run
+// by parallel_for), which lets the compiler vectorise their inner loops.
+template <typename F, typename... Args>
+void parallel_over_neurons(int64_t M, F kernel, Args... args) {
+  at::parallel_for(0, M, 16384, [=](int64_t begin, int64_t end) { kernel(args..., begin, end); });
 }
 }  // namespace
 
@@ -100,11 +107,11 @@ std::vector<torch::Tensor> lif_forward(torch::Tensor x, double tau, double v_th,
     auto* mem = save_membranes ? membranes.data_ptr<scalar_t>() : nullptr;
     auto* win = save_masks ? windows.data_ptr<bool>() : nullptr;
     auto* fir = save_masks ? fired.data_ptr<bool>() : nullptr;
-    const auto args = std::make_tuple(x.data_ptr<scalar_t>(), spikes.data_ptr<scalar_t>(), mem, win, fir, T, M,
-                                      scalar_t(tau), scalar_t(v_th), scalar_t(width / 2));
-    if (save_membranes) std::apply(forward_kernel<scalar_t, true, false>, args);
-    else if (save_masks) std::apply(forward_kernel<scalar_t, false, true>, args);
-    else std::apply(forward_kernel<scalar_t, false, false>, args);
+    auto kernel = save_membranes ? forward_range<scalar_t, true, false>
+                  : save_masks   ? forward_range<scalar_t, false, true>
+                                 : forward_range<scalar_t, false, false>;
+    parallel_over_neurons(M, kernel, x.data_ptr<scalar_t>(), spikes.data_ptr<scalar_t>(), mem, win, fir, T, M,
+                          scalar_t(tau), scalar_t(v_th), scalar_t(width / 2));
   });
   return {spikes, membranes, windows, fired};
 }
@@ -114,9 +121,9 @@ torch::Tensor lif_backward_full(torch::Tensor g, torch::Tensor membranes, double
   auto grad_x = torch::empty_like(membranes);
   const int64_t T = g.size(0), M = T ? g.numel() / T : 0;
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "lif_backward_full", [&] {
-    backward_full_kernel<scalar_t>(g.data_ptr<scalar_t>(), membranes.data_ptr<scalar_t>(),
-                                   grad_x.data_ptr<scalar_t>(), T, M, scalar_t(tau), scalar_t(v_th),
-                                   scalar_t(width / 2), scalar_t(1.0 / width));
+    parallel_over_neurons(M, backward_full_range<scalar_t>, g.data_ptr<scalar_t>(),
+                          membranes.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(), T, M, scalar_t(tau),
+                          scalar_t(v_th), scalar_t(width / 2), scalar_t(1.0 / width));
   });
   return grad_x;
 }
@@ -127,8 +134,10 @@ torch::Tensor lif_backward_detached(torch::Tensor g, torch::Tensor windows, torc
   auto grad_x = torch::empty_like(g);
   const int64_t T = g.size(0), M = T ? g.numel() / T : 0;
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "lif_backward_detached", [&] {
-    backward_detached_kernel<scalar_t>(g.data_ptr<scalar_t>(), windows.data_ptr<bool>(), fired.data_ptr<bool>(),
-                                       grad_x.data_ptr<scalar_t>(), T, M, scalar_t(tau), scalar_t(1.0 / width));
+    parallel_over_neurons(M, backward_detached_range<scalar_t>, g.data_ptr<scalar_t>(),
+                          reinterpret_cast<const uint8_t*>(windows.data_ptr<bool>()),
+                          reinterpret_cast<const uint8_t*>(fired.data_ptr<bool>()), grad_x.data_ptr<scalar_t>(), T, M,
+                          scalar_t(tau), scalar_t(1.0 / width));
   });
   return grad_x;
 }
