@@ -85,6 +85,9 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
     info = dict(platform=platform.platform(), python=platform.python_version(), torch=torch.__version__,
                 cpu=_cpu_name(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 device=str(device))
+    env = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
+    if env:  # threading settings change timings a lot on a shared machine
+        info["env"] = env
     if hasattr(os, "getloadavg"):
         info["load_avg_1min"] = round(os.getloadavg()[0], 2)
     if device.type == "cuda":
@@ -97,7 +100,8 @@ def describe_machine(info: dict) -> str:
     load = f", load average {info['load_avg_1min']}" if "load_avg_1min" in info else ""
     if "load_avg_1min_end" in info:
         load += f" at the start, {info['load_avg_1min_end']} at the end"
-    return f"{where} ({info['device']}; torch {info['torch']}{load})"
+    env = "".join(f", {k}={v}" for k, v in info.get("env", {}).items())
+    return f"{where} ({info['device']}; torch {info['torch']}{env}{load})"
 
 
 def _cpu_name() -> str | None:
