@@ -1,7 +1,6 @@
 """tdBN (eq. 5-6) against a hand-written reference and SpikingJelly's ThresholdDependentBatchNorm2d."""
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -127,17 +126,11 @@ def test_bad_input_is_named():
 
 
 # --- synchronised statistics across processes -------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sync_worker(rank, world, port, x, g, out_dir):
+def _sync_worker(rank, world, x, g, out_dir):
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a file rendezvous: no port to race for with other tests running at the same time
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world)
     torch.set_num_threads(1)
     bn = convert_sync_tdbn(torch.nn.Sequential(TdBatchNorm2d(3, alpha=0.7, v_th=0.5)))
     n = x.shape[1] // world
@@ -153,7 +146,7 @@ def _sync_worker(rank, world, port, x, g, out_dir):
 def test_convert_sync_tdbn_equals_one_process_on_the_global_batch(tmp_path):
     x = torch.randn(3, 4, 3, 4, 4) * 2 + 1
     g = torch.randn_like(x)
-    mp.start_processes(_sync_worker, args=(2, _free_port(), x, g, str(tmp_path)), nprocs=2, join=True,
+    mp.start_processes(_sync_worker, args=(2, x, g, str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
     ref = TdBatchNorm2d(3, alpha=0.7, v_th=0.5)
     xr = x.clone().requires_grad_(True)
