@@ -262,3 +262,20 @@ def test_bad_names_and_inputs_are_named():
         model(torch.full((1, 3, 16, 16), float("inf")))
     model.T = 5  # documented: change T on the model to run longer event sequences
     assert model(torch.randn(5, 1, 3, 16, 16)).shape == (1, 10)
+
+
+def test_features_only_gives_firing_rate_maps_per_stage():
+    model = timm.create_model("sresnet19_tdbn", features_only=True, T=2)
+    assert model.feature_info.channels() == [128, 128, 256, 512]
+    assert model.feature_info.reduction() == [1, 1, 2, 4]
+    x = torch.randn(2, 3, 16, 16)
+    feats = model(x)
+    assert [tuple(f.shape) for f in feats] == [(2, 128, 16, 16), (2, 128, 16, 16), (2, 256, 8, 8), (2, 512, 4, 4)]
+    # the last map is the firing rate of the last stage's spikes: compare with the full model's features
+    full = zoo.create("sresnet19_tdbn", T=2)
+    full.load_state_dict(model.model.state_dict(), strict=False)
+    torch.testing.assert_close(feats[-1], full.forward_features(x).mean(0))
+    assert all(((f * 2) == (f * 2).round()).all() for f in feats)  # T=2: rates in {0, 0.5, 1}
+    pruned = timm.create_model("sresnet34_tdbn", features_only=True, T=1, out_indices=(1, 2))
+    assert not hasattr(pruned.model, "layer3") and pruned.model.fc is not None
+    assert [f.shape[1] for f in pruned(torch.randn(2, 3, 64, 64))] == [64, 128]

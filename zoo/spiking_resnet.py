@@ -169,6 +169,40 @@ class SpikingResNet(nn.Module):
             y = seq_apply(self.conv1, x)
         return self.act1(self.bn1(y))
 
+    def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """timm's feature API: the stem's and each stage's spikes as firing-rate maps ``[N, C, H, W]`` (the mean
+        over T), index 0 = stem. Returns the list, or ``(last-stage spikes [T, N, C, H, W], list)``."""
+        from timm.models._features import feature_take_indices
+
+        if output_fmt != "NCHW":
+            raise ValueError(f"only output_fmt='NCHW' is supported, got {output_fmt!r}")
+        take, max_index = feature_take_indices(self.num_stages + 1, indices)
+        x = self.forward_stem(x)
+        intermediates = [x.mean(0)] if 0 in take else []
+        for i in range(1, self.num_stages + 1):
+            if stop_early and i > max_index:
+                break
+            x = getattr(self, f"layer{i}")(x)
+            if i in take:
+                intermediates.append(x.mean(0))
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
+        """Drop the stages after the last requested feature (and the head); returns the kept indices."""
+        from timm.models._features import feature_take_indices
+
+        take, max_index = feature_take_indices(self.num_stages + 1, indices)
+        for i in range(max_index + 1, self.num_stages + 1):
+            delattr(self, f"layer{i}")
+        self.num_stages = max(max_index, 0)
+        self.feature_info = self.feature_info[:max_index + 1]
+        if prune_head:
+            self.head_fc = self.head_bn = self.head_act = None
+            self.num_features = self.feature_info[-1]["num_chs"]
+            self.reset_classifier(0)
+        return take
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C, H, W]`` or ``[T, N, C, H, W]`` -> last-stage spikes ``[T, N, C', H', W']``."""
         x = self.forward_stem(x)
@@ -238,7 +272,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
         kwargs.setdefault("T", extras["T"])
     model_args = {**ARCH_CFGS[variant], **{k: v for k, v in kwargs.items() if v is not None}}
     model = build_model_with_cfg(SpikingResNet, variant, pretrained=False, pretrained_cfg=pretrained_cfg,
-                                 pretrained_cfg_overlay=overlay, feature_cfg=dict(flatten_sequential=True),
+                                 pretrained_cfg_overlay=overlay, feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(len(model_args["layers"]) + 1))),
                                  **model_args)
     model.pretrained_cfg = {**model.pretrained_cfg, **extras}
     model.default_cfg = model.pretrained_cfg
