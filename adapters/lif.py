@@ -47,6 +47,23 @@ def _use_kernel(x: torch.Tensor):
     return lif_cpu()
 
 
+def _time_major(x: torch.Tensor) -> torch.Tensor:
+    """``x`` if its steps lie one after another as dense blocks (contiguous, or channels-last steps), else a
+    contiguous copy: the layouts the kernel walks as one ``[T, M]`` buffer."""
+    if x.is_contiguous():
+        return x
+    if x.dim() == 5 and x.stride(0) == x[0].numel() and x[0].is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
+
+
+def _like(grad: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+    """``grad`` in the memory layout of ``saved`` (the kernel's backward walks both as one buffer)."""
+    if grad.stride() == saved.stride():
+        return grad
+    return torch.empty_like(saved, dtype=grad.dtype).copy_(grad)
+
+
 class _LIFMultiStep(torch.autograd.Function):
     """Saves the membrane sequence (full gradient) or two boolean masks (detached reset), nothing else."""
 
@@ -56,7 +73,7 @@ class _LIFMultiStep(torch.autograd.Function):
         kernel = _use_kernel(x)
         if kernel is not None:
             spikes, membranes, windows, fired = kernel.lif_forward(
-                x.contiguous(), tau, v_th, width, save and not detach_reset, save and detach_reset)
+                _time_major(x), tau, v_th, width, save and not detach_reset, save and detach_reset)
         else:
             spikes, membranes, windows, fired = _forward_torch(x, tau, v_th, width, save and not detach_reset,
                                                                save and detach_reset)
@@ -71,9 +88,11 @@ class _LIFMultiStep(torch.autograd.Function):
         if kernel is None:
             grad_x = _backward_torch(ctx, grad_spikes)
         elif ctx.detach_reset:
-            grad_x = kernel.lif_backward_detached(grad_spikes, *ctx.saved_tensors, ctx.tau, ctx.width)
+            windows, fired = ctx.saved_tensors
+            grad_x = kernel.lif_backward_detached(_like(grad_spikes, windows), windows, fired, ctx.tau, ctx.width)
         else:
-            grad_x = kernel.lif_backward_full(grad_spikes, *ctx.saved_tensors, ctx.tau, ctx.v_th, ctx.width)
+            (membranes,) = ctx.saved_tensors
+            grad_x = kernel.lif_backward_full(_like(grad_spikes, membranes), membranes, ctx.tau, ctx.v_th, ctx.width)
         return grad_x, None, None, None, None
 
 
@@ -130,7 +149,7 @@ def lif_multistep(x: torch.Tensor, tau_decay: float = 0.25, v_th: float = 0.5, s
         kernel = _use_kernel(x)
         with torch.no_grad():
             if kernel is not None:
-                return kernel.lif_forward(x.contiguous(), tau_decay, v_th, surrogate_width, False, False)[0]
+                return kernel.lif_forward(_time_major(x), tau_decay, v_th, surrogate_width, False, False)[0]
             return _forward_torch(x, tau_decay, v_th, surrogate_width, False, False)[0]
     return _LIFMultiStep.apply(x, tau_decay, v_th, surrogate_width, detach_reset)
 

@@ -93,6 +93,17 @@ for _b in (Build("zoo", "this zoo", lambda m, cfg: m, fuse=_zoo_fuse),
     register_build(_b)
 
 
+def _channels_last(make: Callable[[nn.Module, BenchConfig], nn.Module]) -> Callable:
+    return lambda m, cfg: make(m, cfg).to(memory_format=torch.channels_last)
+
+
+# The same builds with channels-last convolution weights (and so activations): the layout oneDNN prefers on CPU.
+register_build(Build("zoo-cl", "this zoo, channels-last", _channels_last(lambda m, cfg: copy.deepcopy(m)),
+                     fuse=lambda m: _zoo_fuse(m).to(memory_format=torch.channels_last)))
+register_build(Build("ann-cl", "ANN floor, channels-last", _channels_last(lambda m, cfg: mirror(m, "ann")),
+                     spiking=False, fuse=lambda m: fuse_conv_bn(m).to(memory_format=torch.channels_last)))
+
+
 def _arch_kwargs(cfg: BenchConfig) -> dict:
     from zoo import ARCH_CFGS
 

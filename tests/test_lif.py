@@ -158,3 +158,29 @@ def test_fast_path_saves_one_membrane_or_two_masks(fast_path):
     assert [t.dtype for t in full.grad_fn.saved_tensors] == [torch.float32]
     detached = lif_multistep(x * 1, detach_reset=True)
     assert [t.dtype for t in detached.grad_fn.saved_tensors] == [torch.bool, torch.bool]
+
+
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_channels_last_steps_keep_their_layout_and_values(detach_reset, fast_path):
+    x = torch.randn(3, 2, 8, 5, 5) * 0.8 + 0.25
+    g = torch.randn_like(x)
+    cl = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)  # [T, N, C, H, W] with NHWC steps
+    assert not cl.is_contiguous() and cl[0].is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, x)
+    xa, xb = x.clone().requires_grad_(True), cl.clone().requires_grad_(True)
+    neuron = LIF(detach_reset=detach_reset)
+    ya, yb = neuron(xa), neuron(xb)
+    assert torch.equal(ya, yb)
+    (ya * g).sum().backward()
+    (yb * g).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-6, rtol=1e-6)
+    if fast_path == "kernel":
+        assert yb[0].is_contiguous(memory_format=torch.channels_last)  # no layout round trip
+
+
+def test_channels_last_model_gives_the_same_logits():
+    import zoo
+
+    model = zoo.create("sresnet19_tdbn", T=2, stem_width=16, channels=(16, 32, 64)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    ref = model(x)
+    assert torch.equal(model.to(memory_format=torch.channels_last)(x), ref)

@@ -1,6 +1,7 @@
 // The paper's LIF (eq. 2-3) over all T steps in one pass, forward and backward, for CPU tensors.
-// x, spikes, membranes: [T, M] contiguous. Bitwise the same forward as the PyTorch reference: the same
-// float operations in the same order (built with -ffp-contract=off so no FMA changes the rounding).
+// x, spikes, membranes: [T, M] dense buffers, T outermost (contiguous or channels-last steps). Bitwise the same
+// forward as the PyTorch reference: the same float operations in the same order (built with -ffp-contract=off
+// so no FMA changes the rounding).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cmath>
@@ -96,13 +97,15 @@ void parallel_over_neurons(int64_t M, F kernel, Args... args) {
 
 std::vector<torch::Tensor> lif_forward(torch::Tensor x, double tau, double v_th, double width, bool save_membranes,
                                        bool save_masks) {
-  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous() && x.dim() >= 1, "lif_forward: contiguous CPU [T, ...]");
   const int64_t T = x.size(0), M = T ? x.numel() / T : 0;
+  // any dense layout with time outermost (e.g. channels-last steps): outputs take the same strides, so the
+  // kernel can walk all of them as one [T, M] buffer
+  TORCH_CHECK(x.device().is_cpu() && x.dim() >= 1 && x.is_non_overlapping_and_dense() && (T < 2 || x.stride(0) == M),
+              "lif_forward: a dense CPU tensor [T, ...] with T outermost");
   auto spikes = torch::empty_like(x);
   auto membranes = save_membranes ? torch::empty_like(x) : torch::Tensor();
-  auto bool_opts = x.options().dtype(torch::kBool);
-  auto windows = save_masks ? torch::empty(x.sizes(), bool_opts) : torch::Tensor();
-  auto fired = save_masks ? torch::empty(x.sizes(), bool_opts) : torch::Tensor();
+  auto windows = save_masks ? torch::empty_like(x, x.options().dtype(torch::kBool)) : torch::Tensor();
+  auto fired = save_masks ? torch::empty_like(x, x.options().dtype(torch::kBool)) : torch::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lif_forward", [&] {
     auto* mem = save_membranes ? membranes.data_ptr<scalar_t>() : nullptr;
     auto* win = save_masks ? windows.data_ptr<bool>() : nullptr;
@@ -117,7 +120,7 @@ std::vector<torch::Tensor> lif_forward(torch::Tensor x, double tau, double v_th,
 }
 
 torch::Tensor lif_backward_full(torch::Tensor g, torch::Tensor membranes, double tau, double v_th, double width) {
-  g = g.contiguous();
+  TORCH_CHECK(g.strides() == membranes.strides(), "lif_backward_full: gradient and membranes differ in layout");
   auto grad_x = torch::empty_like(membranes);
   const int64_t T = g.size(0), M = T ? g.numel() / T : 0;
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "lif_backward_full", [&] {
@@ -130,7 +133,7 @@ torch::Tensor lif_backward_full(torch::Tensor g, torch::Tensor membranes, double
 
 torch::Tensor lif_backward_detached(torch::Tensor g, torch::Tensor windows, torch::Tensor fired, double tau,
                                     double width) {
-  g = g.contiguous();
+  TORCH_CHECK(g.strides() == windows.strides(), "lif_backward_detached: gradient and masks differ in layout");
   auto grad_x = torch::empty_like(g);
   const int64_t T = g.size(0), M = T ? g.numel() / T : 0;
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "lif_backward_detached", [&] {
