@@ -23,7 +23,7 @@ from typing import Sequence
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .events import collate_frames
+from .events import frame_loader
 from .train import Trainer, TrainConfig
 from .train_data import ResumableBatchSampler
 
@@ -68,11 +68,8 @@ def freeze_modules(model: nn.Module, spec: str | Sequence[str] | None) -> list[s
 def event_loaders(train_data, test_data, cfg: TrainConfig) -> tuple[DataLoader, DataLoader | None]:
     """Time-first ``[T, N, C, H, W]`` loaders; training order from ``(cfg.seed, epoch)`` (exact resume)."""
     sampler = ResumableBatchSampler(len(train_data), cfg.batch_size, shuffle=True, seed=cfg.seed)
-    train = DataLoader(train_data, batch_sampler=sampler, collate_fn=collate_frames, num_workers=cfg.num_workers)
-    test = None
-    if test_data is not None:
-        test = DataLoader(test_data, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_frames,
-                          num_workers=cfg.num_workers)
+    train = frame_loader(train_data, batch_sampler=sampler, num_workers=cfg.num_workers)
+    test = None if test_data is None else frame_loader(test_data, cfg.batch_size, num_workers=cfg.num_workers)
     return train, test
 
 

@@ -45,9 +45,49 @@ class EvalResult:
 
 
 def _loader(data, batch_size: int, workers: int) -> Iterable:
+    if _event_framing(data) is not None:
+        from .events.loading import frame_loader
+        return frame_loader(data, batch_size, num_workers=workers)
     if isinstance(data, Dataset):
         return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
     return data
+
+
+def _event_framing(data):
+    """The :class:`~eval.events.EventFraming` of an event dataset (``eval.events``), else None."""
+    if not hasattr(data, "sensor_size"):  # static datasets: no need to import tonic
+        return None
+    from .events import EventFraming
+    framing = getattr(data, "transform", None)
+    return framing if isinstance(framing, EventFraming) else None
+
+
+def _frame_for(model: nn.Module, data, T: int | None):
+    """An event dataset framed for ``model``: reframed to ``T`` steps when given (the model then runs at
+    ``T``), else its own T, which must then be the model's. Returns ``(data, T)``."""
+    import copy
+    import dataclasses
+
+    framing = _event_framing(data)
+    name = _describe(model)
+    in_chans = getattr(model, "in_chans", None)
+    if in_chans is not None and in_chans != framing.sensor_size[2]:
+        raise ValueError(f"{name} takes {in_chans}-channel input but the event frames have {framing.sensor_size[2]} "
+                         f"(polarity channels); build it with in_chans={framing.sensor_size[2]} (zoo.create(..., "
+                         f"in_chans={framing.sensor_size[2]}) adapts the first conv) and fine-tune it on events "
+                         f"(tdbn-zoo finetune)")
+    if T is not None:
+        if int(T) != framing.T:
+            data = copy.copy(data)  # same recordings, other framing
+            data.transform = dataclasses.replace(framing, T=int(T))
+        return data, int(T)
+    model_T = getattr(model, "T", framing.T)
+    if model_T != framing.T:
+        raise ValueError(f"{name} runs T={model_T} time steps but the event frames have T={framing.T} "
+                         f"({framing.time_window / 1000:g} ms each); pass T={framing.T} (command line: -T "
+                         f"{framing.T}) to run the model at the data's T, or T={model_T} (-T {model_T}) to frame "
+                         f"the first {model_T * framing.time_window / 1000:g} ms into {model_T} frames")
+    return data, framing.T
 
 
 def _prepare(x: torch.Tensor, time_first: bool) -> torch.Tensor:
@@ -63,16 +103,22 @@ def evaluate(model: nn.Module, data: Dataset | Iterable, *, T: int | None = None
              device: str | torch.device = "cpu", max_images: int | None = None, workers: int = 0,
              energy: EnergyModel | None = None, speed_batches: int = 5, time_first: bool = False,
              model_name: str | None = None, data_name: str | None = None) -> EvalResult:
-    """Evaluate ``model`` (eval mode) on ``data`` (a Dataset of ``(image, label)`` or an iterable of batches).
+    """Evaluate ``model`` (eval mode) on ``data`` (a Dataset of ``(image, label)``, an event dataset of
+    ``eval.events`` (e.g. :func:`eval.events.build_event_dataset`; batched ``[T, N, 2, H, W]``) or an
+    iterable of batches).
 
     Args:
-        T: time steps (static images only; default ``model.T``); the model's own T is restored afterwards.
+        T: time steps (default ``model.T``); the model's own T is restored afterwards. Event data are
+            reframed to ``T`` frames; without ``T`` their frames' T must equal the model's.
         max_images: stop after this many images.
         energy: pJ per AC / per MAC (default 0.9 / 4.6).
         speed_batches: timed repetitions of the first batch (median latency; 0 skips speed and memory).
         time_first: the loader yields ``[T, N, ...]`` event batches (default: ``[N, T, ...]`` or static).
     """
     energy = energy or EnergyModel()
+    if _event_framing(data) is not None:
+        data, T = _frame_for(model, data, T)
+        time_first = True
     device = torch.device(device)
     model = model.to(device).eval()
     old_T = getattr(model, "T", None)
@@ -106,7 +152,8 @@ def evaluate(model: nn.Module, data: Dataset | Iterable, *, T: int | None = None
         speed = measure_speed(model, first, device, speed_batches) if speed_batches > 0 else {}
         steps = int(model.T) if old_T is not None else (rec.layers()[0].steps if rec.layers() else 1)
         return EvalResult(
-            model=model_name or _describe(model), data=data_name or type(data).__name__, T=steps, images=n,
+            model=model_name or _describe(model), T=steps, images=n,
+            data=data_name or getattr(data, "spec_name", type(data).__name__),
             top1=100.0 * correct[1] / n, top5=(100.0 * correct[5] / n) if num_classes > 5 else None,
             mean_firing_rate=rec.mean_firing_rate(), layers=[a.to_dict() for a in rec.layers()],
             synaptic_layers=[l.to_dict() for l in ops.layers()], acs=per["acs"], macs=per["macs"],
@@ -132,7 +179,7 @@ def measure_speed(model: nn.Module, x: torch.Tensor, device, repeats: int = 5) -
 
 
 def evaluate_over_T(model: nn.Module, data, Ts: Sequence[int], **kwargs) -> list[EvalResult]:
-    """``evaluate`` at each T in ``Ts`` (static images): accuracy, activity and ops against T."""
+    """``evaluate`` at each T in ``Ts`` (event data: reframed to T frames): accuracy, activity and ops against T."""
     return [evaluate(model, data, T=t, **kwargs) for t in Ts]
 
 

@@ -13,15 +13,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("model", help="arch (e.g. sresnet19_tdbn), arch.tag, a checkpoint folder "
                                       "(config.json + model.safetensors) or a .safetensors file (with --arch)")
     parser.add_argument("--data", required=True, metavar="NAME[:ROOT]",
-                        help="dataset: mnist, fashion-mnist, fashion-mnist-subset, cifar10, cifar100, imagenet; "
-                             "optionally :ROOT (else TDBN_ZOO_<NAME> / TDBN_ZOO_DATA / ./data)")
+                        help="dataset: mnist, fashion-mnist, fashion-mnist-subset, cifar10, cifar100, imagenet, "
+                             "or events: dvsgesture, cifar10dvs (tonic's layout; the paper's framing); "
+                             "optionally :ROOT (else TDBN_ZOO_<NAME> / TDBN_ZOO_DATA / ./data); or events:PATH "
+                             "(a folder with labels.csv, an .npz, or a make-events output folder)")
     parser.add_argument("--split", default="test", choices=("train", "test"))
     parser.add_argument("--arch", help="architecture of a bare .safetensors file")
     parser.add_argument("-T", "--T", dest="T", type=int, nargs="+",
-                        help="time steps; several values also plot accuracy against T (default: the model's)")
+                        help="time steps; several values also plot accuracy against T (default: the model's; "
+                             "event data: the paper's framing, else the model's); event data are framed to T frames")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
-    parser.add_argument("--input-size", type=int, help="resize images to this side (default: the dataset's)")
+    parser.add_argument("--input-size", type=int, help="resize images (event frames) to this side (default: the "
+                                                        "dataset's; events: the paper's, else the sensor's)")
+    parser.add_argument("--time-window-ms", type=float, help="event data: ms per frame (default: the paper's framing "
+                                                              "of the dataset or of the model's training data)")
+    parser.add_argument("--pad", action="store_true", help="event data: zero frames past the end of a short "
+                                                           "recording (default: refuse it)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--random-weights", action="store_true",
@@ -41,44 +49,49 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import torch
 
+    from torch.utils.data import DataLoader
+
     from ..data import build_dataset, dataset_spec, parse_data_spec
+    from ..events.loading import parse_event_spec
     from ..harness import evaluate_over_T, load_model
     from ..report import format_eval
     from ..synops import EnergyModel
 
-    for flag in ("batch_size", "max_images", "input_size", "speed_batches", "calibrate_batches"):
+    for flag in ("batch_size", "max_images", "input_size", "speed_batches", "calibrate_batches", "time_window_ms"):
         v = getattr(args, flag)
         if v is not None and v < (0 if flag == "speed_batches" else 1):
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {v}")
     if args.T and any(t < 1 for t in args.T):
         raise ValueError(f"-T values must be >= 1, got {args.T}")
-    name, root = parse_data_spec(args.data)
-    spec = dataset_spec(name)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    extra = dict(num_classes=spec.num_classes, in_chans=spec.in_chans) if args.random_weights else {}
-    model = load_model(args.model, pretrained=not args.random_weights, arch=args.arch, **extra)
-    if getattr(model, "num_classes", spec.num_classes) != spec.num_classes:
-        raise ValueError(f"{args.model} predicts {model.num_classes} classes but {spec.name} has "
-                         f"{spec.num_classes}; evaluate it on the data it was trained for")
-    if getattr(model, "in_chans", spec.in_chans) != spec.in_chans:
-        raise ValueError(f"{args.model} takes {model.in_chans}-channel images but {spec.name} has "
-                         f"{spec.in_chans} channel(s)")
-    data = build_dataset(spec.name, root, args.split, input_size=args.input_size, verify=not args.no_verify)
+    if parse_event_spec(args.data) is not None:
+        model, data, data_name, loader = _event_model_and_data(args)
+        Ts = args.T or [None]  # None: the frames' T, which must be the model's
+    else:
+        try:
+            name, root = parse_data_spec(args.data)
+        except ValueError as e:
+            raise ValueError(f"{e}; or an event dataset: dvsgesture[:ROOT], cifar10dvs[:ROOT], events:PATH") from None
+        spec = dataset_spec(name)
+        extra = dict(num_classes=spec.num_classes, in_chans=spec.in_chans) if args.random_weights else {}
+        model = load_model(args.model, pretrained=not args.random_weights, arch=args.arch, **extra)
+        _check_classes(args.model, model, spec.name, spec.num_classes, exact=True)
+        if getattr(model, "in_chans", spec.in_chans) != spec.in_chans:
+            raise ValueError(f"{args.model} takes {model.in_chans}-channel images but {spec.name} has "
+                             f"{spec.in_chans} channel(s)")
+        data = build_dataset(spec.name, root, args.split, input_size=args.input_size, verify=not args.no_verify)
+        data_name, loader = f"{spec.name} ({args.split})", DataLoader(data, batch_size=args.batch_size, shuffle=False)
+        Ts = args.T or [model.T]
     if args.random_weights:
         from itertools import islice
 
-        from torch.utils.data import DataLoader
-
         from ..harness import calibrate_norms
-        loader = DataLoader(data, batch_size=args.batch_size, shuffle=False)
         calibrate_norms(model.to(device), (x.to(device) for x, _ in islice(loader, args.calibrate_batches)))
-    Ts = args.T or [model.T]
     model_name = args.model + (" (random weights)" if args.random_weights else "")
     results = evaluate_over_T(model, data, Ts, batch_size=args.batch_size, device=device,
                               max_images=args.max_images, workers=args.workers,
                               energy=EnergyModel(args.e_ac, args.e_mac), speed_batches=args.speed_batches,
-                              model_name=model_name, data_name=f"{spec.name} ({args.split})")
+                              model_name=model_name, data_name=data_name)
     plots = []
     if args.plots:
         from ..plots import plot_accuracy_vs_T, plot_firing_rates
@@ -100,3 +113,32 @@ def run(args) -> int:
     for p in plots:
         print(f"wrote {p}", file=sys.stderr if args.json == "-" else sys.stdout)
     return 0
+
+
+def _check_classes(model_spec: str, model, data: str, num_classes: int, exact: bool) -> None:
+    have = getattr(model, "num_classes", num_classes)
+    if have < num_classes or (exact and have != num_classes):
+        raise ValueError(f"{model_spec} predicts {have} classes but {data} has {num_classes}; evaluate it on the "
+                         f"data it was trained for")
+
+
+def _event_model_and_data(args):
+    """The model and the framed event split of ``--data`` (defaults from the paper's framing, else the model),
+    a readable data name, and the time-first loader used for calibration."""
+    from ..events import build_event_dataset, frame_loader, parse_event_spec
+    from ..harness import load_model
+
+    framing = dict(T=args.T[0] if args.T else None, time_window_ms=args.time_window_ms, input_size=args.input_size,
+                   pad=args.pad)
+    if args.random_weights:  # the architecture shaped by the data
+        data = build_event_dataset(args.data, args.split, **framing)
+        model = load_model(args.model, pretrained=False, arch=args.arch, num_classes=data.num_classes,
+                           in_chans=data.transform.sensor_size[2], T=data.transform.T)
+    else:
+        model = load_model(args.model, arch=args.arch)
+        data = build_event_dataset(args.data, args.split, model=model, **framing)
+    exact = parse_event_spec(args.data)[0] != "events"  # a generic split may lack the last classes
+    _check_classes(args.model, model, data.spec_name, data.num_classes, exact)
+    f = data.transform
+    name = f"{data.spec_name} ({args.split}; {f.target_size[0]}x{f.target_size[1]} frames of {f.time_window / 1000:g} ms)"
+    return model, data, name, frame_loader(data, args.batch_size)

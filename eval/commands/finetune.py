@@ -61,21 +61,10 @@ def add_arguments(parser) -> None:
 
 
 def _framing(args, dataset):
-    import dataclasses
+    from eval.events import resolve_framing
 
-    from eval.events import EventFraming, paper_framing
-
-    base = paper_framing(args.dataset)
-    given = dict(T=args.T, time_window=None if args.time_window_ms is None else int(round(args.time_window_ms * 1000)),
-                 target_size=tuple(args.size) if args.size else None)
-    given = {k: v for k, v in given.items() if v is not None}
-    if base is not None:
-        return dataclasses.replace(base, pad=args.pad, **given)
-    if "T" not in given or "time_window" not in given:
-        raise ValueError(f"{args.dataset} has no default framing: pass --T and --time-window-ms")
-    sensor = tuple(dataset.sensor_size)
-    return EventFraming(sensor_size=sensor, target_size=given.get("target_size", sensor[:2]),
-                        time_window=given["time_window"], T=given["T"], pad=args.pad)
+    return resolve_framing(args.dataset, dataset.sensor_size, T=args.T, target_size=args.size, pad=args.pad,
+                           time_window=None if args.time_window_ms is None else int(round(args.time_window_ms * 1000)))
 
 
 def _subset(dataset, n):
