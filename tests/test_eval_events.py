@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import tonic
 import torch
@@ -157,7 +156,8 @@ def test_event_eval_errors(gesture, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TDBN_ZOO_DATA", str(tmp_path / "elsewhere"))
     monkeypatch.delenv("TDBN_ZOO_CIFAR10DVS", raising=False)
     err = error("sresnet19_tdbn", "--random-weights", "--data", "cifar10dvs")
-    assert str(tmp_path / "elsewhere" / "CIFAR10DVS") in err and str(tmp_path / "DVSGesture" / "data" / "CIFAR10DVS") in err
+    assert str(tmp_path / "elsewhere" / "CIFAR10DVS") in err
+    assert str(tmp_path / "DVSGesture" / "data" / "CIFAR10DVS") in err  # ./data
     assert "TDBN_ZOO_CIFAR10DVS" in err and "never downloads" in err
     assert "events:PATH" in error("sresnet19_tdbn", "--data", "svhn")
     assert "events:PATH needs a path" in error("sresnet19_tdbn", "--data", "events")

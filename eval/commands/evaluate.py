@@ -140,5 +140,6 @@ def _event_model_and_data(args):
     exact = parse_event_spec(args.data)[0] != "events"  # a generic split may lack the last classes
     _check_classes(args.model, model, data.spec_name, data.num_classes, exact)
     f = data.transform
-    name = f"{data.spec_name} ({args.split}; {f.target_size[0]}x{f.target_size[1]} frames of {f.time_window / 1000:g} ms)"
+    name = (f"{data.spec_name} ({args.split}; {f.target_size[0]}x{f.target_size[1]} frames of "
+            f"{f.time_window / 1000:g} ms)")
     return model, data, name, frame_loader(data, args.batch_size)

@@ -110,8 +110,8 @@ def build_event_dataset(spec, split: str = "test", *, model=None, T: int | None 
         raise ValueError(f"split must be train or test, got {split!r}")
     parsed = parse_event_spec(spec)
     if parsed is None:
-        raise ValueError(f"{spec!r} is not an event dataset spec; use {', '.join(n + '[:ROOT]' for n in TONIC_DATASETS)}"
-                         f" or events:PATH")
+        names = ", ".join(f"{n}[:ROOT]" for n in TONIC_DATASETS)
+        raise ValueError(f"{spec!r} is not an event dataset spec; use {names} or events:PATH")
     name, root = parsed
     if name == "events":
         ds = open_event_dataset(Path(root).expanduser(), train=split == "train", sensor_size=sensor_size)
