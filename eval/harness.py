@@ -231,6 +231,9 @@ def load_model(spec: str, *, pretrained: bool = True, arch: str | None = None, *
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint file not found: {path}")
+        if not arch:  # the trainer records the architecture (and model_args) in the file's header
+            from zoo.checkpoints import Checkpoint
+            arch = Checkpoint.from_path(path).architecture
         if not arch:
             raise ValueError(f"{path} holds weights only; name its architecture with --arch (e.g. sresnet19_tdbn)")
         return zoo.create(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)

@@ -6,8 +6,8 @@ Every synaptic layer (``nn.Conv2d`` / ``nn.Linear`` and subclasses) is classifie
   a spike at an input position adds its weights to every output it reaches, so the accumulates are the
   MACs of the same conv applied to the spike map with an all-ones kernel (= spikes x fan-out, with the
   fan-out shrunk at borders and by the stride). Linear: spikes x out_features.
-- real-valued input: *multiply-accumulates*: the encoding layer (the first conv on the analog image) and
-  layers fed by average-pooled spikes (the pooled vector is real-valued, e.g. the classifier of
+- real-valued input: *multiply-accumulates*: the encoding layer (the first conv, always: it sees the analog
+  image or event counts) and layers fed by average-pooled spikes (the pooled vector is real-valued, e.g. the classifier of
   ResNet-34/50 and ResNet-19's fc-256).
 
 The ANN-equivalent MACs are those of the same network run once per image with real activations:
@@ -82,6 +82,10 @@ class OpCounter(HookContext):
 
     def __init__(self, model: nn.Module):
         self.model = model
+        # the encoding layer counts as multiply-accumulates whatever its input: analog pixels, or event counts
+        # that happen to be 0/1 in some batches and not in others (a per-batch test would make totals depend
+        # on the batching)
+        self.encoder = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv") or "conv1"
         self.images = 0
         self._layers: dict[str, LayerOps] = {}
 
@@ -105,7 +109,7 @@ class OpCounter(HookContext):
             rec = self._layers.get(name)
             if rec is None:
                 rec = self._layers[name] = LayerOps(name, "conv" if conv else "linear", "", 0, 0, per_image, 0)
-            spikes = is_binary(x)
+            spikes = name != self.encoder and is_binary(x)
             kind = "spikes" if spikes else "real"
             rec.input = kind if rec.input in ("", kind) else "mixed"
             if spikes:

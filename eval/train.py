@@ -355,7 +355,8 @@ class Trainer:
 
     def save_model(self, path: str | Path) -> Path:
         """The trained (unfused) weights, with the model's arguments in the header (``model_args``)."""
-        meta = {"model_args": json.dumps(getattr(self.model, "model_args", None)),
+        arch = (getattr(self.model, "pretrained_cfg", None) or {}).get("architecture")
+        meta = {"model_args": json.dumps(getattr(self.model, "model_args", None)), "architecture": json.dumps(arch),
                 **{k: json.dumps(v) for k, v in self.extra_state.items()}}
         return atomic_save_safetensors(self.model.state_dict(), path, metadata=meta)
 

@@ -222,3 +222,21 @@ def test_fused_checkpoint_folder_same_spikes_and_ops(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "ckpt"), "--data", "fashion-mnist-subset", "--max-images", "4",
                  "--speed-batches", "0", "--brief"]) == 0
     assert "4 images, T=2" in capsys.readouterr().out
+
+
+def test_encoding_layer_counts_as_macs_whatever_the_batch_holds():
+    """Event-count frames are 0/1 in some batches and not in others: the totals must not depend on batching."""
+    from eval.synops import OpCounter, conv_fan_in
+
+    model = zoo.create("sresnet19_tdbn", T=2, in_chans=2, stem_width=8, channels=(8, 16, 32)).eval()
+    binary = (torch.rand(2, 3, 2, 8, 8) < 0.3).float()
+    counts = binary.clone()
+    counts[0, 0, 0, 0, 0] = 2.0  # one pixel with two events
+    per_batch = []
+    for frames in (binary, counts):
+        with OpCounter(model) as ops, torch.no_grad():
+            model(frames)
+        stem = next(r for r in ops.layers() if r.name == "conv1")
+        per_batch.append((stem.input, stem.acs, stem.macs))
+    expected_macs = 2 * 3 * 8 * 8 * 8 * conv_fan_in(model.conv1)  # T*N * out elements * fan-in
+    assert per_batch == [("real", 0, expected_macs)] * 2

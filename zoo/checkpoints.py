@@ -58,7 +58,7 @@ class Checkpoint:
             return cls(weights, config, origin)
         if not path.exists():
             raise CheckpointError(f"checkpoint not found: {path}")
-        return cls(path, None, origin)
+        return cls(path, _header_config(path), origin)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self._state is None:
@@ -230,3 +230,19 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
     if extra:
         lines += ["", extra.strip()]
     return "\n".join(lines) + "\n"
+
+
+def _header_config(path: Path) -> dict | None:
+    """The config a bare ``.safetensors`` carries in its header (the trainer writes ``architecture`` and
+    ``model_args`` there), or None. Reads the JSON header only; nothing is unpickled."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        arch, args = json.loads(meta.get("architecture", "null")), json.loads(meta.get("model_args", "null"))
+    except Exception:  # not readable here: read_safetensors reports corrupt files with a clear error later
+        return None
+    if not isinstance(arch, str) or not isinstance(args, dict):
+        return None
+    return {"architecture": arch, "model_args": args}
