@@ -12,8 +12,8 @@ Python API (what ``tdbn-zoo train`` and ``tdbn-zoo finetune`` call)::
   any ``DataLoader``. Items are ``(x, label)`` with ``x`` ``[C, H, W]`` (a static image, batched to
   ``[N, C, H, W]`` and repeated over the model's T) or ``[T, C, H, W]`` event frames. A DataLoader may also
   yield ``[T, N, C, H, W]`` batches directly (time-first); ``[N, T, C, H, W]`` batches from a Dataset of
-  frames are transposed to time-first. Datasets with ``set_epoch(epoch)`` (e.g. :class:`SeededAugment`)
-  are told the epoch.
+  frames (recognised by the model's T in dim 1, not dim 0) are transposed to time-first. Datasets with
+  ``set_epoch(epoch)`` (e.g. :class:`SeededAugment`) are told the epoch.
 - Loss: cross-entropy on the time-averaged output (eq. 11-13), i.e. on ``model(x)``.
 - Every epoch (and every ``save_every_steps`` steps) ``out_dir/last.safetensors`` is written atomically
   (format: ``eval.train_checkpoint``); ``out_dir/metrics.jsonl`` gets one JSON line per log interval and
@@ -160,8 +160,11 @@ class Trainer:
         if not isinstance(batch, (list, tuple)) or len(batch) < 2:
             raise TypeError("the data loader must yield (inputs, labels) pairs")
         x, y = batch[0], batch[1]
-        if x.dim() == 5 and x.shape[0] == len(y) and x.shape[1] != len(y):
+        T = getattr(self.model, "T", None)
+        if x.dim() == 5 and x.shape[0] != T and x.shape[1] == T:
             x = x.transpose(0, 1)  # [N, T, C, H, W] from a Dataset of frames -> time-first
+        # (a batch whose first dim is the model's T is time-first, also when N == T; anything else reaches
+        # the model, which names the mismatch)
         return x.to(self.device, non_blocking=True).float(), y.to(self.device, non_blocking=True).long()
 
     @staticmethod
