@@ -45,10 +45,17 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: str | Path) -> str:
@@ -129,6 +136,7 @@ def record(name: str, folder: str | Path, *, repo_id: str | None = None, revisio
         dest = manifest_path.parent / name
         if folder.resolve() != dest.resolve():
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=manifest_path.parent))
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode mkdir would
             for f in folder.iterdir():
                 if f.is_file() and not f.name.startswith("."):
                     shutil.copy2(f, tmp / f.name)

@@ -1,4 +1,4 @@
-"""A trainer's bare ``model.safetensors`` carries its architecture and model arguments in the header, so it
+"""Checkpoint files: a trainer's bare ``model.safetensors`` carries its architecture and model arguments in the
 can be evaluated (or loaded) with no config.json and no --arch."""
 import json
 
@@ -33,3 +33,17 @@ def test_trainer_weights_evaluate_without_arch(tmp_path, capsys):
     with torch.no_grad():
         top1 = (model(x).argmax(1) == y).float().mean().item()
     assert result["top1"] == 100 * top1  # percent
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from zoo.manifest import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o644  # not mkstemp's 0600
