@@ -1,5 +1,5 @@
-"""Checkpoint files: a trainer's bare ``model.safetensors`` carries its architecture and model arguments in the
-can be evaluated (or loaded) with no config.json and no --arch."""
+"""Checkpoint files: a trainer's bare ``model.safetensors`` carries its architecture and model arguments in its
+header, so it can be evaluated with no config.json and no --arch; atomic writes keep the usual file modes."""
 import json
 
 import torch
