@@ -19,6 +19,8 @@ def add_arguments(parser) -> None:
                         help="dataset name for eval.data (default: the shipped 500 test images)")
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--no-bench", action="store_true",
+                        help="skip the speed comparison with SpikingJelly, snnTorch and the ANN floor (~30 s)")
 
 
 def run(args) -> int:
@@ -48,8 +50,19 @@ def run(args) -> int:
     if r.speed:
         print(f"  latency             {fmt_num(r.speed['latency_ms'])} ms per batch of {r.speed['batch_size']} "
               f"({fmt_num(r.speed['throughput_img_s'])} images/s) on {torch.get_num_threads()} CPU threads")
+    if not args.no_bench:
+        _speed_comparison()
     print(f"  ({time.perf_counter() - t0:.0f} s in all; nothing downloaded)")
     return 0
+
+
+def _speed_comparison() -> None:
+    """A short ``tdbn-zoo bench``: the same network from this zoo, SpikingJelly, snnTorch and the ANN floor,
+    checked to compute the same function, then timed (3 interleaved repetitions)."""
+    from eval.bench import BenchConfig, format_bench, run_bench
+
+    print("\nspeed (a short `tdbn-zoo bench`; run it alone for the full table):")
+    print(format_bench(run_bench(BenchConfig(reps=3, memory=False))))
 
 
 def _random_weights(name: str) -> int:
