@@ -29,7 +29,14 @@ def _build():
     if os.environ.get("TDBN_ZOO_NO_KERNELS"):
         return None
     try:
-        from torch.utils.cpp_extension import load
+        # importing cpp_extension on a CUDA build without a GPU logs a CUDA_HOME warning irrelevant to a CPU kernel
+        ext_log = logging.getLogger("torch.utils.cpp_extension")
+        level = ext_log.level
+        ext_log.setLevel(logging.ERROR)
+        try:
+            from torch.utils.cpp_extension import load
+        finally:
+            ext_log.setLevel(level)
 
         src = Path(__file__).with_name("csrc") / "lif_cpu.cpp"
         return load(name="tdbn_zoo_lif_cpu", sources=[str(src)], verbose=False,
