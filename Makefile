@@ -17,8 +17,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/tdbn-zoo demo
 
+# PASSIVE: OpenMP threads sleep instead of spinning when they wait, which keeps timings sane on shared cores
 test: $(STAMP)
-	$(PY) -m pytest -q
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) build *.egg-info
