@@ -76,9 +76,13 @@ class HookContext:
     def _attach(self) -> list:
         raise NotImplementedError
 
-    def __enter__(self):
+    def attach(self):
+        """Register the hooks without a ``with`` block (e.g. for the life of a trainer); returns self."""
         self._handles = self._attach()
         return self
+
+    def __enter__(self):
+        return self.attach()
 
     def __exit__(self, *exc) -> None:
         for h in self._handles:
@@ -116,6 +120,12 @@ class SpikeRecorder(HookContext):
 
     def layers(self) -> list[LayerActivity]:
         return list(self._acts.values())
+
+    def take(self) -> tuple[float, int]:
+        """``(spikes, neuron-steps)`` summed over every layer since the last call, then start afresh."""
+        acts = self.layers()
+        self._acts = {}
+        return sum(a.spikes for a in acts), sum(a.neurons * a.images * a.steps for a in acts)
 
     def mean_firing_rate(self) -> float:
         """Spikes per neuron per step over the whole network (each neuron weighted equally)."""

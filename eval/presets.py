@@ -22,10 +22,6 @@ UNSTATED_FILLS = dict(epochs=lambda r: min(3 * r["lr_step_epochs"], 200) if r.ge
 _PAD = {"cifar10": 4, "cifar100": 4, "mnist": 2, "fashion-mnist": 2}
 
 
-def preset_names() -> list[str]:
-    return list(TAGS)
-
-
 def get_preset(name: str) -> dict:
     """``{'model', 'dataset', 'T', 'input_size', 'mean', 'std', 'num_classes', 'pad', 'hflip',
     'augment', 'train': TrainConfig}`` for the tag ``name`` (``arch.tag``)."""

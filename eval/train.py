@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .metrics import neuron_modules
+from .metrics import SpikeRecorder
 from .train_checkpoint import atomic_save_safetensors, restore_training_checkpoint, save_training_checkpoint
 from .train_data import ResumableBatchSampler
 
@@ -86,24 +86,6 @@ class TrainConfig:
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
 
 
-class _SpikeCounter:
-    """Counts spikes and neuron-steps of every neuron layer through forward hooks (firing rate)."""
-
-    def __init__(self, model: nn.Module):
-        self.spikes = 0.0
-        self.slots = 0
-        self.handles = [m.register_forward_hook(self._hook) for _, m in neuron_modules(model)]
-
-    def _hook(self, module, inputs, out):
-        self.spikes += float(out.detach().sum())
-        self.slots += out.numel()
-
-    def take(self) -> tuple[float, int]:
-        s, n = self.spikes, self.slots
-        self.spikes, self.slots = 0.0, 0
-        return s, n
-
-
 def _dist() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -140,7 +122,7 @@ class Trainer:
                                          lr=self.cfg.lr, momentum=self.cfg.momentum)
         self.use_amp = bool(self.cfg.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.spike_counter = _SpikeCounter(self.model)
+        self.spike_counter = SpikeRecorder(self.model).attach()  # firing rate, for the whole run
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
