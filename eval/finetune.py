@@ -20,10 +20,13 @@ from __future__ import annotations
 import types
 from typing import Sequence
 
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .events import frame_loader
+import zoo
+
+from .events import collate_frames, frame_loader
 from .train import Trainer, TrainConfig
 from .train_data import ResumableBatchSampler
 
@@ -73,17 +76,31 @@ def event_loaders(train_data, test_data, cfg: TrainConfig) -> tuple[DataLoader, 
     return train, test
 
 
+def calibration_batch(train_data, cfg: TrainConfig) -> torch.Tensor:
+    """``[T, N, C, H, W]``: ``min(cfg.batch_size, len(train_data))`` training items drawn with ``cfg.seed``,
+    the batch :func:`zoo.unfuse` calibrates the restored tdBN statistics on."""
+    if len(train_data) == 0:
+        raise ValueError("cannot fine-tune on an empty training set")
+    picks = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.batch_size]
+    frames, _ = collate_frames([train_data[int(i)] for i in picks])
+    return frames
+
+
 def finetune(model: nn.Module, train_data, test_data, cfg: TrainConfig, out_dir, *, freeze=None,
              resume: bool = False, device=None, extra_state: dict | None = None) -> dict:
     """Train ``model`` on ``train_data`` (items ``(frames [T, C, H, W], label)``) with the trainer and
-    evaluate it on ``test_data``; ``freeze`` as in :func:`freeze_modules`. Returns ``{'test_top1',
-    'test_loss', 'test_n', 'firing_rate', 'frozen', 'trainable_params', 'epochs', 'history'}``."""
+    evaluate it on ``test_data``; ``freeze`` as in :func:`freeze_modules`. A fused (BN-free) model is first
+    given its tdBN back (:func:`zoo.unfuse`, calibrated on :func:`calibration_batch`): a network with no norm
+    does not learn. Returns ``{'model', 'test_top1', 'test_loss', 'test_n', 'firing_rate', 'frozen',
+    'trainable_params', 'epochs', 'history'}``; ``model`` is the trained one (a new object if unfused)."""
+    if getattr(model, "fused", False):
+        model = zoo.unfuse(model, calibration_batch(train_data, cfg))
     frozen = freeze_modules(model, freeze)
     train_loader, test_loader = event_loaders(train_data, test_data, cfg)
     state = dict(extra_state or {}, frozen=frozen)
     trainer = Trainer(model, train_loader, test_loader, cfg, out_dir=out_dir, device=device, extra_state=state)
     history = trainer.fit(resume=resume)
     final = trainer.evaluate() if test_loader is not None else {}
-    return dict(test_top1=final.get("acc"), test_loss=final.get("loss"), test_n=final.get("n"),
+    return dict(model=model, test_top1=final.get("acc"), test_loss=final.get("loss"), test_n=final.get("n"),
                 firing_rate=final.get("firing_rate"), frozen=frozen, epochs=trainer.epoch,
                 trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad), history=history)

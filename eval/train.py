@@ -103,6 +103,10 @@ class Trainer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra_state = extra_state or {}  # JSON data recorded in checkpoints (preset, data, command)
+        if getattr(model, "fused", False):
+            raise ValueError("the model is fused (BN-free inference layout, eq. 9-10): with no norm left it does "
+                             "not train; give its norms back first with zoo.unfuse(model, batch) (tdbn-zoo "
+                             "finetune does this)")
         self.model = model.to(self.device)
         if self.world > 1:
             from adapters import convert_sync_tdbn

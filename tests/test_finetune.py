@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 import zoo
+from adapters import TdBatchNorm2d
 from eval.cli import main
 from eval.events import EVENT_DTYPE, EventFraming, collate_frames, open_event_dataset, save_event_npz
 from eval.finetune import freeze_modules
@@ -127,3 +128,27 @@ def test_finetune_errors(toy_dataset, tmp_path, capsys):
     assert "DVSGesture not found" in error("--dataset", "dvsgesture", "--data-root", str(tmp_path), "--no-pretrained")
     with pytest.raises(SystemExit):
         main(["finetune", "--dataset", "x", "--model", ARCH, "--out", "o", "--checkpoint", "c", "--no-pretrained"])
+
+
+def test_finetune_from_the_shipped_fused_checkpoint_learns(tmp_path):
+    """The shipped checkpoints are fused (no norm left); finetune puts tdBN back (zoo.unfuse) and learns a new
+    task: the MNIST net on 400 real Fashion-MNIST images, scored on 100 others."""
+    from pathlib import Path
+
+    from eval.finetune import finetune
+    from eval.train import TrainConfig
+    data = np.load(Path(__file__).parents[1] / "weights" / "data" / "fashion_mnist_test_subset.npz")
+    x = (torch.tensor(data["images"]).float()[:, None] / 255 - 0.1307) / 0.3081  # the MNIST normalisation
+    items = [(xi[None].expand(2, -1, -1, -1).numpy(), int(yi)) for xi, yi in zip(x, data["labels"])]
+    torch.manual_seed(0)
+    model = zoo.create(f"{ARCH}.mnist_t2", pretrained=True)
+    assert model.fused
+    test_x = torch.stack([torch.as_tensor(f) for f, _ in items[400:]], 1)
+    with torch.no_grad():
+        before = (model.eval()(test_x).argmax(1) == torch.as_tensor(data["labels"][400:])).float().mean().item()
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=0.05, weight_decay=1e-4, schedule="cosine", progress=False)
+    result = finetune(model, items[:400], items[400:], cfg, tmp_path / "ft")
+    tuned = result["model"]
+    assert not tuned.fused and isinstance(tuned.bn1, TdBatchNorm2d)
+    assert before < 0.3 and result["test_top1"] > 0.5, (before, result["test_top1"])  # chance: 0.1
+    assert read_safetensors(tmp_path / "ft" / "model.safetensors")["bn1.weight"].shape == (16,)

@@ -132,3 +132,70 @@ def test_fuse_leaves_the_model_alone_and_refuses_what_it_cannot_fold():
 
     with pytest.raises(TypeError, match="folded_affine"):
         zoo.fuse(SpikingResNet(**dict(SMALL, norm=Scale)))
+
+
+# --- zoo.unfuse: norms back in a fused network, for training -----------------------------------------------
+def spikes_in_mode(model, x, training: bool):
+    model.train(training)
+    return spikes_per_layer(model, x)
+
+
+@pytest.mark.parametrize("norm", ["tdbn", "bn"])
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_unfuse_gives_the_fused_spikes_in_training_and_eval_mode(norm, block):
+    args = dict(SMALL, block=block, norm=norm)
+    if block == "bottleneck":
+        args.update(channels=(4, 8), stem_width=16)
+    x = torch.rand(3, 4, 3, 8, 8, dtype=torch.float64) * 2
+    fused = zoo.fuse(trained_like(SpikingResNet(**args), x))
+    calib, other = x[:, :2], x[:, 2:]
+    plain = zoo.unfuse(fused, calib)
+    assert not plain.fused and plain.training and plain.model_args["norm"] == norm
+    assert sum(isinstance(m, NORMS) for m in plain.modules()) == len(
+        [n for n, _ in SpikingResNet(**args).named_modules() if re.search(r"(^|\.)(head_)?bn\d*$", n)])
+    # training mode, batch statistics of the calibration batch: the fused network's spikes and logits
+    a, la = spikes_in_mode(fused, calib, False)
+    b, lb = spikes_in_mode(zoo.unfuse(fused, calib), calib, True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.testing.assert_close(la, lb, rtol=0, atol=1e-10)
+    # eval mode, running statistics: the same on any input
+    a, la = spikes_in_mode(fused, other, False)
+    b, lb = spikes_in_mode(plain, other, False)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.testing.assert_close(la, lb, rtol=0, atol=1e-10)
+
+
+def test_unfuse_sets_lambda_from_the_calibration_statistics():
+    """By hand for the encoding layer: tdBN in training mode normalises conv1's current by its batch std and
+    scales by alpha*Vth = 0.5, so lambda = std / 0.5 and beta = the fused current's mean restore it."""
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64) * 2  # static images: the same current at every step
+    fused = zoo.fuse(trained_like(SpikingResNet(**SMALL), x))
+    plain = zoo.unfuse(fused, x)
+    current = torch.nn.functional.conv2d(x, fused.conv1.weight, padding=1)  # no bias
+    mean, var = current.mean((0, 2, 3)), current.var((0, 2, 3), unbiased=False)
+    torch.testing.assert_close(plain.bn1.weight.detach(), torch.sqrt(var + 1e-5) / 0.5)
+    torch.testing.assert_close(plain.bn1.bias.detach(), mean + fused.conv1.bias)
+    torch.testing.assert_close(plain.bn1.running_mean, mean)
+    torch.testing.assert_close(plain.bn1.running_var, var)
+    torch.testing.assert_close(plain.conv1.weight, fused.conv1.weight)
+    assert plain.head_fc.bias.abs().sum() == 0  # the folded bias moved into head_bn's beta
+
+
+def test_unfuse_refuses_bad_input_and_copies_an_unfused_model():
+    model = SpikingResNet(**SMALL)
+    fused = zoo.fuse(model)
+    for bad in (torch.zeros(3, 0, 3, 8, 8), torch.zeros(8, 8), "images"):
+        with pytest.raises(ValueError, match="calibration batch"):
+            zoo.unfuse(fused, bad)
+    with pytest.raises(ValueError, match="norm"):
+        zoo.unfuse(fused, torch.rand(2, 3, 8, 8), norm="layernorm")
+    with pytest.raises(TypeError, match="SpikingResNet"):
+        zoo.unfuse(torch.nn.Linear(2, 2), torch.rand(2, 2))
+    copy_ = zoo.unfuse(model, torch.rand(2, 3, 8, 8))
+    assert copy_ is not model and all(torch.equal(v, model.state_dict()[k]) for k, v in copy_.state_dict().items())
+
+
+def test_trainer_refuses_a_fused_model():
+    from eval.train import Trainer
+    with pytest.raises(ValueError, match="zoo.unfuse"):
+        Trainer(zoo.fuse(SpikingResNet(**SMALL)), [])

@@ -3,9 +3,10 @@
 from .api import create, list_models, list_pretrained
 from .checkpoints import save_pretrained
 from .fuse import fuse
+from .unfuse import unfuse
 from .errors import CheckpointError, PretrainedUnavailableError, UnknownModelError, UnknownTagError, ZooError
 from .spiking_resnet import ARCH_CFGS, SpikingResNet
 from .tags import TAGS
 
-__all__ = ["create", "fuse", "save_pretrained", "list_models", "list_pretrained", "SpikingResNet", "ARCH_CFGS", "TAGS", "ZooError",
+__all__ = ["create", "fuse", "unfuse", "save_pretrained", "list_models", "list_pretrained", "SpikingResNet", "ARCH_CFGS", "TAGS", "ZooError",
            "UnknownModelError", "UnknownTagError", "PretrainedUnavailableError", "CheckpointError"]

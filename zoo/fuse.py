@@ -40,6 +40,14 @@ def _module_or_none(model: nn.Module, name: str) -> nn.Module | None:
         return None
 
 
+def copy_neurons(src: nn.Module, dst: nn.Module) -> None:
+    """Put deep copies of ``src``'s neuron modules (any backend) in the same slots of ``dst``."""
+    for name, _ in list(dst.named_modules()):
+        if _NEURON_NAME.search(name):
+            parent, _, leaf = name.rpartition(".")
+            setattr(dst.get_submodule(parent) if parent else dst, leaf, copy.deepcopy(src.get_submodule(name)))
+
+
 @torch.no_grad()
 def fold_state_dict(model: SpikingResNet) -> dict[str, torch.Tensor]:
     """The state dict of ``fuse(model)``: each norm folded into its conv or linear (eq. 9-10), or kept as a
@@ -79,11 +87,7 @@ def fuse(model: SpikingResNet) -> SpikingResNet:
     args["norm"] = args.get("norm") or "tdbn"  # ignored by the fused layout; kept as a record
     with torch.device("meta"):  # no memory or init work: every tensor is assigned below
         fused = SpikingResNet(**args)
-    for name, _ in list(fused.named_modules()):
-        if _NEURON_NAME.search(name):
-            parent, _, leaf = name.rpartition(".")
-            setattr(fused.get_submodule(parent) if parent else fused, leaf,
-                    copy.deepcopy(model.get_submodule(name)))
+    copy_neurons(model, fused)
     fused.load_state_dict(state, strict=True, assign=True)
     fused.model_args.update(norm=model.model_args.get("norm"), neuron=model.model_args.get("neuron"))
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})

@@ -58,7 +58,9 @@ TAGS: dict[str, dict] = {
     # with a budget-sized schedule (cosine over a few epochs instead of x0.1 every 35), our choice.
     "sresnet19_narrow_tdbn.fashion_mnist_t2": dict(
         _GREY, dataset="fashion-mnist", mean=(0.2860,), std=(0.3530,), T=2, paper_top1=None,
-        augment="random_crop_28_pad2+hflip+normalize", recipe=_recipe(64, 1, None, **_CPU_HOUR, epochs=8)),
+        # hflip only and weight decay 1e-4: with crops and 5e-4 this narrow net underfits a CPU hour
+        # (8 epochs: train 90.5%, test 90.3%; MODEL_CARD.md)
+        augment="hflip+normalize", recipe=_recipe(64, 1, None, **{**_CPU_HOUR, "weight_decay": 1e-4}, epochs=10)),
     "sresnet19_narrow_tdbn.mnist_t2": dict(
         _GREY, dataset="mnist", mean=(0.1307,), std=(0.3081,), T=2, paper_top1=None,
         augment="random_crop_28_pad2+normalize", recipe=_recipe(64, 1, None, **_CPU_HOUR, epochs=6)),
