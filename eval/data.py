@@ -16,8 +16,8 @@ manager puts the data (Debian's ``dataset-fashion-mnist``: ``/usr/share/datasets
 that is found nowhere raises ``FileNotFoundError`` listing every place tried.
 
 Transforms (the paper's, Appendix C): evaluation = per-channel normalisation (ImageNet: resize to
-``input_size / crop_pct`` and centre crop); training adds a random crop with 4-pixel zero padding (28x28 and
-32x32 data; ImageNet: ``RandomResizedCrop``) and a horizontal flip -- except for MNIST, whose digits are not
+``input_size / crop_pct`` and centre crop); training adds a random crop with zero padding (``train_pad``:
+4 pixels for 32x32 CIFAR, 2 for 28x28 MNIST / Fashion-MNIST; ImageNet: ``RandomResizedCrop``) and a horizontal flip -- except for MNIST, whose digits are not
 mirror-symmetric (a flipped 2 or 5 is not a digit), so MNIST gets no flip. Fashion-MNIST garments keep their
 class when mirrored, so it is flipped like CIFAR.
 
@@ -67,20 +67,21 @@ class DatasetSpec:
     folders: tuple[str, ...] = ()
     system_dirs: tuple[str, ...] = ()
     crop_pct: float = 1.0
+    train_pad: int = 4  # zero padding of the training random crop (28x28 digits and garments: 2)
     classes: tuple[str, ...] | None = None
     extra: dict = field(default_factory=dict)
 
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("mnist", "idx", 10, 1, 28, (0.1307,), (0.3081,), hflip=False, env="TDBN_ZOO_MNIST",
-                folders=("mnist", "MNIST"), classes=tuple(str(i) for i in range(10)),
+                train_pad=2, folders=("mnist", "MNIST"), classes=tuple(str(i) for i in range(10)),
                 extra=dict(torchvision_folder="MNIST")),
     DatasetSpec("fashion-mnist", "idx", 10, 1, 28, (0.2860,), (0.3530,), hflip=True, env="TDBN_ZOO_FASHION_MNIST",
-                folders=("fashion-mnist", "FashionMNIST", "fashion_mnist"),
+                train_pad=2, folders=("fashion-mnist", "FashionMNIST", "fashion_mnist"),
                 system_dirs=("/usr/share/datasets/fashion-mnist",), classes=FASHION_CLASSES,
                 extra=dict(torchvision_folder="FashionMNIST")),
     DatasetSpec("fashion-mnist-subset", "npz", 10, 1, 28, (0.2860,), (0.3530,), hflip=True, env=None,
-                classes=FASHION_CLASSES),
+                train_pad=2, classes=FASHION_CLASSES),
     DatasetSpec("cifar10", "cifar", 10, 3, 32, CIFAR10_MEAN, CIFAR10_STD, hflip=True, env="TDBN_ZOO_CIFAR10",
                 folders=("cifar10", "cifar-10", "CIFAR10", ""), extra=dict(folder="cifar-10-batches-py")),
     DatasetSpec("cifar100", "cifar", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), hflip=True,
@@ -277,9 +278,13 @@ def _cifar_class(spec: DatasetSpec, verify: bool):
 # ----------------------------------------------------------------------------------------------- transforms
 def build_transform(name: str, *, train: bool = False, input_size: int | None = None,
                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                    crop_pct: float | None = None) -> Callable:
+                    crop_pct: float | None = None, pad: int | None = None, hflip: bool | None = None) -> Callable:
     """The paper's pipeline for ``name`` on a uint8 tensor ``[C, H, W]`` or a PIL image ->
-    float32 ``[C, input_size, input_size]`` normalised by ``mean``/``std`` (the dataset's by default)."""
+    float32 ``[C, input_size, input_size]`` normalised by ``mean``/``std`` (the dataset's by default).
+
+    ``train``: add the random crop (after ``pad`` pixels of zero padding; default the dataset's
+    ``train_pad``, 0 = no crop) and the horizontal flip (``hflip``; default the dataset's policy). The
+    random draws come from torch's global RNG: :class:`eval.train_data.SeededAugment` seeds them per image."""
     from torchvision.transforms import v2
 
     spec = dataset_spec(name)
@@ -296,9 +301,10 @@ def build_transform(name: str, *, train: bool = False, input_size: int | None = 
     else:
         if size != spec.image_size:
             ops.append(v2.Resize(size, antialias=True))
-        if train:
-            ops.append(v2.RandomCrop(size, padding=4))
-    if train and spec.hflip:
+        pad = spec.train_pad if pad is None else int(pad)
+        if train and pad:
+            ops.append(v2.RandomCrop(size, padding=pad))
+    if train and (spec.hflip if hflip is None else hflip):
         ops.append(v2.RandomHorizontalFlip())
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     return v2.Compose(ops)

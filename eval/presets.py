@@ -18,8 +18,14 @@ from .train import TrainConfig
 UNSTATED_FILLS = dict(epochs=lambda r: min(3 * r["lr_step_epochs"], 200) if r.get("lr_step_epochs") else 100,
                       weight_decay=lambda r: 1e-4)
 
-# augmentation of each dataset (random crop padding, horizontal flip), read from the tag's 'augment' text
-_PAD = {"cifar10": 4, "cifar100": 4, "mnist": 2, "fashion-mnist": 2}
+
+def _crop_pad(dataset: str) -> int:
+    """Zero padding of the training random crop: the dataset's ``train_pad`` (eval.data), 0 for the rest."""
+    from .data import dataset_spec
+    try:
+        return dataset_spec(dataset).train_pad
+    except ValueError:  # event datasets: no random crop
+        return 0
 
 
 def get_preset(name: str) -> dict:
@@ -42,5 +48,5 @@ def get_preset(name: str) -> dict:
     augment = tag.get("augment", "")
     return dict(model=name, dataset=tag["dataset"], T=tag["T"], input_size=tuple(tag["input_size"]),
                 mean=tuple(tag["mean"]), std=tuple(tag["std"]), num_classes=tag["num_classes"],
-                pad=_PAD.get(tag["dataset"], 0) if "crop" in augment else 0, hflip="hflip" in augment,
+                pad=_crop_pad(tag["dataset"]) if "crop" in augment else 0, hflip="hflip" in augment,
                 augment=augment, train=train)

@@ -11,7 +11,6 @@ make that hold without saving any iterator state:
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -59,17 +58,16 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
 
 class SeededAugment(Dataset):
-    """Wrap a dataset of ``(uint8 image, label)`` (a tensor ``[C, H, W]`` or ``[H, W]``, or a PIL image): random
-    crop after zero padding, optional horizontal flip, then per-channel normalisation, all drawn from
-    ``(seed, epoch, index)``.
+    """Apply ``transform`` (e.g. :func:`eval.data.build_transform` with ``train=True``) to each image of
+    ``base`` with torch's RNG seeded from ``(seed, epoch, index)``: the same epoch draws the same crops and
+    flips whatever order, process or resume point the image is loaded at, so ``--resume`` is exact.
 
-    ``train=False`` only normalises. Returns ``(float image [C, H, W], label)``.
+    ``train=False`` applies ``transform`` without seeding (an eval transform draws nothing). Returns
+    ``(transform(image), label)``; ``set_epoch`` is called by the trainer.
     """
 
-    def __init__(self, base, *, mean, std, pad: int = 0, hflip: bool = False, train: bool = True, seed: int = 0):
-        self.base, self.pad, self.hflip, self.train, self.seed = base, int(pad), bool(hflip), train, seed
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    def __init__(self, base, transform, *, seed: int = 0, train: bool = True):
+        self.base, self.transform, self.seed, self.train = base, transform, int(seed), bool(train)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -80,19 +78,14 @@ class SeededAugment(Dataset):
 
     def __getitem__(self, index: int):
         img, label = self.base[index]
-        if torch.is_tensor(img):  # [C, H, W] or [H, W]
-            x = img if img.dim() == 3 else img.unsqueeze(0)
-        else:  # a PIL image or an array, [H, W] or [H, W, C]
-            x = torch.as_tensor(np.asarray(img))
-            x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-        if self.train and (self.pad or self.hflip):
-            g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
-            if self.pad:
-                h, w = x.shape[-2:]
-                x = torch.nn.functional.pad(x, (self.pad,) * 4)
-                i, j = torch.randint(0, 2 * self.pad + 1, (2,), generator=g).tolist()
-                x = x[:, i:i + h, j:j + w]
-            if self.hflip and bool(torch.randint(0, 2, (1,), generator=g)):
-                x = x.flip(-1)
-        return (x - self.mean) / self.std, int(label)
+        if not self.train:
+            x = self.transform(img)
+        else:
+            rng = torch.random.default_generator  # the CPU generator the transforms draw from
+            saved = rng.get_state()  # (torch.random.fork_rng costs 30x more per image)
+            try:
+                rng.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
+                x = self.transform(img)
+            finally:
+                rng.set_state(saved)  # the caller's RNG stream is left as it was
+        return x.as_subclass(torch.Tensor), int(label)  # a plain tensor, not torchvision's Image

@@ -105,18 +105,20 @@ def _has(tf, cls) -> bool:
     return any(isinstance(t, cls) for t in tf.transforms)
 
 
-def test_train_transforms_crop_pad4_flip_policy():
+def test_train_transforms_crop_pad_flip_policy():
     mnist, fmnist, cifar = (build_transform(n, train=True) for n in ("mnist", "fashion-mnist", "cifar10"))
     assert not _has(mnist, v2.RandomHorizontalFlip)  # digits are not mirror-symmetric
     assert _has(fmnist, v2.RandomHorizontalFlip) and _has(cifar, v2.RandomHorizontalFlip)
-    for tf in (mnist, fmnist, cifar):
+    for tf, pad in ((mnist, 2), (fmnist, 2), (cifar, 4)):  # 28x28 data: 2 pixels; CIFAR: the usual 4
         crop = next(t for t in tf.transforms if isinstance(t, v2.RandomCrop))
-        assert list(crop.padding) == [4, 4, 4, 4]
+        assert list(crop.padding) == [pad] * 4
     assert not _has(build_transform("cifar10"), v2.RandomCrop)
+    assert not _has(build_transform("fashion-mnist", train=True, pad=0), v2.RandomCrop)
+    assert not _has(build_transform("fashion-mnist", train=True, hflip=False), v2.RandomHorizontalFlip)
     # a random crop of a 4-pixel zero-padded image: every output is a shifted window of the padded input
     img = torch.arange(28 * 28, dtype=torch.float32).view(1, 28, 28) % 251 + 1
     torch.manual_seed(0)
-    tf = build_transform("mnist", train=True, mean=(0.0,), std=(1.0,))
+    tf = build_transform("mnist", train=True, mean=(0.0,), std=(1.0,), pad=4)
     padded = torch.nn.functional.pad(img.to(torch.uint8).float() / 255, (4, 4, 4, 4))
     for _ in range(5):
         out = tf(img.to(torch.uint8))

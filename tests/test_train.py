@@ -57,8 +57,10 @@ def test_every_tag_has_a_preset_and_cosine_schedule_values():
     for tag in TAGS:
         assert isinstance(get_preset(tag)["train"], TrainConfig)
     fm = get_preset("sresnet19_narrow_tdbn.fashion_mnist_t2")
-    assert fm["hflip"] and fm["pad"] == 2 and fm["T"] == 2 and fm["input_size"] == (1, 28, 28)
-    assert not get_preset("sresnet19_narrow_tdbn.mnist_t2")["hflip"]  # digits are not mirror-symmetric
+    assert fm["hflip"] and fm["pad"] == 0 and fm["T"] == 2 and fm["input_size"] == (1, 28, 28)
+    digits = get_preset("sresnet19_narrow_tdbn.mnist_t2")
+    assert not digits["hflip"] and digits["pad"] == 2  # digits are not mirror-symmetric
+    assert get_preset("sresnet19_tdbn.cifar10_t2")["pad"] == 4 and get_preset("sresnet19_tdbn.cifar10_t2")["hflip"]
     cfg = TrainConfig(epochs=4, schedule="cosine", lr=0.1)
     assert cfg.lr_at(0, 0, 10) == pytest.approx(0.1)
     assert cfg.lr_at(2, 0, 10) == pytest.approx(0.05)  # half way: cos(pi/2) = 0
@@ -88,15 +90,27 @@ def test_sampler_order_depends_on_seed_and_epoch_only_and_shards_the_global_batc
 
 
 def test_seeded_augment_is_a_pure_function_of_seed_epoch_index():
-    imgs = torch.randint(0, 256, (4, 6, 6), dtype=torch.uint8)
-    base = list(zip(imgs, range(4)))
-    aug = SeededAugment(base, mean=(0.5,), std=(0.25,), pad=2, hflip=True, seed=1)
-    a = [aug[i][0] for i in range(4)]
-    assert all(torch.equal(x, aug[i][0]) for i, x in enumerate(a))
+    from eval.data import build_transform
+    imgs = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    base = list(zip(imgs, range(6)))
+    tf = build_transform("fashion-mnist", train=True, mean=(0.5,), std=(0.25,))  # pad 2 + flip
+    aug = SeededAugment(base, tf, seed=1)
+    a = [aug[i][0] for i in range(6)]
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    assert all(torch.equal(x, aug[i][0]) for i, x in reversed(list(enumerate(a))))  # any order, same draws
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is untouched
     aug.set_epoch(1)
     assert any(not torch.equal(x, aug[i][0]) for i, x in enumerate(a))
-    plain = SeededAugment(base, mean=(0.5,), std=(0.25,), train=False)
-    assert torch.allclose(plain[0][0], (imgs[0].float() / 255 - 0.5) / 0.25)
+    # each output is a (possibly mirrored) window of the 2-pixel zero-padded image, normalised
+    for img, out in zip(imgs, a):
+        padded = torch.nn.functional.pad(img.float() / 255, (2, 2, 2, 2))
+        windows = [padded[:, i:i + 28, j:j + 28] for i in range(5) for j in range(5)]
+        windows += [w.flip(-1) for w in windows]
+        assert any(torch.allclose(out * 0.25 + 0.5, w, atol=1e-6) for w in windows)
+    plain = SeededAugment(base, build_transform("fashion-mnist", mean=(0.5,), std=(0.25,)), train=False)
+    assert type(plain[0][0]) is torch.Tensor
+    torch.testing.assert_close(plain[0][0], (imgs[0].float() / 255 - 0.5) / 0.25)
 
 
 # --------------------------------------------------------------------------------------------------- checkpoints

@@ -52,13 +52,13 @@ def _model_kwargs(items: list[str]) -> dict:
 def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None):
     """``(train, test)`` datasets of a preset from local files (``eval.data``; nothing is downloaded).
 
-    MNIST, Fashion-MNIST and CIFAR get :class:`eval.train_data.SeededAugment` (crop + flip drawn from
-    ``(seed, epoch, index)``, so ``--resume`` is exact); ImageNet uses ``eval.data``'s RandomResizedCrop
-    pipeline (exact data order, augmentation from the global RNG).
+    Every dataset gets ``eval.data.build_transform``'s pipeline (the preset's crop padding and flip) through
+    :class:`eval.train_data.SeededAugment`, which draws each image's crop and flip from ``(seed, epoch,
+    index)``, so ``--resume`` is exact.
     """
     import torch
 
-    from eval.data import ArrayImageDataset, build_dataset, dataset_spec, find_root, read_idx
+    from eval.data import ArrayImageDataset, build_dataset, build_transform, dataset_spec, find_root, read_idx
     from eval.train_data import SeededAugment
 
     def first(ds):  # --train-subset: the first N training images
@@ -70,20 +70,17 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
     except ValueError:
         raise ValueError(f"preset {preset['model']} trains on {name}, an event dataset: build it with eval.events "
                          f"and train with eval.train.Trainer (or `tdbn-zoo finetune`)") from None
-    if spec.kind == "imagefolder":
-        train = first(build_dataset(name, root, "train", train_transforms=True))
-        test = build_dataset(name, root, "test")
-    else:
-        bases = {}
-        for split in ("train", "test"):
-            if spec.kind == "idx":
-                bases[split] = ArrayImageDataset(*(read_idx(f) for f in find_root(name, root, split)))
-            else:  # CIFAR: torchvision's dataset without a transform yields PIL images
-                bases[split] = build_dataset(name, root, split)
-                bases[split].transform = None
-        norm = dict(mean=preset["mean"], std=preset["std"])
-        train = SeededAugment(first(bases["train"]), pad=preset["pad"], hflip=preset["hflip"], seed=seed, **norm)
-        test = SeededAugment(bases["test"], train=False, **norm)
+    bases = {}
+    for split in ("train", "test"):
+        if spec.kind == "idx":
+            bases[split] = ArrayImageDataset(*(read_idx(f) for f in find_root(name, root, split)))
+        else:  # CIFAR, ImageNet: torchvision's dataset without a transform yields PIL images
+            bases[split] = build_dataset(name, root, split)
+            bases[split].transform = None
+    norm = dict(mean=preset["mean"], std=preset["std"])
+    augment = build_transform(name, train=True, pad=preset["pad"], hflip=preset["hflip"], **norm)
+    train = SeededAugment(first(bases["train"]), augment, seed=seed)
+    test = SeededAugment(bases["test"], build_transform(name, **norm), train=False)
     return train, test
 
 
