@@ -1,6 +1,6 @@
 """Compare training runs from their ``metrics.jsonl``: accuracy, firing rate and gradient norm per layer.
 
-    python -m eval.train_report runs/fashion_mnist_t2 runs/fmnist_bn_w0.5 runs/fmnist_bn_w1.0 runs/fmnist_bn_w2.0
+    python -m eval.train_report runs/cmp_tdbn runs/cmp_bn_w0.5 runs/cmp_bn_w1.0 runs/cmp_bn_w2.0
 
 Prints a Markdown table per run group (used for the tdBN vs. Ledinauskas et al. BN comparison in
 MODEL_CARD.md). Gradient norms are the trainer's per-layer ``||dL/dW||`` of conv/linear weights, averaged over
