@@ -73,6 +73,8 @@ def test_run_bench_result_and_table():
         res["rows"]["spikingjelly"]["train_ms"] / res["rows"]["zoo"]["train_ms"])
     assert r["fused_over_unfused_inference"] == pytest.approx(
         res["rows"]["zoo"]["fused_infer_ms"] / res["rows"]["zoo"]["infer_ms"])
+    assert r["fused_over_unfused_floor"] == pytest.approx(
+        res["rows"]["ann"]["fused_infer_ms"] / res["rows"]["zoo"]["infer_ms"])
     json.dumps(res)  # the --json output is plain data
     text = format_bench(res)
     for s in ("check passed", "| build", "train step (ms)", "peak train memory (MiB)", "this zoo", "SpikingJelly",
