@@ -219,6 +219,16 @@ def test_pretrained_tags_cover_every_paper_result():
     assert zoo.create("sresnet50_tdbn", T=1).pretrained_cfg["recipe"]["lr_step_epochs"] == 45
 
 
+def test_a_tag_can_fix_layout_arguments():
+    """``model_args`` of a tag (the Fashion-MNIST checkpoint's 32-channel stem) build that layout; arguments
+    given explicitly win; the architecture's own default (its first tag, mnist_t2) keeps ARCH_CFGS."""
+    assert zoo.create("sresnet19_narrow_tdbn").conv1.out_channels == zoo.ARCH_CFGS["sresnet19_narrow_tdbn"]["stem_width"]
+    fashion = zoo.create("sresnet19_narrow_tdbn.fashion_mnist_t2")
+    assert fashion.conv1.out_channels == 32 and fashion.model_args["stem_width"] == 32
+    assert fashion.layer1[0].conv1.in_channels == 32
+    assert zoo.create("sresnet19_narrow_tdbn.fashion_mnist_t2", stem_width=8).conv1.out_channels == 8
+
+
 def test_pretrained_without_checkpoint_raises_with_the_train_command():
     with pytest.raises(PretrainedUnavailableError, match="tdbn-zoo train --preset sresnet19_tdbn.cifar10_t2"):
         zoo.create("sresnet19_tdbn.cifar10_t2", pretrained=True)

@@ -270,6 +270,8 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
         kwargs.setdefault("fused", checkpoint.fused)
     if extras.get("T") is not None:
         kwargs.setdefault("T", extras["T"])
+    for k, v in (extras.get("model_args") or {}).items():  # a tag's own layout (e.g. a wider stem)
+        kwargs.setdefault(k, v)
     model_args = {**ARCH_CFGS[variant], **{k: v for k, v in kwargs.items() if v is not None}}
     model = build_model_with_cfg(SpikingResNet, variant, pretrained=False, pretrained_cfg=pretrained_cfg,
                                  pretrained_cfg_overlay=overlay, feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(len(model_args["layers"]) + 1))),
