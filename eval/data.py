@@ -17,9 +17,10 @@ that is found nowhere raises ``FileNotFoundError`` listing every place tried.
 
 Transforms (the paper's, Appendix C): evaluation = per-channel normalisation (ImageNet: resize to
 ``input_size / crop_pct`` and centre crop); training adds a random crop with zero padding (``train_pad``:
-4 pixels for 32x32 CIFAR, 2 for 28x28 MNIST / Fashion-MNIST; ImageNet: ``RandomResizedCrop``) and a horizontal flip -- except for MNIST, whose digits are not
-mirror-symmetric (a flipped 2 or 5 is not a digit), so MNIST gets no flip. Fashion-MNIST garments keep their
-class when mirrored, so it is flipped like CIFAR.
+4 pixels for 32x32 CIFAR, 2 for 28x28 MNIST / Fashion-MNIST; ImageNet: ``RandomResizedCrop``) and a
+horizontal flip -- except for MNIST, whose digits are not mirror-symmetric (a flipped 2 or 5 is not a
+digit), so MNIST gets no flip. Fashion-MNIST garments keep their class when mirrored, so it is flipped like
+CIFAR.
 
 CIFAR note: torchvision's CIFAR loader unpickles the dataset's batch files. That is acceptable only because
 these are local files the user put there; by default their MD5 sums must match the official release

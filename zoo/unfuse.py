@@ -79,7 +79,7 @@ def unfuse(model: SpikingResNet, calibration: torch.Tensor, norm: str | None = N
         raise TypeError(f"zoo.unfuse expects a SpikingResNet, got {type(model).__name__}")
     if not model.fused:
         return copy.deepcopy(model)
-    if not torch.is_tensor(calibration) or calibration.dim() not in (4, 5) or calibration.shape[-4 if calibration.dim() == 5 else 0] == 0:
+    if not torch.is_tensor(calibration) or calibration.dim() not in (4, 5) or calibration.numel() == 0:
         raise ValueError("zoo.unfuse needs a non-empty calibration batch [T, N, C, H, W] or [N, C, H, W], got "
                          f"{tuple(calibration.shape) if torch.is_tensor(calibration) else type(calibration).__name__}")
     norm = norm or model.model_args.get("norm") or "tdbn"
