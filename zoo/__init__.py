@@ -8,5 +8,5 @@ from .errors import CheckpointError, PretrainedUnavailableError, UnknownModelErr
 from .spiking_resnet import ARCH_CFGS, SpikingResNet
 from .tags import TAGS
 
-__all__ = ["create", "fuse", "unfuse", "save_pretrained", "list_models", "list_pretrained", "SpikingResNet", "ARCH_CFGS", "TAGS", "ZooError",
-           "UnknownModelError", "UnknownTagError", "PretrainedUnavailableError", "CheckpointError"]
+__all__ = ["create", "fuse", "unfuse", "save_pretrained", "list_models", "list_pretrained", "SpikingResNet", "ARCH_CFGS",
+           "TAGS", "ZooError", "UnknownModelError", "UnknownTagError", "PretrainedUnavailableError", "CheckpointError"]

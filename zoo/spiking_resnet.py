@@ -273,9 +273,9 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
     for k, v in (extras.get("model_args") or {}).items():  # a tag's own layout (e.g. a wider stem)
         kwargs.setdefault(k, v)
     model_args = {**ARCH_CFGS[variant], **{k: v for k, v in kwargs.items() if v is not None}}
+    features = dict(feature_cls="getter", out_indices=tuple(range(len(model_args["layers"]) + 1)))  # stem + stages
     model = build_model_with_cfg(SpikingResNet, variant, pretrained=False, pretrained_cfg=pretrained_cfg,
-                                 pretrained_cfg_overlay=overlay, feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(len(model_args["layers"]) + 1))),
-                                 **model_args)
+                                 pretrained_cfg_overlay=overlay, feature_cfg=features, **model_args)
     model.pretrained_cfg = {**model.pretrained_cfg, **extras}
     model.default_cfg = model.pretrained_cfg
     if pretrained:

@@ -51,7 +51,7 @@ def _observe(fused: SpikingResNet, calibration: torch.Tensor, slots: dict[str, s
             dim = -1 if isinstance(module, nn.Linear) else 1
 
             def hook(m, args, out, name=norm_name, dim=dim):
-                bias = m.bias.double() if m.bias is not None else torch.zeros(out.shape[dim], dtype=torch.float64)
+                bias = m.bias.double()  # the fused layout gives every conv/linear before a norm a bias (B')
                 mu, var = _channel_stats(out, dim)
                 seen[name] = (mu - bias, var, torch.ones_like(bias), bias)
         hooks.append(module.register_forward_hook(hook))
