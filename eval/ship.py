@@ -49,6 +49,7 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
     from zoo.checkpoints import save_pretrained
     from zoo.fuse import fuse
     from zoo.pretrained import load_state_dict_into, read_safetensors
+    from zoo.tags import tag_extras
 
     run = Path(run)
     _, meta = read_training_checkpoint(run / "last.safetensors")
@@ -56,7 +57,11 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
     if meta["epoch"] < meta["config"]["epochs"]:
         raise ValueError(f"{run} has trained {meta['epoch']} of {meta['config']['epochs']} epochs; finish it first "
                          f"(the same train command with --resume)")
-    model = create(preset, **kw)
+    tag_T, run_T = tag_extras(preset).get("T"), meta["model_args"]["T"]
+    if tag_T is not None and run_T != tag_T:  # the folder is named by the tag, whose card and cfg state its T
+        raise ValueError(f"{run} was trained at T={run_T} but the tag {preset} is T={tag_T}; ship it under a tag "
+                         f"with T={run_T} (train with that tag's preset)")
+    model = create(preset, T=run_T, **kw)
     load_state_dict_into(model, read_safetensors(run / "model.safetensors"), str(run / "model.safetensors"))
     model.eval()
     test = build_dataset(meta["dataset"], data_dir, "test")

@@ -297,6 +297,10 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
     assert "python -m eval.ship" in (weights / "sresnet19_narrow_tdbn.fashion_mnist_t2" / "README.md").read_text()
     assert main(args[:-1] + ["--lr", "0.3", "--resume"]) == 2  # another lr cannot continue this run
     assert "cannot resume" in capsys.readouterr().err
+    # a run at another T than its tag's cannot be shipped under that tag (its card and cfg would lie)
+    assert main(args[:5] + ["--out", str(tmp_path / "t3"), "--T", "3"] + args[7:]) == 0
+    with pytest.raises(ValueError, match="T=3 but the tag .* is T=2"):
+        ship(tmp_path / "t3", str(tmp_path), out_weights=weights)
     assert main(["train", "--preset", "sresnet19_narrow_tdbn.mnist_t2", "--data-dir", str(tmp_path / "none"),
                  "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
