@@ -40,6 +40,22 @@ def training_summary(run: Path) -> tuple[list[dict], str]:
     return [epochs[e] for e in sorted(epochs)], "\n".join(rows)
 
 
+# recipe fields that change the trained weights, and their `tdbn-zoo train` flags
+_RESULT_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_step_epochs",
+                  "lr_gamma", "seed", "grad_clip", "max_steps_per_epoch")
+
+
+def override_flags(meta: dict) -> str:
+    """The `tdbn-zoo train` flags by which a run departed from its preset, so the card's command reproduces it."""
+    from eval.presets import get_preset
+    preset = get_preset(meta["preset"])["train"]
+    flags = [f" --{f.replace('_', '-')} {meta['config'][f]}" for f in _RESULT_FIELDS
+             if meta["config"].get(f) != getattr(preset, f)]
+    if meta.get("train_subset"):
+        flags.append(f" --train-subset {meta['train_subset']}")
+    return "".join(flags)
+
+
 def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | None = None,
          batch_size: int = 200) -> dict:
     from eval.harness import evaluate
@@ -80,7 +96,7 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
                     split="test", command=cmd, machine=where)]
     _, table = training_summary(run)
     train_cmd = (f"tdbn-zoo train --preset {preset} --data-dir <data root> --out {run}"
-                 + "".join(f" --model-kw {k}={json.dumps(v)}" for k, v in kw.items()))
+                 + "".join(f" --model-kw {k}={json.dumps(v)}" for k, v in kw.items()) + override_flags(meta))
     extra = (f"## Training (trained here, 2-core CPU, no GPU)\n\nCommand: `{train_cmd}` (add `--resume` to continue "
              f"an interrupted run exactly). Recipe: {json.dumps(meta['config'])}.\n\n{table}\n\n"
              f"Unfused test top-1 {results['unfused']['top1']:.2f}%, fused {fused['top1']:.2f}% "

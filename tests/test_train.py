@@ -294,7 +294,11 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
     x = (torch.rand(4, 1, 28, 28, generator=g) - 0.286) / 0.353
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), trained(x), rtol=1e-4, atol=1e-4)
-    assert "python -m eval.ship" in (weights / "sresnet19_narrow_tdbn.fashion_mnist_t2" / "README.md").read_text()
+    card = (weights / "sresnet19_narrow_tdbn.fashion_mnist_t2" / "README.md").read_text()
+    assert "python -m eval.ship" in card
+    # the card's command reproduces the run: the preset plus the flags by which the run departed from it
+    assert "--preset sresnet19_narrow_tdbn.fashion_mnist_t2 --data-dir <data root> " in card
+    assert " --epochs 1 --batch-size 8`" in card and "--lr " not in card
     assert main(args[:-1] + ["--lr", "0.3", "--resume"]) == 2  # another lr cannot continue this run
     assert "cannot resume" in capsys.readouterr().err
     # a run at another T than its tag's cannot be shipped under that tag (its card and cfg would lie)
