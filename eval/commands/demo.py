@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-DEMO_MODEL = "sresnet19_narrow_tdbn.fashion_mnist_t2"
+DEMO_MODEL = "sresnet19_narrow_tdbn.fashion_mnist_t4"
 HELP = f"Evaluate the shipped {DEMO_MODEL} checkpoint on shipped real Fashion-MNIST test images (CPU, offline)."
 
 
