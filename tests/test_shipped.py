@@ -1,0 +1,49 @@
+"""The checkpoints shipped in weights/: each verifies, loads the way users load it, runs at its tag's T and
+scores on real test images what its model card says it scores on the full test set (within sampling error)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+import zoo
+from eval.commands.demo import DEMO_MODEL
+from eval.data import build_dataset
+from eval.harness import evaluate
+from zoo.tags import TAGS
+
+WEIGHTS = Path(__file__).parents[1] / "weights"
+SHIPPED = sorted(name for name, e in json.loads((WEIGHTS / "manifest.json").read_text())["models"].items()
+                 if e.get("path"))
+SHARED = Path(__file__).parents[2] / "shared" / "data"
+
+
+def _card_top1(name: str) -> float:
+    card = ModelCard.load(WEIGHTS / name / "README.md")
+    return next(r.metric_value for r in card.data.eval_results if r.metric_name == "top1")
+
+
+def _test_images(dataset: str):
+    if dataset == "fashion-mnist":
+        return build_dataset("fashion-mnist-subset", split="test")  # shipped: the first 500 test images
+    if not (SHARED / dataset).is_dir():
+        pytest.skip(f"{SHARED / dataset} not here")
+    return torch.utils.data.Subset(build_dataset(dataset, SHARED, "test"), range(500))
+
+
+def test_the_demo_model_and_both_goal_datasets_are_shipped():
+    assert DEMO_MODEL in SHIPPED
+    assert {TAGS[n]["dataset"] for n in SHIPPED} >= {"mnist", "fashion-mnist"}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_scores_what_its_card_says(name):
+    model = zoo.create(name, pretrained=True)  # sha256-verified against the manifest
+    assert model.fused and model.T == TAGS[name]["T"] == model.pretrained_cfg["T"]
+    r = evaluate(model, _test_images(TAGS[name]["dataset"]), batch_size=100, speed_batches=0)
+    # 500 images: the standard error of a ~92% accuracy is 1.2 points; the subset may be easier than the set
+    assert r.images == 500 and abs(r.top1 - _card_top1(name)) < 4.0
+    assert 0.05 < r.mean_firing_rate < 0.5
