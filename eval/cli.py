@@ -41,24 +41,29 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zoo.errors import ZooError
-
     parser, mods = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
+    return report_user_errors(f"tdbn-zoo {args.command}", lambda: mods[args.command].run(args))
+
+
+def report_user_errors(prog: str, fn) -> int:
+    """Run ``fn()`` as a command: user errors become one line naming the problem (exit 2), not a traceback;
+    set TDBN_ZOO_DEBUG=1 for the traceback."""
+    from zoo.errors import ZooError
+
     try:
-        return int(mods[args.command].run(args) or 0)
+        return int(fn() or 0)
     except (ZooError, ValueError, TypeError, FileNotFoundError) as e:
-        # user errors: the message names the problem; set TDBN_ZOO_DEBUG=1 for the traceback
         import os
         if os.environ.get("TDBN_ZOO_DEBUG"):
             raise
-        print(f"tdbn-zoo {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"tdbn-zoo {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(json.dumps(ship(args.run, args.data_dir, out_weights=args.weights)))
-    return 0
+    from eval.cli import report_user_errors
+    return report_user_errors("python -m eval.ship", lambda: print(
+        json.dumps(ship(args.run, args.data_dir, out_weights=args.weights))))
 
 
 if __name__ == "__main__":

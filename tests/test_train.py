@@ -305,6 +305,11 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
     assert main(args[:5] + ["--out", str(tmp_path / "t3"), "--T", "3"] + args[7:]) == 0
     with pytest.raises(ValueError, match="T=3 but the tag .* is T=2"):
         ship(tmp_path / "t3", str(tmp_path), out_weights=weights)
+    from eval.ship import main as ship_main
+    capsys.readouterr()
+    assert ship_main([str(tmp_path / "t3"), "--data-dir", str(tmp_path), "--weights", str(weights)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m eval.ship: error: ") and "T=3" in err and "Traceback" not in err
     assert main(["train", "--preset", "sresnet19_narrow_tdbn.mnist_t2", "--data-dir", str(tmp_path / "none"),
                  "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
