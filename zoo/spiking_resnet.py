@@ -37,7 +37,7 @@ ARCH_CFGS: dict[str, dict[str, Any]] = {
     "sresnet50_tdbn": dict(block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 128, 256, 512),
                            strides=(2, 2, 2, 2), stem_width=64, stem_kernel=7, stem_stride=2, head_hidden=None),
     # Not in the paper: ResNet-19's layout at 1/4 width with every stage downsampling, for 1x28x28 inputs
-    # (MNIST, Fashion-MNIST) trained in about an hour on a 2-core CPU (28 -> 14 -> 7 -> 4).
+    # (MNIST, Fashion-MNIST) trained in one to two hours on a 2-core CPU (28 -> 14 -> 7 -> 4).
     "sresnet19_narrow_tdbn": dict(block="basic", layers=(3, 3, 2), channels=(32, 64, 128), strides=(2, 2, 2),
                                   stem_width=16, stem_kernel=3, stem_stride=1, head_hidden=256),
 }
