@@ -243,6 +243,17 @@ def test_output_of_the_wrong_kind_is_refused(argv, needles, tmp_path, capsys):
     assert (tmp_path / "file.txt").read_text() == "keep me\n"
 
 
+@pytest.mark.parametrize("argv,needles", [
+    (["bench", "--json", "TMP/" + "a" * 300 + ".json"], ("--json", "File name too long")),
+    (["export-nir", SHIPPED, "TMP/new/" + "b" * 300 + ".nir"], ("at most \\d+ bytes", "got one of 304")),
+    (["train", "--preset", SHIPPED, "--out", "TMP/run\x00x"], ("--out", "NUL byte")),
+], ids=["name too long", "new folder, name too long", "NUL byte"])
+def test_output_path_the_os_cannot_hold_is_refused(argv, needles, tmp_path, capsys):
+    argv = [a.replace("TMP", str(tmp_path)) for a in argv]
+    assert_cli_user_error(run_cli(argv, capsys), *needles)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_eval_writes_json_and_plots_into_new_folders_and_the_json_matches_the_model(tmp_path, capsys):
     """A valid output path whose folders do not exist yet is accepted and created; the JSON's top-1 equals the
     accuracy of the same checkpoint computed here directly on the same images."""
@@ -322,6 +333,8 @@ RAISED = [
      ("out of memory", "--batch-size", "20.00 GiB")),
     ("MemoryError", lambda: MemoryError(), ("out of memory",)),
     ("safetensors", _safetensors_error, ("SafetensorError",)),
+    ("network", lambda: __import__("httpx2").ConnectError("[Errno 111] Connection refused"),
+     ("ConnectError", "Connection refused")),
 ]
 
 

@@ -102,8 +102,19 @@ def ensure_writable(path: str | os.PathLike, kind: str = "file", flag: str = "ou
     Raises ``OutputNotWritableError`` naming ``flag``, the path and the reason (a file in the way, an existing
     folder where a file goes, a read-only or full file system, no permission). Returns ``Path(path)``.
     """
+    if "\x00" in os.fspath(path):
+        raise OutputNotWritableError(f"cannot write {flag} {os.fspath(path)!r}: a path cannot contain a NUL byte")
     path = Path(path)
-    what = f"{flag} {path}"
+    try:
+        return _check_writable(path, kind, f"{flag} {path}")
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte, an unreadable ancestor
+        if isinstance(e, OutputNotWritableError):
+            raise
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise OutputNotWritableError(f"cannot write {flag} {str(path)[:200]}: {reason}") from None
+
+
+def _check_writable(path: Path, kind: str, what: str) -> Path:
     if kind == "file" and path.is_dir():
         raise OutputNotWritableError(f"cannot write {what}: expected a file path, got an existing folder")
     if kind == "dir" and path.exists() and not path.is_dir():
@@ -112,6 +123,11 @@ def ensure_writable(path: str | os.PathLike, kind: str = "file", flag: str = "ou
     existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise OutputNotWritableError(f"cannot write {what}: {existing} is a file, not a folder")
+    name_max = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    too_long = [p for p in path.absolute().relative_to(existing).parts if len(os.fsencode(p)) > name_max]
+    if too_long:
+        raise OutputNotWritableError(f"cannot write {what[:200]}: a file or folder name has at most {name_max} "
+                                     f"bytes here, got one of {len(os.fsencode(too_long[0]))}")
     try:
         fd, probe = tempfile.mkstemp(prefix=".tdbn-zoo-write-check-", dir=existing)
         os.close(fd)
