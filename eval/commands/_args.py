@@ -6,8 +6,8 @@
       tdbn-zoo export-nir: error: argument --dt: expected a finite number > 0, got '-1'
 
 - ``writable_file`` / ``writable_dir`` (``type=`` of every output argument) and ``ensure_writable(path, kind)``
-  (for Python callers): an output is checked writable *before* the expensive work starts (a whole evaluation,
-  benchmark or training run) by creating a probe file where the output will go. Permission bits alone do not
+  / ``ensure_writable_dir(path)`` (for Python callers): an output is checked writable *before* the expensive
+  work starts (a whole evaluation, benchmark or training run) by creating a probe file where it will go. Permission bits alone do not
   tell (root ignores them; read-only mounts, ``/proc``, a path under a regular file), so the probe is a real
   write. A disk that fills up later is still reported in one line by ``eval.cli.report_user_errors``.
 """
@@ -94,14 +94,17 @@ def torch_device(text: str) -> str:
 
 # ---- outputs --------------------------------------------------------------------------------------------------
 
-def ensure_writable(path: str | os.PathLike, kind: str = "file", flag: str = "output") -> Path:
+def ensure_writable(path: str | os.PathLike | None, kind: str = "file", flag: str = "output") -> Path | None:
     """Check, before any work, that ``path`` can be written: a file (``kind="file"``) or a folder to write
     files in (``kind="dir"``). Nothing is left behind: missing folders are not created (the writer makes them),
     but their nearest existing ancestor must be a folder where a probe file can be created.
 
     Raises ``OutputNotWritableError`` naming ``flag``, the path and the reason (a file in the way, an existing
-    folder where a file goes, a read-only or full file system, no permission). Returns ``Path(path)``.
+    folder where a file goes, a read-only or full file system, no permission). Returns ``Path(path)``;
+    ``None`` and ``"-"`` (standard output) pass through as ``None``.
     """
+    if path is None or os.fspath(path) == STDOUT:
+        return None
     if "\x00" in os.fspath(path):
         raise OutputNotWritableError(f"cannot write {flag} {os.fspath(path)!r}: a path cannot contain a NUL byte")
     path = Path(path)
@@ -138,6 +141,12 @@ def _check_writable(path: Path, kind: str, what: str) -> Path:
     if kind == "file" and path.exists() and not os.access(path, os.W_OK):
         raise OutputNotWritableError(f"cannot write {what}: the existing file is not writable")
     return path
+
+
+def ensure_writable_dir(path: str | os.PathLike | None, flag: str = "output folder") -> Path | None:
+    """``ensure_writable(path, "dir", flag)``: a folder that files can be written in (created later by the
+    writer)."""
+    return ensure_writable(path, "dir", flag)
 
 
 def writable_file(text: str) -> str:
