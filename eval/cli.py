@@ -103,7 +103,7 @@ def user_error_message(e: BaseException) -> str | None:
     elif isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and any(p in str(e) for p in _TORCH_USER_ERRORS)):
         kind, text = "", str(e)
         if "memory" in text.lower() or isinstance(e, MemoryError):
-            kind = "out of memory (try a smaller --batch-size, input size or width)"
+            kind = "out of memory (try a smaller batch, input size or width)"
     elif any(c.__module__.split(".")[0] in _USER_ERROR_MODULES for c in type(e).__mro__ if c is not Exception):
         kind, text = type(e).__name__, str(e)
     else:

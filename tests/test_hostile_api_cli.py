@@ -330,7 +330,7 @@ RAISED = [
                                         "the shape in current model is torch.Size([10, 8])."),
      ("size mismatch for fc.weight", r"\[5, 8\]", r"\[10, 8\]")),
     ("torch OOM", lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
-     ("out of memory", "--batch-size", "20.00 GiB")),
+     ("out of memory", "smaller batch", "20.00 GiB")),
     ("MemoryError", lambda: MemoryError(), ("out of memory",)),
     ("safetensors", _safetensors_error, ("SafetensorError",)),
     ("network", lambda: __import__("httpx2").ConnectError("[Errno 111] Connection refused"),
@@ -361,6 +361,12 @@ def test_genuine_bugs_keep_their_traceback(exc, monkeypatch):
         raise exc
     with pytest.raises(type(exc)):
         report_user_errors("tdbn-zoo eval", fail)
+
+
+def test_an_absurd_width_is_one_line_out_of_memory(capsys):
+    """``bench --width 10000``: a 58 TB weight; the allocation fails at once and is reported, not a traceback."""
+    r = run_cli(["bench", "--width", "10000", "--reps", "1", "--builds", "zoo", "--no-memory"], capsys)
+    assert_cli_user_error(r, "out of memory", "smaller batch, input size or width", "can't allocate")
 
 
 def test_debug_mode_shows_the_traceback_of_a_user_error(monkeypatch):
