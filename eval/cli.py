@@ -109,8 +109,11 @@ def user_error_message(e: BaseException) -> str | None:
     else:
         return None
     text = " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(e).__name__
-    if len(text) > 2000:
-        text = text[:2000] + " ..."
+    head, *more = text.split(" size mismatch for ")  # torch lists every mismatched tensor: the first says it
+    if more:
+        text = f"{head} size mismatch for {more[0]}" + (f" (and {len(more) - 1} more)" if len(more) > 1 else "")
+    if len(text) > 1000:
+        text = text[:1000] + " ..."
     return f"{kind}: {text}" if kind else text
 
 

@@ -363,6 +363,19 @@ def test_genuine_bugs_keep_their_traceback(exc, monkeypatch):
         report_user_errors("tdbn-zoo eval", fail)
 
 
+def test_a_checkpoint_whose_config_disagrees_with_its_weights_is_one_line(tmp_path, capsys):
+    """config.json says the last stage has 16 channels, model.safetensors holds 8: refused in one line that names
+    a mismatched tensor (not a traceback, not a page of every mismatch)."""
+    save = tmp_path / "ckpt"
+    zoo.save_pretrained(tiny(), save)
+    cfg = json.loads((save / "config.json").read_text())
+    cfg["model_args"]["channels"] = [4, 8, 16]
+    (save / "config.json").write_text(json.dumps(cfg))
+    r = run_cli(["eval", save, "--data", "fashion-mnist-subset", "--max-images", "2", "--speed-batches", "0"], capsys)
+    assert_cli_user_error(r, "layer3", "shape|size mismatch")
+    assert len(r.err) < 1200
+
+
 def test_an_absurd_width_is_one_line_out_of_memory(capsys):
     """``bench --width 10000``: a 58 TB weight; the allocation fails at once and is reported, not a traceback."""
     r = run_cli(["bench", "--width", "10000", "--reps", "1", "--builds", "zoo", "--no-memory"], capsys)
