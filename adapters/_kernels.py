@@ -11,6 +11,7 @@ to them (the loader flushes ``sys.stdout``, which raises when a harness has clos
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -91,6 +92,9 @@ def _build():
         ext_log.setLevel(level)
 
     src = Path(__file__).with_name("csrc") / "lif_cpu.cpp"
+    # one build folder per source file and location: two checkouts (or versions) sharing one name would
+    # rebuild each other's kernel on every first use, for minutes each time
+    key = hashlib.sha256(str(src.resolve()).encode() + src.read_bytes()).hexdigest()[:12]
     with _working_std_streams():
-        return load(name="tdbn_zoo_lif_cpu", sources=[str(src)], verbose=False,
+        return load(name=f"tdbn_zoo_lif_cpu_{key}", sources=[str(src)], verbose=False,
                     extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp"], extra_ldflags=["-fopenmp"])
