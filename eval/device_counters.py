@@ -8,12 +8,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .metrics import HookContext, neuron_modules
+from .metrics import SpikeRecorder
 
 
-class DeviceSpikeCounter(HookContext):
+class DeviceSpikeCounter(SpikeRecorder):
     """Forward hooks on every neuron module of ``model`` add its output spikes to one device tensor.
 
+    The same hooks on the same modules as ``SpikeRecorder`` (whose per-layer records this does not keep).
     ``take()`` returns ``(spikes, neuron_steps)``: the spike total as a 0-d float64 tensor on the model's
     device (no host synchronisation; ``float()`` it when logging) and the neuron-steps as an int (from
     shapes only), both since the last call.
@@ -24,13 +25,10 @@ class DeviceSpikeCounter(HookContext):
         self._spikes: torch.Tensor | float = 0.0
         self._slots = 0
 
-    def _attach(self) -> list:
-        return [m.register_forward_hook(self._hook(name)) for name, m in neuron_modules(self.model)]
-
     def _hook(self, name: str):
         def hook(module, args, out):
             out = out[0] if isinstance(out, tuple) else out
-            if out.dim() < 3:
+            if out.dim() < 3:  # a single-step neuron: the firing rate needs [T, N, ...]
                 raise ValueError(f"{name}: expected multi-step spikes [T, N, ...], got shape {tuple(out.shape)}")
             self._spikes = self._spikes + out.detach().sum(dtype=torch.float64)
             self._slots += out.numel()
