@@ -86,3 +86,35 @@ def test_trainer_reads_its_counters_only_when_it_logs():
         counts[steps] = len(reads.calls)
         assert 0 < rec["firing_rate"] < 1 and rec["loss"] > 0
     assert counts[2] == counts[8]
+
+
+def _compiled_matches_eager(arch: str, backend: str, detach_reset: bool = False) -> None:
+    import copy
+
+    torch.manual_seed(0)
+    eager = tiny(arch, in_chans=1, detach_reset=detach_reset)
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, fullgraph=True, backend=backend)  # any graph break raises
+    x = torch.randn(2, 1, 16, 16)
+    y_c, y_e = compiled(x), eager(x)
+    torch.testing.assert_close(y_c, y_e, atol=1e-6, rtol=1e-5)
+    (y_c * torch.arange(5.0)).sum().backward()
+    (y_e * torch.arange(5.0)).sum().backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled_model.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-5, msg=name)
+    torch.testing.assert_close(compiled_model.bn1.running_var, eager.bn1.running_var)
+    eager.eval(), compiled.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), eager(x), atol=1e-6, rtol=1e-5)
+
+
+def test_torch_compile_fullgraph_matches_eager_in_train_and_eval():
+    """The LIF kernels are torch.library custom ops (fake implementation + registered autograd): dynamo
+    traces the whole model as one graph and AOTAutograd differentiates it with the kernel's own backward."""
+    _compiled_matches_eager("sresnet19_narrow_tdbn", "aot_eager")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(set(ARCH_CFGS) - {"sresnet19_narrow_tdbn"}))
+def test_torch_compile_fullgraph_every_architecture(arch):
+    _compiled_matches_eager(arch, "aot_eager", detach_reset=arch == "sresnet50_tdbn")
