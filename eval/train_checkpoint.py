@@ -22,12 +22,31 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, ZooError
 from zoo.manifest import atomic_write
 from zoo.pretrained import read_safetensors
 
 FORMAT = "tdbn-zoo-train/1"
 META_KEY = "tdbn_zoo_train"
+
+
+class DivergedError(ZooError, ValueError):
+    """Training produced NaN or Inf weights (e.g. too high a learning rate): nothing is saved over the last
+    finite checkpoint."""
+
+
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors in ``tensors`` that hold a NaN or an Inf."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def refuse_nonfinite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Raise :class:`DivergedError` naming ``path`` and the tensors when any holds a NaN or an Inf."""
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+        raise DivergedError(f"{path} not written: expected finite weights, got NaN/Inf in {', '.join(bad[:4])}"
+                            f"{more}; the file on disk is left as it was")
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
@@ -50,6 +69,7 @@ def save_training_checkpoint(path: str | Path, model: torch.nn.Module, optimizer
                 tensors[f"optim.{pid}.{name}"] = value
             else:
                 opt_state.setdefault(str(pid), {})[name] = value
+    refuse_nonfinite(tensors, path)  # never replace a good checkpoint with a diverged one
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):

@@ -84,7 +84,8 @@ class SeededAugment(Dataset):
             rng = torch.random.default_generator  # the CPU generator the transforms draw from
             saved = rng.get_state()  # (torch.random.fork_rng costs 30x more per image)
             try:
-                rng.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
+                # (modulo 2^64, the generator's seed range: identical for small seeds, valid for any)
+                rng.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % (1 << 64))
                 x = self.transform(img)
             finally:
                 rng.set_state(saved)  # the caller's RNG stream is left as it was
