@@ -255,8 +255,9 @@ def read_idx(path: str | os.PathLike, *, item_shape: Sequence[int] | None = None
         with (gzip.open if gz else open)(path, "rb") as f:
             head = f.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
-                raise ValueError(f"{path}: not an IDX file (expected the magic number 00 00 <type "
-                                 f"{'|'.join(f'{c:02x}' for c in _IDX_DTYPES)}> <ndim>, got {head.hex(' ') or 'nothing'})")
+                types = "|".join(f"{c:02x}" for c in _IDX_DTYPES)
+                raise ValueError(f"{path}: not an IDX file (expected the magic number 00 00 <type {types}> <ndim>, "
+                                 f"got {head.hex(' ') or 'nothing'})")
             ndim, dtype = head[3], np.dtype(_IDX_DTYPES[head[2]])
             if ndim == 0:
                 raise ValueError(f"{path}: the IDX header declares 0 dimensions (expected at least 1)")
@@ -340,7 +341,7 @@ def check_images_labels(spec: DatasetSpec, images: np.ndarray, labels: np.ndarra
         raise ValueError(f"{images_src}: holds no images (expected at least 1 {spec.name} image)")
     if images.dtype != np.uint8:
         if images.dtype.kind not in "iu":
-            raise ValueError(f"{images_src}: expected uint8 images (0..255), got {images.dtype}; a "
+            raise ValueError(f"{images_src}: expected uint8 images (0..255), got {images.dtype.name}; a "
                              f"floating-point image's scale (0..1 or 0..255) is ambiguous, so it is not "
                              f"converted: convert the images to uint8 yourself")
         lo, hi = int(images.min()), int(images.max())
@@ -348,7 +349,7 @@ def check_images_labels(spec: DatasetSpec, images: np.ndarray, labels: np.ndarra
             raise ValueError(f"{images_src}: expected pixel values in 0..255, found {lo if lo < 0 else hi}")
         images = images.astype(np.uint8)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise ValueError(f"{labels_src}: expected integer labels of shape [N], got {labels.dtype} "
+        raise ValueError(f"{labels_src}: expected integer labels of shape [N], got {labels.dtype.name} "
                          f"{_shape_text(labels.shape)}")
     if len(labels) != len(images):
         raise ValueError(f"{labels_src}: expected one label per image ({len(images)} in {images_src}), got "

@@ -146,6 +146,8 @@ class Trainer:
         self.step_in_epoch = 0
         self.global_step = 0
         self.saved_step: int | None = None  # the global step of the checkpoint on disk (None: none yet)
+        self._sums: dict | None = None  # the running epoch's sums (train_epoch)
+        self._resumed_sums: dict | None = None  # the sums of the resumed checkpoint's epoch so far
 
     # data ------------------------------------------------------------------------------------------------
     def _loader(self, data, shuffle: bool):
@@ -192,8 +194,14 @@ class Trainer:
         """Write ``out_dir/last.safetensors`` (rank 0); first, on every rank, stop with :class:`DivergedError`
         when a weight or optimizer state holds NaN/Inf, so the last finite checkpoint is never replaced."""
         self._refuse_diverged()
+        sums = None
+        if self.step_in_epoch and self._sums is not None:  # mid-epoch: the sums so far, all processes' together
+            totals = dict(zip(self._sums["totals"], (v / self.world for v in self._reduce(
+                *self._sums["totals"].values()))))  # (each process restores 1/world of the sums)
+            sums = dict(self._sums, totals=totals)
         if self.rank == 0 and self.checkpoint_path is not None:
-            save_training_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scaler, self._state())
+            save_training_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scaler,
+                                     dict(self._state(), epoch_sums=sums))
             self.saved_step = self.global_step
 
     def _refuse_diverged(self, what: str = "weights") -> None:
@@ -231,6 +239,7 @@ class Trainer:
                              f"the same number of processes ({self.world} now)")
         self.epoch, self.step_in_epoch, self.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
         self.saved_step = self.global_step
+        self._resumed_sums = meta.get("epoch_sums")
         return True
 
     # loop --------------------------------------------------------------------------------------------------
@@ -295,9 +304,15 @@ class Trainer:
         if isinstance(sampler, ResumableBatchSampler):
             sampler.start_batch, skip = self.step_in_epoch, 0  # jump straight to the first untrained batch
         net.train()
-        totals = dict(loss=0.0, correct=0.0, n=0.0, spikes=0.0, slots=0.0)
-        grad_sums: dict[str, float] = {}
-        grad_count = 0
+        # the epoch's running sums; after a mid-epoch resume, the checkpoint's (so the logs continue exactly)
+        resumed = self._resumed_sums if self.step_in_epoch else None
+        self._resumed_sums = None
+        self._sums = sums = dict(totals=dict(loss=0.0, correct=0.0, n=0.0, spikes=0.0, slots=0.0), grad_sums={},
+                                 grad_count=0)
+        if resumed:
+            sums.update(totals=dict(resumed["totals"]), grad_sums=dict(resumed["grad_sums"]),
+                        grad_count=int(resumed["grad_count"]))
+        totals, grad_sums = sums["totals"], sums["grad_sums"]
         self.spike_counter.take()
         t0, seen = time.perf_counter(), 0
         bar = _Progress(steps, self.step_in_epoch, f"epoch {self.epoch + 1}/{cfg.epochs}",
@@ -315,13 +330,18 @@ class Trainer:
                 lr = cfg.lr_at(self.epoch, self.step_in_epoch, steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                with torch.autocast(self.device.type, enabled=self.use_amp):
-                    logits = net(x)
-                    loss = nn.functional.cross_entropy(logits.float(), y)
+                try:
+                    with torch.autocast(self.device.type, enabled=self.use_amp):
+                        logits = net(x)
+                        loss = nn.functional.cross_entropy(logits.float(), y)
+                except ValueError:  # e.g. tdBN refusing NaN inputs: when the weights are the cause, say so
+                    self._refuse_diverged()
+                    raise
                 if self.world == 1 and not self.use_amp and not torch.isfinite(loss.detach()):
                     # (under AMP the GradScaler skips overflowing steps itself; with several processes the
                     # weights, the same on every rank, are checked at each save)
-                    self._diverged(f"expected a finite loss, got {float(loss)} before step {self.global_step + 1}")
+                    self._diverged(f"expected a finite loss, got {float(loss.detach())} before step "
+                                   f"{self.global_step + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 if cfg.grad_clip:
@@ -332,7 +352,7 @@ class Trainer:
                     scale = self.scaler.get_scale() if self.use_amp and not cfg.grad_clip else 1.0
                     for k, v in self._grad_norms().items():
                         grad_sums[k] = grad_sums.get(k, 0.0) + v / scale
-                    grad_count += 1
+                    sums["grad_count"] += 1
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.step_in_epoch += 1
@@ -366,8 +386,8 @@ class Trainer:
         loss_s, corr, cnt, spk, slt = self._reduce(*totals.values())
         out = dict(loss=loss_s / max(cnt, 1), acc=corr / max(cnt, 1), firing_rate=spk / max(slt, 1),
                    images_per_s=seen / max(time.perf_counter() - t0, 1e-9))
-        if grad_count:
-            out["grad_norm"] = {k: v / grad_count for k, v in grad_sums.items()}
+        if sums["grad_count"]:
+            out["grad_norm"] = {k: v / sums["grad_count"] for k, v in grad_sums.items()}
         return out
 
     @torch.no_grad()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 
-from eval.ranges import POSITIVE_INT, TRAIN_FIELD_RANGES
+from eval.ranges import TRAIN_FIELD_RANGES
+
+from ._args import positive_int
 
 HELP = "Train a spiking ResNet with a paper recipe (resumable, distributed under torchrun)."
 
@@ -32,12 +34,12 @@ def add_arguments(parser) -> None:
                         help="data loader worker processes (default 0: load in the training process)")
     parser.add_argument("--schedule", choices=("step", "cosine", "constant"), default=None)
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision even on CUDA")
-    parser.add_argument("--T", type=POSITIVE_INT.argtype, default=None, help="time steps (default: the preset's)")
+    parser.add_argument("--T", type=positive_int, default=None, help="time steps (default: the preset's)")
     parser.add_argument("--model-kw", action="append", default=[], metavar="KEY=JSON",
                         help="extra model argument, e.g. norm='\"bn\"' or surrogate_width=0.5 (repeatable)")
-    parser.add_argument("--train-subset", type=POSITIVE_INT.argtype, default=None,
+    parser.add_argument("--train-subset", type=positive_int, default=None,
                         help="use only the first N training images")
-    parser.add_argument("--threads", type=POSITIVE_INT.argtype, default=None, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true")
 
