@@ -540,16 +540,22 @@ def write_subset(src: str | os.PathLike | None = None, out: str | os.PathLike = 
 def _main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from eval.cli import report_user_errors
+    from eval.commands._args import positive_int
+
     p = argparse.ArgumentParser(prog="python -m eval.data", description="Data utilities.")
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make-subset", help="write weights/data/fashion_mnist_test_subset.npz from the IDX files")
     m.add_argument("--src", default=None, help="folder with t10k-images-idx3-ubyte.gz (default: the usual search)")
     m.add_argument("--out", default=str(SUBSET_PATH))
-    m.add_argument("--n", type=int, default=SUBSET_SIZE)
+    m.add_argument("--n", type=positive_int, default=SUBSET_SIZE)
     args = p.parse_args(argv)
-    out = write_subset(args.src, args.out, args.n)
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
-    return 0
+
+    def run() -> int:
+        out = write_subset(args.src, args.out, args.n)
+        print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+        return 0
+    return report_user_errors("python -m eval.data make-subset", run)  # one line per user error, exit 2
 
 
 if __name__ == "__main__":

@@ -225,7 +225,7 @@ class Trainer:
         if path is None or not path.is_file():
             return False
         meta = restore_training_checkpoint(path, self.model, self.optimizer, self.scaler)
-        saved = meta.get("config", {})
+        saved = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         changed = [f"{k}: {saved.get(k)!r} -> {getattr(self.cfg, k)!r}" for k in _TRAJECTORY_FIELDS
                    if k in saved and saved[k] != getattr(self.cfg, k)]
         now = json.loads(json.dumps(self._state()))  # as JSON stores it (tuples -> lists)

@@ -88,10 +88,21 @@ def read_training_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor],
     if raw is None:
         raise CheckpointError(f"{path} is a safetensors file but not a tdbn-zoo training checkpoint "
                               f"(no '{META_KEY}' metadata); --resume needs the trainer's last.safetensors")
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} has training-checkpoint format {meta.get('format')!r}; this version "
-                              f"reads {FORMAT!r}")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: expected JSON in its '{META_KEY}' metadata, got {raw[:60]!r} ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path} has training-checkpoint format {found!r}; this version reads {FORMAT!r}")
+    for key in ("epoch", "step_in_epoch", "global_step"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{path}: expected a non-negative integer {key!r} in its metadata, got {value!r}")
+    bad = nonfinite_tensors({k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))})
+    if bad:
+        raise CheckpointError(f"{path}: expected finite weights, got NaN/Inf in {', '.join(bad[:4])}; it cannot "
+                              f"be resumed")
     return tensors, meta
 
 
@@ -100,6 +111,16 @@ def restore_training_checkpoint(path: str | Path, model: torch.nn.Module, optimi
     """Load a checkpoint written by :func:`save_training_checkpoint` into the given objects (strictly) and
     restore the RNG states; returns the saved ``state`` metadata."""
     tensors, meta = read_training_checkpoint(path)
+    try:
+        _restore(tensors, meta, path, model, optimizer, scaler)
+    except ZooError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:  # a crafted file
+        raise CheckpointError(f"{path}: cannot restore this training checkpoint ({type(e).__name__}: {e})") from e
+    return meta
+
+
+def _restore(tensors: dict, meta: dict, path, model, optimizer, scaler) -> None:
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(model_sd, strict=False)
     if missing or unexpected:
@@ -120,7 +141,6 @@ def restore_training_checkpoint(path: str | Path, model: torch.nn.Module, optimi
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
     random.setstate(_tuples(meta["python_random"]))
-    return meta
 
 
 def _jsonable(x):

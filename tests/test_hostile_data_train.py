@@ -418,3 +418,48 @@ def test_resume_refuses_another_training_set_or_model(tmp_path):
                       .fit(resume=True), "cannot resume", "train_samples: 16 -> 24")
     assert_user_error(lambda: Trainer(SpikingResNet(**{**TINY, "T": 3}), tiny_data(16), None, cfg,
                                       out_dir=tmp_path).fit(resume=True), "cannot resume", "model_args")
+
+
+def _rewrite(path: Path, edit_meta=None, edit_tensors=None) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from zoo.pretrained import read_safetensors
+    tensors = read_safetensors(path)
+    with safe_open(str(path), framework="pt") as f:
+        header = dict(f.metadata())
+    meta = json.loads(header["tdbn_zoo_train"])
+    if edit_meta:
+        meta = edit_meta(meta)
+    if edit_tensors:
+        edit_tensors(tensors)
+    header["tdbn_zoo_train"] = meta if isinstance(meta, str) else json.dumps(meta)
+    save_file(tensors, str(path), metadata=header)
+
+
+def _nan_weight(tensors):
+    tensors["model.conv1.weight"][0, 0, 0, 0] = float("nan")
+
+
+CRAFTED_CHECKPOINTS = {  # how a good last.safetensors is altered -> needles of the error
+    "metadata not JSON": (lambda m: "{not json", None, ["expected JSON"]),
+    "negative epoch": (lambda m: {**m, "epoch": -1}, None, ["non-negative integer 'epoch'", "got -1"]),
+    "step is a string": (lambda m: {**m, "global_step": "9"}, None, ["'global_step'", "got '9'"]),
+    "optimizer missing": (lambda m: {k: v for k, v in m.items() if k != "optimizer"}, None,
+                          ["cannot restore", "KeyError"]),
+    "python random garbage": (lambda m: {**m, "python_random": [1, 2]}, None, ["cannot restore"]),
+    "NaN weights": (None, _nan_weight, ["expected finite weights", "conv1.weight"]),
+    "rng state missing": (None, lambda t: t.pop("rng.torch"), ["cannot restore", "rng.torch"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_CHECKPOINTS))
+def test_crafted_training_checkpoint_is_refused_on_resume(tmp_path, capsys, case):
+    edit_meta, edit_tensors, needles = CRAFTED_CHECKPOINTS[case]
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.1, progress=False, max_steps_per_epoch=1)
+    torch.manual_seed(0)
+    Trainer(SpikingResNet(**TINY), tiny_data(16), None, cfg, out_dir=tmp_path).fit()
+    _rewrite(tmp_path / "last.safetensors", edit_meta, edit_tensors)
+    before = _sha(tmp_path / "last.safetensors")
+    assert_user_error(lambda: Trainer(SpikingResNet(**TINY), tiny_data(16), None, cfg, out_dir=tmp_path)
+                      .fit(resume=True), "last.safetensors", *needles)
+    assert _sha(tmp_path / "last.safetensors") == before
