@@ -337,11 +337,6 @@ class Trainer:
                 except ValueError:  # e.g. tdBN refusing NaN inputs: when the weights are the cause, say so
                     self._refuse_diverged()
                     raise
-                if self.world == 1 and not self.use_amp and not torch.isfinite(loss.detach()):
-                    # (under AMP the GradScaler skips overflowing steps itself; with several processes the
-                    # weights, the same on every rank, are checked at each save)
-                    self._diverged(f"expected a finite loss, got {float(loss.detach())} before step "
-                                   f"{self.global_step + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 if cfg.grad_clip:
@@ -367,6 +362,8 @@ class Trainer:
                 totals["slots"] += slots
                 if log_now:
                     loss_s, corr, cnt, spk, slt = self._reduce(*totals.values())
+                    if not (self.use_amp or math.isfinite(loss_s)):  # (AMP: the GradScaler skips overflows)
+                        self._diverged(f"expected a finite training loss, got {loss_s / cnt}")
                     rec = dict(kind="train_step", epoch=self.epoch, step=self.step_in_epoch,
                                global_step=self.global_step, lr=lr, loss=loss_s / cnt, acc=corr / cnt,
                                firing_rate=spk / max(slt, 1), images_per_s=seen / (time.perf_counter() - t0))

@@ -371,7 +371,7 @@ def test_divergence_before_any_checkpoint_says_so(tmp_path):
         with torch.no_grad():
             t.model.fc.weight.fill_(float("inf"))
     _after_step(trainer, 1, poison_classifier)
-    assert_user_error(trainer.fit, "diverged", "finite loss", "no checkpoint was written")
+    assert_user_error(trainer.fit, "diverged", "finite training loss", "no checkpoint was written")
     assert not (tmp_path / "last.safetensors").exists()
 
 
