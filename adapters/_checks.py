@@ -77,3 +77,16 @@ def check_finite(x: torch.Tensor, *, layer: str) -> None:
         bad = "NaN" if bool(torch.isnan(x).any()) else "Inf"
         raise ValueError(f"{layer} got an input containing {bad}; refusing to run on non-finite values "
                          f"(they would corrupt the running statistics)")
+
+
+def check_int(value, *, name: str, minimum: int, owner: str) -> int:
+    """Return ``value`` if it is an integer (not a bool) >= ``minimum``; else raise a TypeError/ValueError
+    naming ``owner``'s argument ``name``, what was expected and what came."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r} "
+                        f"({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value}")
+    return int(value)
