@@ -269,8 +269,10 @@ def test_bad_names_and_inputs_are_named():
         model(torch.randn(5, 1, 3, 16, 16))
     with pytest.raises(TypeError, match="floating-point.*uint8"):
         model(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
-    model(torch.full((1, 3, 16, 16), float("inf")))  # value checks are opt-in (no host sync by default)
+    model(torch.full((1, 3, 16, 16), float("inf")))  # a training forward reads no values by default (no host sync)
     with value_checks(), pytest.raises(ValueError, match="Inf"):
+        model(torch.full((1, 3, 16, 16), float("inf")))
+    with torch.no_grad(), pytest.raises(ValueError, match="Inf"):  # inference still refuses by default
         model(torch.full((1, 3, 16, 16), float("inf")))
     model.T = 5  # documented: change T on the model to run longer event sequences
     assert model(torch.randn(5, 1, 3, 16, 16)).shape == (1, 10)
