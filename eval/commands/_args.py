@@ -14,61 +14,25 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import tempfile
 from pathlib import Path
 
 from zoo.errors import OutputNotWritableError
 
+from ..ranges import POSITIVE_INT, NumberRange
+
 STDOUT = "-"  # the conventional "write to standard output" path
 
 
 # ---- argparse ``type=`` helpers -------------------------------------------------------------------------------
 
-def _int(text: str, expected: str, ok) -> int:
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if not ok(value):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
-
-
-def _float(text: str, expected: str, ok) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if not math.isfinite(value) or not ok(value):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An integer >= 1 (batch sizes, time steps, image sides, repetitions)."""
-    return _int(text, "an integer >= 1", lambda v: v >= 1)
-
-
-def nonneg_int(text: str) -> int:
-    """An integer >= 0 (counts where 0 means "none": warm-up rounds, timed batches, workers)."""
-    return _int(text, "an integer >= 0", lambda v: v >= 0)
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (step sizes, widths, time windows, learning rates)."""
-    return _float(text, "a finite number > 0", lambda v: v > 0)
-
-
-def nonneg_float(text: str) -> float:
-    """A finite number >= 0 (energies, weight decay)."""
-    return _float(text, "a finite number >= 0", lambda v: v >= 0)
-
-
-def finite_float(text: str) -> float:
-    """Any finite number (no nan, no inf)."""
-    return _float(text, "a finite number", lambda v: True)
+# one range concept (eval.ranges.NumberRange): the same checks and wording as the Python API's settings
+positive_int = POSITIVE_INT.argtype  # an integer >= 1 (batch sizes, time steps, image sides, repetitions)
+nonneg_int = NumberRange(int, 0).argtype  # an integer >= 0 (counts where 0 means none: warm-up, timed batches)
+positive_float = NumberRange(float, 0, open_low=True).argtype  # a finite number > 0 (step sizes, widths, windows)
+nonneg_float = NumberRange(float, 0).argtype  # a finite number >= 0 (energies)
+finite_float = NumberRange(float).argtype  # any finite number (no nan, no inf)
 
 
 def torch_device(text: str) -> str:
