@@ -11,6 +11,8 @@ firing rate) and ``forward_features_steps`` the spikes per step ``[T, N, C, H, W
 event paths trace with ``torch.fx`` (timm's ``features_only=True, feature_cls='fx'``, torchvision's
 ``create_feature_extractor``): neurons and multi-step norms are leaf modules, the input checks and the
 repeat over T are leaf functions (timm's ``register_notrace_module`` / ``register_notrace_function``).
+A user's own neuron class (``neuron=MyNeuron``) traces once registered the same way:
+``timm.layers.register_notrace_module(MyNeuron)``.
 """
 from __future__ import annotations
 
