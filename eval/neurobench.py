@@ -112,8 +112,10 @@ def compare(model: nn.Module, loader, layout: str = "static") -> list[tuple[str,
     """``(figure, NeuroBench, zoo harness, note)`` rows for ``model`` on ``loader`` (static batches)."""
     from .harness import evaluate
 
-    nb = run(model, loader, layout)
+    # the harness first: NeuroBench's quiet run redirects stdout, which must not be where a lazily built
+    # kernel gets built
     zoo = evaluate(model, loader, speed_batches=0)
+    nb = run(model, loader, layout)
     ops = nb["SynapticOperations"]
     T = int(model.T)
     return [
