@@ -27,7 +27,7 @@ from torch import nn
 
 from adapters import (LIF, BasicBlock, Bottleneck, ChannelAffine, MultiStepNorm, SnnTorchNeuron, SpikingJellyNeuron,
                       neuron_factory, norm_factory, seq_apply)
-from adapters._checks import check_finite, check_tensor
+from adapters._checks import check_finite, check_int, check_tensor
 from adapters.blocks import conv_bias
 
 from .tags import make_default_cfgs, sync_timm_pretrained, tag_extras
@@ -66,8 +66,9 @@ ARCH_CFGS: dict[str, dict[str, Any]] = {
 
 
 @register_notrace_function
-def check_model_input(x: torch.Tensor, T: int, in_chans: int, name: str) -> torch.Tensor:
-    """Validate a model input (``[N, C, H, W]`` or ``[T, N, C, H, W]``, floating, finite); returns ``x``."""
+def check_model_input(x: torch.Tensor, T: int, in_chans: int, dtype: torch.dtype, name: str) -> torch.Tensor:
+    """Validate a model input (``[N, C, H, W]`` or ``[T, N, C, H, W]``, non-empty, floating, of the weights'
+    ``dtype`` unless autocast is on, finite where value checks are on); returns ``x``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -84,6 +85,12 @@ def check_model_input(x: torch.Tensor, T: int, in_chans: int, name: str) -> torc
         raise ValueError(f"{name} runs T={T} time steps but the input has T={x.shape[0]} "
                          f"(shape {tuple(x.shape)}); pass T={x.shape[0]} when creating the model or set "
                          f"model.T = {x.shape[0]}")
+    if x.numel() == 0:  # an empty batch or image: refused rather than returning an empty result silently
+        raise ValueError(f"{name} got an empty input of shape {tuple(x.shape)}; expected at least one "
+                         f"sample (N >= 1) and H, W >= 1")
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"{name} has {dtype} weights but the input is {x.dtype}; convert the input with "
+                        f"x.to({dtype}) (or the model with model.to({x.dtype}))")
     check_finite(x, layer=name)
     return x
 
@@ -154,6 +161,9 @@ class SpikingResNet(nn.Module):
             raise ValueError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
         if not (len(layers) == len(channels) == len(strides)):
             raise ValueError("layers, channels and strides need one entry per stage")
+        T = check_int(T, name="T", minimum=1, owner=type(self).__name__)
+        num_classes = check_int(num_classes, name="num_classes", minimum=0, owner=type(self).__name__)
+        in_chans = check_int(in_chans, name="in_chans", minimum=1, owner=type(self).__name__)
         _check_pool(global_pool, num_classes)
         # constructor arguments as JSON-serialisable data, recorded in configs (None where not serialisable)
         self.model_args = dict(block=block, layers=list(layers), channels=list(channels), strides=list(strides),
@@ -206,6 +216,15 @@ class SpikingResNet(nn.Module):
         self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 
+    @property
+    def T(self) -> int:
+        """Time steps a static image is repeated over (event frames ``[T, N, ...]`` must have this T)."""
+        return self._T
+
+    @T.setter
+    def T(self, value: int) -> None:
+        self._T = check_int(value, name="T", minimum=1, owner=type(self).__name__)
+
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -219,6 +238,7 @@ class SpikingResNet(nn.Module):
         """A new classifier for ``num_classes`` (0: none, the model returns the classifier's input); with
         ``global_pool`` (timm's pooling types, ``''`` = none) a new pooling too. A pooling of another width
         (``'catavgmax'`` doubles it) gives the fc-256 layer, where present, new input weights."""
+        num_classes = check_int(num_classes, name="num_classes", minimum=0, owner=type(self).__name__)
         _check_pool(self.global_pool.pool_type if global_pool is None else global_pool, num_classes)
         if global_pool is not None:
             self.global_pool = _make_pool(global_pool)
@@ -244,7 +264,7 @@ class SpikingResNet(nn.Module):
     # forward ---------------------------------------------------------------------------------------------
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C, H, W]`` or ``[T, N, C, H, W]`` -> stem spikes ``[T, N, C', H', W']``."""
-        x = check_model_input(x, self.T, self.in_chans, type(self).__name__)
+        x = check_model_input(x, self.T, self.in_chans, self.conv1.weight.dtype, type(self).__name__)
         y = unfold_time(self.conv1(fold_time(x)), x, self.T)
         return self.act1(self.bn1(y))
 
