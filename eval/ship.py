@@ -92,7 +92,10 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
                     command=cmd, machine=where),
                dict(name="mean_firing_rate", value=round(fused["mean_firing_rate"], 4), dataset=meta["dataset"],
                     split="test", command=cmd, machine=where),
-               dict(name="synaptic_ops_per_image", value=float(f"{fused['acs']:.4g}"), dataset=meta["dataset"],
+               # synaptic operations as two figures: spike-driven accumulates and real-valued multiply-accumulates
+               dict(name="accumulates_per_image", value=float(f"{fused['acs']:.4g}"), dataset=meta["dataset"],
+                    split="test", command=cmd, machine=where),
+               dict(name="macs_per_image", value=float(f"{fused['macs']:.4g}"), dataset=meta["dataset"],
                     split="test", command=cmd, machine=where)]
     _, table = training_summary(run)
     train_cmd = (f"tdbn-zoo train --preset {preset} --data-dir <data root> --out {run}"

@@ -175,7 +175,7 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
     dataset = cfg.get("dataset")
     evals = [EvalResult(task_type="image-classification", dataset_type=m.get("dataset", dataset or "unknown"),
                         dataset_name=m.get("dataset", dataset or "unknown"), dataset_split=m.get("split"),
-                        metric_type="accuracy" if m["name"].startswith(("top", "acc")) else m["name"],
+                        metric_type="accuracy" if m["name"].startswith(("top", "accuracy")) else m["name"],
                         metric_name=m["name"], metric_value=m["value"]) for m in metrics]
     data = ModelCardData(library_name="timm", license=license, model_name=name,
                          tags=["image-classification", "timm", "spiking-neural-network", "snn", "tdbn", "tdbn-zoo"],
@@ -212,6 +212,10 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
         lines += ["| metric | value | dataset / split | machine | command |", "|---|---|---|---|---|"]
         lines += [f"| {m['name']} | {m['value']}{m.get('unit', '')} | {m.get('dataset', dataset)} / "
                   f"{m.get('split', '-')} | {m.get('machine', '-')} | `{m['command']}` |" for m in metrics]
+        if any(m["name"] in ("accumulates_per_image", "macs_per_image") for m in metrics):
+            lines += ["", "Synaptic operations per image, all T steps: `accumulates_per_image` are the additions "
+                      "driven by spikes (ACs), `macs_per_image` the multiply-accumulates of layers fed real "
+                      "values (the encoding conv, layers after average pooling), counted densely."]
     else:
         lines += ["No figure has been measured for this checkpoint yet."]
     if cfg.get("paper_top1") is not None:
