@@ -16,6 +16,7 @@ from torch import nn
 from adapters import BasicBlock, Bottleneck, neuron_factory, norm_factory, seq_apply
 from adapters._checks import check_finite
 from adapters.blocks import conv_bias
+from adapters.fusion import NormSlot
 
 from .tags import default_cfgs, tag_extras
 
@@ -137,6 +138,14 @@ class SpikingResNet(nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(stem=r"^conv1|bn1", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
+
+    def norm_slots(self) -> tuple:
+        """The norms the model owns itself (the blocks declare theirs): the stem's after ``conv1`` and the
+        fc-256 head's after ``head_fc``. Used by ``zoo.fuse``/``zoo.unfuse`` (see ``adapters.fusion``)."""
+        slots = [NormSlot("bn1", "conv1")]
+        if self.head_fc is not None and self.head_bn is not None:
+            slots.append(NormSlot("head_bn", "head_fc", dim=1, layer_bias=True))
+        return tuple(slots)
 
     # forward ---------------------------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:
