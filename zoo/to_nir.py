@@ -17,7 +17,6 @@ the graph's metadata.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from adapters.neurons import lif_params
 from adapters.nir_export import NIRGraphBuilder
 from adapters.nir_export import lif_node as _lif_node
 
+from .fileio import atomic_path
 from .spiking_resnet import SpikingResNet
 
 __all__ = ["to_nir", "export_nir", "lif_params"]
@@ -87,10 +87,6 @@ def export_nir(model: SpikingResNet, path: str | Path, input_size=None, dt: floa
     model = model if getattr(model, "fused", False) else fuse(model)
     graph = to_nir(model, input_size, dt)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:  # a reader never sees a half-written file
         nir.write(str(tmp), graph)
-        os.replace(tmp, path)  # atomic: a reader never sees a half-written file
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
