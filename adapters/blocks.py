@@ -88,6 +88,7 @@ class Shortcut(nn.Module):
             self.bn = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, N, C_in, H, W] -> [T, N, C_out, H/stride, W/stride]`` currents."""
         if self.conv is not None:
             x = seq_apply(self.conv, x)
         if self.bn is not None:
@@ -174,6 +175,7 @@ class BasicBlock(_ResidualBlock):
         return self.act2(x + shortcut)
 
     def branch(self):
+        """conv1-bn1-act1, conv2-bn2-act2 (act2 fires on the branch plus the shortcut)."""
         return ("conv1", "bn1", "act1"), ("conv2", "bn2", "act2")
 
 
@@ -214,4 +216,5 @@ class Bottleneck(_ResidualBlock):
         return self.act3(x + shortcut)
 
     def branch(self):
+        """conv1-bn1-act1, conv2-bn2-act2, conv3-bn3-act3 (act3 fires on the branch plus the shortcut)."""
         return ("conv1", "bn1", "act1"), ("conv2", "bn2", "act2"), ("conv3", "bn3", "act3")

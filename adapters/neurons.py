@@ -61,6 +61,7 @@ class SpikingJellyNeuron(nn.Module):
         self.node = node
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, N, ...]`` currents -> ``[T, N, ...]`` spikes, from a zero membrane."""
         check_tensor(x, layer="SpikingJellyNeuron", ranks=tuple(range(2, 9)), layout="[T, N, ...]")
         self.node.reset()
         try:
@@ -100,6 +101,7 @@ class SnnTorchNeuron(nn.Module):
         self.neuron = neuron
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, N, ...]`` currents -> ``[T, N, ...]`` spikes, one snnTorch call per step from a zero membrane."""
         check_tensor(x, layer="SnnTorchNeuron", ranks=tuple(range(2, 9)), layout="[T, N, ...]")
         n = self.neuron
         _reset_snntorch(n)
