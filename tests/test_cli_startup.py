@@ -53,3 +53,15 @@ def test_bench_help_defaults_are_bench_configs():
     for f in fields(BenchConfig):
         if hasattr(_Defaults, f.name):
             assert getattr(_Defaults, f.name) == getattr(want, f.name), f.name
+
+
+def test_command_modules_import_no_torch():
+    """Every module in eval/commands (helpers included) imports light, so any command's --help stays light."""
+    names = sorted(p.stem for p in (ROOT / "eval" / "commands").glob("*.py") if p.stem != "__init__")
+    code = ("import importlib, sys\n"
+            f"for n in {names!r}: importlib.import_module('eval.commands.' + n)\n"
+            f"print('HEAVY', ','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "HEAVY", proc.stdout

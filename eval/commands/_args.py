@@ -21,8 +21,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from zoo.errors import OutputNotWritableError
-
 STDOUT = "-"  # the conventional "write to standard output" path
 
 
@@ -76,6 +74,7 @@ def finite_float(text: str) -> float:
 # ---- outputs --------------------------------------------------------------------------------------------------
 
 def _probe(folder: Path, what: str) -> None:
+    from zoo.errors import OutputNotWritableError  # imported here: importing zoo imports torch (not for --help)
     try:
         fd, probe = tempfile.mkstemp(prefix=".tdbn-zoo-write-check-", dir=folder)
         os.close(fd)
@@ -86,6 +85,7 @@ def _probe(folder: Path, what: str) -> None:
 
 
 def _make_dir(folder: Path, what: str) -> None:
+    from zoo.errors import OutputNotWritableError  # imported here: importing zoo imports torch (not for --help)
     for parent in (folder, *folder.parents):  # the nearest existing ancestor must be a folder
         if parent.exists():
             if not parent.is_dir():
@@ -104,6 +104,7 @@ def ensure_writable(path: str | os.PathLike | None, flag: str = "output") -> Pat
     ``None`` and ``"-"`` (standard output) pass through. An existing folder at ``path`` is refused.
     Returns the path. Raises ``OutputNotWritableError`` naming ``flag``, the path and the reason.
     """
+    from zoo.errors import OutputNotWritableError  # imported here: importing zoo imports torch (not for --help)
     if path is None or str(path) == STDOUT:
         return None
     path = Path(path)
@@ -123,6 +124,7 @@ def ensure_writable_dir(path: str | os.PathLike | None, flag: str = "output fold
     ``None`` passes through. Returns the path. Raises ``OutputNotWritableError`` naming ``flag``, the path and
     the reason (a file in the way, a read-only or full file system, no permission).
     """
+    from zoo.errors import OutputNotWritableError  # imported here: importing zoo imports torch (not for --help)
     if path is None:
         return None
     path = Path(path)
