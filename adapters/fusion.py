@@ -164,11 +164,11 @@ def unfuse_norms_(model: nn.Module, stats: dict[str, tuple],
         key = _join(prefix, slot.norm)
         if key not in stats:
             raise ValueError(f"unfuse: no calibration statistics for {key} (did the calibration batch reach it?)")
-        mu, var, a, b = stats[key]
-        like = a
-        if slot.layer is not None:
-            layer = getattr(module, slot.layer)
-            like = layer.weight
+        mu, var, a, b = stats[key]  # float64
+        layer = getattr(module, slot.layer) if slot.layer is not None else None
+        # the model's device and dtype: the layer's weight, or the identity shortcut's ChannelAffine
+        like = layer.weight if layer is not None else getattr(module, slot.norm).weight
+        if layer is not None:
             if slot.layer_bias:
                 layer.bias.zero_()
             else:

@@ -159,3 +159,7 @@ def test_a_new_block_fuses_unfuses_and_exports_to_nir(tmp_path):
     with torch.no_grad():
         want_steps = fused32.forward_steps(frames)
     torch.testing.assert_close(run_imported(import_from_nir(graph), frames), want_steps, rtol=0, atol=1e-5)
+    # a float32 network unfuses to float32 (statistics are gathered in float64, stored in the model's dtype)
+    plain32 = zoo.unfuse(fused32, frames)
+    assert {t.dtype for t in list(plain32.parameters()) + list(plain32.buffers()) if t.is_floating_point()} == {
+        torch.float32}
