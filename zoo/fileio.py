@@ -47,6 +47,10 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # disk full, file too large: name the file
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -17,6 +17,7 @@ the graph's metadata.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,8 @@ def to_nir(model: SpikingResNet, input_size=None, dt: float = DEFAULT_DT):
         raise TypeError(f"NIR export expects a SpikingResNet, got {type(model).__name__}")
     if not model.fused:
         raise ValueError("NIR has no batch norm: export the fused model, zoo.fuse(model) (eq. 9-10)")
+    if not (isinstance(dt, (int, float)) and not isinstance(dt, bool) and math.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a finite number > 0 (the Euler step of the time constants), got {dt!r}")
     if input_size is None:
         input_size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
         if input_size is None:
