@@ -35,7 +35,7 @@ def run_cli_probe(*argv: str) -> subprocess.CompletedProcess:
     (["eval", "--help"], 0, "--data"),
     (["train", "--help"], 0, "--preset"),
     (["eval", "sresnet19_tdbn"], 2, "--data"),  # a required argument is missing
-    (["bench", "--reps", "many"], 2, "invalid int value"),
+    (["bench", "--reps", "many"], 2, "expected an integer >= 1, got 'many'"),
     (["no-such-command"], 2, "invalid choice"),
 ])
 def test_help_and_argument_errors_import_no_torch(argv, code, says):
