@@ -115,17 +115,23 @@ def parse_data_spec(spec: str) -> tuple[str, str | None]:
 
 
 # ----------------------------------------------------------------------------------------------- locating data
+def env_data_dir(env: str | None) -> list[Path]:
+    """``[$env]`` when that variable (a dataset's own folder, e.g. ``TDBN_ZOO_MNIST``) is set, else ``[]``."""
+    return [Path(os.environ[env]).expanduser()] if env and os.environ.get(env) else []
+
+
+def shared_data_dirs() -> list[Path]:
+    """The folders holding datasets when no root is given, in search order: ``$TDBN_ZOO_DATA`` (if set), then
+    ``./data``. The one data-root search of the project (images here, events in ``eval.events.loading``)."""
+    return env_data_dir("TDBN_ZOO_DATA") + [Path("data")]
+
+
 def _candidates(spec: DatasetSpec, root: str | os.PathLike | None) -> list[Path]:
     if root is not None:  # the folder itself, or a parent holding the dataset's usual folder
         root = Path(root).expanduser()
         return list(dict.fromkeys([root] + [root / f for f in spec.folders if f]))
-    out = []
-    if spec.env and os.environ.get(spec.env):
-        out.append(Path(os.environ[spec.env]).expanduser())
-    if os.environ.get("TDBN_ZOO_DATA"):
-        base = Path(os.environ["TDBN_ZOO_DATA"]).expanduser()
-        out += [base / f if f else base for f in spec.folders]
-    out += [Path("data") / f if f else Path("data") for f in spec.folders]
+    out = env_data_dir(spec.env)
+    out += [base / f if f else base for base in shared_data_dirs() for f in spec.folders]
     out += [Path(d) for d in spec.system_dirs]
     return list(dict.fromkeys(out))
 

@@ -29,6 +29,7 @@ from adapters import (LIF, BasicBlock, Bottleneck, ChannelAffine, MultiStepNorm,
                       neuron_factory, norm_factory, seq_apply)
 from adapters._checks import check_finite, check_int, check_tensor
 from adapters.blocks import conv_bias
+from adapters.fusion import NormSlot
 
 from .tags import make_default_cfgs, sync_timm_pretrained, tag_extras
 
@@ -260,6 +261,14 @@ class SpikingResNet(nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(stem=r"^conv1|bn1", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
+
+    def norm_slots(self) -> tuple:
+        """The norms the model owns itself (the blocks declare theirs): the stem's after ``conv1`` and the
+        fc-256 head's after ``head_fc``. Used by ``zoo.fuse``/``zoo.unfuse`` (see ``adapters.fusion``)."""
+        slots = [NormSlot("bn1", "conv1")]
+        if self.head_fc is not None and self.head_bn is not None:
+            slots.append(NormSlot("head_bn", "head_fc", dim=1, layer_bias=True))
+        return tuple(slots)
 
     # forward ---------------------------------------------------------------------------------------------
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,11 +16,11 @@ pipeline, else the paper pipeline of the dataset the model was trained on (its `
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from torch.utils.data import DataLoader
 
+from ..data import env_data_dir, shared_data_dirs
 from .datasets import TONIC_DATASETS, _normalize, open_event_dataset, paper_framing
 from .framing import EventFraming, collate_frames
 
@@ -76,9 +76,7 @@ def _tonic_candidates(cls, root) -> list[Path]:
     if root is not None:
         bases = [Path(root).expanduser()]
     else:
-        bases = [Path(os.environ[env]).expanduser()] if os.environ.get(env) else []
-        bases += [Path(os.environ["TDBN_ZOO_DATA"]).expanduser()] if os.environ.get("TDBN_ZOO_DATA") else []
-        bases.append(Path("data"))
+        bases = env_data_dir(env) + shared_data_dirs()
     out = []
     for b in bases:
         out += [b.parent, b] if b.name == folder else [b]  # ROOT may be the dataset folder or its parent
