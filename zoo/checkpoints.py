@@ -174,7 +174,9 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".cfg-") as tmp:
-        save_config_for_hf(out, Path(tmp) / CONFIG_NAME, model_args=args)
+        names = out.pretrained_cfg.get("label_names")  # timm keeps class names at the config's top level
+        save_config_for_hf(out, Path(tmp) / CONFIG_NAME, model_args=args,
+                           model_config=dict(label_names=list(names)) if names else None)
         config = json.loads((Path(tmp) / CONFIG_NAME).read_text())
     state = {k: v.detach().contiguous().cpu() for k, v in out.state_dict().items()}
     meta = {"format": "pt", "architecture": arch, "fused": str(out.fused).lower(), "tag": str(t)}

@@ -132,6 +132,11 @@ def run(args) -> int:
     framing = _framing(args, train_ds)
     train_ds.transform = test_ds.transform = framing
     num_classes = max(train_ds.num_classes, test_ds.num_classes)
+    unused = sorted(set(range(num_classes)) - {int(y) for y in train_ds.targets})
+    if unused:  # labels {1, 5} would silently make a 6-class head with 4 classes never seen
+        raise ValueError(f"{args.dataset}: labels must be the class ids 0..K-1, each with training recordings; the "
+                         f"labels span 0..{num_classes - 1} but {unused[:10]} have none; renumber them, or use a "
+                         f"folder per class (class names become the ids)")
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,

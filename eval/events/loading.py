@@ -146,7 +146,9 @@ def model_input(spec) -> dict:
     if path.is_dir() and (path / "config.json").is_file():
         try:
             config = json.loads((path / "config.json").read_text())
-            cfg, args = config.get("pretrained_cfg") or {}, config.get("model_args") or {}
+            cfg, args = dict(config.get("pretrained_cfg") or {}), config.get("model_args") or {}
+            if "label_names" in config:  # timm's save_config_for_hf keeps them at the top level
+                cfg["label_names"] = config["label_names"]
             c, h, w = cfg.get("input_size") or (2, 32, 32)
             return dict(T=int(args.get("T") or 1), in_chans=int(c), size=(int(w), int(h)), arch=config["architecture"],
                         **{k: cfg[k] for k in ("event_framing", "label_names", "split", "dataset") if k in cfg})

@@ -33,6 +33,7 @@ from .framing import EventFraming
 from .readers import EVENT_SUFFIXES, read_recording
 
 SPLITS = ("by-recording", "by-time")
+MAX_CLASSES = 100_000  # a label id beyond this is a typo or a corrupt file, not a class
 
 
 @dataclasses.dataclass
@@ -62,7 +63,7 @@ def _label_ids(labels: list[str], where: str) -> tuple[list[int], list[str]]:
     if all(s.strip().lstrip("-").isdigit() for s in labels):
         ints = [int(s) for s in labels]
         present = sorted(set(ints))
-        if present[0] < 0 or present[-1] >= 100_000:
+        if present[0] < 0 or present[-1] >= MAX_CLASSES:
             raise ValueError(f"{where}: integer labels must be class ids 0..K-1, got {present[0]}..{present[-1]}")
         missing = sorted(set(range(present[-1] + 1)) - set(present))
         if missing:
