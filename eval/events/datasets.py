@@ -20,6 +20,7 @@ import torch
 from zoo.manifest import atomic_write
 
 from .framing import CIFAR10_DVS, DVS_GESTURE
+from .readers import library_errors
 from .recordings import MAX_CLASSES, _inside
 
 # tonic's event layout for files this package writes: x, y int16, t int64 (µs), p bool
@@ -112,16 +113,8 @@ def read_event_file(path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"event file not found: {path}")
-    try:
+    with library_errors(path, f"{path.suffix} event"):
         return _read_event_file(path)
-    except ValueError as e:
-        if str(path) in str(e):
-            raise
-        raise ValueError(f"{path}: {e}") from e
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as e:  # tonic/aedat raise AssertionError, RuntimeError, struct.error on bad files
-        raise ValueError(f"{path} is not a readable {path.suffix} event file ({type(e).__name__}: {e})") from e
 
 
 def _read_event_file(path: Path) -> np.ndarray:

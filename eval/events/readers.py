@@ -20,6 +20,7 @@ wrong format) become ValueErrors naming the file and the format expected.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,23 @@ FORMATS = {".raw": "Prophesee EVT2/EVT3", ".dat": "Prophesee DAT", ".es": "Event
            ".npy": "numpy structured array", ".npz": "numpy .npz with an 'events' array"}
 
 
+@contextlib.contextmanager
+def library_errors(path: Path, what: str):
+    """Turn what a reading library raises on a bad file (bare ``Exception``, ``RuntimeError``,
+    ``AssertionError``, ``struct.error``, ``zipfile.BadZipFile``...) into a ValueError naming the file and
+    the format expected."""
+    try:
+        yield
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"{path} is not a readable {what} file ({e})") from e
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable {what} file ({type(e).__name__}: {e})") from e
+
+
 def read_recording(path, sensor_size=None) -> tuple[np.ndarray, tuple[int, int]]:
     """Read one recording.
 
@@ -145,7 +163,7 @@ def read_recording(path, sensor_size=None) -> tuple[np.ndarray, tuple[int, int]]
         raise ValueError(f"{path}: unknown event file type {suffix!r}; expected one of {', '.join(EVENT_SUFFIXES)}")
     if sensor_size is not None and (len(sensor_size) not in (2, 3) or min(int(v) for v in sensor_size) < 1):
         raise ValueError(f"sensor_size must be (W, H) or (W, H, P) with positive entries, got {tuple(sensor_size)}")
-    try:
+    with library_errors(path, FORMATS[suffix]):
         if suffix == ".dat":
             try:
                 events, size = _faery(path, sensor_size)
@@ -155,14 +173,6 @@ def read_recording(path, sensor_size=None) -> tuple[np.ndarray, tuple[int, int]]
                 events, size = _expelliarmus_dat(path, sensor_size)
         else:
             events, size = READERS[suffix](path, sensor_size)
-    except ValueError as e:
-        if str(path) in str(e):
-            raise
-        raise ValueError(f"{path} is not a readable {FORMATS[suffix]} file ({e})") from e
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as e:  # the libraries raise bare Exception/RuntimeError/AssertionError on bad files
-        raise ValueError(f"{path} is not a readable {FORMATS[suffix]} file ({type(e).__name__}: {e})") from e
     if len(events) == 0:
         raise ValueError(f"{path} holds no events")
     w, h = size
