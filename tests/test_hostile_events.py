@@ -201,15 +201,16 @@ def test_split_by_time_needs_windows(tmp_path):
 # --- the CLI: finetune refuses before any model is built -------------------------------------------------
 FT = ["finetune", "--model", f"{ARCH}.fashion_mnist_t2", "--no-progress", "--epochs", "1"]
 FINETUNE_CASES = [
-    ("slice 0", ["--slice-ms", "0"], ["--slice-ms", "positive"]),
-    ("slice nan", ["--slice-ms", "nan"], ["--slice-ms", "finite"]),
+    ("slice 0", ["--slice-ms", "0"], ["--slice-ms", "> 0", "'0'"]),
+    ("slice nan", ["--slice-ms", "nan"], ["--slice-ms", "finite", "'nan'"]),
     ("overlap >= slice", ["--slice-ms", "50", "--overlap-ms", "50"], ["--overlap-ms 50", "smaller"]),
     ("test fraction 1", ["--slice-ms", "50", "--test-fraction", "1"], ["--test-fraction", r"\(0, 1\)"]),
     ("slice not whole µs per frame", ["--slice-ms", "50", "--T", "3"], ["--slice-ms 50", "T=3"]),
     ("no sample length", [], ["--slice-ms", "--time-window-ms"]),
-    ("lr nan", ["--slice-ms", "50", "--lr", "nan"], ["--lr", "finite"]),
+    ("lr nan", ["--slice-ms", "50", "--lr", "nan"], ["--lr", "finite", "'nan'"]),
+    ("negative overlap", ["--slice-ms", "50", "--overlap-ms", "-5"], ["--overlap-ms", ">= 0"]),
     ("bad tag", ["--slice-ms", "50", "--tag", "My/Tag"], ["--tag", "lower-case"]),
-    ("epochs 0", ["--slice-ms", "50", "--epochs", "0"], ["--epochs", "at least 1"]),
+    ("epochs 0", ["--slice-ms", "50", "--epochs", "0"], ["--epochs", ">= 1"]),
     ("unknown model", ["--slice-ms", "50", "--model", "resnet50"], ["unknown model", "resnet50"]),
     ("time window disagrees with slice", ["--slice-ms", "50", "--time-window-ms", "10"], ["--time-window-ms", "--slice-ms"]),
     ("by-time without windows", ["--time-window-ms", "25", "--split", "by-time"], ["by-time", "--slice-ms"]),

@@ -21,6 +21,8 @@ HELP = "Fine-tune a zoo model on event data (DVS-Gesture, DVS-CIFAR10, an event 
 
 
 def add_arguments(parser) -> None:
+    from ._args import nonneg_float, nonneg_int, positive_float, positive_int
+
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", required=True,
                       help="dvsgesture | cifar10dvs (local copy under --data-root) | a folder with labels.csv | an "
@@ -29,23 +31,23 @@ def add_arguments(parser) -> None:
     data.add_argument("--data-root", default=None, help="folder holding DVSGesture/ or CIFAR10DVS/ (tonic layout)")
     data.add_argument("--sensor-size", type=int, nargs=3, metavar=("W", "H", "P"), default=None,
                       help="sensor of the recordings (default: what the dataset says)")
-    data.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=None,
+    data.add_argument("--size", type=positive_int, nargs=2, metavar=("W", "H"), default=None,
                       help="frame size after downsampling (default: the paper's, else the sensor's)")
-    data.add_argument("--T", type=int, default=None, help="time steps = frames per recording (default: the paper's)")
-    data.add_argument("--time-window-ms", type=float, default=None, help="ms per frame (default: the paper's)")
+    data.add_argument("--T", type=positive_int, default=None, help="time steps = frames per recording (default: the paper's)")
+    data.add_argument("--time-window-ms", type=positive_float, default=None, help="ms per frame (default: the paper's)")
     data.add_argument("--pad", action="store_true",
                       help="fill frames past the end of a short recording with zeros (default: refuse it)")
-    data.add_argument("--slice-ms", type=float, default=None,
+    data.add_argument("--slice-ms", type=positive_float, default=None,
                       help="recordings folder: cut every recording into windows of W ms, T frames each")
-    data.add_argument("--overlap-ms", type=float, default=None, help="ms shared by neighbouring windows (default 0)")
+    data.add_argument("--overlap-ms", type=nonneg_float, default=None, help="ms shared by neighbouring windows (default 0)")
     data.add_argument("--channels", type=int, choices=(1, 2), default=None,
                       help="polarity channels of the frames: 1 (ON+OFF summed) or 2 (default: the model's input)")
     data.add_argument("--split", choices=("by-recording", "by-time"), default="by-recording",
                       help="recordings folder: leakage-free test split: whole recordings per class (default) or "
                            "the last --test-fraction of every recording")
     data.add_argument("--test-fraction", type=float, default=0.2, help="share of recordings / time for test")
-    data.add_argument("--train-subset", type=int, default=None, help="use only N training samples (stratified)")
-    data.add_argument("--test-subset", type=int, default=None, help="use only N test samples (stratified)")
+    data.add_argument("--train-subset", type=positive_int, default=None, help="use only N training samples (stratified)")
+    data.add_argument("--test-subset", type=positive_int, default=None, help="use only N test samples (stratified)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", required=True, help="arch or arch.tag, e.g. sresnet19_narrow_tdbn.fashion_mnist_t2")
     src = model.add_mutually_exclusive_group()
@@ -59,16 +61,16 @@ def add_arguments(parser) -> None:
     train.add_argument("--tag", default=None, help="recordings folder: the checkpoint's own tag (arch.TAG; default "
                                                    "ft_<folder name>)")
     train.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.safetensors")
-    train.add_argument("--epochs", type=int, default=3)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=0.02)
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--epochs", type=positive_int, default=3)
+    train.add_argument("--batch-size", type=positive_int, default=32)
+    train.add_argument("--lr", type=positive_float, default=0.02)
+    train.add_argument("--momentum", type=nonneg_float, default=0.9)
+    train.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
     train.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
     train.add_argument("--seed", type=int, default=0, help="data order and the new head's initialisation")
-    train.add_argument("--max-steps-per-epoch", type=int, default=None)
-    train.add_argument("--workers", type=int, default=0)
-    train.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    train.add_argument("--max-steps-per-epoch", type=positive_int, default=None)
+    train.add_argument("--workers", type=nonneg_int, default=0)
+    train.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     train.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
     train.add_argument("--no-progress", action="store_true")
 
@@ -180,26 +182,12 @@ def run(args) -> int:
 
 
 def _check_args(args) -> None:
-    """Ranges of the numeric flags, before any data or model is touched."""
-    import math
+    """Flags that argparse cannot check alone, before any data or model is touched."""
     import re
 
-    for flag, lo in (("epochs", 1), ("batch_size", 1), ("max_steps_per_epoch", 1), ("workers", 0), ("threads", 1),
-                     ("T", 1), ("train_subset", 1), ("test_subset", 1)):
-        v = getattr(args, flag)
-        if v is not None and v < lo:
-            raise ValueError(f"--{flag.replace('_', '-')} must be at least {lo}, got {v}")
-    for flag in ("lr", "momentum", "weight_decay", "time_window_ms", "slice_ms", "overlap_ms", "test_fraction"):
-        v = getattr(args, flag)
-        if v is not None and (not math.isfinite(v) or v < 0 or (v == 0 and flag in ("lr", "time_window_ms",
-                                                                                    "slice_ms"))):
-            raise ValueError(f"--{flag.replace('_', '-')} must be a finite "
-                             f"{'positive' if flag in ('lr', 'time_window_ms', 'slice_ms') else 'non-negative'} "
-                             f"number, got {v}")
+    # numeric ranges are checked by argparse (eval.commands._args); what spans several flags is checked here
     if not 0 < args.test_fraction < 1:
         raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
-    if args.size is not None and min(args.size) < 1:
-        raise ValueError(f"--size W H must be positive, got {args.size}")
     if args.sensor_size is not None and (min(args.sensor_size) < 1 or args.sensor_size[2] not in (1, 2)):
         raise ValueError(f"--sensor-size W H P needs positive W, H and P 1 or 2, got {args.sensor_size}")
     if args.tag is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_]*", args.tag):
@@ -221,6 +209,7 @@ def run_recordings(args) -> int:
     from eval.finetune import finetune
     from eval.harness import evaluate, load_model
     from eval.per_class import format_per_class, per_class, plot_confusion
+    from eval.commands._args import ensure_writable_dir
     from eval.train import TrainConfig
     from zoo.checkpoints import save_pretrained
     from zoo.errors import PretrainedUnavailableError
@@ -229,9 +218,7 @@ def run_recordings(args) -> int:
     if args.test_dataset or args.data_root:
         raise ValueError("a recordings folder holds both splits (--split); --test-dataset and --data-root do not apply")
     root = Path(args.dataset).expanduser()
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
+    out = ensure_writable_dir(args.out, "--out")
     # 1. data, labels and framing, before any model or Hub access
     info = model_input(args.checkpoint or args.model)
     arch = info["arch"]
