@@ -93,3 +93,9 @@ def test_finetune_then_eval_agree_exactly(recordings_folder, tmp_path, capsys):
     assert r["images"] == ft["test_n"] and r["top1"] == ft["test_top1"]
     assert [row["name"] for row in ev["per_class"][0]] == ["clap", "wave"]
     assert sum(row["samples"] for row in ev["per_class"][0]) == r["images"]
+
+    nir_path = tmp_path / "model.nir"  # the same folder exports with no framing flags (input: the stored 1x28x28)
+    assert main(["export-nir", str(out), str(nir_path)]) == 0
+    import nir
+    graph = nir.read(str(nir_path))
+    assert graph.nodes["input"].input_type["input"].tolist()[-3:] == [1, 28, 28]
