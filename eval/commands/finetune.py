@@ -17,6 +17,8 @@ import json
 import sys
 import time
 
+from ._args import writable_dir
+
 HELP = "Fine-tune a zoo model on event data (DVS-Gesture, DVS-CIFAR10, an event folder or .npz) and evaluate."
 
 
@@ -56,8 +58,9 @@ def add_arguments(parser) -> None:
     model.add_argument("--freeze", default="none",
                        help="none | stem | body (train the head only) | module names, comma-separated (layer1,...)")
     train = parser.add_argument_group("training (eval.train.TrainConfig)")
-    train.add_argument("--out", required=True, help="run folder; for a recordings folder also a checkpoint folder "
-                                                     "(config.json, model.safetensors, README.md) for eval/publish")
+    train.add_argument("--out", required=True, type=writable_dir,
+                       help="run folder; for a recordings folder also a checkpoint folder (config.json, "
+                            "model.safetensors, README.md) for eval/export-nir/publish")
     train.add_argument("--tag", default=None, help="recordings folder: the checkpoint's own tag (arch.TAG; default "
                                                    "ft_<folder name>)")
     train.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.safetensors")
