@@ -102,22 +102,39 @@ def _arch_and_tag(model: SpikingResNet, tag: str | None) -> tuple[str, str | Non
     return arch, (t or None)
 
 
-def _base_cfg(model: SpikingResNet, name: str) -> dict:
+# fields that describe a tag's data and training, not the architecture: a checkpoint saved under another
+# tag (a user's own fine-tuned model) must not inherit them from the tag it started from
+_DATA_FIELDS = ("dataset", "input_size", "mean", "std", "num_classes", "recipe", "train_command", "paper_top1",
+                "augment", "hf_hub_id", "hf_hub_filename", "url", "file", "model_args", "T", "label_names",
+                "event_framing", "split", "source")
+
+
+def _base_cfg(model: SpikingResNet, name: str, cfg: dict | None = None) -> dict:
     """The model's pretrained_cfg over the registered cfg of ``name`` (which fills what a model built
-    directly lacks: input size, mean/std, dataset, recipe)."""
+    directly lacks: input size, mean/std, dataset, recipe). For a tag that is not registered (a user's own),
+    only the architecture's fields are kept; ``cfg`` (the caller's dataset fields) wins over both."""
     from timm.models import get_pretrained_cfg
 
-    from .tags import tag_extras
-    base = get_pretrained_cfg(name if "." in name else f"{name}.")
-    registered = {**(base.to_dict() if base else {}), **tag_extras(name)}
+    from .tags import TAGS, tag_extras
+    arch = name.partition(".")[0]
+    try:
+        base = get_pretrained_cfg(name if "." in name else f"{name}.")
+    except RuntimeError:  # timm: "Invalid pretrained tag": the user's own tag
+        base = None
     own = dict(getattr(model, "pretrained_cfg", None) or {})
-    same = f"{own.get('architecture')}.{own.get('tag')}" == name or not base
-    return {**registered, **own} if same else {**own, **registered}  # published as another tag: its data win
+    if base is None or ("." in name and name not in TAGS):
+        arch_cfg = get_pretrained_cfg(arch).to_dict()
+        keep = lambda d: {k: v for k, v in d.items() if k not in _DATA_FIELDS}  # noqa: E731
+        return {**keep(arch_cfg), **keep(own), **(cfg or {})}
+    registered = {**base.to_dict(), **tag_extras(name)}
+    same = f"{own.get('architecture')}.{own.get('tag')}" == name
+    merged = {**registered, **own} if same else {**own, **registered}  # published as another tag: its data win
+    return {**merged, **(cfg or {})}
 
 
 def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | None = None,
                     metrics: list[dict] | None = None, card_extra: str = "", fuse: bool = True,
-                    repo_id: str | None = None, license: str = "mit") -> Path:
+                    repo_id: str | None = None, license: str = "mit", cfg: dict | None = None) -> Path:
     """Write a checkpoint folder (``model.safetensors``, ``config.json``, ``README.md``) for ``model``.
 
     Args:
@@ -129,6 +146,9 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
         card_extra: Markdown appended to the model card (e.g. training log summary).
         fuse: False writes the unfused training checkpoint (tdBN statistics kept) in the same layout.
         repo_id: the Hub repo it will live in (for the card's usage lines); default ``tdbn-zoo/<tag>``.
+        cfg: pretrained_cfg fields of the checkpoint's own data (``dataset``, ``input_size``, ``label_names``,
+            ``event_framing``, ...); with a tag that is not registered (your own ``arch.tag``), nothing of the
+            tag the model started from is copied.
     Returns: ``out_dir`` as a Path.
     """
     from timm.models._hub import save_config_for_hf
@@ -148,13 +168,15 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
         if missing:
             raise ValueError(f"metric {m!r} lacks {missing}: every figure needs the command that measured it")
     out = fuse_model(model) if (fuse and not model.fused) else copy.copy(model)  # copy: cfg set below
-    out.pretrained_cfg = {**_base_cfg(model, name), "architecture": arch, "tag": t, "fused": out.fused}
+    out.pretrained_cfg = {**_base_cfg(model, name, cfg), "architecture": arch, "tag": t, "fused": out.fused}
     args = {k: v for k, v in out.model_args.items() if k not in _RUNTIME_ARGS}
     args.update(T=out.T, num_classes=out.num_classes)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".cfg-") as tmp:
-        save_config_for_hf(out, Path(tmp) / CONFIG_NAME, model_args=args)
+        names = out.pretrained_cfg.get("label_names")  # timm keeps class names at the config's top level
+        save_config_for_hf(out, Path(tmp) / CONFIG_NAME, model_args=args,
+                           model_config=dict(label_names=list(names)) if names else None)
         config = json.loads((Path(tmp) / CONFIG_NAME).read_text())
     state = {k: v.detach().contiguous().cpu() for k, v in out.state_dict().items()}
     meta = {"format": "pt", "architecture": arch, "fused": str(out.fused).lower(), "tag": str(t)}

@@ -422,6 +422,10 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
         for k, v in checkpoint.model_args.items():
             kwargs.setdefault(k, v)  # arguments given explicitly win
         kwargs.setdefault("fused", checkpoint.fused)
+        config = checkpoint.config or {}
+        stored = {**(config.get("pretrained_cfg") or {}), **{k: config[k] for k in ("label_names",) if k in config}}
+        if "event_framing" in stored:  # a fine-tuned checkpoint's own data (tdbn-zoo finetune) describe it
+            extras.update({k: stored[k] for k in ("dataset", "label_names", "event_framing", "split") if k in stored})
     if extras.get("T") is not None:
         kwargs.setdefault("T", extras["T"])
     for k, v in (extras.get("model_args") or {}).items():  # a tag's own layout (e.g. a wider stem)

@@ -58,6 +58,22 @@ def _model_kwargs(items: list[str]) -> dict:
     return out
 
 
+def build_event_datasets(preset: dict, root: str | None, T: int, train_subset: int | None = None):
+    """``(train, test)`` of an event preset (DVS-Gesture, DVS-CIFAR10) from a local copy in tonic's layout
+    (``eval.events.build_event_dataset``; nothing is downloaded), framed by the paper's pipeline with ``T``
+    frames: items ``[T, 2, H, W]``, which the trainer makes time-first."""
+    import torch
+
+    from eval.events import build_event_dataset
+    from eval.events.datasets import _normalize
+
+    spec = _normalize(preset["dataset"]) + (f":{root}" if root else "")
+    out = [build_event_dataset(spec, split, T=T) for split in ("train", "test")]
+    if train_subset:
+        out[0] = torch.utils.data.Subset(out[0], range(min(train_subset, len(out[0]))))
+    return tuple(out)
+
+
 def _device(name: str | None):
     """``--device`` as a torch.device that exists here (None: the trainer's default); a ValueError otherwise."""
     import torch
@@ -136,7 +152,11 @@ def run(args) -> int:
     overrides["progress"] = not args.no_progress
     cfg = dataclasses.replace(p["train"], **overrides)
 
-    train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset)
+    from eval.events.datasets import is_tonic_name
+    if is_tonic_name(p["dataset"]):  # dvs-gesture, cifar10-dvs: the paper's event pipeline
+        train_set, test_set = build_event_datasets(p, args.data_dir, args.T or p["T"], args.train_subset)
+    else:
+        train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset)
 
     if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
