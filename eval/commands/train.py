@@ -31,6 +31,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model-kw", action="append", default=[], metavar="KEY=JSON",
                         help="extra model argument, e.g. norm='\"bn\"' or surrogate_width=0.5 (repeatable)")
     parser.add_argument("--train-subset", type=int, default=None, help="use only the first N training images")
+    parser.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+                        help="static images: train and test at this side instead of the dataset's (e.g. a quick "
+                             "run); recorded in the run, eval.ship evaluates at it")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="CIFAR: accept batch files whose MD5 differs from the official release (a local "
+                             "re-packing you trust: the batches are unpickled)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true")
@@ -49,7 +55,8 @@ def _model_kwargs(items: list[str]) -> dict:
     return out
 
 
-def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None):
+def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None, *,
+                   input_size: int | None = None, verify: bool = True):
     """``(train, test)`` datasets of a preset from local files (``eval.data``; nothing is downloaded).
 
     Every dataset gets ``eval.data.build_transform``'s pipeline (the preset's crop padding and flip) through
@@ -75,9 +82,9 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
         if spec.kind == "idx":
             bases[split] = ArrayImageDataset(*(read_idx(f) for f in find_root(name, root, split)))
         else:  # CIFAR, ImageNet: torchvision's dataset without a transform yields PIL images
-            bases[split] = build_dataset(name, root, split)
+            bases[split] = build_dataset(name, root, split, verify=verify)
             bases[split].transform = None
-    norm = dict(mean=preset["mean"], std=preset["std"])
+    norm = dict(mean=preset["mean"], std=preset["std"], input_size=input_size)
     augment = build_transform(name, train=True, pad=preset["pad"], hflip=preset["hflip"], **norm)
     train = SeededAugment(first(bases["train"]), augment, seed=seed)
     test = SeededAugment(bases["test"], build_transform(name, **norm), train=False)
@@ -108,7 +115,10 @@ def run(args) -> int:
     overrides["progress"] = not args.no_progress
     cfg = dataclasses.replace(p["train"], **overrides)
 
-    train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset)
+    if args.input_size is not None and args.input_size <= 0:
+        raise ValueError(f"--input-size must be a positive number of pixels, got {args.input_size}")
+    train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset,
+                                         input_size=args.input_size, verify=not args.no_verify)
 
     if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -118,7 +128,7 @@ def run(args) -> int:
     kw = _model_kwargs(args.model_kw)
     model = zoo.create(args.preset, T=args.T, **kw)
     state = dict(preset=args.preset, dataset=p["dataset"], data_dir=args.data_dir, model_kw=kw,
-                 T=model.T, train_subset=args.train_subset)
+                 T=model.T, train_subset=args.train_subset, input_size=args.input_size)
     trainer = Trainer(model, train_set, test_set, cfg, out_dir=args.out, device=args.device, extra_state=state)
     history = trainer.fit(resume=args.resume)
     if history and trainer.rank == 0:
