@@ -32,7 +32,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 IMAGENET_WNIDS = ("n01440764", "n01443537")  # tench, goldfish: the first two ImageNet-1k classes
 
 
-def write_cifar10(root: Path, rng: np.random.Generator, per_batch: int = 2, n_test: int = 4) -> Path:
+def write_cifar10(root: Path, rng: np.random.Generator, per_batch: int = 2, n_test: int = 2) -> Path:
     """CIFAR-10's python batches with ``per_batch`` images in each of the 5 training batches."""
     folder = root / "cifar-10-batches-py"
 
@@ -73,7 +73,7 @@ def _idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def write_idx(root: Path, rng: np.random.Generator, n_train: int = 8, n_test: int = 4) -> Path:
+def write_idx(root: Path, rng: np.random.Generator, n_train: int = 4, n_test: int = 2) -> Path:
     """MNIST / Fashion-MNIST: ``train-images-idx3-ubyte.gz`` and the three other gzipped IDX files."""
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)

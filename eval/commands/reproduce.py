@@ -31,7 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-verify", action="store_true", help="CIFAR: accept batch files re-packed locally "
                         "(MD5 differs from the official release; they are unpickled)")
     parser.add_argument("--smoke", action="store_true", help="the same chain in seconds on a tiny dataset written "
-                        "in the real layout (OUT/smoke-data), 2 steps at batch 2")
+                        "in the real layout (OUT/smoke-data), 1 step at batch 2")
     parser.add_argument("--dry-run", action="store_true", help="print the steps' commands, run nothing")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for training")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
@@ -48,7 +48,7 @@ def run(args) -> int:
                     master_port=args.master_port)
     plan = make_plan(args.tag, args.out, data_dir=args.data_dir, launch=launch, publish=args.publish,
                      smoke=args.smoke, weights=args.weights, verify=not args.no_verify, threads=args.threads,
-                     device=args.device)
+                     device=args.device, check_machine=not args.dry_run)
     if args.dry_run:
         print("\n".join(plan.commands()))
         return 0
