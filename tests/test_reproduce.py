@@ -235,7 +235,8 @@ def test_the_recipe_global_batch_is_split_over_the_processes():
 
 # --- bad input: one line, exit 2, before any work ----------------------------------------------------------
 @pytest.mark.parametrize("extra, needles", [
-    (["--gpus", "0"], [r"--gpus must be at least 1, got 0"]),
+    (["--gpus", "0"], [r"--gpus: expected an integer >= 1, got '0'"]),
+    (["--node-rank", "-1"], [r"--node-rank: expected an integer >= 0"]),
     (["--gpus", "7", "--dry-run"], [r"global batch \(36", r"7 processes"]),
     (["--nnodes", "2", "--dry-run"], [r"--master-addr"]),
     (["--nnodes", "2", "--node-rank", "2", "--master-addr", "h"], [r"--node-rank must lie in 0\.\.1", "got 2"]),

@@ -10,6 +10,8 @@ Example (CIFAR-10, ResNet-19, T=6, one GPU; the CIFAR-10 python batches under ``
 """
 from __future__ import annotations
 
+from eval.commands._args import nonneg_int, positive_int
+
 HELP = "Reproduce a paper result: train with the tag's recipe (resumable, torchrun), ship, optionally publish."
 
 
@@ -19,11 +21,11 @@ def add_arguments(parser) -> None:
                         "$TDBN_ZOO_<DATASET>, $TDBN_ZOO_DATA, ./data)")
     parser.add_argument("--out", required=True, help="run folder: train/ (resumable), weights/<tag>/ (the "
                         "fused checkpoint), weights/manifest.json")
-    parser.add_argument("--gpus", type=int, default=1, help="processes (GPUs) per node; >1 launches torchrun")
-    parser.add_argument("--nnodes", type=int, default=1, help="machines (run the same command on each)")
-    parser.add_argument("--node-rank", type=int, default=0, help="this machine's rank (0 ships and publishes)")
+    parser.add_argument("--gpus", type=positive_int, default=1, help="processes (GPUs) per node; >1 launches torchrun")
+    parser.add_argument("--nnodes", type=positive_int, default=1, help="machines (run the same command on each)")
+    parser.add_argument("--node-rank", type=nonneg_int, default=0, help="this machine's rank (0 ships and publishes)")
     parser.add_argument("--master-addr", default=None, help="address of node 0 (multi-node)")
-    parser.add_argument("--master-port", type=int, default=29500)
+    parser.add_argument("--master-port", type=positive_int, default=29500)
     parser.add_argument("--publish", default=None, metavar="REPO", help="upload to this Hub repo (org/name) and "
                         "pin the commit in the manifest")
     parser.add_argument("--weights", default=None, help="where the checkpoint folder and manifest.json go "
@@ -33,17 +35,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--smoke", action="store_true", help="the same chain in seconds on a tiny dataset written "
                         "in the real layout (OUT/smoke-data), 1 step at batch 2")
     parser.add_argument("--dry-run", action="store_true", help="print the steps' commands, run nothing")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for training")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads for training")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
 
 
 def run(args) -> int:
     import json
 
+    from eval.commands._args import ensure_writable_dir
     from eval.reproduce import Launch, make_plan, reproduce
 
-    if args.threads is not None and args.threads <= 0:
-        raise ValueError(f"--threads must be positive, got {args.threads}")
     launch = Launch(gpus=args.gpus, nnodes=args.nnodes, node_rank=args.node_rank, master_addr=args.master_addr,
                     master_port=args.master_port)
     plan = make_plan(args.tag, args.out, data_dir=args.data_dir, launch=launch, publish=args.publish,
@@ -52,5 +53,7 @@ def run(args) -> int:
     if args.dry_run:
         print("\n".join(plan.commands()))
         return 0
+    ensure_writable_dir(plan.run, "--out")  # before hours of training, not after
+    ensure_writable_dir(plan.weights, "--weights")
     print(json.dumps(reproduce(plan)))
     return 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 
+from eval.commands._args import positive_int
+
 HELP = "Train a spiking ResNet with a paper recipe (resumable, distributed under torchrun)."
 
 
@@ -31,7 +33,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model-kw", action="append", default=[], metavar="KEY=JSON",
                         help="extra model argument, e.g. norm='\"bn\"' or surrogate_width=0.5 (repeatable)")
     parser.add_argument("--train-subset", type=int, default=None, help="use only the first N training images")
-    parser.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+    parser.add_argument("--input-size", type=positive_int, default=None, metavar="PIXELS",
                         help="static images: train and test at this side instead of the dataset's (e.g. a quick "
                              "run); recorded in the run, eval.ship evaluates at it")
     parser.add_argument("--no-verify", action="store_true",
@@ -115,8 +117,6 @@ def run(args) -> int:
     overrides["progress"] = not args.no_progress
     cfg = dataclasses.replace(p["train"], **overrides)
 
-    if args.input_size is not None and args.input_size <= 0:
-        raise ValueError(f"--input-size must be a positive number of pixels, got {args.input_size}")
     train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset,
                                          input_size=args.input_size, verify=not args.no_verify)
 
