@@ -7,10 +7,8 @@ pretrained_cfg_overlay=dict(file=...))`` and comparing its logits with the run's
 from __future__ import annotations
 
 import json
-import re
 import shlex
 
-import numpy as np
 import pytest
 import torch
 
@@ -262,3 +260,20 @@ def test_unknown_tag_and_out_file_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert_cli_user_error(run_cli(["reproduce", "sresnet19_tdbn.cifar10_t6", "--out", tmp_path / "file",
                                    "--smoke"], capsys), r"--out .*file is a file")
+
+
+@pytest.mark.slow
+def test_two_process_launch_trains_what_one_process_trains(tmp_path, capsys):
+    """``--gpus 2`` (here two CPU processes over gloo) runs the printed torchrun command; with synchronised
+    tdBN and the global batch split in two, the weights equal a one-process run's."""
+    tag = "sresnet19_narrow_tdbn.mnist_t2"
+    runs = {}
+    for n in (1, 2):
+        res = run_cli(["reproduce", tag, "--smoke", "--out", tmp_path / f"p{n}", "--gpus", n, "--threads", "1",
+                       "--device", "cpu"], capsys)
+        assert res.rc == 0, res.err
+        runs[n] = read_safetensors(tmp_path / f"p{n}" / "train" / "model.safetensors")
+    assert _printed(res.out, "train")[:3] == ["torchrun", "--standalone", "--nproc_per_node=2"]
+    assert _train_meta(tmp_path / "p2")["world_size"] == 2
+    for k, v in runs[1].items():
+        torch.testing.assert_close(runs[2][k], v, rtol=1e-4, atol=1e-5, msg=k)
