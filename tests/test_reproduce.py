@@ -15,6 +15,7 @@ import torch
 import zoo
 from eval.smoke_data import write_smoke_data
 from hostile import assert_cli_user_error, run_cli
+from test_hub import hub, online  # noqa: F401  (the local Hub-protocol server, a private cache and weights/)
 from zoo.pretrained import read_safetensors
 from zoo.tags import TAGS
 
@@ -105,26 +106,7 @@ def test_smoke_chain_ships_a_checkpoint_that_loads_by_tag(tag, tmp_path, capsys)
 
 
 # --- publish to the local Hub-protocol server, and a rerun that resumes instead of retraining ---------------
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    import huggingface_hub.constants as c
-
-    from hub_emulator import HubEmulator
-
-    token = "hf_emulator_write_token"
-    with HubEmulator(token=token) as server:
-        monkeypatch.setattr(c, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(c, "HF_HUB_DISABLE_XET", True)
-        monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-        monkeypatch.setenv("HF_TOKEN", token)
-        monkeypatch.setenv("TDBN_ZOO_WEIGHTS", str(tmp_path / "package-weights"))  # nothing shipped
-        yield server
-
-
-def test_rerun_resumes_then_publishes_and_the_hub_copy_loads(hub, tmp_path, capsys):
+def test_rerun_resumes_then_publishes_and_the_hub_copy_loads(hub, online, tmp_path, capsys):
     tag, repo = "sresnet19_narrow_tdbn.mnist_t2", "tdbn-zoo/smoke-mnist"
     run = tmp_path / "run"
     argv = ["reproduce", tag, "--smoke", "--out", run, "--threads", "2", "--device", "cpu"]
