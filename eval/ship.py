@@ -57,10 +57,22 @@ def override_flags(meta: dict) -> str:
     return "".join(flags)
 
 
+def _test_set(meta: dict, data_dir: str | None, model, verify: bool):
+    """The run's full test set: event data framed by the paper's pipeline for ``model`` (eval.events), static
+    images at the run's input size (train --input-size); ``verify=False``: CIFAR re-packed locally."""
+    from eval.data import build_dataset
+    from eval.events.loading import parse_event_spec
+
+    event = parse_event_spec(meta["dataset"])  # 'dvs-gesture' -> ('dvsgesture', None); None for static data
+    if event is not None:
+        from eval.events import build_event_dataset
+        return build_event_dataset(f"{event[0]}:{data_dir}" if data_dir else event[0], "test", model=model)
+    return build_dataset(meta["dataset"], data_dir, "test", input_size=meta.get("input_size"), verify=verify)
+
+
 def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | None = None,
          batch_size: int = 200, verify: bool = True) -> dict:
     from eval.harness import evaluate
-    from eval.data import build_dataset
     from eval.train_checkpoint import read_training_checkpoint
     from zoo import create, manifest
     from zoo.checkpoints import save_pretrained
@@ -81,8 +93,7 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
     model = create(preset, T=run_T, **kw)
     load_state_dict_into(model, read_safetensors(run / "model.safetensors"), str(run / "model.safetensors"))
     model.eval()
-    # at the run's input size (train --input-size); verify=False: CIFAR batches re-packed locally (train --no-verify)
-    test = build_dataset(meta["dataset"], data_dir, "test", input_size=meta.get("input_size"), verify=verify)
+    test = _test_set(meta, data_dir, model, verify)
     results = {}
     for name, m in (("unfused", model), ("fused", fuse(model))):
         results[name] = evaluate(m, test, batch_size=batch_size, speed_batches=0, model_name=f"{preset} ({name})",
