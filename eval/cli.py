@@ -21,6 +21,7 @@ COMMANDS = {
     "publish": "publish",
     "export-nir": "export_nir",
     "manifest": "manifest",
+    "reproduce": "reproduce",
 }
 
 

@@ -40,6 +40,12 @@ def add_arguments(parser) -> None:
                         help="extra model argument, e.g. norm='\"bn\"' or surrogate_width=0.5 (repeatable)")
     parser.add_argument("--train-subset", type=positive_int, default=None,
                         help="use only the first N training images")
+    parser.add_argument("--input-size", type=positive_int, default=None, metavar="PIXELS",
+                        help="static images: train and test at this side instead of the dataset's (e.g. a quick "
+                             "run); recorded in the run, eval.ship evaluates at it")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="CIFAR: accept batch files whose MD5 differs from the official release (a local "
+                             "re-packing you trust: the batches are unpickled)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true")
@@ -91,7 +97,8 @@ def _device(name: str | None):
     return device
 
 
-def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None):
+def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None, *,
+                   input_size: int | None = None, verify: bool = True):
     """``(train, test)`` datasets of a preset from local files (``eval.data``; nothing is downloaded).
 
     Every dataset gets ``eval.data.build_transform``'s pipeline (the preset's crop padding and flip) through
@@ -117,9 +124,9 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
         if spec.kind == "idx":
             bases[split] = ArrayImageDataset(*load_idx_pair(name, *find_root(name, root, split)))
         else:  # CIFAR, ImageNet: torchvision's dataset without a transform yields PIL images
-            bases[split] = build_dataset(name, root, split)
+            bases[split] = build_dataset(name, root, split, verify=verify)
             bases[split].transform = None
-    norm = dict(mean=preset["mean"], std=preset["std"])
+    norm = dict(mean=preset["mean"], std=preset["std"], input_size=input_size)
     augment = build_transform(name, train=True, pad=preset["pad"], hflip=preset["hflip"], **norm)
     train = SeededAugment(first(bases["train"]), augment, seed=seed)
     test = SeededAugment(bases["test"], build_transform(name, **norm), train=False)
@@ -156,7 +163,8 @@ def run(args) -> int:
     if is_tonic_name(p["dataset"]):  # dvs-gesture, cifar10-dvs: the paper's event pipeline
         train_set, test_set = build_event_datasets(p, args.data_dir, args.T or p["T"], args.train_subset)
     else:
-        train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset)
+        train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset,
+                                             input_size=args.input_size, verify=not args.no_verify)
 
     if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -166,7 +174,7 @@ def run(args) -> int:
     kw = _model_kwargs(args.model_kw)
     model = zoo.create(args.preset, T=args.T, **kw)
     state = dict(preset=args.preset, dataset=p["dataset"], data_dir=args.data_dir, model_kw=kw,
-                 T=model.T, train_subset=args.train_subset)
+                 T=model.T, train_subset=args.train_subset, input_size=args.input_size)
     trainer = Trainer(model, train_set, test_set, cfg, out_dir=args.out, device=device, extra_state=state)
     history = trainer.fit(resume=args.resume)
     if history and trainer.rank == 0:
