@@ -81,13 +81,17 @@ def test_run_bench_result_and_table():
 
 def test_ratios_by_hand():
     """The comparisons on made-up timings whose ratios are written out by hand (exact binary fractions)."""
-    rows = {"zoo": dict(train_ms=20.0, infer_ms=8.0, fused_infer_ms=6.0, peak_train_mib=50.0),
-            "spikingjelly": dict(train_ms=30.0, infer_ms=9.0, fused_infer_ms=None, peak_train_mib=100.0),
-            "ann": dict(train_ms=5.0, infer_ms=2.0, fused_infer_ms=1.5, peak_train_mib=10.0)}
+    rows = {"zoo": dict(train_ms=20.0, infer_ms=8.0, fused_infer_ms=6.0, peak_train_mib=50.0,
+                        saved_for_backward_mib=30.0),
+            "spikingjelly": dict(train_ms=30.0, infer_ms=9.0, fused_infer_ms=None, peak_train_mib=100.0,
+                                 saved_for_backward_mib=120.0),
+            "ann": dict(train_ms=5.0, infer_ms=2.0, fused_infer_ms=1.5, peak_train_mib=10.0,
+                        saved_for_backward_mib=24.0)}
     assert _ratios(rows) == {
         "train_speedup_vs_spikingjelly": 1.5, "train_speedup_vs_snntorch": None, "train_over_ann": 4.0,
         "fused_over_unfused_inference": 0.75, "fused_over_unfused_floor": 0.1875, "fused_over_ann_inference": 3.0,
-        "inference_over_ann": 4.0, "peak_train_memory_vs_spikingjelly": 0.5}
+        "inference_over_ann": 4.0, "peak_train_memory_vs_spikingjelly": 0.5,
+        "saved_for_backward_over_ann": 1.25, "saved_for_backward_vs_spikingjelly": 0.25}
 
 
 def test_bench_command(tmp_path, capsys):
