@@ -124,7 +124,7 @@ def test_shipped_checkpoint_is_verified_and_loaded(saved, weights):
     assert cli(["manifest", "add", str(out), "--ship"]) == 0
     entry = json.loads((weights / "manifest.json").read_text())["models"][TAG]
     assert entry["path"] == TAG and entry["repo_id"] == f"tdbn-zoo/{TAG}"
-    assert set(entry["files"]) == {"model.safetensors", "config.json", "README.md"}
+    assert set(entry["files"]) == {"model.safetensors", "config.json"}  # the card is not verified
     assert loadable(TAG) and TAG in zoo.list_models(pretrained=True)
     got = zoo.create(TAG, pretrained=True)  # resolved from weights/ via the manifest, no path given
     assert got.fused
