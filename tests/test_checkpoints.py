@@ -147,3 +147,25 @@ def test_manifest_errors_are_clear(weights):
     (weights / "manifest.json").write_text(json.dumps({"models": []}))
     with pytest.raises(CheckpointError, match="not a tdbn-zoo manifest"):
         loadable(TAG)
+
+
+def test_features_only_loads_the_weights_before_wrapping(saved):
+    """timm's build_model_with_cfg order: weights first, then the feature wrapper prunes the head."""
+    model, out = saved
+    want = model.forward_intermediates(X, indices=(1, 2), intermediates_only=True)
+    for feats in (zoo.create(TAG, pretrained=True, features_only=True, out_indices=(1, 2),
+                             pretrained_cfg_overlay=dict(file=str(out))),
+                  timm.create_model(f"local-dir:{out}", pretrained=True, features_only=True, out_indices=(1, 2)),
+                  zoo.create(str(out), pretrained=True, features_only=True, out_indices=(1, 2))):
+        got = feats.eval()(X)
+        assert [g.shape[1] for g in got] == [8, 16]
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=0, atol=1e-6)
+
+
+def test_bare_weights_file_is_self_describing(saved):
+    """save_pretrained's model.safetensors alone (no config.json, no arguments) builds and loads."""
+    model, out = saved
+    got = zoo.create(str(out / "model.safetensors"), pretrained=True).eval()
+    assert got.fused and got.T == 2 and got.model_args["channels"] == [8, 16]
+    torch.testing.assert_close(got(X), model(X), rtol=0, atol=1e-6)
