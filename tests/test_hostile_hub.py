@@ -454,3 +454,20 @@ def test_publish_never_drops_a_shipped_copy(repos, online, capsys):
     assert run_cli(["publish", out, "--repo", "user/shipped", "--manifest", mpath], capsys).rc == 0
     entry = json.loads(mpath.read_text())["models"][TAG]
     assert entry["path"] == TAG and entry["repo_id"] == "user/shipped" and len(entry["revision"]) == 40
+
+
+def test_train_on_a_repacked_cifar_names_a_flag_that_exists(tmp_path, capsys):
+    """The MD5 error's advice, --no-verify, is a train flag: with it the same folder builds its datasets."""
+    from eval.commands.train import build_datasets
+    from eval.presets import get_preset
+    from test_data import write_cifar10
+
+    write_cifar10(tmp_path)
+    res = run_cli(["train", "--preset", "sresnet19_tdbn.cifar10_t2", "--data-dir", tmp_path, "--out",
+                   tmp_path / "run"], capsys)
+    assert_cli_user_error(res, "MD5", "--no-verify")
+    from eval.cli import build_parser
+    args = build_parser()[0].parse_args(["train", "--preset", "sresnet19_tdbn.cifar10_t2", "--out", "o", "--no-verify"])
+    assert args.no_verify
+    train, test = build_datasets(get_preset("sresnet19_tdbn.cifar10_t2"), str(tmp_path), 0, verify=not args.no_verify)
+    assert len(train) == 15 and len(test) == 3

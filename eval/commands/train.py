@@ -34,6 +34,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-verify", action="store_true", help="CIFAR: skip the MD5 check of the batch files")
 
 
 def _model_kwargs(items: list[str]) -> dict:
@@ -49,7 +50,8 @@ def _model_kwargs(items: list[str]) -> dict:
     return out
 
 
-def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None):
+def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None,
+                   verify: bool = True):
     """``(train, test)`` datasets of a preset from local files (``eval.data``; nothing is downloaded).
 
     Every dataset gets ``eval.data.build_transform``'s pipeline (the preset's crop padding and flip) through
@@ -75,7 +77,7 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
         if spec.kind == "idx":
             bases[split] = ArrayImageDataset(*(read_idx(f) for f in find_root(name, root, split)))
         else:  # CIFAR, ImageNet: torchvision's dataset without a transform yields PIL images
-            bases[split] = build_dataset(name, root, split)
+            bases[split] = build_dataset(name, root, split, verify=verify)
             bases[split].transform = None
     norm = dict(mean=preset["mean"], std=preset["std"])
     augment = build_transform(name, train=True, pad=preset["pad"], hflip=preset["hflip"], **norm)
@@ -108,7 +110,8 @@ def run(args) -> int:
     overrides["progress"] = not args.no_progress
     cfg = dataclasses.replace(p["train"], **overrides)
 
-    train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset)
+    train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset,
+                                       verify=not args.no_verify)
 
     if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
