@@ -23,3 +23,11 @@ class CheckpointError(ZooError, ValueError):
 
 class PublishError(ZooError, RuntimeError):
     """An upload to the Hub that failed (offline, no permission, server error)."""
+
+
+class OutputNotWritableError(ZooError, ValueError):
+    """An output path (file or folder) that cannot be written: checked before the work starts."""
+
+
+class InvalidInputError(ZooError, ValueError):
+    """A model argument or an input tensor of the wrong type, range, rank, channels or dtype."""
