@@ -59,7 +59,7 @@ def test_folder_layout_config_and_card(saved):
     SpikingResNet(**args)  # the entrypoint's class accepts every recorded argument
     card = (out / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
-    assert front["library_name"] == "timm" and front["license"] == "mit" and front["datasets"] == ["cifar10"]
+    assert front["library_name"] == "timm" and front["license"] == "mit" and front["datasets"] == ["uoft-cs/cifar10"]  # a Hub dataset id
     assert {"timm", "spiking-neural-network"} <= set(front["tags"]) and front["metrics"] == ["accuracy"]
     assert front["model-index"][0]["results"][0]["metrics"][0]["value"] == 12.5
     assert "tdbn-zoo eval --model sresnet19_tdbn.cifar10_t2" in card and "arXiv:2011.05280" in card

@@ -197,3 +197,18 @@ def test_features_only_with_hub_weights(published, online):
     assert len(got) == len(want) == len(feats.feature_info.channels())
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-6)
+
+
+def test_published_card_names_the_real_repo_and_config_has_label_names(published, hub, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    _, folder, _ = published
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["pretrained_cfg"]["label_names"][:2] == ["airplane", "automobile"]
+    assert "hf-hub:tdbn-zoo/" in (folder / "README.md").read_text()  # written before the repo was known
+    assert cli(["publish", str(folder), "--repo", "someone-else/elsewhere"]) == 0
+    card = open(hf_hub_download("someone-else/elsewhere", "README.md", cache_dir=tmp_path)).read()
+    assert "timm.create_model('hf-hub:someone-else/elsewhere', pretrained=True)" in card
+    assert "hf-hub:tdbn-zoo/" not in card
+    import yaml
+    assert yaml.safe_load(card.split("---")[1])["datasets"] == ["uoft-cs/cifar10"]  # a Hub dataset id

@@ -24,6 +24,16 @@ from .spiking_resnet import ARCH_CFGS, SpikingResNet
 FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
 _RUNTIME_ARGS = ("neuron", "drop_rate")  # chosen at load time, not part of the weights' meaning
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # safetensors dtype names a weight may have
+# the Hub dataset ids of the datasets the tags name (a card's `datasets:` must be Hub ids to link)
+HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist",
+                "cifar10": "uoft-cs/cifar10", "imagenet-1k": "ILSVRC/imagenet-1k"}
+# class names in label order (timm's pretrained_cfg['label_names']), as the datasets' own metadata give them
+LABEL_NAMES = {
+    "mnist": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
 
 
 def weights_metadata(arch: str | None, model_args: dict, **extra: str) -> dict[str, str]:
@@ -180,6 +190,9 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
             raise ValueError(f"metric {m!r} lacks {missing}: every figure needs the command that measured it")
     out = fuse_model(model) if (fuse and not model.fused) else copy.copy(model)  # copy: cfg set below
     out.pretrained_cfg = {**_base_cfg(model, name), "architecture": arch, "tag": t, "fused": out.fused}
+    labels = LABEL_NAMES.get(out.pretrained_cfg.get("dataset"))
+    if labels and len(labels) == out.num_classes:
+        out.pretrained_cfg["label_names"] = labels
     args = {k: v for k, v in out.model_args.items() if k not in _RUNTIME_ARGS}
     args.update(T=out.T, num_classes=out.num_classes)
     out_dir = Path(out_dir)
@@ -210,7 +223,7 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
                         metric_name=m["name"], metric_value=m["value"]) for m in metrics]
     data = ModelCardData(library_name="timm", license=license, model_name=name,
                          tags=["image-classification", "timm", "spiking-neural-network", "snn", "tdbn", "tdbn-zoo"],
-                         datasets=[dataset] if dataset else None,
+                         datasets=[HUB_DATASETS.get(dataset, dataset)] if dataset else None,
                          metrics=sorted({e.metric_type for e in evals}) or ["accuracy"],
                          eval_results=evals or None)
     recipe = cfg.get("recipe") or {}

@@ -11,12 +11,15 @@ so a server that accepts connections and never answers costs at most that long p
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .checkpoints import FILES, Checkpoint
+from .checkpoints import CARD_NAME, FILES, Checkpoint
 from .errors import PretrainedUnavailableError, PublishError
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -179,11 +182,12 @@ def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, pr
         raise ValueError(f"{folder} lacks {', '.join(missing)}: write checkpoint folders with zoo.save_pretrained")
     api = HfApi(token=token)
     try:
-        with deadline() as seconds:
+        with deadline() as seconds, tempfile.TemporaryDirectory() as tmp:
             repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             if revision and revision != "main":
                 api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
-            return api.upload_folder(repo_id=repo.repo_id, folder_path=str(folder), allow_patterns=list(FILES),
+            upload = _with_usage_repo(folder, repo.repo_id, Path(tmp))
+            return api.upload_folder(repo_id=repo.repo_id, folder_path=str(upload), allow_patterns=list(FILES),
                                      revision=revision, commit_message=commit_message or f"Upload {folder.name}")
     except Exception as e:  # noqa: BLE001 - offline mode is a ConnectionError; httpx errors are not OSErrors
         why = (f"it did not answer within {seconds:g} s ({TIMEOUT_ENV} sets the limit)" if _timed_out(e)
@@ -191,3 +195,17 @@ def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, pr
         raise PublishError(f"could not publish {folder} to {repo_id} on {constants.ENDPOINT}: {why}. Check "
                            f"HF_HUB_OFFLINE, the network and that HF_TOKEN (or `hf auth login`) may write "
                            f"to {repo_id.split('/')[0]}") from e
+
+
+def _with_usage_repo(folder: Path, repo_id: str, tmp: Path) -> Path:
+    """``folder``, or a copy whose card's usage line names ``repo_id`` (the repo it is published to) when
+    it names another (the card is written before the repo is known). The weights and config are the same
+    files, so the manifest's digests hold."""
+    card = (folder / CARD_NAME).read_text()
+    fixed = re.sub(r"(create_model\('hf-hub:)[^']+(')", lambda m: m[1] + repo_id + m[2], card)
+    if fixed == card:
+        return folder
+    for name in FILES:
+        shutil.copy2(folder / name, tmp / name)
+    (tmp / CARD_NAME).write_text(fixed)
+    return tmp
