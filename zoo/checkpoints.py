@@ -248,7 +248,8 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
         f"std {cfg.get('std')}",
         "", "## Recipe", "",
     ]
-    lines += [f"- {k}: {v}" for k, v in recipe.items()] or ["- not recorded"]
+    lines += [f"- {k}: {v}" + (" (mixed precision is used on CUDA only; a CPU run trains in float32)"
+                                if k == "amp" and v else "") for k, v in recipe.items()] or ["- not recorded"]
     if cfg.get("train_command"):
         lines += [f"- Train: `{cfg['train_command']}`"]
     lines += ["", "## Measured results", ""]
