@@ -1,7 +1,41 @@
-"""Input validation shared by the multi-step layers: errors that name what was expected and what came."""
+"""Input validation shared by the multi-step layers: errors that name what was expected and what came.
+
+Shape and dtype checks always run (they read metadata only). Value checks (NaN/Inf inputs, running-statistic
+sanity in tdBN) read tensor values on the host, which stalls a GPU and breaks a compiled graph every step, so
+they are opt-in: set the environment variable ``TDBN_ZOO_CHECK_VALUES=1`` before import, call
+``set_value_checks(True)``, or wrap code in ``with value_checks():``.
+"""
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
+
+VALUE_CHECKS_ENV = "TDBN_ZOO_CHECK_VALUES"
+_value_checks = os.environ.get(VALUE_CHECKS_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def value_checks_enabled() -> bool:
+    """Whether the opt-in value checks run (see the module docstring)."""
+    return _value_checks
+
+
+def set_value_checks(enabled: bool) -> bool:
+    """Turn the value checks on or off for the process; returns the previous setting."""
+    global _value_checks
+    previous, _value_checks = _value_checks, bool(enabled)
+    return previous
+
+
+@contextlib.contextmanager
+def value_checks(enabled: bool = True):
+    """``with value_checks(): model(x)`` runs the NaN/Inf and running-statistic checks inside the block."""
+    previous = set_value_checks(enabled)
+    try:
+        yield
+    finally:
+        set_value_checks(previous)
 
 
 def check_tensor(x, *, layer: str, ranks: tuple[int, ...], layout: str, channels: int | None = None,
@@ -29,7 +63,21 @@ def check_tensor(x, *, layer: str, ranks: tuple[int, ...], layout: str, channels
 
 
 def check_finite(x: torch.Tensor, *, layer: str) -> None:
-    if not bool(torch.isfinite(x).all()):
+    """Raise ValueError naming NaN or Inf in ``x``; a no-op unless the value checks are on."""
+    if _value_checks and not bool(torch.isfinite(x).all()):
         bad = "NaN" if bool(torch.isnan(x).any()) else "Inf"
         raise ValueError(f"{layer} got an input containing {bad}; refusing to run on non-finite values "
                          f"(they would corrupt the running statistics)")
+
+
+def check_int(value, *, name: str, minimum: int, owner: str) -> int:
+    """Return ``value`` if it is an integer (not a bool) >= ``minimum``; else raise a TypeError/ValueError
+    naming ``owner``'s argument ``name``, what was expected and what came."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r} "
+                        f"({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value}")
+    return int(value)

@@ -1,8 +1,9 @@
 """The paper's iterative LIF neuron (eq. 2-3), multi-step, native PyTorch.
 
 Two implementations of one function: ``lif_reference`` (a plain autograd loop, easy to audit) and
-``lif_multistep`` (one autograd Function over all T steps whose backward needs only the membrane sequence,
-or two boolean masks when the reset is detached). On CPU ``lif_multistep`` runs a compiled one-pass kernel
+``lif_multistep`` (one custom op ``torch.ops.tdbn_zoo.lif_fwd`` over all T steps, with registered autograd
+and fake implementation so ``torch.compile(fullgraph=True)`` treats it as one node, whose backward needs only
+the membrane sequence, or two boolean masks when the reset is detached). On CPU ``lif_multistep`` runs a compiled one-pass kernel
 (``csrc/lif_cpu.cpp``, built on first use) and otherwise in-place PyTorch ops. ``LIF`` uses
 ``lif_multistep``; tests hold every path spike-identical and gradient-equal to the reference.
 """
@@ -64,36 +65,71 @@ def _like(grad: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(saved, dtype=grad.dtype).copy_(grad)
 
 
-class _LIFMultiStep(torch.autograd.Function):
-    """Saves the membrane sequence (full gradient) or two boolean masks (detached reset), nothing else."""
+# The LIF kernels as torch.library custom ops: opaque to torch.compile (no graph break, no tracing into the
+# C++ kernel), with fake implementations for shape propagation and a registered autograd formula.
+# lif_fwd returns (spikes, a, b): a = membranes (full gradient) or windows (detached reset), b = fired
+# (detached reset); unused ones are empty tensors, because a custom op cannot return None.
+@torch.library.custom_op("tdbn_zoo::lif_fwd", mutates_args=())
+def _lif_fwd(x: torch.Tensor, tau: float, v_th: float, width: float, detach_reset: bool,
+             save: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    save_membranes, save_masks = save and not detach_reset, save and detach_reset
+    kernel = _use_kernel(x)
+    if kernel is not None:
+        out = kernel.lif_forward(_time_major(x), tau, v_th, width, save_membranes, save_masks)
+    else:
+        out = _forward_torch(x, tau, v_th, width, save_membranes, save_masks)
+    spikes, membranes, windows, fired = (_as_fake(t, x) if t is not None else None for t in out)
+    if save_membranes:
+        return spikes, membranes, x.new_empty(0)
+    if save_masks:
+        return spikes, windows, fired
+    return spikes, x.new_empty(0), x.new_empty(0)  # distinct tensors: outputs may not alias each other
 
-    @staticmethod
-    def forward(ctx, x, tau, v_th, width, detach_reset):
-        save = ctx.needs_input_grad[0]
-        kernel = _use_kernel(x)
-        if kernel is not None:
-            spikes, membranes, windows, fired = kernel.lif_forward(
-                _time_major(x), tau, v_th, width, save and not detach_reset, save and detach_reset)
-        else:
-            spikes, membranes, windows, fired = _forward_torch(x, tau, v_th, width, save and not detach_reset,
-                                                               save and detach_reset)
-        ctx.tau, ctx.v_th, ctx.width, ctx.detach_reset = tau, v_th, width, detach_reset
-        if save:
-            ctx.save_for_backward(*((membranes,) if not detach_reset else (windows, fired)))
-        return spikes
 
-    @staticmethod
-    def backward(ctx, grad_spikes):
-        kernel = _use_kernel(grad_spikes)
-        if kernel is None:
-            grad_x = _backward_torch(ctx, grad_spikes)
-        elif ctx.detach_reset:
-            windows, fired = ctx.saved_tensors
-            grad_x = kernel.lif_backward_detached(_like(grad_spikes, windows), windows, fired, ctx.tau, ctx.width)
-        else:
-            (membranes,) = ctx.saved_tensors
-            grad_x = kernel.lif_backward_full(_like(grad_spikes, membranes), membranes, ctx.tau, ctx.v_th, ctx.width)
-        return grad_x, None, None, None, None
+@_lif_fwd.register_fake
+def _(x, tau, v_th, width, detach_reset, save):
+    if save and detach_reset:
+        return torch.empty_like(x), torch.empty_like(x, dtype=torch.bool), torch.empty_like(x, dtype=torch.bool)
+    return torch.empty_like(x), (torch.empty_like(x) if save else x.new_empty(0)), x.new_empty(0)
+
+
+def _as_fake(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``t`` in the layout the fake implementation promises (``empty_like(x)``); a copy only when the
+    kernel had to make ``x`` contiguous first."""
+    like = torch.empty_like(x, dtype=t.dtype, device="meta")
+    return t if t.stride() == like.stride() else torch.empty_like(x, dtype=t.dtype).copy_(t)
+
+
+@torch.library.custom_op("tdbn_zoo::lif_bwd", mutates_args=())
+def _lif_bwd(grad_spikes: torch.Tensor, a: torch.Tensor, b: torch.Tensor, tau: float, v_th: float, width: float,
+             detach_reset: bool) -> torch.Tensor:
+    kernel = _use_kernel(grad_spikes)
+    if kernel is None:
+        return _as_fake(_backward_torch(grad_spikes, a, b, tau, v_th, width, detach_reset), a)
+    if detach_reset:
+        return _as_fake(kernel.lif_backward_detached(_like(grad_spikes, a), a, b, tau, width), a)
+    return _as_fake(kernel.lif_backward_full(_like(grad_spikes, a), a, tau, v_th, width), a)
+
+
+@_lif_bwd.register_fake
+def _(grad_spikes, a, b, tau, v_th, width, detach_reset):
+    return torch.empty_like(a, dtype=grad_spikes.dtype)
+
+
+def _lif_setup_context(ctx, inputs, output):
+    _, tau, v_th, width, detach_reset, save = inputs
+    ctx.params = (tau, v_th, width, detach_reset)
+    # membranes, or two boolean masks: nothing else
+    ctx.save_for_backward(*(output[1:] if detach_reset else output[1:2]))
+
+
+def _lif_backward(ctx, grad_spikes, _grad_a, _grad_b):
+    saved = ctx.saved_tensors
+    a, b = saved if len(saved) == 2 else (saved[0], saved[0])  # b is unused with the full gradient
+    return _lif_bwd(grad_spikes, a, b, *ctx.params), None, None, None, None, None
+
+
+_lif_fwd.register_autograd(_lif_backward, setup_context=_lif_setup_context)
 
 
 def _forward_torch(x, tau, v_th, width, save_membranes, save_masks):
@@ -115,19 +151,17 @@ def _forward_torch(x, tau, v_th, width, save_membranes, save_masks):
     return spikes, membranes, windows, (spikes.bool() if save_masks else None)
 
 
-def _backward_torch(ctx, grad_spikes):
-    tau, v_th, half, inv_width = ctx.tau, ctx.v_th, ctx.width / 2, 1.0 / ctx.width
+def _backward_torch(grad_spikes, a, b, tau, v_th, width, detach_reset):
+    half, inv_width = width / 2, 1.0 / width
     grad_x = torch.empty_like(grad_spikes)
     du_next = None  # tau * dL/du[t+1]
     for t in reversed(range(grad_spikes.shape[0])):
         du = grad_x[t]  # written in place: dL/du[t] is dL/dx[t]
-        if ctx.detach_reset:
-            windows, fired = ctx.saved_tensors
-            torch.mul(grad_spikes[t], windows[t], out=du)
-            fired = fired[t]
-        else:
-            (membranes,) = ctx.saved_tensors
-            u = membranes[t]
+        if detach_reset:  # a, b = windows, fired
+            torch.mul(grad_spikes[t], a[t], out=du)
+            fired = b[t]
+        else:  # a = membranes
+            u = a[t]
             if du_next is None:
                 du.copy_(grad_spikes[t])
             else:  # dL/do[t] = g[t] + dL/du[t+1] * (-tau * u[t])   (the reset term)
@@ -145,13 +179,9 @@ def _backward_torch(ctx, grad_spikes):
 def lif_multistep(x: torch.Tensor, tau_decay: float = 0.25, v_th: float = 0.5, surrogate_width: float = 1.0,
                   detach_reset: bool = False) -> torch.Tensor:
     """``[T, N, ...] -> [T, N, ...]``: the same function as ``lif_reference``, one autograd node over T."""
-    if not (x.requires_grad and torch.is_grad_enabled()):  # inference: no autograd node, nothing saved
-        kernel = _use_kernel(x)
-        with torch.no_grad():
-            if kernel is not None:
-                return kernel.lif_forward(_time_major(x), tau_decay, v_th, surrogate_width, False, False)[0]
-            return _forward_torch(x, tau_decay, v_th, surrogate_width, False, False)[0]
-    return _LIFMultiStep.apply(x, tau_decay, v_th, surrogate_width, detach_reset)
+    save = x.requires_grad and torch.is_grad_enabled()  # inference: nothing saved
+    return torch.ops.tdbn_zoo.lif_fwd(x, float(tau_decay), float(v_th), float(surrogate_width), bool(detach_reset),
+                                      save)[0]
 
 
 class LIF(nn.Module):

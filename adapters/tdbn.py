@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from . import _checks
 from ._checks import check_finite, check_tensor
 
 
@@ -57,16 +58,16 @@ class _MultiStepNorm(nn.Module):
         if not self.training:
             y = F.batch_norm(flat, self.running_mean, self.running_var, weight, self.bias, False, 0.0, self.eps)
             return y.unflatten(0, (T, N))
-        # A NaN/Inf input would poison the running statistics for good: keep the old ones (C values, cheaper
-        # than scanning the input) and refuse.
-        saved = self.running_mean.clone(), self.running_var.clone()
+        checking = _checks.value_checks_enabled()
+        if checking:  # opt-in (host sync): a NaN/Inf input would poison the running statistics for good
+            saved = self.running_mean.clone(), self.running_var.clone()
         self.num_batches_tracked.add_(1)
         if self.sync and dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1:
             y = self._sync_batch_norm(flat, weight)
         else:
             y = F.batch_norm(flat, self.running_mean, self.running_var, weight, self.bias, True,
                              self._momentum(), self.eps)
-        if not bool(torch.isfinite(self.running_mean).all() & torch.isfinite(self.running_var).all()):
+        if checking and not bool(torch.isfinite(self.running_mean).all() & torch.isfinite(self.running_var).all()):
             self.running_mean.copy_(saved[0])
             self.running_var.copy_(saved[1])
             self.num_batches_tracked.sub_(1)
@@ -75,24 +76,28 @@ class _MultiStepNorm(nn.Module):
         return y.unflatten(0, (T, N))
 
     def _sync_batch_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Batch statistics summed over every process of ``process_group`` (differentiable all-reduce)."""
-        from torch.distributed.nn.functional import all_reduce
-
+        """Batch statistics over every process of ``process_group``, in float32 whatever ``x``'s dtype (as
+        ``torch.nn.SyncBatchNorm``: a half-precision count of T*N*H*W overflows at 65,504); the result is cast
+        back to ``x.dtype``. Two differentiable all-reduces: the sum and count, then the squared deviations
+        from the global mean (no cancellation in E[x^2] - E[x]^2)."""
         dims = [0] + list(range(2, x.dim()))
-        count = torch.full((1,), x.numel() // x.shape[1], dtype=x.dtype, device=x.device)
-        stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
-        stats = all_reduce(stats, group=self.process_group)
+        x32 = x.float()
+        count = torch.full((1,), float(x.numel() // x.shape[1]), dtype=torch.float32, device=x.device)
+        sums = all_reduce_sum(torch.cat([x32.sum(dims), count]), self.process_group)
         C = self.num_features
-        n = stats[-1]
-        mean = stats[:C] / n
-        var = (stats[C:2 * C] / n - mean * mean).clamp_min(0)
+        n = sums[-1]
+        shape = [1, C] + [1] * (x.dim() - 2)
+        mean = sums[:C] / n
+        centered = x32 - mean.view(shape)
+        var = all_reduce_sum((centered * centered).sum(dims), self.process_group) / n
         with torch.no_grad():
             m = self._momentum()
-            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-            self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1).clamp_min(1)), alpha=m)
-        shape = [1, C] + [1] * (x.dim() - 2)
+            self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
+            unbiased = var.detach() * (n / (n - 1).clamp_min(1))
+            self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
         inv = torch.rsqrt(var + self.eps)
-        return (x - mean.view(shape)) * (weight * inv).view(shape) + self.bias.view(shape)
+        y = centered * (weight.float() * inv).view(shape) + self.bias.float().view(shape)
+        return y.to(x.dtype)
 
     @torch.no_grad()
     def folded_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +156,30 @@ class MultiStepBatchNorm1d(MultiStepBatchNorm2d):
     """Standard BN for dense or sequence features: ``[T, N, C]`` or ``[T, N, C, L] -> same shape`` (scale 1)."""
     ranks = (3, 4)
     layout = "[T, N, C] or [T, N, C, L]"
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes of a group; the gradient of a sum is the sum of the gradients (every
+    process's loss depends on every process's statistics)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
+def all_reduce_sum(x: torch.Tensor, group=None) -> torch.Tensor:
+    """Differentiable ``dist.all_reduce(SUM)`` out of place (replaces the deprecated
+    ``torch.distributed.nn.functional.all_reduce``)."""
+    return _AllReduceSum.apply(x, group)
 
 
 MultiStepNorm = _MultiStepNorm

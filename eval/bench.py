@@ -179,6 +179,26 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
     opt.step()
 
 
+def saved_for_backward_bytes(fn: Callable[[], object], model: nn.Module | None = None) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``fn()`` runs, the parameters of
+    ``model`` left out (they live anyway): the activation memory of training. Counted with
+    ``torch.autograd.graph.saved_tensors_hooks``: deterministic, the same on every device, unlike an
+    allocator's peak."""
+    params = {(p.device, p.untyped_storage().data_ptr()) for p in (model.parameters() if model else ())}
+    storages: dict[tuple, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        key = (t.device, s.data_ptr())
+        if key not in params:
+            storages[key] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict:
     """Build, check, time. Returns a JSON-able dict: config, machine, check, per-build medians (ms) and all
     samples, peak training memory (MiB) and the ratios."""
@@ -238,17 +258,19 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
             t = time_call(lambda: infer(m), device)
             if r >= cfg.warmup:
                 samples[n][key].append(t)
-    memory = {}
+    memory, saved = {}, {}
     if cfg.memory:
         log("measuring peak training memory ...")
         for n in names:
             models[n].train()
             opts[n].zero_grad(set_to_none=True)
             memory[n] = peak_memory(lambda: _train_step(models[n], opts[n], x, y), device) / 2 ** 20
+            # one training forward (the graph is dropped unused); the loss is part of what backward needs
+            saved[n] = saved_for_backward_bytes(lambda: F.cross_entropy(models[n](x), y), models[n]) / 2 ** 20
     rows = {n: dict(label=BUILDS[n].label,
                     train_ms=1e3 * median(samples[n]["train"]), infer_ms=1e3 * median(samples[n]["infer"]),
                     fused_infer_ms=1e3 * median(samples[n]["fused_infer"]) if samples[n]["fused_infer"] else None,
-                    peak_train_mib=memory.get(n), samples_ms={k: [1e3 * t for t in v] for k, v in samples[n].items()})
+                    peak_train_mib=memory.get(n), saved_for_backward_mib=saved.get(n), samples_ms={k: [1e3 * t for t in v] for k, v in samples[n].items()})
             for n in names}
     if "load_avg_1min" in machine:
         machine["load_avg_1min_end"] = machine_info(device)["load_avg_1min"]
@@ -274,6 +296,8 @@ def _ratios(rows: dict) -> dict:
         "fused_over_ann_inference": r(z.get("fused_infer_ms"), ann.get("infer_ms")),
         "inference_over_ann": r(z["infer_ms"], ann.get("infer_ms")),
         "peak_train_memory_vs_spikingjelly": r(z.get("peak_train_mib"), sj.get("peak_train_mib")),
+        "saved_for_backward_over_ann": r(z.get("saved_for_backward_mib"), ann.get("saved_for_backward_mib")),
+        "saved_for_backward_vs_spikingjelly": r(z.get("saved_for_backward_mib"), sj.get("saved_for_backward_mib")),
     }
 
 
@@ -291,10 +315,11 @@ def format_bench(res: dict) -> str:
 
     table = format_table(
         ["build", "train step (ms)", "/ ANN", "inference (ms)", "/ ANN", "fused inference (ms)", "/ ANN",
-         "peak train memory (MiB)", "/ zoo"],
+         "peak train memory (MiB)", "/ zoo", "saved for backward (MiB)", "/ ANN"],
         [[r["label"], r["train_ms"], rel(r["train_ms"], ann.get("train_ms")), r["infer_ms"],
           rel(r["infer_ms"], ann.get("infer_ms")), r["fused_infer_ms"], rel(r["fused_infer_ms"], ann.get("infer_ms")),
-          r["peak_train_mib"], rel(r["peak_train_mib"], zoo_mem)] for r in rows.values()])
+          r["peak_train_mib"], rel(r["peak_train_mib"], zoo_mem), r.get("saved_for_backward_mib"),
+          rel(r.get("saved_for_backward_mib"), ann.get("saved_for_backward_mib"))] for r in rows.values()])
     a = res["arch_kwargs"]
     head = (f"{c['arch']} at width x{c['width']} (stem {a['stem_width']}, stages {'-'.join(map(str, a['channels']))}), "
             f"input {c['in_chans']}x{c['input_size']}x{c['input_size']}, batch {c['batch']}, T={c['T']}, "
@@ -308,7 +333,9 @@ def format_bench(res: dict) -> str:
                   "fused_over_unfused_floor": "inference: ANN floor with BN folded / zoo unfused = {:.2f} (the "
                                               "lowest fused / unfused can reach: the convolutions alone)",
                   "fused_over_ann_inference": "inference: zoo fused / ANN floor (unfused) = {:.2f}",
-                  "peak_train_memory_vs_spikingjelly": "peak training memory: zoo / SpikingJelly = {:.2f}"}
+                  "peak_train_memory_vs_spikingjelly": "peak training memory: zoo / SpikingJelly = {:.2f}",
+                  "saved_for_backward_over_ann": "saved for backward: zoo / ANN floor = {:.2f}",
+                  "saved_for_backward_vs_spikingjelly": "saved for backward: zoo / SpikingJelly = {:.2f}"}
     lines = [head, f"machine: {describe_machine(res['machine'])}; whole run {res['seconds']:.0f} s",
              f"check passed (same logits from the same weights, float64; max |diff|): {diffs}", "", table, ""]
     lines += [ratio_text[k].format(v) for k, v in res["ratios"].items() if v is not None]

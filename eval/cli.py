@@ -51,20 +51,70 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_user_errors(prog: str, fn) -> int:
     """Run ``fn()`` as a command: user errors become one line naming the problem (exit 2), not a traceback;
-    set TDBN_ZOO_DEBUG=1 for the traceback."""
-    from zoo.errors import ZooError
+    set TDBN_ZOO_DEBUG=1 for the traceback.
+
+    User errors are the zoo's own (``ZooError``, and ``ValueError``/``TypeError``/``FileNotFoundError`` raised
+    by argument checks), plus, as a last resort for what the readers and loaders do not convert at their
+    boundary, the classes in ``user_error_message``. Anything else is a bug and keeps its traceback.
+    """
+    import os
 
     try:
         return int(fn() or 0)
-    except (ZooError, ValueError, TypeError, FileNotFoundError) as e:
-        import os
-        if os.environ.get("TDBN_ZOO_DEBUG"):
-            raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = user_error_message(e)
+        if message is None or os.environ.get("TDBN_ZOO_DEBUG"):
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+
+
+# Exceptions from these libraries come from the user's files, network or Hub repo (a corrupt .safetensors, an
+# unreadable HDF5/event file, a Hub that is offline or refuses): matched by module so none is imported here.
+_USER_ERROR_MODULES = ("safetensors", "huggingface_hub", "httpx", "httpx2", "requests", "h5py", "tonic",
+                       "aedat", "faery", "expelliarmus", "nir")
+# torch RuntimeErrors caused by the user's checkpoint or sizes, not by the zoo's code
+_TORCH_USER_ERRORS = ("Error(s) in loading state_dict", "size mismatch for", "out of memory",
+                      "can't allocate memory", "Torch not compiled with CUDA", "invalid device ordinal",
+                      "Found no NVIDIA driver", "device type at start of device string")
+
+
+def user_error_message(e: BaseException) -> str | None:
+    """One line describing ``e`` if it is a user or environment error, else ``None`` (a bug: keep the
+    traceback)."""
+    import zipfile
+    import zlib
+
+    from zoo.errors import ZooError
+
+    kind = None
+    if isinstance(e, (ZooError, ValueError, TypeError, FileNotFoundError)):
+        text = str(e)
+    elif isinstance(e, OSError):  # read-only folder, disk full, file too large, permission denied, network
+        kind = "I/O error"
+        text = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)
+        if e.filename2:
+            text += f" -> {e.filename2}"
+    elif isinstance(e, (zlib.error, zipfile.BadZipFile, EOFError)):
+        kind, text = "corrupt or truncated file", str(e)
+    elif isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and any(p in str(e) for p in _TORCH_USER_ERRORS)):
+        kind, text = "", str(e)
+        if "memory" in text.lower() or isinstance(e, MemoryError):
+            kind = "out of memory (try a smaller batch, input size or width)"
+    elif any(c.__module__.split(".")[0] in _USER_ERROR_MODULES for c in type(e).__mro__ if c is not Exception):
+        kind, text = type(e).__name__, str(e)
+    else:
+        return None
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(e).__name__
+    head, *more = text.split(" size mismatch for ")  # torch lists every mismatched tensor: the first says it
+    if more:
+        text = f"{head} size mismatch for {more[0]}" + (f" (and {len(more) - 1} more)" if len(more) > 1 else "")
+    if len(text) > 1000:
+        text = text[:1000] + " ..."
+    return f"{kind}: {text}" if kind else text
 
 
 if __name__ == "__main__":

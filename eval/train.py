@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .metrics import SpikeRecorder
+from .device_counters import DeviceSpikeCounter
 from .train_checkpoint import atomic_save_safetensors, restore_training_checkpoint, save_training_checkpoint
 from .train_data import ResumableBatchSampler
 
@@ -126,7 +126,7 @@ class Trainer:
                                          lr=self.cfg.lr, momentum=self.cfg.momentum)
         self.use_amp = bool(self.cfg.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.spike_counter = SpikeRecorder(self.model).attach()  # firing rate, for the whole run
+        self.spike_counter = DeviceSpikeCounter(self.model).attach()  # firing rate, on the device until logged
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -201,10 +201,11 @@ class Trainer:
             with open(self.out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def _reduce(self, *values: float) -> list[float]:
+    def _reduce(self, *values) -> list[float]:
+        """Floats or device tensors -> floats summed over the processes (the host reads them here)."""
         if self.world == 1:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+            return [float(v) for v in values]
+        t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in values])
         dist.all_reduce(t)
         return t.tolist()
 
@@ -267,8 +268,9 @@ class Trainer:
                 spikes, slots = self.spike_counter.take()
                 n = len(y)
                 seen += n * self.world
-                totals["loss"] += float(loss.detach()) * n
-                totals["correct"] += float((logits.detach().argmax(1) == y).sum())
+                # device tensors: read on the host only when logging (no synchronisation per step)
+                totals["loss"] += loss.detach().double() * n
+                totals["correct"] += (logits.detach().argmax(1) == y).sum()
                 totals["n"] += n
                 totals["spikes"] += spikes
                 totals["slots"] += slots
@@ -278,7 +280,7 @@ class Trainer:
                                global_step=self.global_step, lr=lr, loss=loss_s / cnt, acc=corr / cnt,
                                firing_rate=spk / max(slt, 1), images_per_s=seen / (time.perf_counter() - t0))
                     self._log(rec)
-                if bar.bar is not None:  # this process's running figures, every step
+                if bar.bar is not None and log_now:  # this process's running figures, at log steps
                     bar.update(self.step_in_epoch, dict(
                         loss=totals["loss"] / totals["n"], acc=totals["correct"] / totals["n"],
                         firing_rate=totals["spikes"] / max(totals["slots"], 1),
@@ -310,8 +312,8 @@ class Trainer:
             x, y = self._batch(batch)
             with torch.autocast(self.device.type, enabled=self.use_amp):
                 logits = self.net(x).float()
-            loss_s += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-            corr += float((logits.argmax(1) == y).sum())
+            loss_s += nn.functional.cross_entropy(logits, y, reduction="sum").double()  # on the device
+            corr += (logits.argmax(1) == y).sum()
             cnt += len(y)
         spikes, slots = self.spike_counter.take()
         loss_s, corr, cnt, spikes, slots = self._reduce(loss_s, corr, cnt, spikes, slots)

@@ -66,6 +66,7 @@ def test_run_bench_result_and_table():
     assert list(res["rows"]) == ["zoo", "spikingjelly", "snntorch", "ann"]
     for name, row in res["rows"].items():
         assert row["train_ms"] > 0 and row["infer_ms"] > 0 and row["peak_train_mib"] > 0
+        assert row["saved_for_backward_mib"] > 0
         assert len(row["samples_ms"]["train"]) == 1
         assert (row["fused_infer_ms"] is not None) == (name in ("zoo", "ann"))
     r = res["ratios"]
@@ -94,3 +95,16 @@ def test_bench_command(tmp_path, capsys):
     assert json.loads(out.read_text())["rows"]["zoo"]["peak_train_mib"] is None
     assert main(["bench", "--arch", "resnet18", "--reps", "1"]) == 2
     assert "unknown architecture" in capsys.readouterr().err
+
+
+def test_saved_for_backward_counts_distinct_activation_storages_by_hand():
+    from eval.bench import saved_for_backward_bytes
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    x = torch.randn(2, 4)
+    # addmm keeps its input x (2x4 float32) for the weight's gradient, ReLU its output (2x3); the weight,
+    # a parameter, is left out
+    assert saved_for_backward_bytes(lambda: net(x).sum(), net) == 2 * 4 * 4 + 2 * 3 * 4
+    # x saved again (by the product, for the scalar's gradient) is the same storage: counted once
+    fn = lambda: net(x).sum() + (x * net[0].weight.sum()).sum()  # noqa: E731
+    assert saved_for_backward_bytes(fn, net) == 2 * 4 * 4 + 2 * 3 * 4

@@ -7,6 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from adapters import MultiStepBatchNorm2d, TdBatchNorm1d, TdBatchNorm2d, convert_sync_tdbn
+from adapters._checks import value_checks
 
 
 def reference_tdbn(x, lam, beta, alpha, v_th, eps=1e-5):
@@ -118,7 +119,7 @@ def test_bad_input_is_named():
         bn(torch.ones(2, 2, 4, 5, 5, dtype=torch.long))
     bad = torch.randn(2, 2, 4, 5, 5)
     bad[0, 0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
+    with value_checks(), pytest.raises(ValueError, match="NaN"):
         bn(bad)
     assert torch.equal(bn.running_mean, torch.zeros(4))  # refused before touching the statistics
     with pytest.raises(ValueError):
@@ -126,20 +127,22 @@ def test_bad_input_is_named():
 
 
 # --- synchronised statistics across processes -------------------------------------------------------------
-def _sync_worker(rank, world, x, g, out_dir):
+def _sync_worker(rank, world, x, g, out_dir, dtypes=(torch.float32,)):
     import torch.distributed as dist
 
     # a file rendezvous: no port to race for with other tests running at the same time
     dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    bn = convert_sync_tdbn(torch.nn.Sequential(TdBatchNorm2d(3, alpha=0.7, v_th=0.5)))
     n = x.shape[1] // world
-    xs = x[:, rank * n:(rank + 1) * n].clone().requires_grad_(True)
-    y = bn(xs)
-    (y * g[:, rank * n:(rank + 1) * n]).sum().backward()
-    dist.all_reduce(bn[0].weight.grad)  # what DDP does with parameter gradients
-    torch.save(dict(y=y.detach(), xgrad=xs.grad, wgrad=bn[0].weight.grad, rm=bn[0].running_mean,
-                    rv=bn[0].running_var), os.path.join(out_dir, f"r{rank}.pt"))
+    for dtype in dtypes:
+        bn = convert_sync_tdbn(torch.nn.Sequential(TdBatchNorm2d(3, alpha=0.7, v_th=0.5)))
+        xs = x[:, rank * n:(rank + 1) * n].to(dtype).requires_grad_(True)
+        y = bn(xs)
+        (y * g[:, rank * n:(rank + 1) * n].to(dtype)).sum().backward()
+        dist.all_reduce(bn[0].weight.grad)  # what DDP does with parameter gradients
+        suffix = "" if dtype == torch.float32 else f"_{str(dtype)[6:]}"
+        torch.save(dict(y=y.detach(), xgrad=xs.grad, wgrad=bn[0].weight.grad, rm=bn[0].running_mean,
+                        rv=bn[0].running_var), os.path.join(out_dir, f"r{rank}{suffix}.pt"))
     dist.barrier()
     dist.destroy_process_group()
     # Interpreter teardown after a gloo collective inside autograd sometimes aborts in a C++ destructor
@@ -164,3 +167,30 @@ def test_convert_sync_tdbn_equals_one_process_on_the_global_batch(tmp_path):
         torch.testing.assert_close(p["wgrad"], ref.weight.grad, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(p["rm"], ref.running_mean, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(p["rv"], ref.running_var, atol=1e-5, rtol=1e-5)
+
+
+def test_sync_tdbn_keeps_float32_statistics_for_half_inputs(tmp_path):
+    """fp16/bf16 inputs (what autocast gives a norm on GPU) with a per-channel count T*N*H*W = 131,072 above
+    fp16's maximum 65,504: the synced statistics are accumulated in float32, as torch.nn.SyncBatchNorm does,
+    and match float32 statistics of the same (rounded) values; outputs come back in the input's dtype."""
+    x = torch.randn(2, 4, 3, 128, 128) * 3 + 2
+    g = torch.randn_like(x)
+    dtypes = (torch.float16, torch.bfloat16)
+    mp.start_processes(_sync_worker, args=(2, x, g, str(tmp_path), dtypes), nprocs=2, join=True,
+                       start_method="spawn")
+    for dtype, tol in ((torch.float16, 2e-3), (torch.bfloat16, 2e-2)):
+        ref = TdBatchNorm2d(3, alpha=0.7, v_th=0.5)
+        xr = x.to(dtype).float().requires_grad_(True)  # the same rounded values, in float32
+        y = ref(xr)
+        (y * g.to(dtype).float()).sum().backward()
+        parts = [torch.load(tmp_path / f"r{r}_{str(dtype)[6:]}.pt") for r in range(2)]
+        y_sync = torch.cat([p["y"] for p in parts], 1)
+        assert y_sync.dtype == dtype and torch.isfinite(y_sync).all()
+        torch.testing.assert_close(y_sync.float(), y, atol=tol, rtol=tol)
+        grad = torch.cat([p["xgrad"] for p in parts], 1)
+        assert grad.dtype == dtype
+        torch.testing.assert_close(grad.float(), xr.grad, atol=tol, rtol=tol)
+        for p in parts:
+            torch.testing.assert_close(p["rm"], ref.running_mean, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(p["rv"], ref.running_var, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(p["wgrad"], ref.weight.grad, atol=tol * 100, rtol=tol)

@@ -27,7 +27,3 @@ class PublishError(ZooError, RuntimeError):
 
 class OutputNotWritableError(ZooError, ValueError):
     """An output path (file or folder) that cannot be written: checked before the work starts."""
-
-
-class InvalidInputError(ZooError, ValueError):
-    """A model argument or an input tensor of the wrong type, range, rank, channels or dtype."""

@@ -76,8 +76,10 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # disk full, file too large: name the file
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
 
 

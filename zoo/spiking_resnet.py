@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from adapters import BasicBlock, Bottleneck, neuron_factory, norm_factory, seq_apply
-from adapters._checks import check_finite
+from adapters._checks import check_finite, check_int
 from adapters.blocks import conv_bias
 
 __all__ = ["SpikingResNet", "ARCH_CFGS"]
@@ -67,6 +67,9 @@ class SpikingResNet(nn.Module):
             raise ValueError("layers, channels and strides need one entry per stage")
         if global_pool != "avg":
             raise ValueError(f"only global_pool='avg' is supported (the paper's decoder), got {global_pool!r}")
+        T = check_int(T, name="T", minimum=1, owner=type(self).__name__)
+        num_classes = check_int(num_classes, name="num_classes", minimum=0, owner=type(self).__name__)
+        in_chans = check_int(in_chans, name="in_chans", minimum=1, owner=type(self).__name__)
         # constructor arguments as JSON-serialisable data, recorded in configs (None where not serialisable)
         self.model_args = dict(block=block, layers=list(layers), channels=list(channels), strides=list(strides),
                                stem_width=stem_width, stem_kernel=stem_kernel, stem_stride=stem_stride,
@@ -114,6 +117,15 @@ class SpikingResNet(nn.Module):
         self.fc = nn.Linear(in_ch, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 
+    @property
+    def T(self) -> int:
+        """Time steps a static image is repeated over (event frames ``[T, N, ...]`` must have this T)."""
+        return self._T
+
+    @T.setter
+    def T(self, value: int) -> None:
+        self._T = check_int(value, name="T", minimum=1, owner=type(self).__name__)
+
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -124,7 +136,8 @@ class SpikingResNet(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        self.num_classes = num_classes
+        self.num_classes = num_classes = check_int(num_classes, name="num_classes", minimum=0,
+                                                   owner=type(self).__name__)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -153,6 +166,13 @@ class SpikingResNet(nn.Module):
             raise ValueError(f"{name} runs T={self.T} time steps but the input has T={x.shape[0]} "
                              f"(shape {tuple(x.shape)}); pass T={x.shape[0]} when creating the model or set "
                              f"model.T = {x.shape[0]}")
+        if x.numel() == 0:  # an empty batch or image: refused rather than returning an empty result silently
+            raise ValueError(f"{name} got an empty input of shape {tuple(x.shape)}; expected at least one "
+                             f"sample (N >= 1) and H, W >= 1")
+        dtype = self.conv1.weight.dtype
+        if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"{name} has {dtype} weights but the input is {x.dtype}; convert the input with "
+                            f"x.to({dtype}) (or the model with model.to({x.dtype}))")
         check_finite(x, layer=name)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:

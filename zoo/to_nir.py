@@ -20,6 +20,7 @@ NIR importer assumes, and is stored in the graph's metadata.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -96,6 +97,8 @@ def to_nir(model: SpikingResNet, input_size=None, dt: float = DEFAULT_DT):
         raise TypeError(f"NIR export expects a SpikingResNet, got {type(model).__name__}")
     if not model.fused:
         raise ValueError("NIR has no batch norm: export the fused model, zoo.fuse(model) (eq. 9-10)")
+    if not (isinstance(dt, (int, float)) and not isinstance(dt, bool) and math.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a finite number > 0 (the Euler step of the time constants), got {dt!r}")
     if input_size is None:
         input_size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
         if input_size is None:

@@ -5,13 +5,11 @@
 
       tdbn-zoo export-nir: error: argument --dt: expected a finite number > 0, got '-1'
 
-- ``ensure_writable(path)`` / ``ensure_writable_dir(path)``: an output is checked writable *before* the
-  expensive work starts (a whole evaluation, benchmark or training run), by writing a probe file where the
-  output will go. Permission bits alone do not tell (root ignores them; read-only mounts, ``/proc``, a path
-  under a regular file, a full disk), so the probe is a real write.
-
-Both raise user errors (``argparse.ArgumentTypeError`` / ``OutputNotWritableError``) that the CLI prints as
-one line (``eval.cli.report_user_errors``).
+- ``writable_file`` / ``writable_dir`` (``type=`` of every output argument) and ``ensure_writable(path, kind)``
+  / ``ensure_writable_dir(path)`` (for Python callers): an output is checked writable *before* the expensive
+  work starts (a whole evaluation, benchmark or training run) by creating a probe file where it will go. Permission bits alone do not
+  tell (root ignores them; read-only mounts, ``/proc``, a path under a regular file), so the probe is a real
+  write. A disk that fills up later is still reported in one line by ``eval.cli.report_user_errors``.
 """
 from __future__ import annotations
 
@@ -73,60 +71,98 @@ def finite_float(text: str) -> float:
     return _float(text, "a finite number", lambda v: True)
 
 
+def torch_device(text: str) -> str:
+    """A torch device string that exists here: ``cpu``, ``cuda``, ``cuda:N`` (N < the number of GPUs), ``mps``."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"expected a device such as cpu, cuda or cuda:0, got {text!r}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"expected an available device, got {text!r}: no CUDA device here")
+        if dev.index is not None and dev.index >= count:
+            raise argparse.ArgumentTypeError(f"expected cuda:0 to cuda:{count - 1}, got {text!r}")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise argparse.ArgumentTypeError(f"expected an available device, got {text!r}: MPS is not available")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or mps, got {text!r}")
+    return text
+
+
 # ---- outputs --------------------------------------------------------------------------------------------------
 
-def _probe(folder: Path, what: str) -> None:
+def ensure_writable(path: str | os.PathLike | None, kind: str = "file", flag: str = "output") -> Path | None:
+    """Check, before any work, that ``path`` can be written: a file (``kind="file"``) or a folder to write
+    files in (``kind="dir"``). Nothing is left behind: missing folders are not created (the writer makes them),
+    but their nearest existing ancestor must be a folder where a probe file can be created.
+
+    Raises ``OutputNotWritableError`` naming ``flag``, the path and the reason (a file in the way, an existing
+    folder where a file goes, a read-only or full file system, no permission). Returns ``Path(path)``;
+    ``None`` and ``"-"`` (standard output) pass through as ``None``.
+    """
+    if path is None or os.fspath(path) == STDOUT:
+        return None
+    if "\x00" in os.fspath(path):
+        raise OutputNotWritableError(f"cannot write {flag} {os.fspath(path)!r}: a path cannot contain a NUL byte")
+    path = Path(path)
     try:
-        fd, probe = tempfile.mkstemp(prefix=".tdbn-zoo-write-check-", dir=folder)
+        return _check_writable(path, kind, f"{flag} {path}")
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte, an unreadable ancestor
+        if isinstance(e, OutputNotWritableError):
+            raise
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise OutputNotWritableError(f"cannot write {flag} {str(path)[:200]}: {reason}") from None
+
+
+def _check_writable(path: Path, kind: str, what: str) -> Path:
+    if kind == "file" and path.is_dir():
+        raise OutputNotWritableError(f"cannot write {what}: expected a file path, got an existing folder")
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise OutputNotWritableError(f"cannot write {what}: expected a folder, got an existing file")
+    folder = path if kind == "dir" else path.parent
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputNotWritableError(f"cannot write {what}: {existing} is a file, not a folder")
+    name_max = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    too_long = [p for p in path.absolute().relative_to(existing).parts if len(os.fsencode(p)) > name_max]
+    if too_long:
+        raise OutputNotWritableError(f"cannot write {what[:200]}: a file or folder name has at most {name_max} "
+                                     f"bytes here, got one of {len(os.fsencode(too_long[0]))}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tdbn-zoo-write-check-", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise OutputNotWritableError(f"cannot write {what}: folder {folder} is not writable ({e.strerror or e})") \
-            from None
-
-
-def _make_dir(folder: Path, what: str) -> None:
-    for parent in (folder, *folder.parents):  # the nearest existing ancestor must be a folder
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputNotWritableError(f"cannot write {what}: {parent} is a file, not a folder")
-            break
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputNotWritableError(f"cannot write {what}: cannot create folder {folder}: {e.strerror or e}") \
-            from None
-
-
-def ensure_writable(path: str | os.PathLike | None, flag: str = "output") -> Path | None:
-    """Check that the file ``path`` can be written (creating its missing parent folders), before any work.
-
-    ``None`` and ``"-"`` (standard output) pass through. An existing folder at ``path`` is refused.
-    Returns the path. Raises ``OutputNotWritableError`` naming ``flag``, the path and the reason.
-    """
-    if path is None or str(path) == STDOUT:
-        return None
-    path = Path(path)
-    what = f"{flag} {path}"
-    if path.is_dir():
-        raise OutputNotWritableError(f"cannot write {what}: expected a file path, got an existing folder")
-    _make_dir(path.parent, what)
-    _probe(path.parent, what)
-    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputNotWritableError(f"cannot write {what}: folder {existing} is not writable "
+                                     f"({e.strerror or e})") from None
+    if kind == "file" and path.exists() and not os.access(path, os.W_OK):
         raise OutputNotWritableError(f"cannot write {what}: the existing file is not writable")
     return path
 
 
 def ensure_writable_dir(path: str | os.PathLike | None, flag: str = "output folder") -> Path | None:
-    """Check that files can be written in the folder ``path`` (creating it if missing), before any work.
+    """``ensure_writable(path, "dir", flag)``: a folder that files can be written in (created later by the
+    writer)."""
+    return ensure_writable(path, "dir", flag)
 
-    ``None`` passes through. Returns the path. Raises ``OutputNotWritableError`` naming ``flag``, the path and
-    the reason (a file in the way, a read-only or full file system, no permission).
-    """
-    if path is None:
-        return None
-    path = Path(path)
-    what = f"{flag} {path}"
-    _make_dir(path, what)
-    _probe(path, what)
-    return path
+
+def writable_file(text: str) -> str:
+    """argparse ``type=``: an output file path checked writable at parse time (``-``, standard output, passes)."""
+    if text != STDOUT:
+        try:
+            ensure_writable(text, "file")
+        except OutputNotWritableError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def writable_dir(text: str) -> str:
+    """argparse ``type=``: an output folder checked writable at parse time (created later by the writer)."""
+    try:
+        ensure_writable(text, "dir")
+    except OutputNotWritableError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ._args import nonneg_int, positive_float, positive_int, torch_device, writable_file
+
 HELP = ("Time one architecture built four ways (this zoo, SpikingJelly, snnTorch, ANN floor) after checking "
         "they compute the same logits: train step, inference, fused inference, peak training memory.")
 
@@ -13,23 +15,23 @@ def add_arguments(parser) -> None:
 
     d = BenchConfig()
     parser.add_argument("--arch", default=d.arch, help=f"zoo architecture (default {d.arch})")
-    parser.add_argument("--width", type=float, default=d.width,
+    parser.add_argument("--width", type=positive_float, default=d.width,
                         help=f"channel multiplier of the stem and every stage (default {d.width}; 1 = the paper's)")
-    parser.add_argument("--input-size", type=int, default=d.input_size, help=f"image side (default {d.input_size})")
-    parser.add_argument("--in-chans", type=int, default=d.in_chans)
-    parser.add_argument("--batch", type=int, default=d.batch, help=f"batch size N (default {d.batch})")
-    parser.add_argument("-T", "--T", dest="T", type=int, default=d.T, help=f"time steps (default {d.T})")
-    parser.add_argument("--num-classes", type=int, default=d.num_classes)
-    parser.add_argument("--reps", type=int, default=d.reps, help=f"timed repetitions (default {d.reps})")
-    parser.add_argument("--warmup", type=int, default=d.warmup, help=f"untimed warm-up rounds (default {d.warmup})")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--input-size", type=positive_int, default=d.input_size, help=f"image side (default {d.input_size})")
+    parser.add_argument("--in-chans", type=positive_int, default=d.in_chans)
+    parser.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size N (default {d.batch})")
+    parser.add_argument("-T", "--T", dest="T", type=positive_int, default=d.T, help=f"time steps (default {d.T})")
+    parser.add_argument("--num-classes", type=positive_int, default=d.num_classes)
+    parser.add_argument("--reps", type=positive_int, default=d.reps, help=f"timed repetitions (default {d.reps})")
+    parser.add_argument("--warmup", type=nonneg_int, default=d.warmup, help=f"untimed warm-up rounds (default {d.warmup})")
+    parser.add_argument("--device", type=torch_device, default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--builds", default=",".join(d.builds),
                         help=f"comma-separated, among {', '.join(BUILDS)} (default: all four)")
     parser.add_argument("--zoo-neuron", default=d.zoo_neuron, help="neuron backend of the zoo build (default native)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--json", metavar="PATH", help="also write the full results (all samples) as JSON")
+    parser.add_argument("--json", metavar="PATH", type=writable_file, help="also write the full results (all samples) as JSON")
 
 
 def run(args) -> int:
@@ -40,8 +42,6 @@ def run(args) -> int:
     from ..bench import BenchConfig, format_bench, run_bench
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = BenchConfig(arch=args.arch, width=args.width, input_size=args.input_size, in_chans=args.in_chans,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+from ._args import positive_int
+
 DEMO_MODEL = "sresnet19_narrow_tdbn.fashion_mnist_t4"
 HELP = f"Evaluate the shipped {DEMO_MODEL} checkpoint on shipped real Fashion-MNIST test images (CPU, offline)."
 
@@ -17,8 +19,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", default=DEMO_MODEL, help="arch.tag of a shipped checkpoint")
     parser.add_argument("--data", default="fashion-mnist-subset",
                         help="dataset name for eval.data (default: the shipped 500 test images)")
-    parser.add_argument("--max-images", type=int, default=None)
-    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--max-images", type=positive_int, default=None)
+    parser.add_argument("--batch", type=positive_int, default=100)
     parser.add_argument("--no-bench", action="store_true",
                         help="skip the speed comparison with SpikingJelly, snnTorch and the ANN floor (~30 s)")
 

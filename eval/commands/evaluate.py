@@ -5,6 +5,9 @@ import json
 import sys
 from pathlib import Path
 
+from ._args import (nonneg_float, nonneg_int, positive_float, positive_int, torch_device, writable_dir,
+                    writable_file)
+
 HELP = ("Evaluate a model (arch, arch.tag or checkpoint folder) on a dataset: top-1/top-5, firing rates, "
         "synaptic operations, energy, latency and memory.")
 
@@ -19,30 +22,30 @@ def add_arguments(parser) -> None:
                              "(a folder with labels.csv, an .npz, or a make-events output folder)")
     parser.add_argument("--split", default="test", choices=("train", "test"))
     parser.add_argument("--arch", help="architecture of a bare .safetensors file")
-    parser.add_argument("-T", "--T", dest="T", type=int, nargs="+",
+    parser.add_argument("-T", "--T", dest="T", type=positive_int, nargs="+",
                         help="time steps; several values also plot accuracy against T (default: the model's; "
                              "event data: the paper's framing, else the model's); event data are framed to T frames")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
-    parser.add_argument("--input-size", type=int, help="resize images (event frames) to this side (default: the "
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--max-images", type=positive_int, help="evaluate only the first N images")
+    parser.add_argument("--input-size", type=positive_int, help="resize images (event frames) to this side (default: the "
                                                         "dataset's; events: the paper's, else the sensor's)")
-    parser.add_argument("--time-window-ms", type=float, help="event data: ms per frame (default: the paper's framing "
+    parser.add_argument("--time-window-ms", type=positive_float, help="event data: ms per frame (default: the paper's framing "
                                                               "of the dataset or of the model's training data)")
     parser.add_argument("--pad", action="store_true", help="event data: zero frames past the end of a short "
                                                            "recording (default: refuse it)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--device", type=torch_device, default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--random-weights", action="store_true",
                         help="build the architecture with random weights, its norm statistics calibrated on the "
                              "first --calibrate-batches batches (ops/speed only; accuracy is chance)")
-    parser.add_argument("--calibrate-batches", type=int, default=4, help="see --random-weights (default 4)")
-    parser.add_argument("--e-ac", type=float, default=0.9, help="energy per accumulate, pJ (default 0.9)")
-    parser.add_argument("--e-mac", type=float, default=4.6, help="energy per multiply-accumulate, pJ (default 4.6)")
-    parser.add_argument("--speed-batches", type=int, default=5, help="timed repetitions of one batch (0: skip)")
+    parser.add_argument("--calibrate-batches", type=positive_int, default=4, help="see --random-weights (default 4)")
+    parser.add_argument("--e-ac", type=nonneg_float, default=0.9, help="energy per accumulate, pJ (default 0.9)")
+    parser.add_argument("--e-mac", type=nonneg_float, default=4.6, help="energy per multiply-accumulate, pJ (default 4.6)")
+    parser.add_argument("--speed-batches", type=nonneg_int, default=5, help="timed repetitions of one batch (0: skip)")
     parser.add_argument("--no-verify", action="store_true", help="CIFAR: skip the MD5 check of the batch files")
-    parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
+    parser.add_argument("--json", nargs="?", const="-", metavar="PATH", type=writable_file,
                         help="write the results as JSON to PATH (or stdout with no PATH) instead of tables")
-    parser.add_argument("--plots", metavar="DIR", help="write firing_rates.png (and accuracy_vs_T.png) here")
+    parser.add_argument("--plots", metavar="DIR", type=writable_dir, help="write firing_rates.png (and accuracy_vs_T.png) here")
     parser.add_argument("--brief", action="store_true", help="summary only, no per-layer tables")
 
 
@@ -57,12 +60,6 @@ def run(args) -> int:
     from ..report import format_eval
     from ..synops import EnergyModel
 
-    for flag in ("batch_size", "max_images", "input_size", "speed_batches", "calibrate_batches", "time_window_ms"):
-        v = getattr(args, flag)
-        if v is not None and v < (0 if flag == "speed_batches" else 1):
-            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {v}")
-    if args.T and any(t < 1 for t in args.T):
-        raise ValueError(f"-T values must be >= 1, got {args.T}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if parse_event_spec(args.data) is not None:
         model, data, data_name, loader = _event_model_and_data(args)
@@ -104,7 +101,8 @@ def run(args) -> int:
         if args.json == "-":
             print(doc)
         else:
-            Path(args.json).write_text(doc + "\n")
+            from zoo.manifest import atomic_write
+            atomic_write(Path(args.json), doc + "\n")
             print(f"wrote {args.json}")
     else:
         print("\n\n".join(format_eval(r, per_layer=not args.brief) for r in results))

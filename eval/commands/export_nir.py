@@ -1,15 +1,17 @@
 """``tdbn-zoo export-nir``: the fused network as a NIR graph."""
 from __future__ import annotations
 
+from ._args import positive_float, positive_int, writable_file
+
 HELP = "Export a pretrained tag or a checkpoint folder as a NIR graph (fused network, residual adds included)."
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("model", help="arch.tag (pretrained) or a checkpoint folder")
-    parser.add_argument("out", help="output .nir file (HDF5)")
-    parser.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+    parser.add_argument("out", type=writable_file, help="output .nir file (HDF5)")
+    parser.add_argument("--input-size", type=positive_int, nargs=3, metavar=("C", "H", "W"), default=None,
                         help="input frame size (default: the checkpoint's input_size)")
-    parser.add_argument("--dt", type=float, default=None,
+    parser.add_argument("--dt", type=positive_float, default=None,
                         help="Euler step that the LIF time constants refer to (default 1e-4, snnTorch's)")
 
 
@@ -28,7 +30,7 @@ def run(args) -> int:
                          f"or an arch.tag")
     else:
         model = zoo.create(args.model, pretrained=True)
-    path = export_nir(model.eval(), args.out, args.input_size, args.dt or DEFAULT_DT)
+    path = export_nir(model.eval(), args.out, args.input_size, DEFAULT_DT if args.dt is None else args.dt)
     print(f"wrote {path}: {args.model} (fused, T={model.T}) as a NIR graph; "
           f"logits = mean over T of its per-step output")
     return 0

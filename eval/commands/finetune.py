@@ -17,6 +17,8 @@ import json
 import sys
 import time
 
+from ._args import writable_dir
+
 HELP = "Fine-tune a zoo model on event data (DVS-Gesture, DVS-CIFAR10, an event folder or .npz) and evaluate."
 
 
@@ -45,7 +47,7 @@ def add_arguments(parser) -> None:
     model.add_argument("--freeze", default="none",
                        help="none | stem | body (train the head only) | module names, comma-separated (layer1,...)")
     train = parser.add_argument_group("training (eval.train.TrainConfig)")
-    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--out", required=True, type=writable_dir, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.safetensors")
     train.add_argument("--epochs", type=int, default=3)
     train.add_argument("--batch-size", type=int, default=32)

@@ -16,6 +16,8 @@ import json
 import sys
 import time
 
+from ._args import writable_dir
+
 HELP = "Make a labeled event dataset from labeled images (simulated N-MNIST-style saccades)."
 
 
@@ -23,7 +25,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, metavar="NAME[:ROOT]",
                         help="grey image dataset to convert: mnist or fashion-mnist, optionally with its folder "
                              "(else eval.data's search path: $TDBN_ZOO_DATA, ./data, ...)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, type=writable_dir, help="output folder")
     parser.add_argument("--train", type=int, default=None, help="convert the first N training images (default all)")
     parser.add_argument("--test", type=int, default=None, help="convert the first N test images (default all)")
     parser.add_argument("--format", choices=("npz", "nmnist"), default="npz",

@@ -1,6 +1,8 @@
 """``tdbn-zoo manifest``: (re)generate and check entries of weights/manifest.json."""
 from __future__ import annotations
 
+from ._args import writable_file
+
 HELP = "Add a checkpoint to weights/manifest.json (optionally shipping it in weights/), or verify the manifest."
 
 
@@ -12,7 +14,8 @@ def add_arguments(parser) -> None:
     add.add_argument("--repo", default=None, help="Hub repo id (default: tdbn-zoo/<arch.tag>)")
     add.add_argument("--revision", default=None, help="pinned Hub commit")
     add.add_argument("--ship", action="store_true", help="copy the folder into weights/<arch.tag>/")
-    add.add_argument("--manifest", default=None, metavar="PATH", help="manifest file (default: weights/manifest.json)")
+    add.add_argument("--manifest", default=None, metavar="PATH", type=writable_file,
+                     help="manifest file (default: weights/manifest.json)")
     ver = sub.add_parser("verify", help="check the sha256 of every shipped checkpoint")
     ver.add_argument("--manifest", default=None, metavar="PATH")
 

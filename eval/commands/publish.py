@@ -1,6 +1,8 @@
 """``tdbn-zoo publish``: upload a checkpoint folder to the Hugging Face Hub."""
 from __future__ import annotations
 
+from ._args import writable_file
+
 HELP = "Upload a checkpoint folder (model.safetensors, config.json, README.md) to a Hugging Face Hub repo."
 
 
@@ -11,7 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--revision", default=None, help="branch to commit to (default: main)")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--message", default=None, help="commit message")
-    parser.add_argument("--manifest", default=None, metavar="PATH",
+    parser.add_argument("--manifest", default=None, metavar="PATH", type=writable_file,
                         help="record the repo, the new commit and the sha256 of the weights and config in this "
                              "manifest (e.g. weights/manifest.json) under the checkpoint's arch.tag; a shipped "
                              "copy of the same weights stays shipped")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 
+from ._args import writable_dir
+
 HELP = "Train a spiking ResNet with a paper recipe (resumable, distributed under torchrun)."
 
 
@@ -18,7 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="data root: the dataset's folder or its parent (else the eval.data search: "
                              "$TDBN_ZOO_<DATASET>, $TDBN_ZOO_DATA, ./data)")
-    parser.add_argument("--out", required=True, help="run folder: last.safetensors, metrics.jsonl, model.safetensors")
+    parser.add_argument("--out", required=True, type=writable_dir,
+                        help="run folder: last.safetensors, metrics.jsonl, model.safetensors")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.safetensors")
     for name, typ in (("epochs", int), ("batch-size", int), ("lr", float), ("momentum", float),
                       ("weight-decay", float), ("lr-step-epochs", int), ("lr-gamma", float), ("seed", int),
