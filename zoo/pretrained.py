@@ -68,7 +68,7 @@ def plan_load(own: dict[str, tuple[bool, tuple[int, ...]]], tensors: dict[str, t
                                   f"({', '.join(FLOAT_DTYPES)})")
     conv, adapt, fresh = f"{first_conv}.weight", False, []
     heads = {f"{classifier}.weight", f"{classifier}.bias"}
-    for k in sorted(set(own) | set(tensors)):
+    for k in [*own, *(k for k in tensors if k not in own)]:  # the model's order: the first layer that differs
         mine, theirs = own.get(k, (None, None))[1], tensors.get(k, (None, None))[1]
         if mine is not None and theirs is not None and tuple(mine) == tuple(theirs):
             continue
