@@ -2,8 +2,10 @@
 
 Shape and dtype checks always run (they read metadata only). Value checks (NaN/Inf inputs, running-statistic
 sanity in tdBN) read tensor values on the host, which stalls a GPU and breaks a compiled graph every step, so
-they are opt-in: set the environment variable ``TDBN_ZOO_CHECK_VALUES=1`` before import, call
-``set_value_checks(True)``, or wrap code in ``with value_checks():``.
+a training step (autograd on) runs none by default; inference outside ``torch.compile`` (autograd off) still
+refuses NaN/Inf inputs. ``TDBN_ZOO_CHECK_VALUES=1`` (before import), ``set_value_checks(True)`` or
+``with value_checks():`` turns every value check on, also in training; ``TDBN_ZOO_CHECK_VALUES=0`` or
+``set_value_checks(False)`` turns them all off.
 """
 from __future__ import annotations
 
@@ -13,18 +15,20 @@ import os
 import torch
 
 VALUE_CHECKS_ENV = "TDBN_ZOO_CHECK_VALUES"
-_value_checks = os.environ.get(VALUE_CHECKS_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+_ENV_VALUE = os.environ.get(VALUE_CHECKS_ENV, "").strip().lower()
+# True: every check; False: none; None (default): input checks in inference only
+_value_checks: bool | None = None if not _ENV_VALUE else _ENV_VALUE not in ("0", "false", "no", "off")
 
 
 def value_checks_enabled() -> bool:
-    """Whether the opt-in value checks run (see the module docstring)."""
-    return _value_checks
+    """Whether every value check runs, training included (turned on explicitly; see the module docstring)."""
+    return _value_checks is True
 
 
-def set_value_checks(enabled: bool) -> bool:
-    """Turn the value checks on or off for the process; returns the previous setting."""
+def set_value_checks(enabled: bool | None) -> bool | None:
+    """Value checks on (True), off (False) or the default (None); returns the previous setting."""
     global _value_checks
-    previous, _value_checks = _value_checks, bool(enabled)
+    previous, _value_checks = _value_checks, (None if enabled is None else bool(enabled))
     return previous
 
 
@@ -63,8 +67,13 @@ def check_tensor(x, *, layer: str, ranks: tuple[int, ...], layout: str, channels
 
 
 def check_finite(x: torch.Tensor, *, layer: str) -> None:
-    """Raise ValueError naming NaN or Inf in ``x``; a no-op unless the value checks are on."""
-    if _value_checks and not bool(torch.isfinite(x).all()):
+    """Raise ValueError naming NaN or Inf in ``x``; by default only in inference (see the module docstring)."""
+    if _value_checks is None:
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return
+    elif not _value_checks:
+        return
+    if not bool(torch.isfinite(x).all()):
         bad = "NaN" if bool(torch.isnan(x).any()) else "Inf"
         raise ValueError(f"{layer} got an input containing {bad}; refusing to run on non-finite values "
                          f"(they would corrupt the running statistics)")

@@ -5,6 +5,19 @@ norms whose outputs are added (the branch's last and the shortcut's) use ``alpha
 final neuron's input starts at ``N(0, Vth^2)``; all others use ``alpha = 1``. Norm and neuron are
 injected: ``norm`` is ``'tdbn'``, ``'bn'`` (plain multi-step BN) or a callable ``norm(num_features,
 alpha=...)``; ``neuron`` is a backend name, a neuron instance or a factory (see ``neurons.neuron_factory``).
+
+Each block owns its transformations (as timm's RepViT/FastViT blocks own ``fuse()``): ``norm_slots()``
+declares which conv feeds which norm (used by ``adapters.fusion`` for BN fusion and its inverse, see
+``zoo.fuse``/``zoo.unfuse``) and ``to_nir()`` writes the block into a NIR graph (``adapters.nir_export``).
+A new block type needs only those two methods, in its own file.
+
+Example::
+
+    >>> import torch
+    >>> from adapters import BasicBlock
+    >>> block = BasicBlock(16, 32, stride=2)                  # tdBN, native LIF
+    >>> block(torch.rand(4, 2, 16, 8, 8).round()).shape       # [T, N, C, H, W] spikes
+    torch.Size([4, 2, 32, 4, 4])
 """
 from __future__ import annotations
 
@@ -15,6 +28,7 @@ from torch import nn
 
 from ._checks import check_tensor
 from .fused import FoldedNorm
+from .fusion import NormSlot
 from .multistep import seq_apply
 from .neurons import NeuronSpec, neuron_factory
 from .tdbn import RESIDUAL_ALPHA, MultiStepBatchNorm1d, MultiStepBatchNorm2d, TdBatchNorm1d, TdBatchNorm2d
@@ -56,7 +70,10 @@ def conv_bias(norm_layer: Callable) -> bool:
 
 class Shortcut(nn.Module):
     """Shortcut path: optional strided 1x1 conv (when the shape changes), then a norm with
-    ``alpha = 1/sqrt(2)``; the norm on an identity shortcut is optional (``identity_norm``)."""
+    ``alpha = 1/sqrt(2)``; the norm on an identity shortcut is optional (``identity_norm``).
+
+    Shape: ``[T, N, C_in, H, W] -> [T, N, C_out, H/stride, W/stride]`` (real-valued currents).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, norm_layer: Callable,
                  identity_norm: bool = True):
@@ -71,31 +88,60 @@ class Shortcut(nn.Module):
             self.bn = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, N, C_in, H, W] -> [T, N, C_out, H/stride, W/stride]`` currents."""
         if self.conv is not None:
             x = seq_apply(self.conv, x)
         if self.bn is not None:
             x = self.bn(x)
         return x
 
+    def norm_slots(self) -> tuple[NormSlot, ...]:
+        """The shortcut's norm, after its conv or (identity shortcut) on its input."""
+        if self.bn is None:
+            return ()
+        return (NormSlot("bn", "conv" if self.conv is not None else None, RESIDUAL_ALPHA),)
+
+    def to_nir(self, graph, name: str, src: str, shape) -> tuple[str, tuple]:
+        """The fused shortcut into ``graph`` (see ``adapters.nir_export``): its conv, or on an identity
+        shortcut the per-channel affine, or nothing (then ``src`` itself is returned)."""
+        if self.conv is not None:
+            return graph.conv(f"{name}.conv", self.conv, src, shape)
+        if self.bn is not None:
+            return graph.channel_affine(f"{name}.bn", self.bn, src, shape)
+        return src, tuple(shape)
+
 
 class _ResidualBlock(nn.Module):
-    """Shared forward: branch convs/norms/neurons in order, add the shortcut, fire."""
+    """What every residual block shares: the input check and the NIR export of its branch + shortcut."""
     expansion = 1
-    num_convs = 0
 
     def _check(self, x: torch.Tensor) -> None:
         check_tensor(x, layer=type(self).__name__, ranks=(5,), layout="[T, N, C, H, W]",
                      channels=self.in_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[T, N, C_in, H, W] -> [T, N, C_out, H/stride, W/stride]`` spikes."""
-        self._check(x)
-        shortcut = self.shortcut(x)
-        for i in range(1, self.num_convs + 1):
-            x = getattr(self, f"bn{i}")(seq_apply(getattr(self, f"conv{i}"), x))
-            if i < self.num_convs:
-                x = getattr(self, f"act{i}")(x)
-        return getattr(self, f"act{self.num_convs}")(x + shortcut)
+    def branch(self) -> tuple[tuple[str, str, str], ...]:
+        """``(conv, norm, neuron)`` attribute names of the branch, in forward order (the last neuron fires on
+        the branch plus the shortcut). Read by ``norm_slots``, ``to_nir`` and the framework mirrors of
+        ``eval.reference_models``."""
+        raise NotImplementedError
+
+    def norm_slots(self) -> tuple[NormSlot, ...]:
+        """Each branch norm after its conv; the last one (added to the shortcut) has ``alpha = 1/sqrt(2)``."""
+        branch = self.branch()
+        return tuple(NormSlot(bn, conv, RESIDUAL_ALPHA if i == len(branch) - 1 else 1.0)
+                     for i, (conv, bn, _) in enumerate(branch))
+
+    def to_nir(self, graph, name: str, src: str, shape) -> tuple[str, tuple]:
+        """The fused block into ``graph`` (see ``adapters.nir_export``): convs and neurons of the branch,
+        the shortcut, and the final neuron summing both (NIR adds a node's inputs)."""
+        x, x_shape = src, shape
+        branch = self.branch()
+        for i, (conv, _, act) in enumerate(branch):
+            x, x_shape = graph.conv(f"{name}.{conv}", getattr(self, conv), x, x_shape)
+            if i < len(branch) - 1:
+                x, x_shape = graph.neuron(f"{name}.{act}", getattr(self, act), x_shape, x)
+        sc, _ = self.shortcut.to_nir(graph, f"{name}.shortcut", src, shape)
+        return graph.neuron(f"{name}.{branch[-1][2]}", getattr(self, branch[-1][2]), x_shape, x, sc)
 
 
 class BasicBlock(_ResidualBlock):
@@ -119,6 +165,18 @@ class BasicBlock(_ResidualBlock):
         self.bn2 = norm_layer(channels, alpha=RESIDUAL_ALPHA)
         self.shortcut = Shortcut(in_channels, channels, stride, norm_layer, identity_norm)
         self.act2 = act_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, N, C_in, H, W] -> [T, N, C_out, H/stride, W/stride]`` spikes."""
+        self._check(x)
+        shortcut = self.shortcut(x)
+        x = self.act1(self.bn1(seq_apply(self.conv1, x)))
+        x = self.bn2(seq_apply(self.conv2, x))
+        return self.act2(x + shortcut)
+
+    def branch(self):
+        """conv1-bn1-act1, conv2-bn2-act2 (act2 fires on the branch plus the shortcut)."""
+        return ("conv1", "bn1", "act1"), ("conv2", "bn2", "act2")
 
 
 class Bottleneck(_ResidualBlock):
@@ -147,3 +205,16 @@ class Bottleneck(_ResidualBlock):
         self.bn3 = norm_layer(out, alpha=RESIDUAL_ALPHA)
         self.shortcut = Shortcut(in_channels, out, stride, norm_layer, identity_norm)
         self.act3 = act_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, N, C_in, H, W] -> [T, N, 4 * channels, H/stride, W/stride]`` spikes."""
+        self._check(x)
+        shortcut = self.shortcut(x)
+        x = self.act1(self.bn1(seq_apply(self.conv1, x)))
+        x = self.act2(self.bn2(seq_apply(self.conv2, x)))
+        x = self.bn3(seq_apply(self.conv3, x))
+        return self.act3(x + shortcut)
+
+    def branch(self):
+        """conv1-bn1-act1, conv2-bn2-act2, conv3-bn3-act3 (act3 fires on the branch plus the shortcut)."""
+        return ("conv1", "bn1", "act1"), ("conv2", "bn2", "act2"), ("conv3", "bn3", "act3")

@@ -1,9 +1,33 @@
-"""Neuron backends behind one contract: a module mapping ``[T, N, ...]`` currents to spikes, stateless
-between calls.
+"""Neuron backends behind one contract, and the one place that says what a neuron is.
+
+**The neuron protocol.** A neuron module maps input currents ``[T, N, ...]`` to spikes ``[T, N, ...]`` in
+{0, 1} and keeps no state between calls. Every consumer (firing-rate metrics in ``eval.metrics``, BN fusion in
+``zoo.fuse``/``zoo.unfuse``, NIR export in ``zoo.to_nir``, the framework mirrors in ``eval.reference_models``)
+recognises and reads neurons only through this module:
+
+- :func:`is_neuron` / :func:`neuron_modules`: which modules are neurons (the zoo's, SpikingJelly nodes,
+  snnTorch neurons, and any module with the class attribute ``is_spiking_neuron = True``);
+- :func:`lif_params`: the paper's LIF parameters ``(k, Vth)`` of a neuron, for exporters. A new neuron type
+  supports export by defining a ``lif_params()`` method returning them (and raising ``ValueError`` where it
+  is not the paper's LIF);
+- :func:`copy_neurons`: put copies of one network's neurons into the same places of another.
+
+So a new neuron type is a change in one file: its own class, with ``is_spiking_neuron = True`` and, to be
+exportable, ``lif_params()``.
 
 ``make_neuron('native' | 'spikingjelly' | 'snntorch', ...)`` builds the paper's LIF on each framework;
 ``neuron_factory`` also accepts a user's SpikingJelly or snnTorch neuron (instance or factory) and wraps
 it so blocks and models treat every backend alike.
+
+Example::
+
+    >>> import torch
+    >>> from adapters.neurons import make_neuron, lif_params, is_neuron
+    >>> lif = make_neuron("spikingjelly", tau_decay=0.25, v_th=0.5)
+    >>> lif(torch.ones(4, 2, 3)).shape            # [T, N, C] -> [T, N, C]
+    torch.Size([4, 2, 3])
+    >>> is_neuron(lif), lif_params(lif)
+    (True, (0.25, 0.5))
 """
 from __future__ import annotations
 
@@ -24,7 +48,11 @@ NeuronSpec = Union[str, nn.Module, Callable[[], nn.Module]]
 
 class SpikingJellyNeuron(nn.Module):
     """Runs a SpikingJelly node in multi-step mode on ``[T, N, ...]``; its memory is reset around every
-    call so no state leaks between sequences."""
+    call so no state leaks between sequences.
+
+    Shape: ``[T, N, *] -> [T, N, *]`` spikes.
+    """
+    is_spiking_neuron = True
 
     def __init__(self, node: nn.Module):
         super().__init__()
@@ -33,12 +61,23 @@ class SpikingJellyNeuron(nn.Module):
         self.node = node
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, N, ...]`` currents -> ``[T, N, ...]`` spikes, from a zero membrane."""
         check_tensor(x, layer="SpikingJellyNeuron", ranks=tuple(range(2, 9)), layout="[T, N, ...]")
         self.node.reset()
         try:
             return self.node(x)
         finally:
             self.node.reset()  # drop the last membrane (and the graph it holds)
+
+    def lif_params(self) -> tuple[float, float]:
+        """``(k, Vth)`` when the node is the paper's LIF: a ``LIFNode`` with ``decay_input=False`` and
+        ``v_reset=0``, whose ``tau`` gives ``k = 1 - 1/tau`` (see ``make_neuron``)."""
+        from spikingjelly.activation_based import neuron as sj
+
+        node = self.node
+        if type(node) is sj.LIFNode and not node.decay_input and node.v_reset == 0.0:
+            return 1.0 - 1.0 / float(node.tau), float(node.v_threshold)
+        raise _not_lif(self)
 
 
 class SnnTorchNeuron(nn.Module):
@@ -48,7 +87,10 @@ class SnnTorchNeuron(nn.Module):
     snnTorch's configuration buffers (threshold, beta, ...) are made non-persistent, so state_dicts load
     strictly across backends, and the neuron is removed from snnTorch's class-level instance list, which
     would otherwise keep it alive forever.
+
+    Shape: ``[T, N, *] -> [T, N, *]`` spikes.
     """
+    is_spiking_neuron = True
 
     def __init__(self, neuron: nn.Module, *, untrack: bool = True):
         super().__init__()
@@ -59,6 +101,7 @@ class SnnTorchNeuron(nn.Module):
         self.neuron = neuron
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, N, ...]`` currents -> ``[T, N, ...]`` spikes, one snnTorch call per step from a zero membrane."""
         check_tensor(x, layer="SnnTorchNeuron", ranks=tuple(range(2, 9)), layout="[T, N, ...]")
         n = self.neuron
         _reset_snntorch(n)
@@ -68,6 +111,17 @@ class SnnTorchNeuron(nn.Module):
             spikes.append(out[0] if isinstance(out, tuple) else out)
         _reset_snntorch(n)  # release the last membrane and the graph it holds
         return torch.stack(spikes)
+
+    def lif_params(self) -> tuple[float, float]:
+        """``(k, Vth)`` when the neuron is the paper's LIF: a ``Leaky`` with ``reset_mechanism='zero'`` and
+        scalar ``beta = k`` and ``threshold = Vth``."""
+        import snntorch
+
+        n = self.neuron
+        if type(n) is snntorch.Leaky and n.reset_mechanism == "zero" and n.beta.numel() == 1 \
+                and n.threshold.numel() == 1:
+            return float(n.beta), float(n.threshold)
+        raise _not_lif(self)
 
 
 def _reset_snntorch(neuron: nn.Module) -> None:
@@ -138,3 +192,71 @@ def neuron_factory(neuron: NeuronSpec = "native", **lif_kwargs) -> Callable[[], 
         return lambda: wrap_neuron(neuron())
     raise TypeError(f"neuron must be a backend name ({', '.join(BACKENDS)}), an nn.Module or a factory, "
                     f"got {type(neuron).__name__}")
+
+
+# --- the neuron protocol ---------------------------------------------------------------------------------
+def is_neuron(module: nn.Module) -> bool:
+    """Whether ``module`` is a spiking neuron: the zoo's :class:`~adapters.lif.LIF` and wrappers (and
+    subclasses), any module whose class sets ``is_spiking_neuron = True``, a SpikingJelly node
+    (``BaseNode``) or an snnTorch neuron (``SpikingNeuron``). The frameworks are only consulted when
+    already imported, so asking never imports them."""
+    if isinstance(module, LIF) or getattr(type(module), "is_spiking_neuron", False):
+        return True
+    sj = sys.modules.get("spikingjelly.activation_based.neuron")
+    if sj is not None and isinstance(module, sj.BaseNode):
+        return True
+    snn = sys.modules.get("snntorch._neurons.neurons")
+    return snn is not None and isinstance(module, snn.SpikingNeuron)
+
+
+def neuron_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the outermost neuron modules of ``model`` in registration (= forward) order; a
+    neuron inside a wrapper (a SpikingJelly node in ``SpikingJellyNeuron``) is not listed twice.
+
+    Example::
+
+        >>> from adapters import BasicBlock
+        >>> [name for name, _ in neuron_modules(BasicBlock(4, 4))]
+        ['act1', 'act2']
+    """
+    found: list[tuple[str, nn.Module]] = []
+    for name, m in model.named_modules():
+        if any(name.startswith(f"{p}.") for p, _ in found):
+            continue
+        if is_neuron(m):
+            found.append((name, m))
+    return found
+
+
+def _not_lif(neuron: nn.Module) -> ValueError:
+    return ValueError(f"NIR export supports the paper's LIF (native, SpikingJelly LIFNode with decay_input=False "
+                      f"and v_reset=0, snnTorch Leaky with reset_mechanism='zero'); got {neuron!r}, which NIR's "
+                      f"LIF cannot express exactly")
+
+
+def lif_params(neuron: nn.Module) -> tuple[float, float]:
+    """``(k, Vth)`` of a neuron that is the paper's LIF (eq. 2-3),
+
+    .. math::
+        u[t] = k\\, u[t-1]\\, (1 - o[t-1]) + x[t], \\qquad o[t] = \\mathbb{1}[u[t] > V_{th}],
+
+    on any backend: the native :class:`~adapters.lif.LIF`, or any module with a ``lif_params()`` method (the
+    SpikingJelly and snnTorch wrappers have one). Raises ``ValueError`` for anything else (it cannot be
+    exported exactly)."""
+    if isinstance(neuron, LIF):
+        return neuron.tau_decay, neuron.v_th
+    own = getattr(neuron, "lif_params", None)
+    if callable(own):
+        return tuple(float(v) for v in own())
+    raise _not_lif(neuron)
+
+
+def copy_neurons(src: nn.Module, dst: nn.Module) -> None:
+    """Put deep copies of ``src``'s neurons (any backend) in the places of ``dst``'s neurons, which must
+    have the same names (``dst`` is built with the same layout, e.g. a fused twin)."""
+    theirs = dict(neuron_modules(src))
+    for name, _ in neuron_modules(dst):
+        if name not in theirs:
+            raise ValueError(f"copy_neurons: {type(src).__name__} has no neuron at {name!r}")
+        parent, _, leaf = name.rpartition(".")
+        setattr(dst.get_submodule(parent) if parent else dst, leaf, copy.deepcopy(theirs[name]))

@@ -1,4 +1,9 @@
-"""``tdbn-zoo``: the command line. User errors print one clear line (exit 2), never a traceback."""
+"""``tdbn-zoo``: the command line. User errors print one clear line (exit 2), never a traceback.
+
+Start-up stays light: ``tdbn-zoo --help`` and argument errors import neither torch nor timm. The command
+modules import only the standard library at module level and in ``add_arguments``; their heavy imports
+live in ``run()``, and only the chosen command's arguments are built (tests/test_cli_startup.py).
+"""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +21,7 @@ COMMANDS = {
     "publish": "publish",
     "export-nir": "export_nir",
     "manifest": "manifest",
+    "reproduce": "reproduce",
 }
 
 
@@ -30,18 +36,27 @@ def _available() -> dict:
     return mods
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict]:
+    """The ``tdbn-zoo`` parser and its command modules. ``only``: fill in the arguments of that command
+    alone (the others are listed with their help line), as ``main`` does for the command it runs."""
     parser = argparse.ArgumentParser(prog="tdbn-zoo", description="Directly-trained spiking ResNets with tdBN.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     mods = _available()
     for name, mod in mods.items():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
-        mod.add_arguments(p)
+        if only is None or name == only:
+            mod.add_arguments(p)
     return parser, mods
 
 
+def _command_in(argv: list[str]) -> str:
+    """The subcommand named in ``argv`` (the first word that is one), or ``''``."""
+    return next((a for a in argv if a in COMMANDS), "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser, mods = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, mods = build_parser(only=_command_in(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

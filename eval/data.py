@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -40,8 +42,9 @@ from torch.utils.data import Dataset
 
 from zoo.tags import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["DATASETS", "DatasetSpec", "ArrayImageDataset", "build_dataset", "build_transform", "dataset_spec",
-           "find_root", "parse_data_spec", "read_idx", "write_subset", "SUBSET_PATH"]
+__all__ = ["DATASETS", "DatasetSpec", "ArrayImageDataset", "build_dataset", "build_transform", "check_images_labels",
+           "dataset_spec", "find_root", "load_idx_pair", "load_subset", "parse_data_spec", "read_idx",
+           "read_npz_arrays", "write_subset", "SUBSET_PATH"]
 
 SPLITS = ("train", "test")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -112,17 +115,23 @@ def parse_data_spec(spec: str) -> tuple[str, str | None]:
 
 
 # ----------------------------------------------------------------------------------------------- locating data
+def env_data_dir(env: str | None) -> list[Path]:
+    """``[$env]`` when that variable (a dataset's own folder, e.g. ``TDBN_ZOO_MNIST``) is set, else ``[]``."""
+    return [Path(os.environ[env]).expanduser()] if env and os.environ.get(env) else []
+
+
+def shared_data_dirs() -> list[Path]:
+    """The folders holding datasets when no root is given, in search order: ``$TDBN_ZOO_DATA`` (if set), then
+    ``./data``. The one data-root search of the project (images here, events in ``eval.events.loading``)."""
+    return env_data_dir("TDBN_ZOO_DATA") + [Path("data")]
+
+
 def _candidates(spec: DatasetSpec, root: str | os.PathLike | None) -> list[Path]:
     if root is not None:  # the folder itself, or a parent holding the dataset's usual folder
         root = Path(root).expanduser()
         return list(dict.fromkeys([root] + [root / f for f in spec.folders if f]))
-    out = []
-    if spec.env and os.environ.get(spec.env):
-        out.append(Path(os.environ[spec.env]).expanduser())
-    if os.environ.get("TDBN_ZOO_DATA"):
-        base = Path(os.environ["TDBN_ZOO_DATA"]).expanduser()
-        out += [base / f if f else base for f in spec.folders]
-    out += [Path("data") / f if f else Path("data") for f in spec.folders]
+    out = env_data_dir(spec.env)
+    out += [base / f if f else base for base in shared_data_dirs() for f in spec.folders]
     out += [Path(d) for d in spec.system_dirs]
     return list(dict.fromkeys(out))
 
@@ -193,28 +202,181 @@ def _check_split(split: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- readers
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# The most data one array may hold (2 GiB; MNIST's training images are 47 MB). A header that promises more is
+# corrupt or hostile and is refused before anything is allocated or decompressed.
+MAX_ARRAY_BYTES = 1 << 31
+_CHUNK = 1 << 20
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (MNIST's format; ``.gz`` or plain) into a numpy array, checking its header."""
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _check_promise(path: Path, shape: tuple[int, ...], dtype: np.dtype, item_shape: tuple[int, ...] | None) -> int:
+    """The number of data bytes a header's ``shape`` and ``dtype`` promise, after refusing absurd ones."""
+    if item_shape is not None and tuple(shape[1:]) != tuple(item_shape):
+        raise ValueError(f"{path}: expected shape {_shape_text(('N', *item_shape))}, the header says "
+                         f"{_shape_text(shape)}")
+    n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if n_bytes > MAX_ARRAY_BYTES:
+        raise ValueError(f"{path}: the header promises shape {_shape_text(shape)} of {dtype} ({n_bytes} bytes), "
+                         f"more than the {MAX_ARRAY_BYTES} bytes this reader accepts; the file is corrupt or hostile")
+    return n_bytes
+
+
+def _read_at_most(f, n_bytes: int) -> bytearray:
+    """Up to ``n_bytes`` from ``f`` in 1 MiB chunks: a (decompressing) stream never yields more than that."""
+    buf = bytearray()
+    while len(buf) < n_bytes:
+        chunk = f.read(min(_CHUNK, n_bytes - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def read_idx(path: str | os.PathLike, *, item_shape: Sequence[int] | None = None) -> np.ndarray:
+    """Read an IDX file (MNIST's format; ``.gz`` or plain) into a numpy array of the header's shape.
+
+    The header (magic number, type code, dimensions) is checked before any data is read, and no more bytes
+    than it promises are ever decompressed, so a small hostile ``.gz`` cannot expand into memory (a gz bomb).
+
+    Args:
+        path: the file (``.gz``: gzip-compressed).
+        item_shape: when given, the dimensions after the first that the file must have, e.g. ``(28, 28)`` for
+            MNIST images and ``()`` for labels; other shapes are refused before reading the data.
+
+    Returns:
+        ``np.ndarray`` of the header's shape and type (uint8 for MNIST's files), writable.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file, what was expected and what came: a bad magic number or type code, no
+            dimensions, an unexpected ``item_shape``, more than ``MAX_ARRAY_BYTES`` promised, truncated data,
+            bytes after the promised data, a corrupt gzip stream.
+    """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    gz = path.suffix == ".gz"
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read IDX file ({e})") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
-    ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    start = 4 + 4 * ndim
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - start != expected:
-        raise ValueError(f"{path}: header promises shape {dims} ({expected} bytes of data) but the file holds "
-                         f"{len(raw) - start}; truncated or corrupt")
-    return np.frombuffer(raw, dtype, offset=start).reshape(dims).copy()  # writable, owns its memory
+        with (gzip.open if gz else open)(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+                types = "|".join(f"{c:02x}" for c in _IDX_DTYPES)
+                raise ValueError(f"{path}: not an IDX file (expected the magic number 00 00 <type {types}> <ndim>, "
+                                 f"got {head.hex(' ') or 'nothing'})")
+            ndim, dtype = head[3], np.dtype(_IDX_DTYPES[head[2]])
+            if ndim == 0:
+                raise ValueError(f"{path}: the IDX header declares 0 dimensions (expected at least 1)")
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise ValueError(f"{path}: truncated IDX header (expected {ndim} dimensions of 4 bytes, got "
+                                 f"{len(raw_dims)} bytes)")
+            shape = tuple(int.from_bytes(raw_dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+            n_bytes = _check_promise(path, shape, dtype, None if item_shape is None else tuple(item_shape))
+            if not gz:  # a plain file's size is known before reading it
+                held = path.stat().st_size - 4 - 4 * ndim
+                if held != n_bytes:
+                    raise _size_error(path, shape, n_bytes, held)
+            data = _read_at_most(f, n_bytes)
+            if len(data) < n_bytes:
+                raise _size_error(path, shape, n_bytes, len(data))
+            if f.read(1):
+                raise ValueError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({n_bytes} bytes of "
+                                 f"data) but more bytes follow them; corrupt or hostile (read no further)")
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path}: cannot read IDX file ({type(e).__name__}: {e})") from e
+    return np.frombuffer(data, dtype).reshape(shape)  # bytearray-backed: writable, owns its memory
+
+
+def _size_error(path: Path, shape: tuple[int, ...], expected: int, got) -> ValueError:
+    return ValueError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({expected} bytes of data) but "
+                      f"the file holds {got}; truncated or corrupt")
+
+
+def read_npz_arrays(path: str | os.PathLike, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of an ``.npz`` archive, each ``.npy`` header checked before its data is read.
+
+    Nothing is unpickled (object arrays are refused) and an array whose header promises more than
+    ``MAX_ARRAY_BYTES`` is refused before anything is allocated or decompressed. Raises ValueError naming the
+    file, the array and what was wrong; FileNotFoundError when there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {m[:-4] for m in zf.namelist() if m.endswith(".npy")}
+            missing = [n for n in names if n not in members]
+            if missing:
+                raise ValueError(f"{path}: expected arrays {', '.join(map(repr, names))}, found "
+                                 f"{', '.join(sorted(map(repr, members))) or 'none'}")
+            for name in names:
+                with zf.open(name + ".npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)
+                if dtype.hasobject:
+                    raise ValueError(f"{path}: array {name!r} holds Python objects ({dtype}); refusing to unpickle")
+                _check_promise(Path(f"{path}[{name}]"), shape, dtype, None)
+                with zf.open(name + ".npy") as f:
+                    out[name] = np.lib.format.read_array(f, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e})") from e
+    return out
+
+
+def check_images_labels(spec: DatasetSpec, images: np.ndarray, labels: np.ndarray, images_src,
+                        labels_src=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 [N, H, W], labels int64 [N])`` of ``spec`` from arrays read from ``images_src`` and
+    ``labels_src`` (the files named in errors; default the same), after checking them.
+
+    Images must be ``[N, S, S]`` (``S = spec.image_size``) with N >= 1, of an integer type with values in
+    0..255 (converted to uint8 exactly). Floating-point images are refused rather than converted: their scale
+    (0..1 or 0..255) cannot be told from the values, and a guess would train on wrong pixels. Labels must be
+    integers in ``0..num_classes - 1``, one per image. Raises ValueError naming the file, the expected and the
+    found value."""
+    labels_src = images_src if labels_src is None else labels_src
+    size = spec.image_size
+    if images.ndim != 3 or images.shape[1:] != (size, size):
+        raise ValueError(f"{images_src}: expected {spec.name} images of shape [N, {size}, {size}], got "
+                         f"{_shape_text(images.shape)}")
+    if len(images) == 0:
+        raise ValueError(f"{images_src}: holds no images (expected at least 1 {spec.name} image)")
+    if images.dtype != np.uint8:
+        if images.dtype.kind not in "iu":
+            raise ValueError(f"{images_src}: expected uint8 images (0..255), got {images.dtype.name}; a "
+                             f"floating-point image's scale (0..1 or 0..255) is ambiguous, so it is not "
+                             f"converted: convert the images to uint8 yourself")
+        lo, hi = int(images.min()), int(images.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"{images_src}: expected pixel values in 0..255, found {lo if lo < 0 else hi}")
+        images = images.astype(np.uint8)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(f"{labels_src}: expected integer labels of shape [N], got {labels.dtype.name} "
+                         f"{_shape_text(labels.shape)}")
+    if len(labels) != len(images):
+        raise ValueError(f"{labels_src}: expected one label per image ({len(images)} in {images_src}), got "
+                         f"{len(labels)} labels")
+    bad = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
+    if len(bad):
+        raise ValueError(f"{labels_src}: expected labels in 0..{spec.num_classes - 1} ({spec.name} has "
+                         f"{spec.num_classes} classes), found {int(labels[bad[0]])} at index {int(bad[0])} "
+                         f"({len(bad)} out of range)")
+    return images, labels.astype(np.int64)
+
+
+def load_idx_pair(name: str, images_path: str | os.PathLike, labels_path: str | os.PathLike
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 [N, S, S], labels int64 [N])`` of the IDX dataset ``name`` from its two files, every
+    header, size and value checked (:func:`read_idx`, :func:`check_images_labels`)."""
+    spec = dataset_spec(name)
+    size = spec.image_size
+    images = read_idx(images_path, item_shape=(size, size))
+    labels = read_idx(labels_path, item_shape=())
+    return check_images_labels(spec, images, labels, images_path, labels_path)
 
 
 class ArrayImageDataset(Dataset):
@@ -337,16 +499,11 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, split: str =
     tf = build_transform(spec.name, train=train_transforms, input_size=input_size, mean=mean, std=std,
                          crop_pct=crop_pct)
     if spec.kind == "idx":
-        images, labels = (read_idx(p) for p in where)
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f"{spec.name}: IDX files {where[0]} / {where[1]} disagree: images {images.shape}, "
-                             f"labels {labels.shape}")
-        ds = ArrayImageDataset(images, labels, tf, spec.classes)
+        ds = ArrayImageDataset(*load_idx_pair(spec.name, *where), tf, spec.classes)
     elif spec.kind == "npz":
         if split != "test":
             raise ValueError(f"{spec.name} holds test images only; use split='test'")
-        images, labels = load_subset(where)
-        ds = ArrayImageDataset(images, labels, tf, spec.classes)
+        ds = ArrayImageDataset(*load_subset(where, spec.name), tf, spec.classes)
     elif spec.kind == "cifar":
         ds = _cifar_class(spec, verify)(where, train=split == "train", transform=tf)
     else:
@@ -360,12 +517,12 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, split: str =
 
 
 # ----------------------------------------------------------------------------------------------- shipped subset
-def load_subset(path: str | os.PathLike = SUBSET_PATH) -> tuple[np.ndarray, np.ndarray]:
-    """``(images uint8 [n, 28, 28], labels int64 [n])`` from a subset npz (no pickles allowed)."""
-    with np.load(path, allow_pickle=False) as z:
-        if "images" not in z or "labels" not in z:
-            raise ValueError(f"{path}: expected arrays 'images' and 'labels', found {', '.join(z.files)}")
-        return z["images"].astype(np.uint8), z["labels"].astype(np.int64)
+def load_subset(path: str | os.PathLike = SUBSET_PATH, name: str = "fashion-mnist-subset"
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 [n, 28, 28], labels int64 [n])`` from a subset npz (arrays ``images`` and ``labels``;
+    nothing unpickled), checked as :func:`check_images_labels` checks any dataset's arrays."""
+    arrays = read_npz_arrays(path, ("images", "labels"))
+    return check_images_labels(dataset_spec(name), arrays["images"], arrays["labels"], path)
 
 
 def write_subset(src: str | os.PathLike | None = None, out: str | os.PathLike = SUBSET_PATH,
@@ -373,7 +530,7 @@ def write_subset(src: str | os.PathLike | None = None, out: str | os.PathLike = 
     """Write the first ``n`` Fashion-MNIST test images and labels (uint8) to ``out`` (npz, compressed,
     atomically), with the index range and the source file names recorded. Returns ``out``."""
     images_path, labels_path = find_root("fashion-mnist", src, "test")
-    images, labels = read_idx(images_path), read_idx(labels_path)
+    images, labels = load_idx_pair("fashion-mnist", images_path, labels_path)
     if not 0 < n <= len(images):
         raise ValueError(f"n must lie in 1..{len(images)}, got {n}")
     out = Path(out)
@@ -389,16 +546,22 @@ def write_subset(src: str | os.PathLike | None = None, out: str | os.PathLike = 
 def _main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from eval.cli import report_user_errors
+    from eval.commands._args import positive_int
+
     p = argparse.ArgumentParser(prog="python -m eval.data", description="Data utilities.")
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make-subset", help="write weights/data/fashion_mnist_test_subset.npz from the IDX files")
     m.add_argument("--src", default=None, help="folder with t10k-images-idx3-ubyte.gz (default: the usual search)")
     m.add_argument("--out", default=str(SUBSET_PATH))
-    m.add_argument("--n", type=int, default=SUBSET_SIZE)
+    m.add_argument("--n", type=positive_int, default=SUBSET_SIZE)
     args = p.parse_args(argv)
-    out = write_subset(args.src, args.out, args.n)
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
-    return 0
+
+    def run() -> int:
+        out = write_subset(args.src, args.out, args.n)
+        print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+        return 0
+    return report_user_errors("python -m eval.data make-subset", run)  # one line per user error, exit 2
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class EvalResult:
     energy: dict
     speed: dict
     machine: dict = field(default_factory=dict)
+    confusion: list[list[int]] = field(default_factory=list)  # [true class][predicted class] counts
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,7 +130,7 @@ def evaluate(model: nn.Module, data: Dataset | Iterable, *, T: int | None = None
     try:
         n = 0
         correct = {1: 0, 5: 0}
-        first = None
+        first = confusion = None
         with SpikeRecorder(model) as rec, OpCounter(model) as ops:
             for x, y in _loader(data, batch_size, workers):
                 if max_images is not None and n >= max_images:
@@ -144,6 +145,9 @@ def evaluate(model: nn.Module, data: Dataset | Iterable, *, T: int | None = None
                 logits = model(x)
                 for k, c in topk_correct(logits, y, (1, 5)).items():
                     correct[k] += c
+                pairs = y.long() * logits.shape[-1] + logits.argmax(-1)
+                counts = torch.bincount(pairs.cpu(), minlength=logits.shape[-1] ** 2)
+                confusion = counts if confusion is None else confusion + counts
                 n += len(y)
         if n == 0:
             raise ValueError("no images to evaluate (empty dataset or max_images=0)")
@@ -160,7 +164,8 @@ def evaluate(model: nn.Module, data: Dataset | Iterable, *, T: int | None = None
             ann_macs=per["ann_macs"],
             energy=dict(e_ac_pj=energy.e_ac_pj, e_mac_pj=energy.e_mac_pj,
                         snn_pj=energy.snn_pj(per["acs"], per["macs"]), ann_pj=energy.ann_pj(per["ann_macs"])),
-            speed=speed, machine=machine_info(device))
+            speed=speed, machine=machine_info(device),
+            confusion=confusion.view(num_classes, num_classes).tolist())
     finally:
         if old_T is not None:
             model.T = old_T

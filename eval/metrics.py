@@ -2,38 +2,14 @@
 the neuron modules (every neuron module maps ``[T, N, ...]`` currents to ``[T, N, ...]`` spikes)."""
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from adapters import LIF, SnnTorchNeuron, SpikingJellyNeuron
+from adapters.neurons import is_neuron, neuron_modules  # the one neuron protocol (re-exported here)
 
-NEURON_TYPES: tuple[type, ...] = (LIF, SpikingJellyNeuron, SnnTorchNeuron)
-
-
-def is_neuron(module: nn.Module) -> bool:
-    """A spiking neuron module: the zoo's neurons (and subclasses), SpikingJelly nodes, snnTorch neurons."""
-    if isinstance(module, NEURON_TYPES):
-        return True
-    sj = sys.modules.get("spikingjelly.activation_based.neuron")
-    if sj is not None and isinstance(module, sj.BaseNode):
-        return True
-    snn = sys.modules.get("snntorch._neurons.neurons")
-    return snn is not None and isinstance(module, snn.SpikingNeuron)
-
-
-def neuron_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of the outermost neuron modules in registration (= forward) order; a neuron
-    inside a wrapper (a SpikingJelly node in ``SpikingJellyNeuron``) is not listed twice."""
-    found: list[tuple[str, nn.Module]] = []
-    for name, m in model.named_modules():
-        if any(name.startswith(f"{p}.") for p, _ in found):
-            continue
-        if is_neuron(m):
-            found.append((name, m))
-    return found
+__all__ = ["is_neuron", "neuron_modules", "topk_correct", "LayerActivity", "HookContext", "SpikeRecorder"]
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> dict[int, int]:

@@ -2,9 +2,10 @@
 and accuracy against T."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
+
+from zoo.fileio import atomic_path
 
 
 def _pyplot():
@@ -19,10 +20,8 @@ def _pyplot():
 
 def _save(fig, path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".tmp.png") as tmp:  # matplotlib picks the format from the extension
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return path
 
 

@@ -9,6 +9,7 @@ documented choice (``UNSTATED_FILLS``), unless the tag's recipe gives them.
 from __future__ import annotations
 
 from zoo.errors import UnknownTagError
+from zoo.naming import did_you_mean
 from zoo.tags import TAGS
 
 from .train import TrainConfig
@@ -32,10 +33,7 @@ def get_preset(name: str) -> dict:
     """``{'model', 'dataset', 'T', 'input_size', 'mean', 'std', 'num_classes', 'pad', 'hflip',
     'augment', 'train': TrainConfig}`` for the tag ``name`` (``arch.tag``)."""
     if name not in TAGS:
-        import difflib
-        close = difflib.get_close_matches(name, list(TAGS), n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownTagError(f"unknown preset {name!r}.{hint} Presets: {', '.join(TAGS)}")
+        raise UnknownTagError(f"unknown preset {name!r}.{did_you_mean(name, TAGS)} Presets: {', '.join(TAGS)}")
     tag = TAGS[name]
     recipe = dict(tag["recipe"])
     for key, fill in UNSTATED_FILLS.items():

@@ -16,7 +16,6 @@ so the zoo's ``weight * scale`` is copied into it (and into the plain BN weights
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,6 +23,8 @@ import torch
 from torch import nn
 
 from adapters import MultiStepNorm, make_neuron
+from adapters.fusion import NormSlot, named_norm_slots
+from adapters.neurons import is_neuron
 
 __all__ = ["Kit", "MirrorResNet", "KITS", "mirror", "fuse_conv_bn"]
 
@@ -70,10 +71,8 @@ def _sj_kit() -> Kit:
 
 
 def _snntorch_reset(net: nn.Module) -> None:
-    from snntorch._neurons.neurons import SpikingNeuron
-
     for m in net.modules():  # snntorch.utils.reset only visits direct children
-        if isinstance(m, SpikingNeuron):
+        if is_neuron(m) and hasattr(m, "reset_mem"):
             m.reset_mem()
 
 
@@ -103,32 +102,46 @@ def _conv(kit: Kit, conv: nn.Conv2d) -> nn.Module:
                     conv.bias is not None)
 
 
+class _MirrorShortcut(nn.Module):
+    """The zoo ``Shortcut`` in a kit's layers: optional conv, optional norm."""
+
+    def __init__(self, shortcut: nn.Module, kit: Kit):
+        super().__init__()
+        self.conv = _conv(kit, shortcut.conv) if shortcut.conv is not None else None
+        self.bn = kit.norm(shortcut.bn) if shortcut.bn is not None else None
+
+    def norm_slots(self) -> tuple[NormSlot, ...]:
+        return (NormSlot("bn", "conv" if self.conv is not None else None),) if self.bn is not None else ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv is not None:
+            x = self.conv(x)
+        return self.bn(x) if self.bn is not None else x
+
+
 class MirrorBlock(nn.Module):
-    """A zoo residual block (Fig. 5b) in ``kit``'s layers: convK-normK-actK ..., plus shortcut, act."""
+    """A zoo residual block (Fig. 5b) in ``kit``'s layers: the block's own ``branch()`` of (conv, norm,
+    neuron), plus shortcut, with the zoo's attribute names."""
 
     def __init__(self, block: nn.Module, kit: Kit, lif: dict):
         super().__init__()
-        self.num_convs = block.num_convs
-        for i in range(1, self.num_convs + 1):
-            setattr(self, f"conv{i}", _conv(kit, getattr(block, f"conv{i}")))
-            setattr(self, f"bn{i}", kit.norm(getattr(block, f"bn{i}")))
-            setattr(self, f"act{i}", kit.act(lif))
-        sc = block.shortcut
-        self.shortcut = nn.Module()
-        self.shortcut.conv = _conv(kit, sc.conv) if sc.conv is not None else None
-        self.shortcut.bn = kit.norm(sc.bn) if sc.bn is not None else None
+        self.branch = tuple(block.branch())
+        for conv, bn, act in self.branch:
+            setattr(self, conv, _conv(kit, getattr(block, conv)))
+            setattr(self, bn, kit.norm(getattr(block, bn)))
+            setattr(self, act, kit.act(lif))
+        self.shortcut = _MirrorShortcut(block.shortcut, kit)
+
+    def norm_slots(self) -> tuple[NormSlot, ...]:
+        return tuple(NormSlot(bn, conv) for conv, bn, _ in self.branch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sc = x
-        if self.shortcut.conv is not None:
-            sc = self.shortcut.conv(sc)
-        if self.shortcut.bn is not None:
-            sc = self.shortcut.bn(sc)
-        for i in range(1, self.num_convs + 1):
-            x = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x))
-            if i < self.num_convs:
-                x = _fire(getattr(self, f"act{i}"), x)
-        return _fire(getattr(self, f"act{self.num_convs}"), x + sc)
+        sc = self.shortcut(x)
+        for i, (conv, bn, act) in enumerate(self.branch):
+            x = getattr(self, bn)(getattr(self, conv)(x))
+            if i < len(self.branch) - 1:
+                x = _fire(getattr(self, act), x)
+        return _fire(getattr(self, self.branch[-1][2]), x + sc)
 
 
 class MirrorResNet(nn.Module):
@@ -153,6 +166,11 @@ class MirrorResNet(nn.Module):
             self.head_bn = kit.norm(model.head_bn) if getattr(model, "head_bn", None) is not None else None
             self.head_act = kit.act(lif)
         self.fc = kit.linear(model.fc.in_features, model.fc.out_features, True)
+
+    def norm_slots(self) -> tuple[NormSlot, ...]:
+        """The stem's norm and (where present) the head's, as on the zoo model."""
+        return (NormSlot("bn1", "conv1"),) + ((NormSlot("head_bn", "head_fc", dim=1),)
+                                              if self.head_bn is not None else ())
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:
         """One pass in the kit's layout: ``[T, N, ...]``, ``[N, ...]`` (one step) or ``[T*N, ...]``."""
@@ -202,25 +220,23 @@ def mirror(model: nn.Module, framework: str) -> MirrorResNet:
     return ref.train(model.training)
 
 
-_NORM = re.compile(r"^bn(\d*)$")
-
-
 @torch.no_grad()
 def fuse_conv_bn(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of a mirror with every ``bnK`` folded into its sibling ``convK`` and ``head_bn``
-    into ``head_fc`` (``torch.nn.utils.fusion``); a norm with nothing before it is kept."""
+    """An eval-mode copy of a mirror with every declared norm (``norm_slots()``, as on the zoo model) that is
+    a torch BatchNorm folded into the conv or linear before it (``torch.nn.utils.fusion``); a norm with
+    nothing before it is kept."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
     model = copy.deepcopy(model).eval()
-    for parent in list(model.modules()):
-        for name, bn in list(parent.named_children()):
-            m = _NORM.match(name)
-            if m and isinstance(getattr(parent, f"conv{m.group(1)}", None), nn.Conv2d) \
-                    and isinstance(bn, nn.BatchNorm2d):
-                conv = f"conv{m.group(1)}"
-                setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), bn))
-                setattr(parent, name, nn.Identity())
-            elif name == "head_bn" and isinstance(bn, nn.BatchNorm1d):
-                parent.head_fc = fuse_linear_bn_eval(parent.head_fc, bn)
-                parent.head_bn = nn.Identity()
+    for _, module, slot in list(named_norm_slots(model)):
+        if slot.layer is None:
+            continue
+        layer, bn = getattr(module, slot.layer), getattr(module, slot.norm)
+        if isinstance(layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            setattr(module, slot.layer, fuse_conv_bn_eval(layer, bn))
+        elif isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d):
+            setattr(module, slot.layer, fuse_linear_bn_eval(layer, bn))
+        else:
+            continue
+        setattr(module, slot.norm, nn.Identity())
     return model

@@ -51,15 +51,28 @@ def override_flags(meta: dict) -> str:
     preset = get_preset(meta["preset"])["train"]
     flags = [f" --{f.replace('_', '-')} {meta['config'][f]}" for f in _RESULT_FIELDS
              if meta["config"].get(f) != getattr(preset, f)]
-    if meta.get("train_subset"):
-        flags.append(f" --train-subset {meta['train_subset']}")
+    for key in ("train_subset", "input_size"):
+        if meta.get(key):
+            flags.append(f" --{key.replace('_', '-')} {meta[key]}")
     return "".join(flags)
 
 
-def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | None = None,
-         batch_size: int = 200) -> dict:
-    from eval.harness import evaluate
+def _test_set(meta: dict, data_dir: str | None, model, verify: bool):
+    """The run's full test set: event data framed by the paper's pipeline for ``model`` (eval.events), static
+    images at the run's input size (train --input-size); ``verify=False``: CIFAR re-packed locally."""
     from eval.data import build_dataset
+    from eval.events.loading import parse_event_spec
+
+    event = parse_event_spec(meta["dataset"])  # 'dvs-gesture' -> ('dvsgesture', None); None for static data
+    if event is not None:
+        from eval.events import build_event_dataset
+        return build_event_dataset(f"{event[0]}:{data_dir}" if data_dir else event[0], "test", model=model)
+    return build_dataset(meta["dataset"], data_dir, "test", input_size=meta.get("input_size"), verify=verify)
+
+
+def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | None = None,
+         batch_size: int = 200, verify: bool = True) -> dict:
+    from eval.harness import evaluate
     from eval.train_checkpoint import read_training_checkpoint
     from zoo import create, manifest
     from zoo.checkpoints import save_pretrained
@@ -80,19 +93,22 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
     model = create(preset, T=run_T, **kw)
     load_state_dict_into(model, read_safetensors(run / "model.safetensors"), str(run / "model.safetensors"))
     model.eval()
-    test = build_dataset(meta["dataset"], data_dir, "test")
+    test = _test_set(meta, data_dir, model, verify)
     results = {}
     for name, m in (("unfused", model), ("fused", fuse(model))):
         results[name] = evaluate(m, test, batch_size=batch_size, speed_batches=0, model_name=f"{preset} ({name})",
                                  data_name=f"{meta['dataset']} test").to_dict()
-    cmd = f"python -m eval.ship {run} --data-dir {data_dir or '<data root>'}"
+    cmd = f"python -m eval.ship {run} --data-dir {data_dir or '<data root>'}" + ("" if verify else " --no-verify")
     fused = results["fused"]
     where = f"{machine()}; {meta['dataset']} test set ({fused['images']} images)"
     metrics = [dict(name="top1", value=round(fused["top1"], 2), unit="%", dataset=meta["dataset"], split="test",
                     command=cmd, machine=where),
                dict(name="mean_firing_rate", value=round(fused["mean_firing_rate"], 4), dataset=meta["dataset"],
                     split="test", command=cmd, machine=where),
-               dict(name="synaptic_ops_per_image", value=float(f"{fused['acs']:.4g}"), dataset=meta["dataset"],
+               # synaptic operations as two figures: spike-driven accumulates and real-valued multiply-accumulates
+               dict(name="accumulates_per_image", value=float(f"{fused['acs']:.4g}"), dataset=meta["dataset"],
+                    split="test", command=cmd, machine=where),
+               dict(name="macs_per_image", value=float(f"{fused['macs']:.4g}"), dataset=meta["dataset"],
                     split="test", command=cmd, machine=where)]
     _, table = training_summary(run)
     train_cmd = (f"tdbn-zoo train --preset {preset} --data-dir <data root> --out {run}"
@@ -115,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="data root for the test set (see eval.data)")
     p.add_argument("--weights", default=None, help="weights folder (default: the package's weights/)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-verify", action="store_true", help="CIFAR: accept batch files re-packed locally (see "
+                   "tdbn-zoo train --no-verify)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from eval.cli import report_user_errors
     return report_user_errors("python -m eval.ship", lambda: print(
-        json.dumps(ship(args.run, args.data_dir, out_weights=args.weights))))
+        json.dumps(ship(args.run, args.data_dir, out_weights=args.weights, verify=not args.no_verify))))
 
 
 if __name__ == "__main__":

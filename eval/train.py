@@ -38,11 +38,16 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from zoo.manifest import atomic_write
+
 from .device_counters import DeviceSpikeCounter
-from .train_checkpoint import atomic_save_safetensors, restore_training_checkpoint, save_training_checkpoint
+from .ranges import OPTIONAL_TRAIN_FIELDS, TRAIN_FIELD_RANGES
+from .train_checkpoint import (DivergedError, atomic_save_safetensors, nonfinite_tensors, refuse_nonfinite,
+                               restore_training_checkpoint, save_training_checkpoint)
 from .train_data import ResumableBatchSampler
 
 SCHEDULES = ("step", "cosine", "constant")
+CHECKPOINT_NAME = "last.safetensors"
 # fields that change the trajectory: a resume with other values would not continue the same run
 _TRAJECTORY_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_step_epochs",
                       "lr_gamma", "seed", "amp", "max_steps_per_epoch", "grad_clip")
@@ -73,9 +78,10 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.schedule == "step" and not self.lr_step_epochs:
             raise ValueError("schedule='step' needs lr_step_epochs")
-        if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
-            raise ValueError(f"epochs, batch_size and lr must be positive, got {self.epochs}, "
-                             f"{self.batch_size}, {self.lr}")
+        for name, allowed in TRAIN_FIELD_RANGES.items():
+            value = getattr(self, name)
+            if not (value is None and name in OPTIONAL_TRAIN_FIELDS):
+                allowed.check(name, value)
 
     def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         if self.schedule == "constant":
@@ -84,6 +90,15 @@ class TrainConfig:
             return self.lr * self.lr_gamma ** (epoch // self.lr_step_epochs)
         progress = (epoch * steps_per_epoch + step) / (self.epochs * steps_per_epoch)
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def check_run_folder(out_dir: str | Path, resume: bool) -> None:
+    """Refuse (ValueError) to start a new run in ``out_dir`` when it holds one: the new run would overwrite its
+    checkpoint. With ``resume`` the old run is continued instead, so anything goes."""
+    checkpoint = Path(out_dir) / CHECKPOINT_NAME
+    if not resume and checkpoint.is_file():
+        raise ValueError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); a new run would overwrite it: "
+                         f"continue it with --resume (resume=True), or choose another output folder")
 
 
 def _dist() -> tuple[int, int]:
@@ -130,6 +145,9 @@ class Trainer:
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
+        self.saved_step: int | None = None  # the global step of the checkpoint on disk (None: none yet)
+        self._sums: dict | None = None  # the running epoch's sums (train_epoch)
+        self._resumed_sums: dict | None = None  # the sums of the resumed checkpoint's epoch so far
 
     # data ------------------------------------------------------------------------------------------------
     def _loader(self, data, shuffle: bool):
@@ -163,16 +181,43 @@ class Trainer:
     # state -----------------------------------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path | None:
-        return self.out_dir / "last.safetensors" if self.out_dir is not None else None
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
 
     def _state(self) -> dict:
+        data = getattr(self.train_loader, "dataset", None)
         return dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
                     config=dataclasses.asdict(self.cfg), world_size=self.world,
-                    model_args=getattr(self.model, "model_args", None), **self.extra_state)
+                    model_args=getattr(self.model, "model_args", None),
+                    train_samples=len(data) if hasattr(data, "__len__") else None, **self.extra_state)
 
     def save(self) -> None:
+        """Write ``out_dir/last.safetensors`` (rank 0); first, on every rank, stop with :class:`DivergedError`
+        when a weight or optimizer state holds NaN/Inf, so the last finite checkpoint is never replaced."""
+        self._refuse_diverged()
+        sums = None
+        if self.step_in_epoch and self._sums is not None:  # mid-epoch: the sums so far, all processes' together
+            totals = dict(zip(self._sums["totals"], (v / self.world for v in self._reduce(
+                *self._sums["totals"].values()))))  # (each process restores 1/world of the sums)
+            sums = dict(self._sums, totals=totals)
         if self.rank == 0 and self.checkpoint_path is not None:
-            save_training_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scaler, self._state())
+            save_training_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scaler,
+                                     dict(self._state(), epoch_sums=sums))
+            self.saved_step = self.global_step
+
+    def _refuse_diverged(self, what: str = "weights") -> None:
+        tensors = dict(self.model.state_dict())
+        for pid, fields in self.optimizer.state_dict()["state"].items():
+            tensors.update({f"optimizer state {pid}.{k}": v for k, v in fields.items() if torch.is_tensor(v)})
+        bad = nonfinite_tensors(tensors)
+        if bad:
+            self._diverged(f"expected finite {what}, got NaN/Inf in {', '.join(bad[:4])}"
+                           + (f" and {len(bad) - 4} more" if len(bad) > 4 else ""))
+
+    def _diverged(self, problem: str) -> None:
+        kept = (f"{self.checkpoint_path} keeps the last finite state (global step {self.saved_step}); "
+                f"--resume continues from it" if self.saved_step is not None else "no checkpoint was written")
+        raise DivergedError(f"training diverged by global step {self.global_step} (lr {self.cfg.lr}): {problem}; "
+                            f"{kept}. Lower the learning rate or clip gradients (--grad-clip)")
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Continue from ``path`` (default ``out_dir/last.safetensors``); False when there is none yet."""
@@ -180,9 +225,12 @@ class Trainer:
         if path is None or not path.is_file():
             return False
         meta = restore_training_checkpoint(path, self.model, self.optimizer, self.scaler)
-        saved = meta.get("config", {})
+        saved = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         changed = [f"{k}: {saved.get(k)!r} -> {getattr(self.cfg, k)!r}" for k in _TRAJECTORY_FIELDS
                    if k in saved and saved[k] != getattr(self.cfg, k)]
+        now = json.loads(json.dumps(self._state()))  # as JSON stores it (tuples -> lists)
+        changed += [f"{k}: {meta[k]!r} -> {now[k]!r}" for k in ("model_args", "train_samples")
+                    if meta.get(k) is not None and meta[k] != now[k]]
         if changed:
             raise ValueError(f"cannot resume {path} exactly: the run's settings changed ({'; '.join(changed)}); "
                              f"use the original settings or another output folder")
@@ -190,9 +238,39 @@ class Trainer:
             raise ValueError(f"{path} was written by a {meta.get('world_size')}-process run; resume it with "
                              f"the same number of processes ({self.world} now)")
         self.epoch, self.step_in_epoch, self.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
+        self.saved_step = self.global_step
+        self._resumed_sums = meta.get("epoch_sums")
         return True
 
     # loop --------------------------------------------------------------------------------------------------
+    def _prepare_out_dir(self, resume: bool) -> None:
+        """Before a run writes anything (rank 0): remove the temp files a killed write of this trainer left
+        (``.last.safetensors.*.tmp`` etc., nothing else) and refuse to start a new run over an old one."""
+        if self.rank != 0 or self.out_dir is None or not self.out_dir.is_dir():
+            return
+        for name in (CHECKPOINT_NAME, "model.safetensors", "metrics.jsonl"):
+            for tmp in self.out_dir.glob(f".{name}.*.tmp"):  # zoo.manifest.atomic_write's temp names
+                tmp.unlink(missing_ok=True)
+        check_run_folder(self.out_dir, resume)
+
+    def _truncate_metrics(self) -> None:
+        """Drop the records of steps after the resumed checkpoint (they are trained again) and lines cut by a
+        kill from ``metrics.jsonl``, atomically, so every step is logged once."""
+        path = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
+        if self.rank != 0 or path is None or not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("global_step", 0) <= self.global_step:
+                kept.append(line)
+        if len(kept) != len(lines):
+            atomic_write(path, "".join(line + "\n" for line in kept))
+
     def _log(self, record: dict) -> None:
         if self.rank != 0:
             return
@@ -227,9 +305,15 @@ class Trainer:
         if isinstance(sampler, ResumableBatchSampler):
             sampler.start_batch, skip = self.step_in_epoch, 0  # jump straight to the first untrained batch
         net.train()
-        totals = dict(loss=0.0, correct=0.0, n=0.0, spikes=0.0, slots=0.0)
-        grad_sums: dict[str, float] = {}
-        grad_count = 0
+        # the epoch's running sums; after a mid-epoch resume, the checkpoint's (so the logs continue exactly)
+        resumed = self._resumed_sums if self.step_in_epoch else None
+        self._resumed_sums = None
+        self._sums = sums = dict(totals=dict(loss=0.0, correct=0.0, n=0.0, spikes=0.0, slots=0.0), grad_sums={},
+                                 grad_count=0)
+        if resumed:
+            sums.update(totals=dict(resumed["totals"]), grad_sums=dict(resumed["grad_sums"]),
+                        grad_count=int(resumed["grad_count"]))
+        totals, grad_sums = sums["totals"], sums["grad_sums"]
         self.spike_counter.take()
         t0, seen = time.perf_counter(), 0
         bar = _Progress(steps, self.step_in_epoch, f"epoch {self.epoch + 1}/{cfg.epochs}",
@@ -247,9 +331,13 @@ class Trainer:
                 lr = cfg.lr_at(self.epoch, self.step_in_epoch, steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                with torch.autocast(self.device.type, enabled=self.use_amp):
-                    logits = net(x)
-                    loss = nn.functional.cross_entropy(logits.float(), y)
+                try:
+                    with torch.autocast(self.device.type, enabled=self.use_amp):
+                        logits = net(x)
+                        loss = nn.functional.cross_entropy(logits.float(), y)
+                except ValueError:  # e.g. tdBN refusing NaN inputs: when the weights are the cause, say so
+                    self._refuse_diverged()
+                    raise
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 if cfg.grad_clip:
@@ -260,7 +348,7 @@ class Trainer:
                     scale = self.scaler.get_scale() if self.use_amp and not cfg.grad_clip else 1.0
                     for k, v in self._grad_norms().items():
                         grad_sums[k] = grad_sums.get(k, 0.0) + v / scale
-                    grad_count += 1
+                    sums["grad_count"] += 1
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.step_in_epoch += 1
@@ -276,6 +364,8 @@ class Trainer:
                 totals["slots"] += slots
                 if log_now:
                     loss_s, corr, cnt, spk, slt = self._reduce(*totals.values())
+                    if not (self.use_amp or math.isfinite(loss_s)):  # (AMP: the GradScaler skips overflows)
+                        self._diverged(f"expected a finite training loss, got {loss_s / cnt}")
                     rec = dict(kind="train_step", epoch=self.epoch, step=self.step_in_epoch,
                                global_step=self.global_step, lr=lr, loss=loss_s / cnt, acc=corr / cnt,
                                firing_rate=spk / max(slt, 1), images_per_s=seen / (time.perf_counter() - t0))
@@ -295,8 +385,8 @@ class Trainer:
         loss_s, corr, cnt, spk, slt = self._reduce(*totals.values())
         out = dict(loss=loss_s / max(cnt, 1), acc=corr / max(cnt, 1), firing_rate=spk / max(slt, 1),
                    images_per_s=seen / max(time.perf_counter() - t0, 1e-9))
-        if grad_count:
-            out["grad_norm"] = {k: v / grad_count for k, v in grad_sums.items()}
+        if sums["grad_count"]:
+            out["grad_norm"] = {k: v / sums["grad_count"] for k, v in grad_sums.items()}
         return out
 
     @torch.no_grad()
@@ -322,7 +412,9 @@ class Trainer:
     def fit(self, resume: bool = False) -> list[dict]:
         """Train to ``cfg.epochs``; with ``resume`` continue from ``out_dir/last.safetensors`` when present.
         Returns the epoch records (also appended to ``metrics.jsonl``)."""
+        self._prepare_out_dir(resume)
         if resume and self.resume():
+            self._truncate_metrics()
             self._log(dict(kind="resume", epoch=self.epoch, step=self.step_in_epoch, global_step=self.global_step))
         history = []
         while self.epoch < self.cfg.epochs:
@@ -348,6 +440,7 @@ class Trainer:
         """The trained (unfused) weights, with the model's arguments in the header (``model_args``)."""
         from zoo.checkpoints import weights_metadata
 
+        refuse_nonfinite(self.model.state_dict(), path)
         arch = (getattr(self.model, "pretrained_cfg", None) or {}).get("architecture")
         meta = {**{k: json.dumps(v) for k, v in self.extra_state.items()},
                 **weights_metadata(arch, getattr(self.model, "model_args", None) or {})}

@@ -22,12 +22,31 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, ZooError
 from zoo.manifest import atomic_write
 from zoo.pretrained import read_safetensors
 
 FORMAT = "tdbn-zoo-train/1"
 META_KEY = "tdbn_zoo_train"
+
+
+class DivergedError(ZooError, ValueError):
+    """Training produced NaN or Inf weights (e.g. too high a learning rate): nothing is saved over the last
+    finite checkpoint."""
+
+
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors in ``tensors`` that hold a NaN or an Inf."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def refuse_nonfinite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Raise :class:`DivergedError` naming ``path`` and the tensors when any holds a NaN or an Inf."""
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+        raise DivergedError(f"{path} not written: expected finite weights, got NaN/Inf in {', '.join(bad[:4])}"
+                            f"{more}; the file on disk is left as it was")
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
@@ -50,6 +69,7 @@ def save_training_checkpoint(path: str | Path, model: torch.nn.Module, optimizer
                 tensors[f"optim.{pid}.{name}"] = value
             else:
                 opt_state.setdefault(str(pid), {})[name] = value
+    refuse_nonfinite(tensors, path)  # never replace a good checkpoint with a diverged one
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -68,10 +88,21 @@ def read_training_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor],
     if raw is None:
         raise CheckpointError(f"{path} is a safetensors file but not a tdbn-zoo training checkpoint "
                               f"(no '{META_KEY}' metadata); --resume needs the trainer's last.safetensors")
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} has training-checkpoint format {meta.get('format')!r}; this version "
-                              f"reads {FORMAT!r}")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: expected JSON in its '{META_KEY}' metadata, got {raw[:60]!r} ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path} has training-checkpoint format {found!r}; this version reads {FORMAT!r}")
+    for key in ("epoch", "step_in_epoch", "global_step"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{path}: expected a non-negative integer {key!r} in its metadata, got {value!r}")
+    bad = nonfinite_tensors({k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))})
+    if bad:
+        raise CheckpointError(f"{path}: expected finite weights, got NaN/Inf in {', '.join(bad[:4])}; it cannot "
+                              f"be resumed")
     return tensors, meta
 
 
@@ -80,6 +111,16 @@ def restore_training_checkpoint(path: str | Path, model: torch.nn.Module, optimi
     """Load a checkpoint written by :func:`save_training_checkpoint` into the given objects (strictly) and
     restore the RNG states; returns the saved ``state`` metadata."""
     tensors, meta = read_training_checkpoint(path)
+    try:
+        _restore(tensors, meta, path, model, optimizer, scaler)
+    except ZooError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:  # a crafted file
+        raise CheckpointError(f"{path}: cannot restore this training checkpoint ({type(e).__name__}: {e})") from e
+    return meta
+
+
+def _restore(tensors: dict, meta: dict, path, model, optimizer, scaler) -> None:
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(model_sd, strict=False)
     if missing or unexpected:
@@ -100,7 +141,6 @@ def restore_training_checkpoint(path: str | Path, model: torch.nn.Module, optimi
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
     random.setstate(_tuples(meta["python_random"]))
-    return meta
 
 
 def _jsonable(x):

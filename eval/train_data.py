@@ -29,7 +29,8 @@ class ResumableBatchSampler(Sampler[list[int]]):
             raise ValueError(f"the global batch size ({batch_size}) must be positive and divisible by the "
                              f"number of processes ({world_size})")
         if num_samples < (batch_size if drop_last else 1):
-            raise ValueError(f"{num_samples} samples cannot fill one global batch of {batch_size}")
+            raise ValueError(f"{num_samples} samples cannot fill one global batch of {batch_size}: expected a batch "
+                             f"size of at most {num_samples} (or more data)")
         self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
@@ -84,7 +85,8 @@ class SeededAugment(Dataset):
             rng = torch.random.default_generator  # the CPU generator the transforms draw from
             saved = rng.get_state()  # (torch.random.fork_rng costs 30x more per image)
             try:
-                rng.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
+                # (modulo 2^64, the generator's seed range: identical for small seeds, valid for any)
+                rng.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % (1 << 64))
                 x = self.transform(img)
             finally:
                 rng.set_state(saved)  # the caller's RNG stream is left as it was

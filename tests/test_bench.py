@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from eval.bench import (BUILDS, BenchCheckError, BenchConfig, Build, check_same_function, format_bench,
+from eval.bench import (BUILDS, BenchCheckError, BenchConfig, Build, _ratios, check_same_function, format_bench,
                         reference_model, run_bench)
 from eval.cli import main
 from eval.reference_models import mirror
@@ -69,13 +69,7 @@ def test_run_bench_result_and_table():
         assert row["saved_for_backward_mib"] > 0
         assert len(row["samples_ms"]["train"]) == 1
         assert (row["fused_infer_ms"] is not None) == (name in ("zoo", "ann"))
-    r = res["ratios"]
-    assert r["train_speedup_vs_spikingjelly"] == pytest.approx(
-        res["rows"]["spikingjelly"]["train_ms"] / res["rows"]["zoo"]["train_ms"])
-    assert r["fused_over_unfused_inference"] == pytest.approx(
-        res["rows"]["zoo"]["fused_infer_ms"] / res["rows"]["zoo"]["infer_ms"])
-    assert r["fused_over_unfused_floor"] == pytest.approx(
-        res["rows"]["ann"]["fused_infer_ms"] / res["rows"]["zoo"]["infer_ms"])
+    assert all(v > 0 for v in res["ratios"].values())  # every build ran: every comparison exists
     json.dumps(res)  # the --json output is plain data
     text = format_bench(res)
     for s in ("check passed", "| build", "train step (ms)", "peak train memory (MiB)", "this zoo", "SpikingJelly",
@@ -83,6 +77,17 @@ def test_run_bench_result_and_table():
         assert s in text
     with pytest.raises(ValueError, match="builds must include 'zoo'"):
         run_bench(BenchConfig(**TINY, builds=("ann",)))
+
+
+def test_ratios_by_hand():
+    """The comparisons on made-up timings whose ratios are written out by hand (exact binary fractions)."""
+    rows = {"zoo": dict(train_ms=20.0, infer_ms=8.0, fused_infer_ms=6.0, peak_train_mib=50.0),
+            "spikingjelly": dict(train_ms=30.0, infer_ms=9.0, fused_infer_ms=None, peak_train_mib=100.0),
+            "ann": dict(train_ms=5.0, infer_ms=2.0, fused_infer_ms=1.5, peak_train_mib=10.0)}
+    assert _ratios(rows) == {
+        "train_speedup_vs_spikingjelly": 1.5, "train_speedup_vs_snntorch": None, "train_over_ann": 4.0,
+        "fused_over_unfused_inference": 0.75, "fused_over_unfused_floor": 0.1875, "fused_over_ann_inference": 3.0,
+        "inference_over_ann": 4.0, "peak_train_memory_vs_spikingjelly": 0.5}
 
 
 def test_bench_command(tmp_path, capsys):

@@ -56,7 +56,8 @@ SIZES = {"sresnet17_tdbn": 8, "sresnet19_tdbn": 8, "sresnet34_tdbn": 16, "sresne
          "sresnet50_tdbn": 16}
 
 
-@pytest.mark.parametrize("arch", list(zoo.ARCH_CFGS))
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in ("sresnet34_large_tdbn", "sresnet50_tdbn")
+                                  else a for a in zoo.ARCH_CFGS])  # the two widest at 16x16 are the slow ones
 def test_fused_equals_unfused_every_architecture(arch):
     model = zoo.create(arch, T=2)
     size = SIZES.get(arch, 8)

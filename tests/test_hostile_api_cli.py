@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import zoo
+from adapters._checks import value_checks
 from eval.cli import report_user_errors
 from tests.hostile import assert_cli_user_error, assert_user_error, run_cli
 
@@ -125,7 +126,8 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("make,needles", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
 def test_bad_forward_input_is_refused_naming_expected_and_got(model, make, needles):
     x = make()
-    with torch.no_grad():
+    # NaN/Inf are value checks, opt-in (issue 16: no host synchronisation by default); shape checks always run
+    with torch.no_grad(), value_checks():
         assert_user_error(lambda: model(x), *needles)
 
 

@@ -39,6 +39,7 @@ def test_the_demo_model_and_both_goal_datasets_are_shipped():
     assert {TAGS[n]["dataset"] for n in SHIPPED} >= {"mnist", "fashion-mnist"}
 
 
+@pytest.mark.slow  # 500 real test images per shipped checkpoint (the fast check is tests/test_demo.py)
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_checkpoint_scores_what_its_card_says(name):
     model = zoo.create(name, pretrained=True)  # sha256-verified against the manifest

@@ -201,10 +201,10 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------------- distributed
-def _ddp_worker(rank: int, world: int, port: int, out: str, sync: bool) -> None:
+def _ddp_worker(rank: int, world: int, init_method: str, out: str, sync: bool) -> None:
     import torch.distributed as dist
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
         model = SpikingResNet(**TINY)
@@ -222,13 +222,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, sync: bool) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+@pytest.mark.slow  # spawns two worker processes twice
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
     import torch.multiprocessing as mp
     torch.manual_seed(0)
@@ -240,7 +234,9 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
     results = {}
     for sync in (True, False):
         out = tmp_path / f"ddp_{sync}.safetensors"
-        mp.spawn(_ddp_worker, args=(2, _free_port(), str(out), sync), nprocs=2, join=True)
+        # rendezvous through a fresh file: no TCP port to pick, free and then lose to another process
+        init = f"file://{tmp_path / f'rendezvous_{sync}'}"
+        mp.spawn(_ddp_worker, args=(2, init, str(out), sync), nprocs=2, join=True)
         results[sync] = read_safetensors(out)
     for k, v in ref.items():
         if v.is_floating_point():

@@ -91,6 +91,7 @@ def test_trainer_reads_its_counters_only_when_it_logs():
 def _compiled_matches_eager(arch: str, backend: str, detach_reset: bool = False) -> None:
     import copy
 
+    torch._dynamo.reset()  # every model shares SpikingResNet.forward's code object: a fresh recompile budget
     torch.manual_seed(0)
     eager = tiny(arch, in_chans=1, detach_reset=detach_reset)
     compiled_model = copy.deepcopy(eager)

@@ -143,22 +143,39 @@ def _arch_and_tag(model: SpikingResNet, tag: str | None) -> tuple[str, str | Non
     return arch, (t or None)
 
 
-def _base_cfg(model: SpikingResNet, name: str) -> dict:
+# fields that describe a tag's data and training, not the architecture: a checkpoint saved under another
+# tag (a user's own fine-tuned model) must not inherit them from the tag it started from
+_DATA_FIELDS = ("dataset", "input_size", "mean", "std", "num_classes", "recipe", "train_command", "paper_top1",
+                "augment", "hf_hub_id", "hf_hub_filename", "url", "file", "model_args", "T", "label_names",
+                "event_framing", "split", "source")
+
+
+def _base_cfg(model: SpikingResNet, name: str, cfg: dict | None = None) -> dict:
     """The model's pretrained_cfg over the registered cfg of ``name`` (which fills what a model built
-    directly lacks: input size, mean/std, dataset, recipe)."""
+    directly lacks: input size, mean/std, dataset, recipe). For a tag that is not registered (a user's own),
+    only the architecture's fields are kept; ``cfg`` (the caller's dataset fields) wins over both."""
     from timm.models import get_pretrained_cfg
 
-    from .tags import tag_extras
-    base = get_pretrained_cfg(name if "." in name else f"{name}.")
-    registered = {**(base.to_dict() if base else {}), **tag_extras(name)}
+    from .tags import TAGS, tag_extras
+    arch = name.partition(".")[0]
+    try:
+        base = get_pretrained_cfg(name if "." in name else f"{name}.")
+    except RuntimeError:  # timm: "Invalid pretrained tag": the user's own tag
+        base = None
     own = dict(getattr(model, "pretrained_cfg", None) or {})
-    same = f"{own.get('architecture')}.{own.get('tag')}" == name or not base
-    return {**registered, **own} if same else {**own, **registered}  # published as another tag: its data win
+    if base is None or ("." in name and name not in TAGS):
+        arch_cfg = get_pretrained_cfg(arch).to_dict()
+        keep = lambda d: {k: v for k, v in d.items() if k not in _DATA_FIELDS}  # noqa: E731
+        return {**keep(arch_cfg), **keep(own), **(cfg or {})}
+    registered = {**base.to_dict(), **tag_extras(name)}
+    same = f"{own.get('architecture')}.{own.get('tag')}" == name
+    merged = {**registered, **own} if same else {**own, **registered}  # published as another tag: its data win
+    return {**merged, **(cfg or {})}
 
 
 def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | None = None,
                     metrics: list[dict] | None = None, card_extra: str = "", fuse: bool = True,
-                    repo_id: str | None = None, license: str = "mit") -> Path:
+                    repo_id: str | None = None, license: str = "mit", cfg: dict | None = None) -> Path:
     """Write a checkpoint folder (``model.safetensors``, ``config.json``, ``README.md``) for ``model``.
 
     Args:
@@ -170,6 +187,9 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
         card_extra: Markdown appended to the model card (e.g. training log summary).
         fuse: False writes the unfused training checkpoint (tdBN statistics kept) in the same layout.
         repo_id: the Hub repo it will live in (for the card's usage lines); default ``tdbn-zoo/<tag>``.
+        cfg: pretrained_cfg fields of the checkpoint's own data (``dataset``, ``input_size``, ``label_names``,
+            ``event_framing``, ...); with a tag that is not registered (your own ``arch.tag``), nothing of the
+            tag the model started from is copied.
     Returns: ``out_dir`` as a Path.
     """
     from timm.models._hub import save_config_for_hf
@@ -189,16 +209,18 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
         if missing:
             raise ValueError(f"metric {m!r} lacks {missing}: every figure needs the command that measured it")
     out = fuse_model(model) if (fuse and not model.fused) else copy.copy(model)  # copy: cfg set below
-    out.pretrained_cfg = {**_base_cfg(model, name), "architecture": arch, "tag": t, "fused": out.fused}
+    out.pretrained_cfg = {**_base_cfg(model, name, cfg), "architecture": arch, "tag": t, "fused": out.fused}
     labels = LABEL_NAMES.get(out.pretrained_cfg.get("dataset"))
     if labels and len(labels) == out.num_classes:
-        out.pretrained_cfg["label_names"] = labels
+        out.pretrained_cfg.setdefault("label_names", labels)
     args = {k: v for k, v in out.model_args.items() if k not in _RUNTIME_ARGS}
     args.update(T=out.T, num_classes=out.num_classes)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".cfg-") as tmp:
-        save_config_for_hf(out, Path(tmp) / CONFIG_NAME, model_args=args)
+        names = out.pretrained_cfg.get("label_names")  # timm keeps class names at the config's top level
+        save_config_for_hf(out, Path(tmp) / CONFIG_NAME, model_args=args,
+                           model_config=dict(label_names=list(names)) if names else None)
         config = json.loads((Path(tmp) / CONFIG_NAME).read_text())
     state = {k: v.detach().contiguous().cpu() for k, v in out.state_dict().items()}
     meta = weights_metadata(arch, args, **({"tag": t} if t else {}))
@@ -219,7 +241,7 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
     dataset = cfg.get("dataset")
     evals = [EvalResult(task_type="image-classification", dataset_type=m.get("dataset", dataset or "unknown"),
                         dataset_name=m.get("dataset", dataset or "unknown"), dataset_split=m.get("split"),
-                        metric_type="accuracy" if m["name"].startswith(("top", "acc")) else m["name"],
+                        metric_type="accuracy" if m["name"].startswith(("top", "accuracy")) else m["name"],
                         metric_name=m["name"], metric_value=m["value"]) for m in metrics]
     data = ModelCardData(library_name="timm", license=license, model_name=name,
                          tags=["image-classification", "timm", "spiking-neural-network", "snn", "tdbn", "tdbn-zoo"],
@@ -257,6 +279,10 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
         lines += ["| metric | value | dataset / split | machine | command |", "|---|---|---|---|---|"]
         lines += [f"| {m['name']} | {m['value']}{m.get('unit', '')} | {m.get('dataset', dataset)} / "
                   f"{m.get('split', '-')} | {m.get('machine', '-')} | `{m['command']}` |" for m in metrics]
+        if any(m["name"] in ("accumulates_per_image", "macs_per_image") for m in metrics):
+            lines += ["", "Synaptic operations per image, all T steps: `accumulates_per_image` are the additions "
+                      "driven by spikes (ACs), `macs_per_image` the multiply-accumulates of layers fed real "
+                      "values (the encoding conv, layers after average pooling), counted densely."]
     else:
         lines += ["No figure has been measured for this checkpoint yet."]
     if cfg.get("paper_top1") is not None:

@@ -6,15 +6,15 @@ class ZooError(Exception):
 
 
 class UnknownModelError(ZooError, ValueError):
-    pass
+    """An architecture name the zoo does not register."""
 
 
 class UnknownTagError(ZooError, ValueError):
-    pass
+    """A pretrained tag (``arch.tag``) or preset the zoo does not know."""
 
 
 class PretrainedUnavailableError(ZooError, RuntimeError):
-    pass
+    """A known tag whose checkpoint is neither shipped, cached nor reachable."""
 
 
 class CheckpointError(ZooError, ValueError):

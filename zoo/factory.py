@@ -17,8 +17,9 @@ from timm.models._pretrained import PretrainedCfg
 
 from .checkpoints import Checkpoint
 from .pretrained import ADAPTABLE, check_args_fit, find_checkpoint, load_state_dict_into, resolve_tag
-from .spiking_resnet import ARCH_CFGS, SpikingResNet
-from .tags import default_cfgs, tag_extras  # noqa: F401  (register_model reads this module's default_cfgs)
+from .spiking_resnet import ARCH_CFGS, SpikingFeatureGraphNet, SpikingResNet
+from .spiking_resnet import default_cfgs  # noqa: F401  (register_model reads this module's default_cfgs)
+from .tags import sync_timm_pretrained, tag_extras
 
 _FEATURE_ARGS = ("features_only", "out_indices", "feature_cls")
 
@@ -47,6 +48,8 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
     cache_dir = kwargs.pop("cache_dir", None)
     force_download = bool(kwargs.pop("force_download", False))
     features = {k: kwargs.pop(k) for k in _FEATURE_ARGS if k in kwargs}
+    if str(features.get("feature_cls", "")).lower() == "fx":  # rate maps [N, C, H, W], as the getter gives
+        features["feature_cls"] = SpikingFeatureGraphNet
     explicit = {k for k in ADAPTABLE if kwargs.get(k) is not None}
     pretrained_cfg, extras = _split_cfg(kwargs.pop("pretrained_cfg", None))
     overlay, overlay_extras = _split_cfg(kwargs.pop("pretrained_cfg_overlay", None))
@@ -64,6 +67,10 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
         for k, v in checkpoint.model_args.items():
             kwargs.setdefault(k, v)  # arguments given explicitly win
         kwargs.setdefault("fused", checkpoint.fused)
+        config = checkpoint.config or {}
+        stored = {**(config.get("pretrained_cfg") or {}), **{k: config[k] for k in ("label_names",) if k in config}}
+        if "event_framing" in stored:  # a fine-tuned checkpoint's own data (tdbn-zoo finetune) describe it
+            extras.update({k: stored[k] for k in ("dataset", "label_names", "event_framing", "split") if k in stored})
     if extras.get("T") is not None:
         kwargs.setdefault("T", extras["T"])
     for k, v in (extras.get("model_args") or {}).items():  # a tag's own layout (e.g. a wider stem)
@@ -118,3 +125,6 @@ def sresnet50_tdbn(pretrained: bool = False, **kwargs) -> SpikingResNet:
 def sresnet19_narrow_tdbn(pretrained: bool = False, **kwargs) -> SpikingResNet:
     """Narrow ResNet-19 for 1x28x28 inputs (MNIST, Fashion-MNIST); not a paper model."""
     return _create("sresnet19_narrow_tdbn", pretrained, **kwargs)
+
+
+sync_timm_pretrained()

@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import CheckpointError
+from .fileio import _umask, atomic_write  # noqa: F401  (atomic_write re-exported: its old home)
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
@@ -61,32 +62,6 @@ def inside(folder: Path, name: str) -> Path:
 def weights_dir() -> Path:
     env = os.environ.get("TDBN_ZOO_WEIGHTS")
     return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
-
-
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``, so a
-    reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:  # disk full, file too large: name the file
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def sha256_file(path: str | Path) -> str:

@@ -3,21 +3,47 @@
 Names are ``sresnet{17,19,34,34_large,50}_tdbn``; pretrained tags are ``arch.tag`` (see ``zoo.tags``).
 A model maps ``[N, C, H, W]`` (a static image fed at every step) or ``[T, N, C, H, W]`` (event frames) to
 logits ``[N, num_classes]``: the mean over T of the last layer's output (eq. 11).
+
+timm's model contract (``timm/models/resnet.py``): ``num_features`` is the channel count of
+``forward_features`` (the last stage), ``head_hidden_size`` the width of the classifier's input (the spiking
+fc-256 layer of ResNet-17/19 where present), ``forward_features`` gives ``[N, C, H, W]`` (the last stage's
+firing rate) and ``forward_features_steps`` the spikes per step ``[T, N, C, H, W]``. The static-image and
+event paths trace with ``torch.fx`` (timm's ``features_only=True, feature_cls='fx'``, torchvision's
+``create_feature_extractor``): neurons and multi-step norms are leaf modules, the input checks and the
+repeat over T are leaf functions (timm's ``register_notrace_module`` / ``register_notrace_function``).
+A user's own neuron class (``neuron=MyNeuron``) traces once registered the same way:
+``timm.layers.register_notrace_module(MyNeuron)``.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+from timm.layers import SelectAdaptivePool2d, register_notrace_function, register_notrace_module
+from timm.models import FeatureGraphNet
 from torch import nn
 
-from adapters import BasicBlock, Bottleneck, neuron_factory, norm_factory, seq_apply
-from adapters._checks import check_finite, check_int
+from adapters import (LIF, BasicBlock, Bottleneck, ChannelAffine, MultiStepNorm, SnnTorchNeuron, SpikingJellyNeuron,
+                      neuron_factory, norm_factory, seq_apply)
+from adapters._checks import check_finite, check_int, check_tensor
 from adapters.blocks import conv_bias
+from adapters.fusion import NormSlot
+
+from .tags import make_default_cfgs, tag_extras
 
 __all__ = ["SpikingResNet", "ARCH_CFGS"]
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+# timm's global pooling types (SelectAdaptivePool2d); '' keeps the spatial map (then num_classes must be 0)
+POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "fast", "fastavg", "fastmax", "fastavgmax", "fastcatavgmax", "")
+
+# torch.fx: stateful multi-step layers run as single graph nodes (their forwards loop over T and check ranks),
+# and the input checks are leaf calls, so tracing never branches on a Proxy.
+for _leaf in (LIF, SpikingJellyNeuron, SnnTorchNeuron, MultiStepNorm, ChannelAffine):
+    register_notrace_module(_leaf)
+register_notrace_function(check_tensor)
 
 # Table 4 as data. strides: the stride of each stage's first block ("*" in the table = 2).
 ARCH_CFGS: dict[str, dict[str, Any]] = {
@@ -39,6 +65,71 @@ ARCH_CFGS: dict[str, dict[str, Any]] = {
 }
 
 
+@register_notrace_function
+def check_model_input(x: torch.Tensor, T: int, in_chans: int, dtype: torch.dtype, name: str) -> torch.Tensor:
+    """Validate a model input (``[N, C, H, W]`` or ``[T, N, C, H, W]``, non-empty, floating, of the weights'
+    ``dtype`` unless autocast is on, finite where value checks are on); returns ``x``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} expects a floating-point input, got dtype {x.dtype}; "
+                        f"convert (and normalise) it first")
+    if x.dim() not in (4, 5):
+        raise ValueError(f"{name} expects [N, C, H, W] (static image, repeated over T={T} steps) or "
+                         f"[T, N, C, H, W] (event frames), got shape {tuple(x.shape)}")
+    c = x.shape[-3]
+    if c != in_chans:
+        raise ValueError(f"{name} expects {in_chans} input channels, got {c} (input shape "
+                         f"{tuple(x.shape)}); create the model with in_chans={c} to adapt it")
+    if x.dim() == 5 and x.shape[0] != T:
+        raise ValueError(f"{name} runs T={T} time steps but the input has T={x.shape[0]} "
+                         f"(shape {tuple(x.shape)}); pass T={x.shape[0]} when creating the model or set "
+                         f"model.T = {x.shape[0]}")
+    if x.numel() == 0:  # an empty batch or image: refused rather than returning an empty result silently
+        raise ValueError(f"{name} got an empty input of shape {tuple(x.shape)}; expected at least one "
+                         f"sample (N >= 1) and H, W >= 1")
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"{name} has {dtype} weights but the input is {x.dtype}; convert the input with "
+                        f"x.to({dtype}) (or the model with model.to({x.dtype}))")
+    check_finite(x, layer=name)
+    return x
+
+
+@register_notrace_function
+def fold_time(x: torch.Tensor) -> torch.Tensor:
+    """A static image ``[N, C, H, W]`` as is; event frames ``[T, N, C, H, W]`` -> ``[T*N, C, H, W]``."""
+    return x if x.dim() == 4 else x.flatten(0, 1)
+
+
+@register_notrace_function
+def unfold_time(y: torch.Tensor, x: torch.Tensor, T: int) -> torch.Tensor:
+    """The stem conv's output ``y`` back to ``[T, N, C, H, W]``: repeated over ``T`` steps for a static
+    image ``x`` (the conv is the same at every step, so it ran once), unflattened for event frames."""
+    if x.dim() == 4:
+        return y.unsqueeze(0).expand(T, *y.shape)
+    return y.unflatten(0, (x.shape[0], x.shape[1]))
+
+
+class SpikingFeatureGraphNet(FeatureGraphNet):
+    """timm's FX feature extractor (``features_only=True, feature_cls='fx'``) giving each feature as the
+    firing-rate map ``[N, C, H, W]`` (the mean over T of the spikes ``[T, N, C, H, W]``), as the default
+    ``'getter'`` extractor (``forward_intermediates``) does."""
+
+    def forward(self, x: torch.Tensor):
+        out = {k: v.mean(0) for k, v in self.graph_module(x).items()}
+        return out if self.return_dict else list(out.values())
+
+
+def _reduction(name: str) -> int:
+    """Total stride of ``arch.tag``'s last stage (a tag's own ``model_args`` may change the stem)."""
+    arch = name.partition(".")[0]
+    cfg = {**ARCH_CFGS[arch], **(tag_extras(name).get("model_args") or {})}
+    return cfg["stem_stride"] * math.prod(cfg["strides"])
+
+
+default_cfgs = make_default_cfgs(_reduction)  # read by timm's register_model (zoo.factory's entrypoints)
+
+
 class SpikingResNet(nn.Module):
     """Spiking ResNet with tdBN and the modified shortcut.
 
@@ -51,7 +142,12 @@ class SpikingResNet(nn.Module):
     factory); ``norm`` ('tdbn' | 'bn' | callable); ``identity_norm`` (tdBN on identity shortcuts);
     LIF ``tau_decay``, ``v_th``, ``surrogate_width``, ``detach_reset``; ``fused`` builds the BN-free
     inference layout of ``zoo.fuse`` (convs with bias, empty norm slots, a per-channel affine on identity
-    shortcuts), the layout of published checkpoints.
+    shortcuts), the layout of published checkpoints; ``global_pool`` any of timm's pooling types
+    (``POOL_TYPES``, applied per step; ``''`` keeps the spatial map and needs ``num_classes=0``).
+
+    ``num_features``: channels of the last stage (of ``forward_features``); ``head_hidden_size``: the width the
+    classifier sees (the fc-256 spiking layer where present, else ``num_features`` times the pooling's
+    feature multiplier).
     """
 
     def __init__(self, block: str = "basic", layers=(3, 3, 2), channels=(128, 256, 512), strides=(1, 2, 2),
@@ -65,11 +161,10 @@ class SpikingResNet(nn.Module):
             raise ValueError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
         if not (len(layers) == len(channels) == len(strides)):
             raise ValueError("layers, channels and strides need one entry per stage")
-        if global_pool != "avg":
-            raise ValueError(f"only global_pool='avg' is supported (the paper's decoder), got {global_pool!r}")
         T = check_int(T, name="T", minimum=1, owner=type(self).__name__)
         num_classes = check_int(num_classes, name="num_classes", minimum=0, owner=type(self).__name__)
         in_chans = check_int(in_chans, name="in_chans", minimum=1, owner=type(self).__name__)
+        _check_pool(global_pool, num_classes)
         # constructor arguments as JSON-serialisable data, recorded in configs (None where not serialisable)
         self.model_args = dict(block=block, layers=list(layers), channels=list(channels), strides=list(strides),
                                stem_width=stem_width, stem_kernel=stem_kernel, stem_stride=stem_stride,
@@ -77,7 +172,8 @@ class SpikingResNet(nn.Module):
                                neuron=neuron if isinstance(neuron, str) else None,
                                norm=norm if isinstance(norm, str) else None, identity_norm=identity_norm,
                                tau_decay=tau_decay, v_th=v_th, surrogate_width=surrogate_width,
-                               detach_reset=detach_reset, drop_rate=drop_rate, fused=bool(fused))
+                               detach_reset=detach_reset, drop_rate=drop_rate, global_pool=global_pool,
+                               fused=bool(fused))
         self.T = T
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -106,15 +202,18 @@ class SpikingResNet(nn.Module):
             self.add_module(f"layer{i}", nn.Sequential(*blocks))
             reduction *= stride
             self.feature_info.append(dict(num_chs=in_ch, reduction=reduction, module=f"layer{i}"))
+        self.num_features = in_ch  # timm: the channels of forward_features
+        self.global_pool = _make_pool(global_pool)
+        pooled = in_ch * self.global_pool.feat_mult()
         if head_hidden:  # the spiking fc layer of ResNet-17/19; tdBN on its output as after every layer (Alg. 2)
-            self.head_fc = nn.Linear(in_ch, head_hidden)
+            self.head_fc = nn.Linear(pooled, head_hidden)
             self.head_bn = norm_factory("fused" if fused else norm, v_th=v_th, dim=1)(head_hidden, alpha=1.0)
             self.head_act = act_layer()
-            in_ch = head_hidden
+            self.head_hidden_size = head_hidden
         else:
             self.head_fc = self.head_bn = self.head_act = None
-        self.num_features = self.head_hidden_size = in_ch
-        self.fc = nn.Linear(in_ch, num_classes) if num_classes > 0 else nn.Identity()
+            self.head_hidden_size = pooled
+        self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 
     @property
@@ -135,10 +234,25 @@ class SpikingResNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        self.num_classes = num_classes = check_int(num_classes, name="num_classes", minimum=0,
-                                                   owner=type(self).__name__)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` (0: none, the model returns the classifier's input); with
+        ``global_pool`` (timm's pooling types, ``''`` = none) a new pooling too. A pooling of another width
+        (``'catavgmax'`` doubles it) gives the fc-256 layer, where present, new input weights."""
+        num_classes = check_int(num_classes, name="num_classes", minimum=0, owner=type(self).__name__)
+        _check_pool(self.global_pool.pool_type if global_pool is None else global_pool, num_classes)
+        if global_pool is not None:
+            self.global_pool = _make_pool(global_pool)
+            pooled = self.num_features * self.global_pool.feat_mult()
+            if self.head_fc is None:
+                self.head_hidden_size = pooled
+            elif self.head_fc.in_features != pooled:
+                self.head_fc = nn.Linear(pooled, self.head_fc.out_features).to(self.head_fc.weight)
+            self.model_args["global_pool"] = global_pool
+        self.num_classes = num_classes
+        self.model_args["num_classes"] = num_classes
+        ref = self.conv1.weight
+        self.fc = (nn.Linear(self.head_hidden_size, num_classes, device=ref.device, dtype=ref.dtype)
+                   if num_classes > 0 else nn.Identity())
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
@@ -147,42 +261,19 @@ class SpikingResNet(nn.Module):
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(stem=r"^conv1|bn1", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
 
-    # forward ---------------------------------------------------------------------------------------------
-    def _check_input(self, x: torch.Tensor) -> None:
-        name = type(self).__name__
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} expects a floating-point input, got dtype {x.dtype}; "
-                            f"convert (and normalise) it first")
-        if x.dim() not in (4, 5):
-            raise ValueError(f"{name} expects [N, C, H, W] (static image, repeated over T={self.T} steps) or "
-                             f"[T, N, C, H, W] (event frames), got shape {tuple(x.shape)}")
-        c = x.shape[-3]
-        if c != self.in_chans:
-            raise ValueError(f"{name} expects {self.in_chans} input channels, got {c} (input shape "
-                             f"{tuple(x.shape)}); create the model with in_chans={c} to adapt it")
-        if x.dim() == 5 and x.shape[0] != self.T:
-            raise ValueError(f"{name} runs T={self.T} time steps but the input has T={x.shape[0]} "
-                             f"(shape {tuple(x.shape)}); pass T={x.shape[0]} when creating the model or set "
-                             f"model.T = {x.shape[0]}")
-        if x.numel() == 0:  # an empty batch or image: refused rather than returning an empty result silently
-            raise ValueError(f"{name} got an empty input of shape {tuple(x.shape)}; expected at least one "
-                             f"sample (N >= 1) and H, W >= 1")
-        dtype = self.conv1.weight.dtype
-        if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"{name} has {dtype} weights but the input is {x.dtype}; convert the input with "
-                            f"x.to({dtype}) (or the model with model.to({x.dtype}))")
-        check_finite(x, layer=name)
+    def norm_slots(self) -> tuple:
+        """The norms the model owns itself (the blocks declare theirs): the stem's after ``conv1`` and the
+        fc-256 head's after ``head_fc``. Used by ``zoo.fuse``/``zoo.unfuse`` (see ``adapters.fusion``)."""
+        slots = [NormSlot("bn1", "conv1")]
+        if self.head_fc is not None and self.head_bn is not None:
+            slots.append(NormSlot("head_bn", "head_fc", dim=1, layer_bias=True))
+        return tuple(slots)
 
+    # forward ---------------------------------------------------------------------------------------------
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C, H, W]`` or ``[T, N, C, H, W]`` -> stem spikes ``[T, N, C', H', W']``."""
-        self._check_input(x)
-        if x.dim() == 4:  # a static image: the conv is the same at every step, so compute it once
-            y = self.conv1(x)
-            y = y.unsqueeze(0).expand(self.T, *y.shape)
-        else:
-            y = seq_apply(self.conv1, x)
+        x = check_model_input(x, self.T, self.in_chans, self.conv1.weight.dtype, type(self).__name__)
+        y = unfold_time(self.conv1(fold_time(x)), x, self.T)
         return self.act1(self.bn1(y))
 
     def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False, stop_early: bool = False,
@@ -216,11 +307,13 @@ class SpikingResNet(nn.Module):
         if prune_head:
             self.head_fc = self.head_bn = self.head_act = None
             self.num_features = self.feature_info[-1]["num_chs"]
+            self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
             self.reset_classifier(0)
         return take
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, C, H, W]`` or ``[T, N, C, H, W]`` -> last-stage spikes ``[T, N, C', H', W']``."""
+    def forward_features_steps(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` or ``[T, N, C, H, W]`` -> the last stage's spikes per step ``[T, N, C', H', W']``
+        (``C' = num_features``), what the head runs on."""
         x = self.forward_stem(x)
         for i in range(1, self.num_stages + 1):
             stage = getattr(self, f"layer{i}")
@@ -231,26 +324,70 @@ class SpikingResNet(nn.Module):
                 x = stage(x)
         return x
 
-    def _head_steps(self, x: torch.Tensor) -> torch.Tensor:
-        """Last-stage spikes ``[T, N, C, H, W]`` -> classifier input per step ``[T, N, num_features]``."""
-        x = x.mean(dim=(-2, -1))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's unpooled features: ``[N, C, H, W]`` or ``[T, N, C, H, W]`` -> the last stage's firing rate
+        ``[N, num_features, H', W']`` (the mean over T of ``forward_features_steps``)."""
+        return self.forward_features_steps(x).mean(0)
+
+    def _pre_logits_steps(self, x: torch.Tensor) -> torch.Tensor:
+        """Last-stage spikes ``[T, N, C, H, W]`` -> classifier input per step ``[T, N, head_hidden_size]``
+        (``[T, N, head_hidden_size, H, W]`` without global pooling: the fc-256 layer then runs per location)."""
+        x = seq_apply(self.global_pool, x)
         if self.head_fc is not None:
-            x = self.head_act(self.head_bn(seq_apply(self.head_fc, x)))
+            if self.global_pool.is_identity():
+                x = self._spiking_fc_per_location(x)
+            else:
+                x = self.head_act(self.head_bn(self.head_fc(x)))
         if self.drop_rate > 0:
             x = nn.functional.dropout(x, self.drop_rate, self.training)
         return x
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``[T, N, C, H, W]`` -> logits ``[N, num_classes]`` (eq. 11), or with ``pre_logits`` the
-        classifier input averaged over T, ``[N, num_features]`` (so ``fc(pre_logits) == logits``)."""
-        x = self._head_steps(x).mean(0)
+    def _spiking_fc_per_location(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, N, C, H, W]`` -> ``[T, N, head_hidden, H, W]``: the fc-256 layer as a 1x1 conv (timm's heads
+        do the same without pooling), each location one sample of the multi-step norm and neuron."""
+        N, H, W = x.shape[1], x.shape[3], x.shape[4]
+        y = self.head_fc(x.movedim(2, -1).flatten(1, 3))  # [T, N*H*W, hidden]
+        y = self.head_act(self.head_bn(y))
+        return y.unflatten(1, (N, H, W)).movedim(-1, 2)
+
+    def _head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self._pre_logits_steps(x).mean(0)  # eq. 11; fc is linear, so fc(mean) == mean(fc)
         return x if pre_logits else self.fc(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits ``[N, num_classes]`` (eq. 11), or with ``pre_logits`` the classifier input averaged over T,
+        ``[N, head_hidden_size]`` (so ``fc(pre_logits) == logits``).
+
+        ``x`` is the last stage's spikes ``[T, N, C, H, W]`` (``forward_features_steps``: exactly ``forward``)
+        or, as timm passes it, a map ``[N, C, H, W]`` (``forward_features``), which is presented at every one
+        of the T steps, as a static input image is. The two agree exactly for a linear head (average or no
+        pooling, no fc-256 layer: ResNet-34/50); ResNet-17/19's spiking fc-256 layer then sees the firing
+        rate as a constant input current instead of the spikes, an approximation.
+        """
+        if x.dim() == 4:
+            x = x.unsqueeze(0).expand(self.T, *x.shape)
+        return self._head(x, pre_logits)
 
     def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
         """Per-step outputs ``[T, N, num_classes]`` (their mean over T is ``forward``'s logits), for
         per-step losses and analysis."""
-        return seq_apply(self.fc, self._head_steps(self.forward_features(x)))
+        return seq_apply(self.fc, self._pre_logits_steps(self.forward_features_steps(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C, H, W]`` or ``[T, N, C, H, W]`` -> logits ``[N, num_classes]``."""
-        return self.forward_head(self.forward_features(x))
+        return self._head(self.forward_features_steps(x))
+
+
+def _make_pool(global_pool: str) -> SelectAdaptivePool2d:
+    """timm's selectable pooling; it flattens to ``[B, C]`` unless it is ``''`` (then the map passes through)."""
+    return SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+
+
+def _check_pool(global_pool, num_classes: int) -> None:
+    """timm's pooling types only; without pooling there is no classifier (a Linear needs pooled features)."""
+    if not isinstance(global_pool, str) or global_pool.lower() not in POOL_TYPES:
+        raise ValueError(f"global_pool must be one of timm's pooling types {', '.join(map(repr, POOL_TYPES))}, "
+                         f"got {global_pool!r}")
+    if global_pool == "" and num_classes:
+        raise ValueError(f"global_pool='' keeps the spatial map [N, C, H, W], which a classifier cannot take: "
+                         f"pass num_classes=0 with it (got num_classes={num_classes})")

@@ -14,61 +14,32 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import tempfile
 from pathlib import Path
 
-from zoo.errors import OutputNotWritableError
+
+def _not_writable() -> type:
+    """``zoo.errors.OutputNotWritableError``, imported when an error is raised: importing ``zoo`` imports torch
+    and timm, and ``tdbn-zoo --help`` must not (tests/test_cli_startup.py)."""
+    from zoo.errors import OutputNotWritableError
+
+    return OutputNotWritableError
+
+
+from ..ranges import POSITIVE_INT, NumberRange
 
 STDOUT = "-"  # the conventional "write to standard output" path
 
 
 # ---- argparse ``type=`` helpers -------------------------------------------------------------------------------
 
-def _int(text: str, expected: str, ok) -> int:
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if not ok(value):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
-
-
-def _float(text: str, expected: str, ok) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if not math.isfinite(value) or not ok(value):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An integer >= 1 (batch sizes, time steps, image sides, repetitions)."""
-    return _int(text, "an integer >= 1", lambda v: v >= 1)
-
-
-def nonneg_int(text: str) -> int:
-    """An integer >= 0 (counts where 0 means "none": warm-up rounds, timed batches, workers)."""
-    return _int(text, "an integer >= 0", lambda v: v >= 0)
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (step sizes, widths, time windows, learning rates)."""
-    return _float(text, "a finite number > 0", lambda v: v > 0)
-
-
-def nonneg_float(text: str) -> float:
-    """A finite number >= 0 (energies, weight decay)."""
-    return _float(text, "a finite number >= 0", lambda v: v >= 0)
-
-
-def finite_float(text: str) -> float:
-    """Any finite number (no nan, no inf)."""
-    return _float(text, "a finite number", lambda v: True)
+# one range concept (eval.ranges.NumberRange): the same checks and wording as the Python API's settings
+positive_int = POSITIVE_INT.argtype  # an integer >= 1 (batch sizes, time steps, image sides, repetitions)
+nonneg_int = NumberRange(int, 0).argtype  # an integer >= 0 (counts where 0 means none: warm-up, timed batches)
+positive_float = NumberRange(float, 0, open_low=True).argtype  # a finite number > 0 (step sizes, widths, windows)
+nonneg_float = NumberRange(float, 0).argtype  # a finite number >= 0 (energies)
+finite_float = NumberRange(float).argtype  # any finite number (no nan, no inf)
 
 
 def torch_device(text: str) -> str:
@@ -106,40 +77,40 @@ def ensure_writable(path: str | os.PathLike | None, kind: str = "file", flag: st
     if path is None or os.fspath(path) == STDOUT:
         return None
     if "\x00" in os.fspath(path):
-        raise OutputNotWritableError(f"cannot write {flag} {os.fspath(path)!r}: a path cannot contain a NUL byte")
+        raise _not_writable()(f"cannot write {flag} {os.fspath(path)!r}: a path cannot contain a NUL byte")
     path = Path(path)
     try:
         return _check_writable(path, kind, f"{flag} {path}")
     except (OSError, ValueError) as e:  # a name too long, a NUL byte, an unreadable ancestor
-        if isinstance(e, OutputNotWritableError):
+        if isinstance(e, _not_writable()):
             raise
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise OutputNotWritableError(f"cannot write {flag} {str(path)[:200]}: {reason}") from None
+        raise _not_writable()(f"cannot write {flag} {str(path)[:200]}: {reason}") from None
 
 
 def _check_writable(path: Path, kind: str, what: str) -> Path:
     if kind == "file" and path.is_dir():
-        raise OutputNotWritableError(f"cannot write {what}: expected a file path, got an existing folder")
+        raise _not_writable()(f"cannot write {what}: expected a file path, got an existing folder")
     if kind == "dir" and path.exists() and not path.is_dir():
-        raise OutputNotWritableError(f"cannot write {what}: expected a folder, got an existing file")
+        raise _not_writable()(f"cannot write {what}: expected a folder, got an existing file")
     folder = path if kind == "dir" else path.parent
     existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
     if not existing.is_dir():
-        raise OutputNotWritableError(f"cannot write {what}: {existing} is a file, not a folder")
+        raise _not_writable()(f"cannot write {what}: {existing} is a file, not a folder")
     name_max = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
     too_long = [p for p in path.absolute().relative_to(existing).parts if len(os.fsencode(p)) > name_max]
     if too_long:
-        raise OutputNotWritableError(f"cannot write {what[:200]}: a file or folder name has at most {name_max} "
+        raise _not_writable()(f"cannot write {what[:200]}: a file or folder name has at most {name_max} "
                                      f"bytes here, got one of {len(os.fsencode(too_long[0]))}")
     try:
         fd, probe = tempfile.mkstemp(prefix=".tdbn-zoo-write-check-", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise OutputNotWritableError(f"cannot write {what}: folder {existing} is not writable "
+        raise _not_writable()(f"cannot write {what}: folder {existing} is not writable "
                                      f"({e.strerror or e})") from None
     if kind == "file" and path.exists() and not os.access(path, os.W_OK):
-        raise OutputNotWritableError(f"cannot write {what}: the existing file is not writable")
+        raise _not_writable()(f"cannot write {what}: the existing file is not writable")
     return path
 
 
@@ -154,7 +125,9 @@ def writable_file(text: str) -> str:
     if text != STDOUT:
         try:
             ensure_writable(text, "file")
-        except OutputNotWritableError as e:
+        except ValueError as e:  # OutputNotWritableError is a ValueError
+            if not isinstance(e, _not_writable()):
+                raise
             raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
@@ -163,6 +136,8 @@ def writable_dir(text: str) -> str:
     """argparse ``type=``: an output folder checked writable at parse time (created later by the writer)."""
     try:
         ensure_writable(text, "dir")
-    except OutputNotWritableError as e:
+    except ValueError as e:  # OutputNotWritableError is a ValueError
+        if not isinstance(e, _not_writable()):
+            raise
         raise argparse.ArgumentTypeError(str(e)) from None
     return text

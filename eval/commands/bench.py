@@ -11,9 +11,7 @@ HELP = ("Time one architecture built four ways (this zoo, SpikingJelly, snnTorch
 
 
 def add_arguments(parser) -> None:
-    from ..bench import BUILDS, BenchConfig
-
-    d = BenchConfig()
+    d = _Defaults  # eval.bench.BenchConfig's defaults, without importing torch for --help (see run())
     parser.add_argument("--arch", default=d.arch, help=f"zoo architecture (default {d.arch})")
     parser.add_argument("--width", type=positive_float, default=d.width,
                         help=f"channel multiplier of the stem and every stage (default {d.width}; 1 = the paper's)")
@@ -26,12 +24,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--warmup", type=nonneg_int, default=d.warmup, help=f"untimed warm-up rounds (default {d.warmup})")
     parser.add_argument("--device", type=torch_device, default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--builds", default=",".join(d.builds),
-                        help=f"comma-separated, among {', '.join(BUILDS)} (default: all four)")
+                        help=f"comma-separated, among {', '.join(d.builds)} (default: all four)")
     parser.add_argument("--zoo-neuron", default=d.zoo_neuron, help="neuron backend of the zoo build (default native)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--json", metavar="PATH", type=writable_file, help="also write the full results (all samples) as JSON")
+
+
+class _Defaults:
+    """``BenchConfig()``'s defaults, kept here so ``tdbn-zoo bench --help`` needs no torch
+    (tests/test_cli_startup.py checks that they still agree)."""
+    arch, width, input_size, in_chans, batch, T, num_classes = "sresnet19_tdbn", 0.25, 32, 3, 8, 4, 10
+    reps, warmup, builds, zoo_neuron, seed = 5, 1, ("zoo", "spikingjelly", "snntorch", "ann"), "native", 0
 
 
 def run(args) -> int:

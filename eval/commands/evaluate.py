@@ -33,6 +33,8 @@ def add_arguments(parser) -> None:
                                                               "of the dataset or of the model's training data)")
     parser.add_argument("--pad", action="store_true", help="event data: zero frames past the end of a short "
                                                            "recording (default: refuse it)")
+    parser.add_argument("--sensor-size", type=int, nargs=3, metavar=("W", "H", "P"), default=None,
+                        help="event recordings whose files do not say their sensor size")
     parser.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes")
     parser.add_argument("--device", type=torch_device, default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--random-weights", action="store_true",
@@ -89,15 +91,21 @@ def run(args) -> int:
                               max_images=args.max_images, workers=args.workers,
                               energy=EnergyModel(args.e_ac, args.e_mac), speed_batches=args.speed_batches,
                               model_name=model_name, data_name=data_name)
+    label_names = getattr(data, "label_names", None)
     plots = []
+    if args.plots and label_names and results[0].confusion:
+        from ..per_class import plot_confusion
+        plots.append(plot_confusion(results[0].confusion, label_names, Path(args.plots) / "confusion.png"))
     if args.plots:
         from ..plots import plot_accuracy_vs_T, plot_firing_rates
         plots.append(plot_firing_rates(results, Path(args.plots) / "firing_rates.png"))
         if len(results) > 1:
             plots.append(plot_accuracy_vs_T(results, Path(args.plots) / "accuracy_vs_T.png"))
     if args.json:
+        from ..per_class import per_class
         doc = json.dumps(dict(args={k: v for k, v in vars(args).items() if k != "command"}, results=[r.to_dict() for r in results],
-                              plots=[str(p) for p in plots]), indent=1)
+                              plots=[str(p) for p in plots], label_names=label_names,
+                              per_class=[per_class(r.confusion, label_names) for r in results]), indent=1)
         if args.json == "-":
             print(doc)
         else:
@@ -106,6 +114,9 @@ def run(args) -> int:
             print(f"wrote {args.json}")
     else:
         print("\n\n".join(format_eval(r, per_layer=not args.brief) for r in results))
+        if label_names:
+            from ..per_class import format_per_class
+            print("\n" + format_per_class(results[0].confusion, label_names))
         if len(results) > 1:
             print("\naccuracy against T: " + ", ".join(f"T={r.T}: {r.top1:.2f}%" for r in results))
     for p in plots:
@@ -126,6 +137,23 @@ def _event_model_and_data(args):
     from ..events import build_event_dataset, frame_loader, parse_event_spec
     from ..harness import load_model
 
+    from ..events.loading import model_info, recordings_for_model
+    from ..events.recordings import is_recordings_folder
+
+    name, root = parse_event_spec(args.data)
+    if name == "events" and is_recordings_folder(root):  # your own recordings: the model's stored framing
+        if args.random_weights:
+            raise ValueError("--random-weights does not apply to a recordings folder (it needs a model's framing)")
+        model = load_model(args.model, arch=args.arch)
+        data = recordings_for_model(
+            Path(root).expanduser(), model_info(model), args.split, T=args.T[0] if args.T else None,
+            size=(args.input_size, args.input_size) if args.input_size else None,
+            time_window_ms=args.time_window_ms, sensor_size=args.sensor_size)
+        _check_classes(args.model, model, data.spec_name, data.num_classes, True)
+        f = data.transform
+        label = (f"{data.spec_name} ({args.split}; {f.target_size[0]}x{f.target_size[1]}x{f.sensor_size[2]} frames, "
+                 f"T={f.T} x {f.time_window / 1000:g} ms)")
+        return model, data, label, frame_loader(data, args.batch_size)
     framing = dict(T=args.T[0] if args.T else None, time_window_ms=args.time_window_ms, input_size=args.input_size,
                    pad=args.pad)
     if args.random_weights:  # the architecture shaped by the data

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 
 from ._args import writable_dir
@@ -39,11 +42,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    import numpy as np
-
     from eval.data import build_dataset, dataset_spec, parse_data_spec
-    from eval.events import SaccadeSensor, save_event_npz, write_event_folder
-    from eval.events.simulate import events_from_images
+    from eval.events import SaccadeSensor
     from zoo.manifest import atomic_write
 
     name, root = parse_data_spec(args.data)
@@ -54,19 +54,65 @@ def run(args) -> int:
         n = getattr(args, name)
         if n is not None and n < 1:
             raise ValueError(f"--{name} must be at least 1, got {n}")
+    for flag in ("threshold", "threshold_sigma", "saccade_ms"):
+        v = getattr(args, flag)
+        if v is not None and not (v == v and abs(v) != float("inf")):
+            raise ValueError(f"--{flag.replace('_', '-')} must be a finite number, got {v}")
     settings = {k: v for k, v in dict(threshold=args.threshold, threshold_sigma=args.threshold_sigma,
                                        saccade_us=None if args.saccade_ms is None else int(args.saccade_ms * 1000)
                                        ).items() if v is not None}
     sensor = SaccadeSensor(**settings)
     out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
+        raise ValueError(f"--out {out} exists and is not an earlier make-events output (no meta.json); give a new "
+                         f"or empty folder (make-events replaces the whole folder)")
     sensor_size = (*sensor.sensor_size, 2)
     counts = {}
+    splits = {split: build_dataset(spec.name, root, split) for split in ("train", "test")}  # both read first
+    out.parent.mkdir(parents=True, exist_ok=True)
+    final, out = out, Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _convert(args, spec, splits, sensor, sensor_size, out, counts)
+        meta = dict(simulated=True, source=spec.name, counts=counts, format=args.format, seed=args.seed,
+                    sensor_size=list(sensor_size), classes=list(spec.classes) if spec.classes else None,
+                    sensor=dataclasses.asdict(sensor),
+                    note="events simulated by tdbn-zoo make-events (N-MNIST-style saccades), not recorded by a camera")
+        atomic_write(out / "meta.json", json.dumps(meta, indent=1) + "\n")
+        _replace_folder(out, final)  # never a mixed dataset: the old one stays whole until the new one is
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"wrote {final} ({args.format})")
+    return 0
+
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """Put the finished folder ``new`` at ``final``; an earlier ``final`` is moved aside first and removed
+    only once ``new`` is in place (renames on one file system)."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _convert(args, spec, splits, sensor, sensor_size, out, counts) -> None:
+    import numpy as np
+
+    from eval.events import save_event_npz, write_event_folder
+    from eval.events.simulate import events_from_images
+
     for stream, split in enumerate(("train", "test")):
-        ds = build_dataset(spec.name, root, split)
+        ds = splits[split]
         n = len(ds.images) if getattr(args, split) is None else min(getattr(args, split), len(ds.images))
         t0 = time.perf_counter()
         recordings = events_from_images(ds.images[:n], sensor, seed=args.seed, stream=stream)
         labels = np.asarray(ds.targets[:n], dtype=np.int64)
+        empty = [i for i, r in enumerate(recordings) if len(r) == 0]
+        if empty:
+            raise ValueError(f"{split} image(s) {empty[:5]} gave no events at all (threshold "
+                             f"{sensor.threshold} too high for the image contrast); lower --threshold")
         if args.format == "npz":
             save_event_npz(out / f"{split}.npz", recordings, labels, sensor_size)
         else:
@@ -77,10 +123,3 @@ def run(args) -> int:
         print(f"{split}: {n} recordings from {spec.name}, {sizes.mean():.0f} events each on average "
               f"(min {sizes.min()}, max {sizes.max()}), ON fraction {on:.3f}, {time.perf_counter() - t0:.1f} s",
               file=sys.stderr)
-    meta = dict(simulated=True, source=spec.name, counts=counts, format=args.format, seed=args.seed,
-                sensor_size=list(sensor_size), classes=list(spec.classes) if spec.classes else None,
-                sensor=dataclasses.asdict(sensor),
-                note="events simulated by tdbn-zoo make-events (N-MNIST-style saccades), not recorded by a camera")
-    atomic_write(out / "meta.json", json.dumps(meta, indent=1) + "\n")
-    print(f"wrote {out} ({args.format})")
-    return 0

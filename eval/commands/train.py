@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 
-from ._args import writable_dir
+from eval.ranges import TRAIN_FIELD_RANGES
+
+from ._args import positive_int, writable_dir
 
 HELP = "Train a spiking ResNet with a paper recipe (resumable, distributed under torchrun)."
 
@@ -23,21 +25,30 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, type=writable_dir,
                         help="run folder: last.safetensors, metrics.jsonl, model.safetensors")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.safetensors")
-    for name, typ in (("epochs", int), ("batch-size", int), ("lr", float), ("momentum", float),
-                      ("weight-decay", float), ("lr-step-epochs", int), ("lr-gamma", float), ("seed", int),
-                      ("grad-clip", float), ("max-steps-per-epoch", int), ("save-every-steps", int),
-                      ("log-every-steps", int), ("workers", int)):
-        parser.add_argument(f"--{name}", type=typ, default=None, help="override the preset's value")
+    # every number is checked against eval.ranges at parse time, before any data or model is touched
+    for name in ("epochs", "batch-size", "lr", "momentum", "weight-decay", "lr-step-epochs", "lr-gamma", "seed",
+                 "grad-clip", "max-steps-per-epoch", "save-every-steps", "log-every-steps"):
+        allowed = TRAIN_FIELD_RANGES[name.replace("-", "_")]
+        parser.add_argument(f"--{name}", type=allowed.argtype, default=None,
+                            help=f"override the preset's value ({allowed.describe()})")
+    parser.add_argument("--workers", type=TRAIN_FIELD_RANGES["num_workers"].argtype, default=None,
+                        help="data loader worker processes (default 0: load in the training process)")
     parser.add_argument("--schedule", choices=("step", "cosine", "constant"), default=None)
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision even on CUDA")
-    parser.add_argument("--T", type=int, default=None, help="time steps (default: the preset's)")
+    parser.add_argument("--T", type=positive_int, default=None, help="time steps (default: the preset's)")
     parser.add_argument("--model-kw", action="append", default=[], metavar="KEY=JSON",
                         help="extra model argument, e.g. norm='\"bn\"' or surrogate_width=0.5 (repeatable)")
-    parser.add_argument("--train-subset", type=int, default=None, help="use only the first N training images")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--train-subset", type=positive_int, default=None,
+                        help="use only the first N training images")
+    parser.add_argument("--input-size", type=positive_int, default=None, metavar="PIXELS",
+                        help="static images: train and test at this side instead of the dataset's (e.g. a quick "
+                             "run); recorded in the run, eval.ship evaluates at it")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="CIFAR: accept batch files whose MD5 differs from the official release (a local "
+                             "re-packing you trust: the batches are unpickled)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--no-verify", action="store_true", help="CIFAR: skip the MD5 check of the batch files")
 
 
 def _model_kwargs(items: list[str]) -> dict:
@@ -53,8 +64,41 @@ def _model_kwargs(items: list[str]) -> dict:
     return out
 
 
-def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None,
-                   verify: bool = True):
+def build_event_datasets(preset: dict, root: str | None, T: int, train_subset: int | None = None):
+    """``(train, test)`` of an event preset (DVS-Gesture, DVS-CIFAR10) from a local copy in tonic's layout
+    (``eval.events.build_event_dataset``; nothing is downloaded), framed by the paper's pipeline with ``T``
+    frames: items ``[T, 2, H, W]``, which the trainer makes time-first."""
+    import torch
+
+    from eval.events import build_event_dataset
+    from eval.events.datasets import _normalize
+
+    spec = _normalize(preset["dataset"]) + (f":{root}" if root else "")
+    out = [build_event_dataset(spec, split, T=T) for split in ("train", "test")]
+    if train_subset:
+        out[0] = torch.utils.data.Subset(out[0], range(min(train_subset, len(out[0]))))
+    return tuple(out)
+
+
+def _device(name: str | None):
+    """``--device`` as a torch.device that exists here (None: the trainer's default); a ValueError otherwise."""
+    import torch
+
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device: expected cpu, cuda, cuda:N or another torch device, got {name!r} ({e})") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s)")
+    return device
+
+
+def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None, *,
+                   input_size: int | None = None, verify: bool = True):
     """``(train, test)`` datasets of a preset from local files (``eval.data``; nothing is downloaded).
 
     Every dataset gets ``eval.data.build_transform``'s pipeline (the preset's crop padding and flip) through
@@ -63,7 +107,7 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
     """
     import torch
 
-    from eval.data import ArrayImageDataset, build_dataset, build_transform, dataset_spec, find_root, read_idx
+    from eval.data import ArrayImageDataset, build_dataset, build_transform, dataset_spec, find_root, load_idx_pair
     from eval.train_data import SeededAugment
 
     def first(ds):  # --train-subset: the first N training images
@@ -78,11 +122,11 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
     bases = {}
     for split in ("train", "test"):
         if spec.kind == "idx":
-            bases[split] = ArrayImageDataset(*(read_idx(f) for f in find_root(name, root, split)))
+            bases[split] = ArrayImageDataset(*load_idx_pair(name, *find_root(name, root, split)))
         else:  # CIFAR, ImageNet: torchvision's dataset without a transform yields PIL images
             bases[split] = build_dataset(name, root, split, verify=verify)
             bases[split].transform = None
-    norm = dict(mean=preset["mean"], std=preset["std"])
+    norm = dict(mean=preset["mean"], std=preset["std"], input_size=input_size)
     augment = build_transform(name, train=True, pad=preset["pad"], hflip=preset["hflip"], **norm)
     train = SeededAugment(first(bases["train"]), augment, seed=seed)
     test = SeededAugment(bases["test"], build_transform(name, **norm), train=False)
@@ -97,11 +141,13 @@ def run(args) -> int:
 
     import zoo
     from eval.presets import get_preset
-    from eval.train import Trainer
+    from eval.train import Trainer, check_run_folder
 
+    p = get_preset(args.preset)
+    check_run_folder(args.out, args.resume)  # before any data or model is touched
+    device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    p = get_preset(args.preset)
     overrides = {f: getattr(args, f) for f in ("epochs", "batch_size", "lr", "momentum", "weight_decay",
                                               "lr_step_epochs", "lr_gamma", "seed", "grad_clip", "schedule",
                                               "max_steps_per_epoch", "save_every_steps", "log_every_steps")
@@ -113,8 +159,12 @@ def run(args) -> int:
     overrides["progress"] = not args.no_progress
     cfg = dataclasses.replace(p["train"], **overrides)
 
-    train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset,
-                                       verify=not args.no_verify)
+    from eval.events.datasets import is_tonic_name
+    if is_tonic_name(p["dataset"]):  # dvs-gesture, cifar10-dvs: the paper's event pipeline
+        train_set, test_set = build_event_datasets(p, args.data_dir, args.T or p["T"], args.train_subset)
+    else:
+        train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset,
+                                             input_size=args.input_size, verify=not args.no_verify)
 
     if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -124,8 +174,8 @@ def run(args) -> int:
     kw = _model_kwargs(args.model_kw)
     model = zoo.create(args.preset, T=args.T, **kw)
     state = dict(preset=args.preset, dataset=p["dataset"], data_dir=args.data_dir, model_kw=kw,
-                 T=model.T, train_subset=args.train_subset)
-    trainer = Trainer(model, train_set, test_set, cfg, out_dir=args.out, device=args.device, extra_state=state)
+                 T=model.T, train_subset=args.train_subset, input_size=args.input_size)
+    trainer = Trainer(model, train_set, test_set, cfg, out_dir=args.out, device=device, extra_state=state)
     history = trainer.fit(resume=args.resume)
     if history and trainer.rank == 0:
         last = history[-1]

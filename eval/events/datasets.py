@@ -20,6 +20,8 @@ import torch
 from zoo.manifest import atomic_write
 
 from .framing import CIFAR10_DVS, DVS_GESTURE
+from .readers import library_errors
+from .recordings import MAX_CLASSES, _inside
 
 # tonic's event layout for files this package writes: x, y int16, t int64 (µs), p bool
 EVENT_DTYPE = tonic.io.events_struct
@@ -111,8 +113,16 @@ def read_event_file(path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"event file not found: {path}")
+    with library_errors(path, f"{path.suffix} event"):
+        return _read_event_file(path)
+
+
+def _read_event_file(path: Path) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix == ".bin":
+        if path.stat().st_size % 5:
+            raise ValueError(f"{path}: an N-MNIST .bin holds 5 bytes per event; {path.stat().st_size} bytes is not "
+                             f"a multiple of 5 (truncated?)")
         return tonic.io.read_mnist_file(str(path), dtype=tonic.datasets.NMNIST.dtype)
     if suffix == ".aedat4":
         events = tonic.io.read_aedat4(str(path))
@@ -189,9 +199,9 @@ class EventFolder(_EventDataset):
                 label = int(row["label"])
             except (TypeError, ValueError):
                 raise ValueError(f"{csv_path} line {n}: label {row['label']!r} is not an integer") from None
-            if label < 0:
-                raise ValueError(f"{csv_path} line {n}: negative label {label}")
-            path = self.root / row["file"]
+            if not 0 <= label < MAX_CLASSES:
+                raise ValueError(f"{csv_path} line {n}: label {label} is not a class id 0..K-1")
+            path = _inside(self.root, row["file"] or "", f"{csv_path} line {n}")
             if not path.is_file():
                 raise FileNotFoundError(f"{csv_path} line {n}: {path} does not exist")
             self.data.append(path)
@@ -229,10 +239,15 @@ class EventNpz(_EventDataset):
                 self.events, self.offsets = data["events"], data["offsets"].astype(np.int64)
                 self.targets = data["labels"].astype(np.int64)
                 stored = data["sensor_size"].tolist()
-        except (OSError, ValueError) as e:
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError
             if isinstance(e, ValueError) and str(self.path) in str(e):
                 raise
-            raise ValueError(f"{self.path} is not a readable event .npz ({e})") from e
+            raise ValueError(f"{self.path} is not a readable event .npz ({type(e).__name__}: {e})") from e
+        if len(self.targets) and (self.targets.min() < 0 or self.targets.max() >= MAX_CLASSES):
+            raise ValueError(f"{self.path}: labels must be class ids 0..K-1 (K < {MAX_CLASSES}), got "
+                             f"{self.targets.min()}..{self.targets.max()}")
         if len(self.offsets) != len(self.targets) + 1 or self.offsets[0] != 0 or \
                 self.offsets[-1] != len(self.events) or (np.diff(self.offsets) < 0).any():
             raise ValueError(f"{self.path}: offsets must run from 0 to len(events) ({len(self.events)}), "

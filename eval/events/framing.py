@@ -104,6 +104,28 @@ class EventFraming:
                        start_time=0, end_time=self.duration),
         ])
 
+    def window(self, events, sensor: tuple[int, int], start: int) -> np.ndarray:
+        """Frames ``[T, P, H, W]`` of the window ``[start, start + duration)`` µs of a recording made by a
+        ``sensor`` of (W, H), scaled from that sensor to ``target_size`` (recordings of several sensors share
+        one frame size). ``P`` = ``sensor_size[2]``: 2 keeps OFF/ON apart, 1 counts both polarities together.
+        ``events`` must be sorted by time (:func:`eval.events.readers.read_recording` sorts them)."""
+        t = events["t"]
+        events = events[np.searchsorted(t, start):np.searchsorted(t, start + self.duration)].copy()
+        polarities = self.sensor_size[2]
+        if len(events) == 0:  # a quiet window is a valid sample: no events, all-zero frames
+            return np.zeros(self.frame_shape, dtype=np.float32)
+        events["t"] -= start
+        if polarities == 1:
+            events["p"] = 0
+        frames = tt.Compose([
+            tt.Downsample(sensor_size=(*sensor, polarities), target_size=tuple(self.target_size)),
+            tt.ToFrame(sensor_size=(*self.target_size, polarities), time_window=self.time_window,
+                       start_time=0, end_time=self.duration),
+        ])(events)
+        if frames.shape != self.frame_shape:
+            raise RuntimeError(f"framing gave shape {frames.shape}, expected {self.frame_shape}")
+        return frames.astype(np.float32)
+
     def __call__(self, events) -> np.ndarray:
         """``events`` (structured array) -> frames ``[T, P, H, W]`` float32."""
         name = "recording"

@@ -46,6 +46,11 @@ class SaccadeSensor:
             raise ValueError(f"path must be closed (first point == last point), got {self.path}")
         if min(min(p) for p in self.path) < 0:
             raise ValueError("path offsets must be non-negative")
+        if not np.isfinite([self.threshold, self.eps, self.threshold_sigma, self.saccade_us, self.step_us]).all():
+            raise ValueError(f"threshold, threshold_sigma, eps, saccade_us and step_us must be finite, got "
+                             f"{self.threshold}, {self.threshold_sigma}, {self.eps}, {self.saccade_us}, {self.step_us}")
+        if self.saccade_us <= 0 or self.step_us <= 0:
+            raise ValueError(f"saccade_us and step_us must be positive, got {self.saccade_us}, {self.step_us}")
         if self.saccade_us % self.step_us:
             raise ValueError(f"saccade_us ({self.saccade_us}) must be a multiple of step_us ({self.step_us})")
         if self.threshold <= 0 or self.eps <= 0 or self.threshold_sigma < 0:
