@@ -220,27 +220,11 @@ def _describe(model: nn.Module) -> str:
 
 
 def load_model(spec: str, *, pretrained: bool = True, arch: str | None = None, **kwargs) -> nn.Module:
-    """A zoo model from ``arch``, ``arch.tag``, a checkpoint folder (``config.json`` + ``model.safetensors``,
-    the layout timm's ``local-dir:`` loader reads) or a ``.safetensors`` file (needs ``arch``).
-    ``pretrained=False`` gives random weights (for measuring ops and speed, not accuracy)."""
-    from pathlib import Path
-
+    """A zoo model from any name ``zoo.create`` resolves: ``arch``, ``arch.tag``, a checkpoint folder, a
+    ``.safetensors`` file (``arch`` names its architecture when its header does not), ``hf-hub:...`` or
+    ``local-dir:...``. ``pretrained=False`` gives random weights (for measuring ops and speed, not
+    accuracy); a checkpoint folder or file always loads its weights."""
     import zoo
+    from zoo.api import names_a_checkpoint
 
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is a folder but has no config.json: a checkpoint folder holds "
-                                    f"config.json and model.safetensors")
-        return zoo.create(f"local-dir:{path}", pretrained=True, **kwargs)
-    if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {path}")
-        if not arch:  # the trainer records the architecture (and model_args) in the file's header
-            from zoo.checkpoints import Checkpoint
-            arch = Checkpoint.from_path(path).architecture
-        if not arch:
-            raise ValueError(f"{path} holds weights only; name its architecture with --arch (e.g. sresnet19_tdbn)")
-        return zoo.create(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
-    return zoo.create(spec, pretrained=pretrained, **kwargs)
-
+    return zoo.create(spec, pretrained=pretrained or names_a_checkpoint(spec), arch=arch, **kwargs)

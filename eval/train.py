@@ -438,10 +438,12 @@ class Trainer:
 
     def save_model(self, path: str | Path) -> Path:
         """The trained (unfused) weights, with the model's arguments in the header (``model_args``)."""
+        from zoo.checkpoints import weights_metadata
+
         refuse_nonfinite(self.model.state_dict(), path)
         arch = (getattr(self.model, "pretrained_cfg", None) or {}).get("architecture")
-        meta = {"model_args": json.dumps(getattr(self.model, "model_args", None)), "architecture": json.dumps(arch),
-                **{k: json.dumps(v) for k, v in self.extra_state.items()}}
+        meta = {**{k: json.dumps(v) for k, v in self.extra_state.items()},
+                **weights_metadata(arch, getattr(self.model, "model_args", None) or {})}
         return atomic_save_safetensors(self.model.state_dict(), path, metadata=meta)
 
 

@@ -59,7 +59,7 @@ def test_folder_layout_config_and_card(saved):
     SpikingResNet(**args)  # the entrypoint's class accepts every recorded argument
     card = (out / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
-    assert front["library_name"] == "timm" and front["license"] == "mit" and front["datasets"] == ["cifar10"]
+    assert front["library_name"] == "timm" and front["license"] == "mit" and front["datasets"] == ["uoft-cs/cifar10"]  # a Hub dataset id
     assert {"timm", "spiking-neural-network"} <= set(front["tags"]) and front["metrics"] == ["accuracy"]
     assert front["model-index"][0]["results"][0]["metrics"][0]["value"] == 12.5
     assert "tdbn-zoo eval --model sresnet19_tdbn.cifar10_t2" in card and "arXiv:2011.05280" in card
@@ -124,7 +124,7 @@ def test_shipped_checkpoint_is_verified_and_loaded(saved, weights):
     assert cli(["manifest", "add", str(out), "--ship"]) == 0
     entry = json.loads((weights / "manifest.json").read_text())["models"][TAG]
     assert entry["path"] == TAG and entry["repo_id"] == f"tdbn-zoo/{TAG}"
-    assert set(entry["files"]) == {"model.safetensors", "config.json", "README.md"}
+    assert set(entry["files"]) == {"model.safetensors", "config.json"}  # the card is not verified
     assert loadable(TAG) and TAG in zoo.list_models(pretrained=True)
     got = zoo.create(TAG, pretrained=True)  # resolved from weights/ via the manifest, no path given
     assert got.fused
@@ -147,3 +147,25 @@ def test_manifest_errors_are_clear(weights):
     (weights / "manifest.json").write_text(json.dumps({"models": []}))
     with pytest.raises(CheckpointError, match="not a tdbn-zoo manifest"):
         loadable(TAG)
+
+
+def test_features_only_loads_the_weights_before_wrapping(saved):
+    """timm's build_model_with_cfg order: weights first, then the feature wrapper prunes the head."""
+    model, out = saved
+    want = model.forward_intermediates(X, indices=(1, 2), intermediates_only=True)
+    for feats in (zoo.create(TAG, pretrained=True, features_only=True, out_indices=(1, 2),
+                             pretrained_cfg_overlay=dict(file=str(out))),
+                  timm.create_model(f"local-dir:{out}", pretrained=True, features_only=True, out_indices=(1, 2)),
+                  zoo.create(str(out), pretrained=True, features_only=True, out_indices=(1, 2))):
+        got = feats.eval()(X)
+        assert [g.shape[1] for g in got] == [8, 16]
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=0, atol=1e-6)
+
+
+def test_bare_weights_file_is_self_describing(saved):
+    """save_pretrained's model.safetensors alone (no config.json, no arguments) builds and loads."""
+    model, out = saved
+    got = zoo.create(str(out / "model.safetensors"), pretrained=True).eval()
+    assert got.fused and got.T == 2 and got.model_args["channels"] == [8, 16]
+    torch.testing.assert_close(got(X), model(X), rtol=0, atol=1e-6)

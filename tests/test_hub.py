@@ -162,3 +162,53 @@ def test_live_hub_round_trip(tmp_path, monkeypatch):
         torch.testing.assert_close(got(X), model(X), rtol=0, atol=1e-6)
     finally:
         api.delete_repo(repo, missing_ok=True)
+
+
+def test_a_second_revision_on_main_never_mixes_config_and_weights(hub, online, tmp_path):
+    """After a T=4 checkpoint lands on main, every name gives the config and weights of one commit."""
+    from huggingface_hub import HfApi
+
+    repo = "tdbn-zoo/two-revisions"
+    first, second = SpikingResNet(**TINY).eval(), SpikingResNet(**dict(TINY, T=4, v_th=0.3)).eval()
+    api = HfApi(token=TOKEN)
+    api.create_repo(repo, exist_ok=True)
+    commits = [api.upload_folder(repo_id=repo, folder_path=str(zoo.save_pretrained(m, tmp_path / str(i), tag=TAG)))
+               .oid for i, m in enumerate((first, second))]
+    for name, want, T in ((f"hf-hub:{repo}@{commits[0]}", first, 2), (f"hf-hub:{repo}", second, 4)):
+        for got in (zoo.create(name, pretrained=True), timm.create_model(name, pretrained=True)):
+            assert got.T == T
+            torch.testing.assert_close(got.eval()(X), want(X), rtol=0, atol=1e-6)
+    use_manifest(online, {"format": 1, "models": {TAG: {
+        "repo_id": repo, "revision": commits[0],
+        "files": zoo.manifest.file_digests(tmp_path / "0", ["model.safetensors", "config.json"])}}})
+    # the manifest pins the first commit: the tag, hf-hub: through zoo and through timm all load it,
+    # although timm read config.json (T=4) from main
+    for got in (zoo.create(TAG, pretrained=True), zoo.create(f"hf-hub:{repo}", pretrained=True),
+                timm.create_model(f"hf-hub:{repo}", pretrained=True)):
+        assert got.T == 2
+        torch.testing.assert_close(got.eval()(X), first(X), rtol=0, atol=1e-6)
+
+
+def test_features_only_with_hub_weights(published, online):
+    model, _, _ = published
+    feats = timm.create_model(f"hf-hub:{REPO}", pretrained=True, features_only=True).eval()
+    want = model.forward_intermediates(X, intermediates_only=True)
+    got = feats(X)
+    assert len(got) == len(want) == len(feats.feature_info.channels())
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-6)
+
+
+def test_published_card_names_the_real_repo_and_config_has_label_names(published, hub, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    _, folder, _ = published
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["pretrained_cfg"]["label_names"][:2] == ["airplane", "automobile"]
+    assert "hf-hub:tdbn-zoo/" in (folder / "README.md").read_text()  # written before the repo was known
+    assert cli(["publish", str(folder), "--repo", "someone-else/elsewhere"]) == 0
+    card = open(hf_hub_download("someone-else/elsewhere", "README.md", cache_dir=tmp_path)).read()
+    assert "timm.create_model('hf-hub:someone-else/elsewhere', pretrained=True)" in card
+    assert "hf-hub:tdbn-zoo/" not in card
+    import yaml
+    assert yaml.safe_load(card.split("---")[1])["datasets"] == ["uoft-cs/cifar10"]  # a Hub dataset id

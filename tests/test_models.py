@@ -248,7 +248,7 @@ def test_pretrained_file_adapts_first_conv_and_drops_head(tmp_path):
                          pretrained_cfg_overlay=dict(file=str(path)))
     assert adapted.conv1.weight.shape[1] == 2 and adapted.fc.out_features == 5
     w = src.conv1.weight
-    torch.testing.assert_close(adapted.conv1.weight, w.sum(1, keepdim=True).repeat(1, 2, 1, 1) / 2)
+    torch.testing.assert_close(adapted.conv1.weight, w[:, :2] * 3 / 2)  # timm's adapt_input_conv: 3 -> 2 channels
     torch.testing.assert_close(adapted.layer2[0].conv1.weight, src.layer2[0].conv1.weight)
     assert adapted(torch.randn(1, 2, 16, 16)).shape == (1, 5)
 

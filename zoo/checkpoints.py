@@ -18,14 +18,50 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from .errors import CheckpointError
-from .manifest import atomic_write
+from .manifest import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, atomic_write  # noqa: F401  (re-exported)
 from .spiking_resnet import ARCH_CFGS, SpikingResNet
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-CARD_NAME = "README.md"
 FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
 _RUNTIME_ARGS = ("neuron", "drop_rate")  # chosen at load time, not part of the weights' meaning
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # safetensors dtype names a weight may have
+# the Hub dataset ids of the datasets the tags name (a card's `datasets:` must be Hub ids to link)
+HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist",
+                "cifar10": "uoft-cs/cifar10", "imagenet-1k": "ILSVRC/imagenet-1k"}
+# class names in label order (timm's pretrained_cfg['label_names']), as the datasets' own metadata give them
+LABEL_NAMES = {
+    "mnist": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+def weights_metadata(arch: str | None, model_args: dict, **extra: str) -> dict[str, str]:
+    """The safetensors header metadata that makes a ``model.safetensors`` self-describing, in the one
+    encoding every writer uses: ``architecture`` (the timm name, plain text), ``model_args`` (JSON, the
+    constructor arguments minus the load-time choices), ``fused`` (``true``/``false``), ``format: pt``,
+    plus ``extra`` string fields (e.g. ``tag``)."""
+    args = {k: v for k, v in (model_args or {}).items() if k not in _RUNTIME_ARGS}
+    return {"format": "pt", **({"architecture": str(arch)} if arch else {}),
+            "model_args": json.dumps(args, sort_keys=True),
+            "fused": str(bool(args.get("fused", False))).lower(), **{k: str(v) for k, v in extra.items()}}
+
+
+def read_header(path: str | Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, str]]:
+    """``({tensor: (dtype, shape)}, metadata)`` of a safetensors file, from its JSON header only (no tensor
+    is read, nothing is unpickled). A file that is not safetensors is a CheckpointError."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {}
+            for k in f.keys():
+                s = f.get_slice(k)
+                tensors[k] = (str(s.get_dtype()), tuple(int(d) for d in s.get_shape()))
+            return tensors, dict(f.metadata() or {})
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad header
+        raise CheckpointError(f"{path} is not a valid safetensors file (corrupt or truncated?): {e}") from e
 
 
 @dataclass
@@ -36,6 +72,7 @@ class Checkpoint:
     config: dict | None
     origin: str
     _state: dict | None = field(default=None, repr=False)
+    _tensors: dict | None = field(default=None, repr=False)
 
     @classmethod
     def from_path(cls, path: str | Path, origin: str | None = None) -> "Checkpoint":
@@ -49,16 +86,20 @@ class Checkpoint:
             cfg_path = path / CONFIG_NAME
             if not cfg_path.is_file():
                 return cls(weights, None, origin)
-            try:
-                config = json.loads(cfg_path.read_text())
-            except (OSError, ValueError) as e:
-                raise CheckpointError(f"{origin}: {cfg_path} is not valid JSON: {e}") from e
-            if not isinstance(config, dict) or "architecture" not in config:
-                raise CheckpointError(f"{origin}: {cfg_path} has no 'architecture'; not a timm/tdbn-zoo config")
-            return cls(weights, config, origin)
+            return cls(weights, read_config(cfg_path, origin), origin)
         if not path.exists():
             raise CheckpointError(f"checkpoint not found: {path}")
-        return cls(path, _header_config(path), origin)
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"{path} is not a .safetensors file; tdbn-zoo loads safetensors only "
+                                  f"(pickled checkpoints are never loaded)")
+        return cls(path, _header_config(path, origin), origin)
+
+    @property
+    def tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """``{name: (dtype, shape)}`` from the file's header (cheap: no tensor is read)."""
+        if self._tensors is None:
+            self._tensors = read_header(self.weights)[0]
+        return self._tensors
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self._state is None:
@@ -79,7 +120,7 @@ class Checkpoint:
         """From ``config.json``; for a bare file, from its keys (an unfused one has running statistics)."""
         if "fused" in self.model_args:
             return bool(self.model_args["fused"])
-        return not any(k.endswith("running_var") for k in self.state_dict())
+        return not any(k.endswith("running_var") for k in self.tensors)
 
     def check_fits(self, arch: str, fused: bool | None = None) -> None:
         """Refuse a checkpoint made for another architecture, or of the other layout, with a clear error."""
@@ -169,6 +210,9 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
             raise ValueError(f"metric {m!r} lacks {missing}: every figure needs the command that measured it")
     out = fuse_model(model) if (fuse and not model.fused) else copy.copy(model)  # copy: cfg set below
     out.pretrained_cfg = {**_base_cfg(model, name, cfg), "architecture": arch, "tag": t, "fused": out.fused}
+    labels = LABEL_NAMES.get(out.pretrained_cfg.get("dataset"))
+    if labels and len(labels) == out.num_classes:
+        out.pretrained_cfg.setdefault("label_names", labels)
     args = {k: v for k, v in out.model_args.items() if k not in _RUNTIME_ARGS}
     args.update(T=out.T, num_classes=out.num_classes)
     out_dir = Path(out_dir)
@@ -179,7 +223,7 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
                            model_config=dict(label_names=list(names)) if names else None)
         config = json.loads((Path(tmp) / CONFIG_NAME).read_text())
     state = {k: v.detach().contiguous().cpu() for k, v in out.state_dict().items()}
-    meta = {"format": "pt", "architecture": arch, "fused": str(out.fused).lower(), "tag": str(t)}
+    meta = weights_metadata(arch, args, **({"tag": t} if t else {}))
     atomic_write(out_dir / WEIGHTS_NAME, safetensors_bytes(state, metadata=meta))
     atomic_write(out_dir / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     card = model_card(config, name=name, repo_id=repo_id or f"{HUB_ORG}/{name}", metrics=metrics or [],
@@ -201,7 +245,7 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
                         metric_name=m["name"], metric_value=m["value"]) for m in metrics]
     data = ModelCardData(library_name="timm", license=license, model_name=name,
                          tags=["image-classification", "timm", "spiking-neural-network", "snn", "tdbn", "tdbn-zoo"],
-                         datasets=[dataset] if dataset else None,
+                         datasets=[HUB_DATASETS.get(dataset, dataset)] if dataset else None,
                          metrics=sorted({e.metric_type for e in evals}) or ["accuracy"],
                          eval_results=evals or None)
     recipe = cfg.get("recipe") or {}
@@ -226,7 +270,8 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
         f"std {cfg.get('std')}",
         "", "## Recipe", "",
     ]
-    lines += [f"- {k}: {v}" for k, v in recipe.items()] or ["- not recorded"]
+    lines += [f"- {k}: {v}" + (" (mixed precision is used on CUDA only; a CPU run trains in float32)"
+                                if k == "amp" and v else "") for k, v in recipe.items()] or ["- not recorded"]
     if cfg.get("train_command"):
         lines += [f"- Train: `{cfg['train_command']}`"]
     lines += ["", "## Measured results", ""]
@@ -258,17 +303,43 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
     return "\n".join(lines) + "\n"
 
 
-def _header_config(path: Path) -> dict | None:
-    """The config a bare ``.safetensors`` carries in its header (the trainer writes ``architecture`` and
-    ``model_args`` there), or None. Reads the JSON header only; nothing is unpickled."""
-    from safetensors import safe_open
-
+def read_config(path: Path, origin: str) -> dict:
+    """A checkpoint's ``config.json``, checked where it enters: a JSON object with a string
+    ``architecture`` and, if present, a ``model_args`` object."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        arch, args = json.loads(meta.get("architecture", "null")), json.loads(meta.get("model_args", "null"))
-    except Exception:  # not readable here: read_safetensors reports corrupt files with a clear error later
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{origin}: {path} is not valid JSON: {e}") from e
+    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+        raise CheckpointError(f"{origin}: {path} has no 'architecture' string; not a timm/tdbn-zoo config")
+    if not isinstance(config.get("model_args", {}), dict):
+        raise CheckpointError(f"{origin}: {path}: 'model_args' must be an object, got "
+                              f"{type(config['model_args']).__name__}")
+    return config
+
+
+def _header_config(path: Path, origin: str) -> dict | None:
+    """The config a bare ``.safetensors`` carries in its header (``weights_metadata``), or None when it
+    names no architecture. Reads the JSON header only; nothing is unpickled."""
+    _, meta = read_header(path)
+    arch = meta.get("architecture")
+    if not arch:
         return None
-    if not isinstance(arch, str) or not isinstance(args, dict):
-        return None
+    if arch.startswith('"'):  # files written before the one encoding: the name JSON-quoted
+        try:
+            arch = json.loads(arch)
+        except ValueError:
+            pass
+    args: dict = {}
+    if meta.get("model_args"):
+        try:
+            args = json.loads(meta["model_args"])
+        except ValueError as e:
+            raise CheckpointError(f"{origin}: the header's model_args is not JSON: {e}") from e
+        if not isinstance(args, dict):
+            raise CheckpointError(f"{origin}: the header's model_args must be an object, got {type(args).__name__}")
+    elif meta.get("fused") in ("true", "false"):
+        args = {"fused": meta["fused"] == "true"}
+    if not isinstance(arch, str):
+        raise CheckpointError(f"{origin}: the header's architecture must be a name, got {arch!r}")
     return {"architecture": arch, "model_args": args}

@@ -3,13 +3,109 @@
 Everything goes through huggingface_hub, so its settings apply as usual: ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``
 (cached files only), ``HF_HUB_CACHE``/``HF_HOME`` (where files are cached), ``HF_TOKEN`` or ``hf auth login``
 (tokens for private repos and uploads). Hub failures come back as zoo errors naming the repo and the fix.
+
+Timeouts: every Hub call the zoo makes (download, publish) has a deadline of ``TDBN_ZOO_HUB_TIMEOUT`` seconds
+(default 30). No single connect/read waits past it, and once it has passed no new request (nor retry) starts,
+so a server that accepts connections and never answers costs at most that long plus one retry pause.
 """
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from .checkpoints import FILES
+from .checkpoints import CARD_NAME, FILES, Checkpoint
 from .errors import PretrainedUnavailableError, PublishError
+
+DEFAULT_TIMEOUT_S = 30.0
+TIMEOUT_ENV = "TDBN_ZOO_HUB_TIMEOUT"
+_local = threading.local()
+_hooked = False
+_hook_lock = threading.Lock()
+
+
+class HubTimeoutError(PretrainedUnavailableError):
+    """The Hub did not answer within the zoo's deadline."""
+
+
+class _DeadlinePassed(Exception):
+    """Raised by the request hook once the deadline has passed; huggingface_hub does not retry it."""
+
+
+def hub_timeout() -> float:
+    """The deadline of one zoo Hub call in seconds: ``TDBN_ZOO_HUB_TIMEOUT`` (a positive number) or 30."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _request_hook(request) -> None:
+    """Clip the request's timeouts to what is left of the active deadline (none active: untouched)."""
+    import httpx2
+
+    deadline = getattr(_local, "deadline", None)
+    if deadline is None:
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _DeadlinePassed(f"{request.method} {request.url}")
+    own = request.extensions.get("timeout") or {}
+    request.extensions["timeout"] = {k: (left if v is None else min(v, left))
+                                     for k, v in {**httpx2.Timeout(None).as_dict(), **own}.items()}
+
+
+def _install_hook() -> None:
+    """Wrap huggingface_hub's client factory once so its shared client runs ``_request_hook``."""
+    global _hooked
+    with _hook_lock:
+        if _hooked:
+            return
+        from huggingface_hub.utils import _http, set_client_factory
+
+        previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
+
+        def factory():
+            client = previous()
+            client.event_hooks["request"] = [*client.event_hooks.get("request", []), _request_hook]
+            return client
+
+        set_client_factory(factory)
+        _hooked = True
+
+
+@contextmanager
+def deadline(seconds: float | None = None):
+    """Bound every huggingface_hub request made inside by one deadline (default ``hub_timeout()``)."""
+    _install_hook()
+    seconds = hub_timeout() if seconds is None else seconds
+    previous = getattr(_local, "deadline", None)
+    _local.deadline = time.monotonic() + seconds
+    try:
+        yield seconds
+    finally:
+        _local.deadline = previous
+
+
+def _timed_out(e: BaseException) -> bool:
+    import httpx2
+
+    while e is not None:
+        if isinstance(e, (_DeadlinePassed, httpx2.TimeoutException)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def split_revision(repo_id: str) -> tuple[str, str | None]:
@@ -24,48 +120,57 @@ def _cache_dir(cache_dir) -> str:
 
 
 def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path | None = None,
-             files=FILES, hint: str = "") -> Path:
-    """Fetch ``files`` of one model repo together (``snapshot_download`` with ``allow_patterns``) into the
-    Hub cache and return the snapshot folder. Offline (``HF_HUB_OFFLINE=1``) it returns cached files or
-    raises ``PretrainedUnavailableError``; ``hint`` is appended to such errors (e.g. the train command)."""
+             files=FILES, hint: str = "",
+             force_download: bool = False) -> Path:
+    """Fetch ``files`` of one model repo together, from one commit (``snapshot_download`` with
+    ``allow_patterns``), into the Hub cache and return the snapshot folder (named by that commit).
+
+    Offline (``HF_HUB_OFFLINE=1``) it returns cached files. ``force_download`` fetches the files again even
+    if cached (the fix for a corrupted cache). Every failure is a ``PretrainedUnavailableError`` naming the
+    repo and the fix (``HubTimeoutError`` when the Hub did not answer in time); ``hint`` is appended."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     at = f"{repo_id}" + (f" at revision {revision}" if revision else "")
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(files),
-                                      cache_dir=cache_dir))
-    except LocalEntryNotFoundError as e:
-        if constants.HF_HUB_OFFLINE:
+        with deadline() as seconds:
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(files),
+                                          cache_dir=cache_dir, force_download=force_download))
+    except GatedRepoError as e:
+        raise PretrainedUnavailableError(f"{at} is gated: accept its conditions on the Hub and log in (`hf auth "
+                                         f"login` or HF_TOKEN) with an account that has access.{hint}") from e
+    except RevisionNotFoundError as e:
+        raise PretrainedUnavailableError(f"{repo_id} has no revision {revision!r}.{hint}") from e
+    except RepositoryNotFoundError as e:
+        raise PretrainedUnavailableError(f"{repo_id} does not exist on the Hub ({constants.ENDPOINT}) or is "
+                                         f"private and your token may not read it (set HF_TOKEN).{hint}") from e
+    except Exception as e:  # noqa: BLE001 - every other failure of the client becomes one clear error
+        if _timed_out(e):
+            raise HubTimeoutError(f"cannot load {at}: {constants.ENDPOINT} did not answer within {seconds:g} s "
+                                  f"and the files are not in the Hub cache {_cache_dir(cache_dir)}. Retry later, "
+                                  f"or allow more time with {TIMEOUT_ENV}=<seconds>.{hint}") from e
+        if isinstance(e, LocalEntryNotFoundError) and constants.HF_HUB_OFFLINE:
             why = ("offline mode is on (HF_HUB_OFFLINE=1) and the files are not in the Hub cache "
                    f"{_cache_dir(cache_dir)}. Run once with network access (unset HF_HUB_OFFLINE) to download "
                    f"them, or point HF_HUB_CACHE at a cache that has them")
-        else:
+        elif isinstance(e, LocalEntryNotFoundError):
             why = (f"the Hub could not be reached and the files are not in the Hub cache {_cache_dir(cache_dir)} "
                    f"({type(e.__cause__ or e).__name__}). Check the network / HF_ENDPOINT and retry")
+        elif isinstance(e, (HfHubHTTPError, OSError, ValueError)):
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        else:
+            raise
         raise PretrainedUnavailableError(f"cannot load {at}: {why}.{hint}") from e
-    except GatedRepoError as e:
-        raise PretrainedUnavailableError(f"{at} is gated or private: log in (`hf auth login` or HF_TOKEN) with "
-                                         f"an account that has access.{hint}") from e
-    except RepositoryNotFoundError as e:
-        raise PretrainedUnavailableError(f"{repo_id} does not exist on the Hub ({constants.ENDPOINT}) or is "
-                                         f"private (set HF_TOKEN).{hint}") from e
-    except RevisionNotFoundError as e:
-        raise PretrainedUnavailableError(f"{repo_id} has no revision {revision!r}.{hint}") from e
-    except (HfHubHTTPError, OSError) as e:
-        raise PretrainedUnavailableError(f"cannot download {at}: {e}.{hint}") from e
 
 
 def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, private: bool = False,
             token: str | None = None, commit_message: str | None = None):
     """Upload a checkpoint folder (``model.safetensors``, ``config.json``, ``README.md``) to ``repo_id``
     (created if needed) with ``HfApi.create_repo`` + ``upload_folder``; returns the ``CommitInfo``
-    (``.oid`` is the commit to pin in the manifest)."""
+    (``.oid`` is the commit to pin in the manifest, ``.repo_url.repo_id`` the full ``owner/name`` id, also
+    when ``repo_id`` had no owner)."""
     from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import HfHubHTTPError
-
-    from .checkpoints import Checkpoint
 
     folder = Path(folder)
     ckpt = Checkpoint.from_path(folder)
@@ -77,12 +182,30 @@ def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, pr
         raise ValueError(f"{folder} lacks {', '.join(missing)}: write checkpoint folders with zoo.save_pretrained")
     api = HfApi(token=token)
     try:
-        repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        if revision and revision != "main":
-            api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
-        return api.upload_folder(repo_id=repo.repo_id, folder_path=str(folder), allow_patterns=list(FILES),
-                                 revision=revision, commit_message=commit_message or f"Upload {folder.name}")
-    except (HfHubHTTPError, OSError) as e:  # offline mode is a ConnectionError, hence an OSError
-        raise PublishError(f"could not publish {folder} to {repo_id} on {constants.ENDPOINT}: {e}. Check "
+        with deadline() as seconds, tempfile.TemporaryDirectory() as tmp:
+            repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            if revision and revision != "main":
+                api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
+            upload = _with_usage_repo(folder, repo.repo_id, Path(tmp))
+            return api.upload_folder(repo_id=repo.repo_id, folder_path=str(upload), allow_patterns=list(FILES),
+                                     revision=revision, commit_message=commit_message or f"Upload {folder.name}")
+    except Exception as e:  # noqa: BLE001 - offline mode is a ConnectionError; httpx errors are not OSErrors
+        why = (f"it did not answer within {seconds:g} s ({TIMEOUT_ENV} sets the limit)" if _timed_out(e)
+               else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        raise PublishError(f"could not publish {folder} to {repo_id} on {constants.ENDPOINT}: {why}. Check "
                            f"HF_HUB_OFFLINE, the network and that HF_TOKEN (or `hf auth login`) may write "
                            f"to {repo_id.split('/')[0]}") from e
+
+
+def _with_usage_repo(folder: Path, repo_id: str, tmp: Path) -> Path:
+    """``folder``, or a copy whose card's usage line names ``repo_id`` (the repo it is published to) when
+    it names another (the card is written before the repo is known). The weights and config are the same
+    files, so the manifest's digests hold."""
+    card = (folder / CARD_NAME).read_text()
+    fixed = re.sub(r"(create_model\('hf-hub:)[^']+(')", lambda m: m[1] + repo_id + m[2], card)
+    if fixed == card:
+        return folder
+    for name in FILES:
+        shutil.copy2(folder / name, tmp / name)
+    (tmp / CARD_NAME).write_text(fixed)
+    return tmp

@@ -5,13 +5,16 @@ Format (``format: 1``)::
     {"format": 1, "models": {
         "sresnet19_tdbn.cifar10_t6": {
             "repo_id": "tdbn-zoo/sresnet19_tdbn.cifar10_t6",   # Hub repo (timm ``hf-hub:`` layout)
-            "revision": "<40-hex commit>" | null,               # pinned Hub commit; null = main
+            "revision": "<40-hex commit>" | null,               # pinned Hub commit; null = not published
             "path": "sresnet19_tdbn.cifar10_t6",                # only for checkpoints shipped in weights/
-            "files": {"model.safetensors": {"sha256": "...", "size": 123}, "config.json": {...}, ...}}}}
+            "files": {"model.safetensors": {"sha256": "...", "size": 123}, "config.json": {...}}}}}
 
-The loader refuses any listed file whose sha256 differs (``CheckpointError``). ``record`` (or
-``tdbn-zoo manifest add``) (re)generates an entry from a checkpoint folder; ``ship=True`` also copies the
-folder into ``weights/<tag>/``. The weights folder is ``TDBN_ZOO_WEIGHTS`` if set, else ``weights/`` beside
+``files`` covers what decides the network, the weights and the config, never the model card (a card edit on
+the Hub must not break loading). The loader refuses a file whose sha256 differs and an entry that lists no
+weights or config hash (``CheckpointError``); Hub files are verified when loaded at the pinned revision.
+``record`` (or ``tdbn-zoo manifest add``) (re)generates an entry from a checkpoint folder; ``ship=True`` also
+copies the folder into ``weights/<arch.tag>/`` (the name must be a registered ``arch.tag``); recording a
+published copy keeps a shipped one. The weights folder is ``TDBN_ZOO_WEIGHTS`` if set, else ``weights/`` beside
 the ``zoo`` package (the repository root in an editable install, site-packages in a wheel).
 """
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,6 +32,31 @@ from .fileio import _umask, atomic_write  # noqa: F401  (atomic_write re-exporte
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+VERIFIED = (WEIGHTS_NAME, CONFIG_NAME)  # the files that decide the network; the card is not verified
+_NAME = re.compile(r"[a-z0-9_]+\.[a-z0-9_]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a registered ``arch.tag``, the only names that become folders in weights/."""
+    from .tags import TAGS
+
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name not in TAGS:
+        raise CheckpointError(f"{name!r} is not a registered arch.tag (one of {', '.join(sorted(TAGS))}); only "
+                              f"those name checkpoints in the manifest and folders in weights/")
+    return name
+
+
+def inside(folder: Path, name: str) -> Path:
+    """``folder / name``, refused unless it resolves to a direct child of ``folder``."""
+    dest = (folder / name).resolve()
+    if dest.parent != folder.resolve():
+        raise CheckpointError(f"{name!r} does not name a folder inside {folder}")
+    return dest
 
 
 def weights_dir() -> Path:
@@ -62,7 +91,33 @@ def read_manifest(path: str | Path | None = None) -> dict:
         raise CheckpointError(f"{path} is not a readable JSON manifest: {e}") from e
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("models"), dict):
         raise CheckpointError(f"{path} is not a tdbn-zoo manifest (expected format {FORMAT} with a 'models' map)")
+    for name, e in data["models"].items():
+        _check_entry(path, name, e)
     return data
+
+
+def _check_entry(path: Path, name: str, e) -> None:
+    """One entry, checked once where the manifest is read: field types, a 40-hex revision, a path that is
+    the entry's own name, sha256 digests of the weights and config."""
+    where = f"{path}: entry {name!r}"
+    if not isinstance(e, dict):
+        raise CheckpointError(f"{where} must be an object, got {type(e).__name__}")
+    if not isinstance(e.get("repo_id"), str) or e["repo_id"].count("/") != 1:
+        raise CheckpointError(f"{where}: repo_id must be 'owner/name', got {e.get('repo_id')!r}")
+    if e.get("revision") is not None and not (isinstance(e["revision"], str) and _COMMIT.fullmatch(e["revision"])):
+        raise CheckpointError(f"{where}: revision must be a 40-hex commit or null, got {e['revision']!r}")
+    if "path" in e and e["path"] != name:
+        raise CheckpointError(f"{where}: path must be the entry's own name {name!r}, got {e['path']!r}")
+    files = e.get("files")
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{where}: files must be an object of sha256 digests, got {type(files).__name__}")
+    missing = [f for f in VERIFIED if f not in files]
+    if missing:
+        raise CheckpointError(f"{where} lists no sha256 for {', '.join(missing)}; refusing to load it unverified "
+                              f"(regenerate it with `tdbn-zoo manifest add`)")
+    for f, d in files.items():
+        if not (isinstance(d, dict) and isinstance(d.get("sha256"), str) and _SHA256.fullmatch(d["sha256"])):
+            raise CheckpointError(f"{where}: files[{f!r}] must hold a 64-hex sha256, got {d!r}")
 
 
 def entry(name: str, manifest: dict | None = None) -> dict | None:
@@ -78,10 +133,14 @@ def entry_for_repo(repo_id: str, manifest: dict | None = None) -> tuple[str, dic
     return None
 
 
-def verify(folder: str | Path, files: dict[str, dict], origin: str) -> None:
-    """Check every listed file's sha256; a missing or changed file is a CheckpointError."""
+def verify(folder: str | Path, files: dict[str, dict], origin: str, fix: str = "") -> None:
+    """Check the sha256 of the weights and the config (the card is never verified); a missing or changed
+    file, or an entry without those digests, is a CheckpointError. ``fix`` says how to get good files."""
     folder = Path(folder)
-    for name, want in files.items():
+    for name in VERIFIED:
+        want = files.get(name)
+        if not want:
+            raise CheckpointError(f"{origin}: the manifest lists no sha256 for {name}; refusing to load it unverified")
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{origin}: {name} is missing from {folder}")
@@ -89,7 +148,7 @@ def verify(folder: str | Path, files: dict[str, dict], origin: str) -> None:
         if got != want["sha256"]:
             raise CheckpointError(
                 f"{origin}: sha256 mismatch for {path}: the manifest expects {want['sha256']}, the file has {got} "
-                f"(corrupted, truncated or replaced). Refusing to load it; delete it to fetch it again, or "
+                f"(corrupted, truncated or replaced). Refusing to load it. {fix or 'Restore the file'}; or "
                 f"regenerate the manifest entry with `tdbn-zoo manifest add` if the change is intended.")
 
 
@@ -98,31 +157,46 @@ def record(name: str, folder: str | Path, *, repo_id: str | None = None, revisio
     """Add or replace the manifest entry of ``arch.tag`` from a checkpoint folder; returns the entry.
 
     ``ship=True`` copies the folder into ``weights/<name>/`` (atomically: copy, then rename) and records
-    that path. ``repo_id`` defaults to ``tdbn-zoo/<name>``; ``revision`` pins a Hub commit.
+    that path; ``name`` must be a registered ``arch.tag``. ``repo_id`` defaults to ``tdbn-zoo/<name>``;
+    ``revision`` pins a Hub commit. Without ``ship`` an already shipped copy is kept when its weights and
+    config are the folder's (else a CheckpointError: ship the new folder, or record it under another name).
     """
     from .tags import HUB_ORG
 
+    check_name(name)
     folder = Path(folder)
-    if not (folder / "model.safetensors").is_file():
-        raise CheckpointError(f"{folder} is not a checkpoint folder (no model.safetensors)")
+    missing = [f for f in VERIFIED if not (folder / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{folder} is not a checkpoint folder (no {', '.join(missing)})")
+    if revision is not None and not _COMMIT.fullmatch(str(revision)):
+        raise CheckpointError(f"revision must be a 40-hex Hub commit, got {revision!r}")
     manifest_path = Path(manifest_path) if manifest_path else weights_dir() / MANIFEST_NAME
     manifest = read_manifest(manifest_path)
     e = {"repo_id": repo_id or f"{HUB_ORG}/{name}", "revision": revision}
+    digests = file_digests(folder, VERIFIED)
+    old = manifest["models"].get(name) or {}
+    if not ship and old.get("path"):
+        shipped = {f: old["files"][f]["sha256"] for f in VERIFIED}
+        if shipped != {f: d["sha256"] for f, d in digests.items()}:
+            raise CheckpointError(f"{name} is shipped in {manifest_path.parent / old['path']} with other weights or "
+                                  f"config than {folder}; recording {folder} would drop the shipped copy. Ship "
+                                  f"it (`tdbn-zoo manifest add {folder} --ship`) or record it under another tag")
+        e["path"] = old["path"]
     if ship:
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
-        dest = manifest_path.parent / name
-        if folder.resolve() != dest.resolve():
+        dest = inside(manifest_path.parent, name)
+        if folder.resolve() != dest:
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=manifest_path.parent))
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode mkdir would
             for f in folder.iterdir():
-                if f.is_file() and not f.name.startswith("."):
+                if f.is_file() and not f.is_symlink() and not f.name.startswith("."):
                     shutil.copy2(f, tmp / f.name)
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(tmp, dest)
         e["path"] = name
-        folder = dest
-    e["files"] = file_digests(folder)
+        digests = file_digests(dest, VERIFIED)
+    e["files"] = digests
     manifest["models"][name] = e
     manifest["models"] = dict(sorted(manifest["models"].items()))
     atomic_write(manifest_path, json.dumps(manifest, indent=2) + "\n")

@@ -21,8 +21,7 @@ from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d, register_notrace_function, register_notrace_module
-from timm.models import FeatureGraphNet, build_model_with_cfg, register_model, resolve_pretrained_cfg
-from timm.models._pretrained import PretrainedCfg
+from timm.models import FeatureGraphNet
 from torch import nn
 
 from adapters import (LIF, BasicBlock, Bottleneck, ChannelAffine, MultiStepNorm, SnnTorchNeuron, SpikingJellyNeuron,
@@ -31,7 +30,7 @@ from adapters._checks import check_finite, check_int, check_tensor
 from adapters.blocks import conv_bias
 from adapters.fusion import NormSlot
 
-from .tags import make_default_cfgs, sync_timm_pretrained, tag_extras
+from .tags import make_default_cfgs, tag_extras
 
 __all__ = ["SpikingResNet", "ARCH_CFGS"]
 
@@ -128,7 +127,7 @@ def _reduction(name: str) -> int:
     return cfg["stem_stride"] * math.prod(cfg["strides"])
 
 
-default_cfgs = make_default_cfgs(_reduction)  # read by timm's register_model below
+default_cfgs = make_default_cfgs(_reduction)  # read by timm's register_model (zoo.factory's entrypoints)
 
 
 class SpikingResNet(nn.Module):
@@ -392,91 +391,3 @@ def _check_pool(global_pool, num_classes: int) -> None:
     if global_pool == "" and num_classes:
         raise ValueError(f"global_pool='' keeps the spatial map [N, C, H, W], which a classifier cannot take: "
                          f"pass num_classes=0 with it (got num_classes={num_classes})")
-
-
-def _split_cfg(cfg) -> tuple[Any, dict]:
-    """Separate timm's PretrainedCfg fields from our extra fields (T, paper_top1, recipe, ...)."""
-    if not isinstance(cfg, dict):
-        return cfg, {}
-    known = set(PretrainedCfg.__dataclass_fields__)
-    return {k: v for k, v in cfg.items() if k in known}, {k: v for k, v in cfg.items() if k not in known}
-
-
-def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
-    from .pretrained import find_checkpoint, load_pretrained_weights, resolve_tag
-
-    kwargs.pop("pretrained_model_args", None)  # timm's hf-hub loader repeats the config's model_args here
-    cache_dir = kwargs.pop("cache_dir", None)
-    pretrained_cfg, extras = _split_cfg(kwargs.pop("pretrained_cfg", None))
-    overlay, overlay_extras = _split_cfg(kwargs.pop("pretrained_cfg_overlay", None))
-    if isinstance(pretrained_cfg, str) or pretrained_cfg is None:
-        tag = resolve_tag(variant, pretrained_cfg)
-        extras = {**tag_extras(f"{variant}.{tag}"), **extras}
-        pretrained_cfg = tag
-    extras.update(overlay_extras)
-    checkpoint = None
-    if pretrained:  # find the checkpoint first: its config decides the layout (fused or not) and defaults
-        cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay)
-        checkpoint = find_checkpoint({**cfg.to_dict(), **extras, "architecture": variant}, cache_dir=cache_dir)
-        checkpoint.check_fits(variant)
-        for k, v in checkpoint.model_args.items():
-            kwargs.setdefault(k, v)  # arguments given explicitly win
-        kwargs.setdefault("fused", checkpoint.fused)
-        config = checkpoint.config or {}
-        stored = {**(config.get("pretrained_cfg") or {}), **{k: config[k] for k in ("label_names",) if k in config}}
-        if "event_framing" in stored:  # a fine-tuned checkpoint's own data (tdbn-zoo finetune) describe it
-            extras.update({k: stored[k] for k in ("dataset", "label_names", "event_framing", "split") if k in stored})
-    if extras.get("T") is not None:
-        kwargs.setdefault("T", extras["T"])
-    for k, v in (extras.get("model_args") or {}).items():  # a tag's own layout (e.g. a wider stem)
-        kwargs.setdefault(k, v)
-    if str(kwargs.get("feature_cls", "")).lower() == "fx":  # rate maps [N, C, H, W], as the getter gives
-        kwargs["feature_cls"] = SpikingFeatureGraphNet
-    model_args = {**ARCH_CFGS[variant], **{k: v for k, v in kwargs.items() if v is not None}}
-    features = dict(feature_cls="getter", out_indices=tuple(range(len(model_args["layers"]) + 1)))  # stem + stages
-    model = build_model_with_cfg(SpikingResNet, variant, pretrained=False, pretrained_cfg=pretrained_cfg,
-                                 pretrained_cfg_overlay=overlay, feature_cfg=features, **model_args)
-    model.pretrained_cfg = {**model.pretrained_cfg, **extras}
-    model.default_cfg = model.pretrained_cfg
-    if pretrained:
-        load_pretrained_weights(model, checkpoint)
-    return model
-
-
-@register_model
-def sresnet17_tdbn(pretrained: bool = False, **kwargs) -> SpikingResNet:
-    """Spiking ResNet-17 (DVS-Gesture, 2x32x32 input, 11 classes)."""
-    return _create("sresnet17_tdbn", pretrained, **kwargs)
-
-
-@register_model
-def sresnet19_tdbn(pretrained: bool = False, **kwargs) -> SpikingResNet:
-    """Spiking ResNet-19 (CIFAR-10 3x32x32, DVS-CIFAR10 2x42x42)."""
-    return _create("sresnet19_tdbn", pretrained, **kwargs)
-
-
-@register_model
-def sresnet34_tdbn(pretrained: bool = False, **kwargs) -> SpikingResNet:
-    """Spiking ResNet-34 (ImageNet)."""
-    return _create("sresnet34_tdbn", pretrained, **kwargs)
-
-
-@register_model
-def sresnet34_large_tdbn(pretrained: bool = False, **kwargs) -> SpikingResNet:
-    """Spiking ResNet-34 large, twice the widths (ImageNet)."""
-    return _create("sresnet34_large_tdbn", pretrained, **kwargs)
-
-
-@register_model
-def sresnet50_tdbn(pretrained: bool = False, **kwargs) -> SpikingResNet:
-    """Spiking ResNet-50 with bottleneck blocks (ImageNet)."""
-    return _create("sresnet50_tdbn", pretrained, **kwargs)
-
-
-@register_model
-def sresnet19_narrow_tdbn(pretrained: bool = False, **kwargs) -> SpikingResNet:
-    """Narrow ResNet-19 for 1x28x28 inputs (MNIST, Fashion-MNIST); not a paper model."""
-    return _create("sresnet19_narrow_tdbn", pretrained, **kwargs)
-
-
-sync_timm_pretrained()

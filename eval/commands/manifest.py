@@ -24,17 +24,12 @@ def run(args) -> int:
     from pathlib import Path
 
     from zoo import manifest
-    from zoo.checkpoints import Checkpoint
+
+    from .publish import checkpoint_name
 
     path = Path(args.manifest) if args.manifest else manifest.weights_dir() / manifest.MANIFEST_NAME
     if args.action == "add":
-        name = args.tag
-        if name is None:
-            cfg = Checkpoint.from_path(args.folder).config or {}
-            if "architecture" not in cfg:
-                raise ValueError(f"{args.folder} has no config.json: pass --tag arch.tag")
-            tag = cfg.get("pretrained_cfg", {}).get("tag")
-            name = f"{cfg['architecture']}.{tag}" if tag else cfg["architecture"]
+        name = manifest.check_name(args.tag) if args.tag else checkpoint_name(args.folder)
         e = manifest.record(name, args.folder, repo_id=args.repo, revision=args.revision, ship=args.ship,
                             manifest_path=path)
         print(f"{path}: {name} -> {e['repo_id']}" + (f"@{e['revision']}" if e["revision"] else "")
@@ -44,6 +39,6 @@ def run(args) -> int:
     models = manifest.read_manifest(path)["models"]
     shipped = {n: e for n, e in models.items() if e.get("path")}
     for name, e in shipped.items():
-        manifest.verify(path.parent / e["path"], e["files"], name)
+        manifest.verify(manifest.inside(path.parent, e["path"]), e["files"], name)
     print(f"{path}: {len(models)} entries, {len(shipped)} shipped checkpoints verified")
     return 0
