@@ -24,16 +24,6 @@ CPU_TAGS = [t for t in TAGS if TAGS[t].get("paper_top1") is None]
 EVENT_DATASETS = ("dvs-gesture", "cifar10-dvs")
 
 
-# Until `tdbn-zoo train` accepts the event presets the two event tags fail at the train step (one error line);
-# remove the mark once it does (an XPASS says so). Their ship step is tested below with the Trainer API.
-EVENTS_PENDING = pytest.mark.xfail(
-    strict=False, reason="tdbn-zoo train refuses the event presets (event training lands separately)")
-
-
-def _case(tag):
-    return pytest.param(tag, marks=EVENTS_PENDING) if TAGS[tag]["dataset"] in EVENT_DATASETS else tag
-
-
 def _printed(out: str, step: str) -> list[str]:
     line = next(ln for ln in out.splitlines() if ln.startswith(f"[reproduce] {step}: "))
     return shlex.split(line.split(": ", 1)[1])
@@ -66,7 +56,7 @@ def _hand_top1(tag: str, fused, run) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tag", [_case(t) for t in PAPER_TAGS + CPU_TAGS])
+@pytest.mark.parametrize("tag", PAPER_TAGS + CPU_TAGS)
 def test_smoke_chain_ships_a_checkpoint_that_loads_by_tag(tag, tmp_path, capsys):
     run = tmp_path / "run"
     res = run_cli(["reproduce", tag, "--smoke", "--out", run, "--threads", "2", "--device", "cpu"], capsys)

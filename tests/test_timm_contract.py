@@ -207,7 +207,6 @@ def test_list_pretrained_names_exactly_the_tags_with_weights():
             timm.create_model("sresnet19_tdbn.cifar10_t6", pretrained=True)
 
 
-@pytest.mark.xfail(strict=False, reason="h14 (issue 14) loads weights before timm's features_only wrapping")
 def test_features_only_with_pretrained_weights():
     """timm's test_model_features_pretrained on a shipped tag: the weights reach the wrapped model and its
     last feature map is the full pretrained model's rate map."""
