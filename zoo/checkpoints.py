@@ -222,6 +222,8 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
         save_config_for_hf(out, Path(tmp) / CONFIG_NAME, model_args=args,
                            model_config=dict(label_names=list(names)) if names else None)
         config = json.loads((Path(tmp) / CONFIG_NAME).read_text())
+    # timm records the factory's arguments, load-time choices included: keep the neuron backend out of the file
+    config["model_args"] = {k: v for k, v in config.get("model_args", {}).items() if k not in _RUNTIME_ARGS}
     state = {k: v.detach().contiguous().cpu() for k, v in out.state_dict().items()}
     meta = weights_metadata(arch, args, **({"tag": t} if t else {}))
     atomic_write(out_dir / WEIGHTS_NAME, safetensors_bytes(state, metadata=meta))
