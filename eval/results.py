@@ -78,6 +78,7 @@ def row(name: str, doc: dict, params: int) -> dict:
 
 
 def to_csv(rows: list[dict]) -> str:
+    """The rows as CSV text, ``COLUMNS`` in order, an empty field for a figure not measured."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -86,6 +87,7 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def to_markdown(rows: list[dict]) -> str:
+    """The rows as a Markdown table (integers with thousands separators, ``-`` for a figure not measured)."""
     cell = lambda v: "-" if v is None else (f"{v:,}" if isinstance(v, int) else str(v))  # noqa: E731
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     return "\n".join(lines + ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]) + "\n"

@@ -64,3 +64,7 @@ def test_results_csv_agrees_with_every_shipped_card():
         assert r["dataset"] == f"{dataset}/test" and int(r["images"]) == 10000  # the full test set
         assert f"{int(r['params']):,} parameters" in card.text
         assert f"T = {r['T']};" in card.text
+
+
+def test_readme_carries_the_markdown_table():
+    assert (RESULTS / "results.md").read_text() in (ROOT / "README.md").read_text()
