@@ -177,3 +177,20 @@ def test_progress_prints_plain_lines_with_eta_without_a_terminal():
     off = _Progress(10, 0, "e", enabled=False, interval_s=0, clock=lambda: now[0], stream=quiet)
     off.tick(5, 1.0)
     assert quiet.getvalue() == ""
+
+
+def test_trainer_prints_progress_lines_into_a_log(tmp_path, capsys, monkeypatch):
+    """Inside an epoch, with stderr captured (not a terminal), the trainer prints the plain lines."""
+    from eval.finetune import finetune
+    from eval.train import TrainConfig, _Progress
+    from zoo import SpikingResNet
+
+    monkeypatch.setattr(_Progress, "interval_s", 0.0)  # a line after every step
+    rng = np.random.default_rng(5)
+    data = dataset([(recording(rng, i % 2), i % 2) for i in range(8)])
+    model = SpikingResNet(layers=(1, 1), channels=(8, 16), strides=(1, 2), stem_width=8, head_hidden=16, T=2,
+                          in_chans=2, num_classes=2)
+    finetune(model, data, None, TrainConfig(epochs=1, batch_size=4, progress=True), tmp_path)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("epoch 1/1: step")]
+    assert [ln.split(",")[0] for ln in lines] == ["epoch 1/1: step 1/2", "epoch 1/1: step 2/2"]
+    assert "images/s, ETA" in lines[0] and lines[1].endswith("ETA 0s")
