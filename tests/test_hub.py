@@ -234,7 +234,9 @@ def test_publish_a_finetune_folder_uploads_the_checkpoint_only_and_loads_back(hu
     out = tmp_path / "ft"
     assert cli(["finetune", "--dataset", str(data), "--model", "sresnet19_narrow_tdbn.fashion_mnist_t2",
                 "--no-pretrained", "--sensor-size", "34", "34", "2", "--slice-ms", "50", "--epochs", "1",
-                "--batch-size", "4", "--max-steps-per-epoch", "1", "--no-progress", "--out", str(out)]) == 0
+                "--batch-size", "4", "--max-steps-per-epoch", "1", "--no-progress", "--out", str(out),
+                "--augment", "jitter,drop"]) == 0
+    assert "Training augmentation (tonic, seeded per sample): jitter, drop" in (out / "README.md").read_text()
     assert {"last.safetensors", "metrics.jsonl", "results.json"} <= {p.name for p in out.iterdir()}
     repo = "me/ft-events"
     assert cli(["publish", str(out), "--repo", repo]) == 0
