@@ -187,6 +187,7 @@ class Trainer:
         data = getattr(self.train_loader, "dataset", None)
         return dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
                     config=dataclasses.asdict(self.cfg), world_size=self.world,
+                    device=self.device.type, amp=self.use_amp,  # the recipe as run (cards state it, not the tag's)
                     model_args=getattr(self.model, "model_args", None),
                     train_samples=len(data) if hasattr(data, "__len__") else None, **self.extra_state)
 
