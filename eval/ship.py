@@ -57,6 +57,14 @@ def override_flags(meta: dict) -> str:
     return "".join(flags)
 
 
+def recipe_as_run(meta: dict) -> dict:
+    """How the run was trained, from its checkpoint: device type, processes, and whether mixed precision was on
+    (a tag's recipe says ``amp: true`` for the GPU recipe; a CPU run trains in float32). Runs saved before
+    these fields were recorded say ``'unknown'``."""
+    return dict(device=meta.get("device", "unknown"), processes=int(meta.get("world_size") or 1),
+                amp=bool(meta.get("amp", False)))
+
+
 def _test_set(meta: dict, data_dir: str | None, model, verify: bool):
     """The run's full test set: event data framed by the paper's pipeline for ``model`` (eval.events), static
     images at the run's input size (train --input-size); ``verify=False``: CIFAR re-packed locally."""
@@ -111,14 +119,18 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
                dict(name="macs_per_image", value=float(f"{fused['macs']:.4g}"), dataset=meta["dataset"],
                     split="test", command=cmd, machine=where)]
     _, table = training_summary(run)
+    as_run = recipe_as_run(meta)
     train_cmd = (f"tdbn-zoo train --preset {preset} --data-dir <data root> --out {run}"
                  + "".join(f" --model-kw {k}={json.dumps(v)}" for k, v in kw.items()) + override_flags(meta))
-    extra = (f"## Training (trained here, 2-core CPU, no GPU)\n\nCommand: `{train_cmd}` (add `--resume` to continue "
+    extra = (f"## Training (as run: {as_run['device']} x{as_run['processes']}, mixed precision "
+             f"{'on' if as_run['amp'] else 'off'})\n\nCommand: `{train_cmd}` (add `--resume` to continue "
              f"an interrupted run exactly). Recipe: {json.dumps(meta['config'])}.\n\n{table}\n\n"
              f"Unfused test top-1 {results['unfused']['top1']:.2f}%, fused {fused['top1']:.2f}% "
              f"(fusion by eq. 9-10 must not change the prediction).\n")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_pretrained(model, Path(tmp) / preset, tag=preset, metrics=metrics, card_extra=extra)
+        recipe = {**(tag_extras(preset).get("recipe") or {}), "as_run": as_run}  # the tag's recipe, and this run
+        folder = save_pretrained(model, Path(tmp) / preset, tag=preset, metrics=metrics, card_extra=extra,
+                                 cfg=dict(recipe=recipe))
         mpath = Path(out_weights) / manifest.MANIFEST_NAME if out_weights else None
         manifest.record(preset, folder, ship=True, manifest_path=mpath)
     return dict(preset=preset, unfused_top1=results["unfused"]["top1"], fused_top1=fused["top1"],

@@ -58,6 +58,14 @@ class ResumableBatchSampler(Sampler[list[int]]):
                 yield batch[self.rank * share:(self.rank + 1) * share]
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The one seed of sample ``index`` in ``epoch`` of a run seeded ``seed``: what every per-sample
+    augmentation (images: :class:`SeededAugment`, events: :class:`eval.events.augment.SeededEventAugment`)
+    draws from, so a sample's augmentation depends on nothing else (order, worker, resume point).
+    Taken modulo 2^64, the generators' seed range: identical for small seeds, valid for any."""
+    return ((int(seed) * 1_000_003 + int(epoch)) * 10_000_019 + int(index)) % (1 << 64)
+
+
 class SeededAugment(Dataset):
     """Apply ``transform`` (e.g. :func:`eval.data.build_transform` with ``train=True``) to each image of
     ``base`` with torch's RNG seeded from ``(seed, epoch, index)``: the same epoch draws the same crops and
@@ -85,8 +93,7 @@ class SeededAugment(Dataset):
             rng = torch.random.default_generator  # the CPU generator the transforms draw from
             saved = rng.get_state()  # (torch.random.fork_rng costs 30x more per image)
             try:
-                # (modulo 2^64, the generator's seed range: identical for small seeds, valid for any)
-                rng.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % (1 << 64))
+                rng.manual_seed(sample_seed(self.seed, self.epoch, index))
                 x = self.transform(img)
             finally:
                 rng.set_state(saved)  # the caller's RNG stream is left as it was

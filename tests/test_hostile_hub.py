@@ -15,7 +15,7 @@ from timm.models import adapt_input_conv
 
 import zoo
 from hostile import assert_cli_user_error, assert_user_error, run_cli
-from hub_emulator import HubEmulator
+from test_hub import hub, online  # noqa: F401  (the local Hub-protocol server, a private cache and weights/)
 from zoo import CheckpointError, PretrainedUnavailableError, SpikingResNet
 from zoo.checkpoints import weights_metadata
 
@@ -297,27 +297,6 @@ def test_recording_a_published_copy_keeps_the_shipped_one(tmp_path, weights, cap
 
 
 # ------------------------------------------------------------------ Hub (security 5, error mapping)
-@pytest.fixture(scope="module")
-def hub():
-    import huggingface_hub.constants as c
-
-    with HubEmulator(token=TOKEN) as server, pytest.MonkeyPatch.context() as mp:
-        mp.setattr(c, "ENDPOINT", server.endpoint)
-        mp.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        mp.setattr(c, "HF_HUB_DISABLE_XET", True)
-        mp.setattr(c, "HF_HUB_OFFLINE", False)
-        mp.setenv("HF_TOKEN", TOKEN)
-        yield server
-
-
-@pytest.fixture
-def online(hub, tmp_path, monkeypatch):
-    import huggingface_hub.constants as c
-
-    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("TDBN_ZOO_WEIGHTS", str(tmp_path / "weights"))
-    return tmp_path
 
 
 @pytest.fixture(scope="module")

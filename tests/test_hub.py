@@ -212,3 +212,38 @@ def test_published_card_names_the_real_repo_and_config_has_label_names(published
     assert "hf-hub:tdbn-zoo/" not in card
     import yaml
     assert yaml.safe_load(card.split("---")[1])["datasets"] == ["uoft-cs/cifar10"]  # a Hub dataset id
+
+
+def test_publish_a_finetune_folder_uploads_the_checkpoint_only_and_loads_back(hub, online, tmp_path):
+    """`tdbn-zoo finetune --out OUT` then `tdbn-zoo publish OUT`: the repo holds the checkpoint (weights,
+    config, card), not the trainer's files; `zoo.create('hf-hub:...')` gives the folder's logits."""
+    import numpy as np
+    from huggingface_hub import HfApi
+
+    from eval.events import EVENT_DTYPE
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "events"
+    for label, cls in enumerate(("left", "right")):
+        (data / cls).mkdir(parents=True)
+        for i in range(3):
+            ev = np.zeros(600, EVENT_DTYPE)
+            ev["t"] = np.sort(rng.integers(0, 200_000, 600))
+            ev["x"], ev["y"], ev["p"] = rng.integers(0, 17, 600) + 17 * label, rng.integers(0, 34, 600), 1
+            np.save(data / cls / f"r{i}.npy", ev)
+    out = tmp_path / "ft"
+    assert cli(["finetune", "--dataset", str(data), "--model", "sresnet19_narrow_tdbn.fashion_mnist_t2",
+                "--no-pretrained", "--sensor-size", "34", "34", "2", "--slice-ms", "50", "--epochs", "1",
+                "--batch-size", "4", "--max-steps-per-epoch", "1", "--no-progress", "--out", str(out),
+                "--augment", "jitter,drop"]) == 0
+    assert "Training augmentation (tonic, seeded per sample): jitter, drop" in (out / "README.md").read_text()
+    assert {"last.safetensors", "metrics.jsonl", "results.json"} <= {p.name for p in out.iterdir()}
+    repo = "me/ft-events"
+    assert cli(["publish", str(out), "--repo", repo]) == 0
+    files = set(HfApi().list_repo_files(repo)) - {".gitattributes"}  # (made with the repo, as on the Hub)
+    assert sorted(files) == ["README.md", "config.json", "model.safetensors"]
+    x = torch.rand(2, 3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2  # [T, N, C, H, W]
+    local = zoo.create("sresnet19_narrow_tdbn", pretrained=True, pretrained_cfg_overlay=dict(file=str(out))).eval()
+    hubbed = zoo.create(f"hf-hub:{repo}", pretrained=True).eval()
+    assert hubbed.pretrained_cfg["label_names"] == ["left", "right"]
+    torch.testing.assert_close(hubbed(x), local(x), rtol=0, atol=0)

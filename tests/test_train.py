@@ -295,6 +295,11 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
     # the card's command reproduces the run: the preset plus the flags by which the run departed from it
     assert "--preset sresnet19_narrow_tdbn.fashion_mnist_t2 --data-dir <data root> " in card
     assert " --epochs 1 --batch-size 8`" in card and "--lr " not in card
+    # the recipe as run: this CPU run trained in float32 in one process, whatever the tag's GPU recipe says
+    assert meta["device"] == "cpu" and meta["amp"] is False
+    config = json.loads((weights / "sresnet19_narrow_tdbn.fashion_mnist_t2" / "config.json").read_text())
+    assert config["pretrained_cfg"]["recipe"]["as_run"] == {"device": "cpu", "processes": 1, "amp": False}
+    assert "## Training (as run: cpu x1, mixed precision off)" in card
     assert main(args[:-1] + ["--lr", "0.3", "--resume"]) == 2  # another lr cannot continue this run
     assert "cannot resume" in capsys.readouterr().err
     # a run at another T than its tag's cannot be shipped under that tag (its card and cfg would lie)

@@ -120,24 +120,22 @@ def ensure_writable_dir(path: str | os.PathLike | None, flag: str = "output fold
     return ensure_writable(path, "dir", flag)
 
 
-def writable_file(text: str) -> str:
-    """argparse ``type=``: an output file path checked writable at parse time (``-``, standard output, passes)."""
-    if text != STDOUT:
-        try:
-            ensure_writable(text, "file")
-        except ValueError as e:  # OutputNotWritableError is a ValueError
-            if not isinstance(e, _not_writable()):
-                raise
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return text
-
-
-def writable_dir(text: str) -> str:
-    """argparse ``type=``: an output folder checked writable at parse time (created later by the writer)."""
+def _writable_argtype(text: str, kind: str) -> str:
+    """``ensure_writable`` as an argparse type: a not-writable output becomes argparse's one-line error."""
     try:
-        ensure_writable(text, "dir")
+        ensure_writable(text, kind)
     except ValueError as e:  # OutputNotWritableError is a ValueError
         if not isinstance(e, _not_writable()):
             raise
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+def writable_file(text: str) -> str:
+    """argparse ``type=``: an output file path checked writable at parse time (``-``, standard output, passes)."""
+    return text if text == STDOUT else _writable_argtype(text, "file")
+
+
+def writable_dir(text: str) -> str:
+    """argparse ``type=``: an output folder checked writable at parse time (created later by the writer)."""
+    return _writable_argtype(text, "dir")

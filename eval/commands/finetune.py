@@ -50,6 +50,11 @@ def add_arguments(parser) -> None:
     data.add_argument("--test-fraction", type=float, default=0.2, help="share of recordings / time for test")
     data.add_argument("--train-subset", type=positive_int, default=None, help="use only N training samples (stratified)")
     data.add_argument("--test-subset", type=positive_int, default=None, help="use only N test samples (stratified)")
+    data.add_argument("--augment", default=None, metavar="LIST",
+                      help="event augmentation of the training samples (never test), seeded per sample so --resume "
+                           "is exact: comma-separated jitter (x/y ~ N(0,1) frame px), drop (10%% of events), "
+                           "timejitter (t ~ N(0, (window/10)^2)), flip (left-right; only where the label does not "
+                           "depend on direction, e.g. not gestures); default none")
     model = parser.add_argument_group("model")
     model.add_argument("--model", required=True, help="arch or arch.tag, e.g. sresnet19_narrow_tdbn.fashion_mnist_t2")
     src = model.add_mutually_exclusive_group()
@@ -117,6 +122,7 @@ def run(args) -> int:
 
     import zoo
     from eval.events import open_event_dataset
+    from eval.events.augment import augment_training, parse_augment
     from zoo.errors import PretrainedUnavailableError
     from eval.finetune import finetune
     from eval.train import TrainConfig
@@ -161,6 +167,7 @@ def run(args) -> int:
             raise PretrainedUnavailableError(f"{e} On this command line: --checkpoint FILE (a .safetensors or a "
                                              f"checkpoint folder), or --no-pretrained to train from scratch.") from e
     train_ds, test_ds = _subset(train_ds, args.train_subset, args.seed), _subset(test_ds, args.test_subset, args.seed)
+    train_ds, aug = augment_training(train_ds, parse_augment(args.augment), seed=args.seed)
     if getattr(model, "fused", False):
         # measured: fine-tuned as is, the fused net stays at chance (no norm re-normalises the new input)
         print("tdbn-zoo finetune: the checkpoint is fused (BN-free); putting tdBN back, calibrated on "
@@ -169,7 +176,8 @@ def run(args) -> int:
                     test_dataset=str(args.test_dataset or args.dataset), num_classes=num_classes,
                     framing=dict(sensor_size=list(framing.sensor_size), target_size=list(framing.target_size),
                                  time_window_us=framing.time_window, T=framing.T, pad=framing.pad),
-                    train_subset=args.train_subset, test_subset=args.test_subset, freeze=args.freeze)
+                    train_subset=args.train_subset, test_subset=args.test_subset, freeze=args.freeze,
+                    augment=aug.describe() if aug else None)
     t0 = time.perf_counter()
     result = finetune(model, train_ds, test_ds, cfg,
                       args.out, freeze=args.freeze, resume=args.resume, device=args.device,
@@ -184,11 +192,23 @@ def run(args) -> int:
     return 0
 
 
+def _augment_line(aug) -> str:
+    """The card's record of the training augmentation (eval.events.augment.EventAugment)."""
+    if aug is None:
+        return "Training augmentation: none.\n\n"
+    d = {k: v for k, v in aug.describe().items() if v is not None and k != "names"}
+    return (f"Training augmentation (tonic, seeded per sample): {', '.join(aug.names)} "
+            f"({', '.join(f'{k}={v:g}' for k, v in d.items())}); test samples are never augmented.\n\n")
+
+
 def _check_args(args) -> None:
     """Flags that argparse cannot check alone, before any data or model is touched."""
     import re
 
     # numeric ranges are checked by argparse (eval.commands._args); what spans several flags is checked here
+    from eval.events.augment import parse_augment
+
+    parse_augment(args.augment)
     if not 0 < args.test_fraction < 1:
         raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.sensor_size is not None and (min(args.sensor_size) < 1 or args.sensor_size[2] not in (1, 2)):
@@ -207,6 +227,7 @@ def run_recordings(args) -> int:
     import torch
 
     import zoo
+    from eval.events.augment import augment_training, parse_augment
     from eval.events.loading import model_input, recordings_for_model
     from eval.events.recordings import load_recordings, scan_recordings, split_recordings
     from eval.finetune import finetune
@@ -250,6 +271,7 @@ def run_recordings(args) -> int:
                       progress=not args.no_progress, lr_step_epochs=max(1, args.epochs // 3 or 1))
     train_sub = _subset(train_ds, args.train_subset, args.seed)
     test_sub = _subset(test_ds, args.test_subset, args.seed)
+    train_sub, aug = augment_training(train_sub, parse_augment(args.augment), seed=args.seed)  # training only
     # 2. the model
     torch.manual_seed(cfg.seed)
     kw = dict(num_classes=len(names), in_chans=framing.sensor_size[2], T=framing.T)
@@ -270,7 +292,8 @@ def run_recordings(args) -> int:
                   mean=[0.0] * framing.sensor_size[2], std=[1.0] * framing.sensor_size[2])
     settings = dict(model=args.model, tag=name, pretrained=source, dataset=str(root), label_names=names,
                     framing=train_ds.describe(), split={k: v for k, v in split.items() if k != "test"},
-                    train_samples=len(train_sub), test_samples=len(test_sub), freeze=args.freeze)
+                    train_samples=len(train_sub), test_samples=len(test_sub), freeze=args.freeze,
+                    augment=aug.describe() if aug else None)
     t0 = time.perf_counter()
     result = finetune(model, train_sub, test_sub, cfg, out, freeze=args.freeze, resume=args.resume, device=args.device,
                       extra_state=dict(finetune=settings))
@@ -288,7 +311,7 @@ def run_recordings(args) -> int:
                     command=f"tdbn-zoo eval {out} --data events:{root}")]
     extra = (f"## Fine-tuning\n\nMade by: `{command or 'tdbn-zoo finetune --dataset ' + str(root)}`\n\n"
              f"Test split: {split['method']}, fraction {split['test_fraction']}, seed {split['seed']}; "
-             f"{r.images} test samples.\n\n" + table.replace("per-class accuracy:\n", "### Per-class accuracy\n\n")
+             f"{r.images} test samples.\n\n" + _augment_line(aug) + table.replace("per-class accuracy:\n", "### Per-class accuracy\n\n")
              .replace("confusion matrix (rows: true class):\n", "### Confusion matrix (rows: true class)\n\n"))
     save_pretrained(result["model"], out, tag=name, cfg=stored, metrics=metrics, card_extra=extra)
     plot = plot_confusion(r.confusion, names, out / "confusion.png")

@@ -104,11 +104,13 @@ class EventFraming:
                        start_time=0, end_time=self.duration),
         ])
 
-    def window(self, events, sensor: tuple[int, int], start: int) -> np.ndarray:
+    def window(self, events, sensor: tuple[int, int], start: int, augment=None) -> np.ndarray:
         """Frames ``[T, P, H, W]`` of the window ``[start, start + duration)`` µs of a recording made by a
         ``sensor`` of (W, H), scaled from that sensor to ``target_size`` (recordings of several sensors share
         one frame size). ``P`` = ``sensor_size[2]``: 2 keeps OFF/ON apart, 1 counts both polarities together.
-        ``events`` must be sorted by time (:func:`eval.events.readers.read_recording` sorts them)."""
+        ``events`` must be sorted by time (:func:`eval.events.readers.read_recording` sorts them);
+        ``augment`` (events -> events, :class:`eval.events.augment.EventAugment`) runs on the window's events
+        in frame coordinates, before they are accumulated."""
         t = events["t"]
         events = events[np.searchsorted(t, start):np.searchsorted(t, start + self.duration)].copy()
         polarities = self.sensor_size[2]
@@ -117,17 +119,19 @@ class EventFraming:
         events["t"] -= start
         if polarities == 1:
             events["p"] = 0
-        frames = tt.Compose([
-            tt.Downsample(sensor_size=(*sensor, polarities), target_size=tuple(self.target_size)),
-            tt.ToFrame(sensor_size=(*self.target_size, polarities), time_window=self.time_window,
-                       start_time=0, end_time=self.duration),
-        ])(events)
+        events = tt.Downsample(sensor_size=(*sensor, polarities), target_size=tuple(self.target_size))(events)
+        if augment is not None:
+            events = augment(events)
+            if len(events) == 0:  # augmentation removed every event (tonic's ToFrame would give one frame)
+                return np.zeros(self.frame_shape, dtype=np.float32)
+        frames = tt.ToFrame(sensor_size=(*self.target_size, polarities), time_window=self.time_window,
+                            start_time=0, end_time=self.duration)(events)
         if frames.shape != self.frame_shape:
             raise RuntimeError(f"framing gave shape {frames.shape}, expected {self.frame_shape}")
         return frames.astype(np.float32)
 
-    def __call__(self, events) -> np.ndarray:
-        """``events`` (structured array) -> frames ``[T, P, H, W]`` float32."""
+    def __call__(self, events, augment=None) -> np.ndarray:
+        """``events`` (structured array) -> frames ``[T, P, H, W]`` float32 (``augment``: see :meth:`window`)."""
         name = "recording"
         events = check_events(events, self.sensor_size, name=name)
         span = int(events["t"][-1]) - int(events["t"][0])
@@ -136,7 +140,12 @@ class EventFraming:
                 f"{name} lasts {span / 1000:g} ms, too short for T={self.T} frames of {self.time_window / 1000:g} ms "
                 f"(the last frame starts at {(self.T - 1) * self.time_window / 1000:g} ms); use a smaller T or "
                 f"time window, or pad=True (--pad) to fill the missing frames with zeros")
-        frames = self.transform()(events)
+        steps = self.transform().transforms
+        if augment is None:
+            frames = tt.Compose(steps)(events)
+        else:  # the events in frame coordinates, augmented, then accumulated
+            events = augment(tt.Compose(steps[:-1])(events))
+            frames = steps[-1](events) if len(events) else np.zeros(self.frame_shape, dtype=np.float32)
         if frames.shape != self.frame_shape:  # guards tonic's slicing contract
             raise RuntimeError(f"framing {name} gave shape {frames.shape}, expected {self.frame_shape}")
         return frames.astype(np.float32)
