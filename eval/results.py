@@ -169,14 +169,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.from_json and not args.data_dir:
         p.error("--data-dir is required unless --from-json")
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        p.error(f"--data-dir expects a folder, got {args.data_dir!r} (not a folder)")
+    if args.threads < 1:
+        p.error(f"--threads expects a positive integer, got {args.threads}")
     out = Path(args.out)
-    if not args.from_json:
-        run_evals(args.data_dir, out, args.weights, args.threads)
-    rows = build(out, args.weights)
-    if args.cards:
-        rewrite_cards(out, args.weights)
-    print(to_markdown(rows), end="")
-    return 0
+
+    def run() -> int:
+        if not args.from_json:
+            run_evals(args.data_dir, out, args.weights, args.threads)
+        rows = build(out, args.weights)
+        if args.cards:
+            rewrite_cards(out, args.weights)
+        print(to_markdown(rows), end="")
+        return 0
+
+    from eval.cli import report_user_errors
+    return report_user_errors("python -m eval.results", run)
 
 
 if __name__ == "__main__":

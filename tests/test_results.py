@@ -68,3 +68,19 @@ def test_results_csv_agrees_with_every_shipped_card():
 
 def test_readme_carries_the_markdown_table():
     assert (RESULTS / "results.md").read_text() in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--data-dir", "/no/such/folder"], ["--data-dir expects a folder", "/no/such/folder"]),
+    ([], ["--data-dir is required"]),
+    (["--from-json", "--out", "/no/such/results"], ["no eval output", "/no/such/results"]),
+    (["--from-json", "--threads", "0"], ["--threads expects a positive integer, got 0"]),
+])
+def test_bad_arguments_are_one_line_errors(argv, needles, capsys):
+    from hostile import CliResult, assert_cli_user_error
+    try:
+        rc = results.main(argv)
+    except SystemExit as e:
+        rc = int(e.code or 0)
+    out = capsys.readouterr()
+    assert_cli_user_error(CliResult(rc, out.out, out.err), *needles)
