@@ -323,8 +323,14 @@ def _kill(trainer: Trainer) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("reference")
-    _trainer(out).fit()
+    # module-scoped, so set up before the function-scoped one_thread fixture: fix the thread count here too
+    # (bit-exact comparisons need the same intra-op thread count on both sides)
+    out, n = tmp_path_factory.mktemp("reference"), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _trainer(out).fit()
+    finally:
+        torch.set_num_threads(n)
     return out
 
 
