@@ -187,7 +187,7 @@ def find_root(name: str, root: str | os.PathLike | None = None, split: str = "te
             "cifar": f"a folder containing {spec.extra.get('folder')}/",
             "imagefolder": f"a folder containing {'train' if split == 'train' else 'val'}/<class>/<images>",
             "npz": SUBSET_PATH.name}[spec.kind]
-    how = (f"Pass root=... (command line: --data {spec.name}:PATH)"
+    how = (f"Pass root=... (tdbn-zoo eval: --data {spec.name}:PATH; train, reproduce: --data-dir PATH)"
            + (f", or set {spec.env} or TDBN_ZOO_DATA" if spec.env else ""))
     if spec.kind == "npz":
         how = f"Regenerate it with: python -m eval.data make-subset --src <fashion-mnist folder>"

@@ -356,7 +356,8 @@ def open_event_dataset(spec, *, train: bool, data_root=None, transform=None, sen
     elif not path.exists():
         names = ", ".join(sorted(TONIC_DATASETS))
         raise FileNotFoundError(f"dataset {spec!r} not found: give a tonic dataset name ({names}), a folder "
-                                f"with labels.csv, an .npz, or a root holding train/test splits")
+                                f"of recordings (one subfolder per class, or labels.csv), an .npz, or a root holding train/test "
+                                f"splits")
     if path.is_dir():
         return EventFolder(path, transform=transform, sensor_size=sensor_size)
     if path.suffix.lower() != ".npz":
