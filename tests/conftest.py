@@ -28,3 +28,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def weights(tmp_path, monkeypatch):
+    """A private weights/ folder (the package's own stays untouched)."""
+    d = tmp_path / "weights"
+    d.mkdir()
+    monkeypatch.setenv("TDBN_ZOO_WEIGHTS", str(d))
+    return d

@@ -25,15 +25,6 @@ def trained_tiny(**kw) -> SpikingResNet:
     return model.eval()
 
 
-@pytest.fixture
-def weights(tmp_path, monkeypatch):
-    """A private weights/ folder (the package's own stays untouched)."""
-    d = tmp_path / "weights"
-    d.mkdir()
-    monkeypatch.setenv("TDBN_ZOO_WEIGHTS", str(d))
-    return d
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     model = trained_tiny()

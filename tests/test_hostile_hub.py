@@ -57,14 +57,6 @@ def folder(tmp_path, model=None, tag=TAG, **config_edits):
     return out
 
 
-@pytest.fixture
-def weights(tmp_path, monkeypatch):
-    d = tmp_path / "weights"
-    d.mkdir()
-    monkeypatch.setenv("TDBN_ZOO_WEIGHTS", str(d))
-    return d
-
-
 # ------------------------------------------------------------------ checkpoint files (no Hub)
 def _with(key, value):
     def make(tmp_path):
