@@ -31,6 +31,7 @@ from .fused import FoldedNorm
 from .fusion import NormSlot
 from .multistep import seq_apply
 from .neurons import NeuronSpec, neuron_factory
+from .onednn_workarounds import strided_1x1_conv
 from .tdbn import RESIDUAL_ALPHA, MultiStepBatchNorm1d, MultiStepBatchNorm2d, TdBatchNorm1d, TdBatchNorm2d
 
 NormSpec = Union[str, Callable[..., nn.Module]]
@@ -89,8 +90,8 @@ class Shortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, N, C_in, H, W] -> [T, N, C_out, H/stride, W/stride]`` currents."""
-        if self.conv is not None:
-            x = seq_apply(self.conv, x)
+        if self.conv is not None:  # strided 1x1: clear of a oneDNN bug under torch.compile (see the module)
+            x = seq_apply(lambda y: strided_1x1_conv(self.conv, y), x)
         if self.bn is not None:
             x = self.bn(x)
         return x

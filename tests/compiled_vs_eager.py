@@ -1,0 +1,84 @@
+"""``torch.compile(model, fullgraph=True)`` against eager on a tiny model of one architecture: a training step
+(outputs, every parameter's gradient, every running statistic) and an eval forward.
+
+Imported by the tests (``aot_eager`` runs in-process) and run as a script for the default ``inductor`` backend,
+in a subprocess, so that a crash of generated or library code (heap corruption aborts the process) fails the
+test instead of taking pytest down. Several architectures run in one process (inductor's C++ kernels dominate
+the time; shapes the models share compile once)::
+
+    python tests/compiled_vs_eager.py sresnet19_tdbn sresnet50_tdbn:detach_reset --backend inductor
+
+prints ``OK arch`` after each architecture that matches; ``:detach_reset`` builds that one with a detached reset.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import torch
+
+if __name__ == "__main__":  # run as a script: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import zoo  # noqa: E402
+from zoo.spiking_resnet import ARCH_CFGS  # noqa: E402
+
+# Tolerances (float32). aot_eager runs eager's own kernels: agreement to a few ulps. inductor generates its own
+# kernels: tdBN's batch statistics are sums over T*N*H*W values and the convolutions run channels-last (inductor's
+# CPU layout choice), both in another summation order, and the differences reach the weight gradients through
+# every layer's backward (sums over the batch of products of O(1) values): relative 1e-6 per operation, grown
+# to ~1e-5 by the dozens of layers. Spikes are exact as long as no membrane lies within that distance of the
+# threshold (the seed is fixed; a flipped spike would show as an O(1) difference, far outside these bounds).
+TOLERANCES = {"aot_eager": dict(atol=1e-6, rtol=1e-5), "inductor": dict(atol=1e-5, rtol=1e-4)}
+
+
+def tiny(arch: str, **kw) -> torch.nn.Module:
+    """``arch``'s layout (block type, stem, head) at width 4, one block per stage."""
+    stages = len(ARCH_CFGS[arch]["layers"])
+    args = dict(channels=(4,) * stages, stem_width=4, layers=(1,) * stages, T=2, num_classes=5)
+    if ARCH_CFGS[arch]["head_hidden"]:
+        args["head_hidden"] = 8
+    return zoo.create(arch, **{**args, **kw})
+
+
+def compiled_matches_eager(arch: str, backend: str, detach_reset: bool = False) -> None:
+    """Raise AssertionError unless the compiled tiny ``arch`` matches eager in a training step and in eval."""
+    torch._dynamo.reset()  # every model shares SpikingResNet.forward's code object: a fresh recompile budget
+    torch.manual_seed(0)
+    tol = TOLERANCES[backend]
+    eager = tiny(arch, in_chans=1, detach_reset=detach_reset)
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, fullgraph=True, backend=backend)  # any graph break raises
+    x = torch.randn(2, 1, 16, 16)
+    y_c, y_e = compiled(x), eager(x)
+    torch.testing.assert_close(y_c, y_e, **tol)
+    (y_c * torch.arange(5.0)).sum().backward()
+    (y_e * torch.arange(5.0)).sum().backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled_model.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, **tol, msg=lambda m, name=name: f"grad of {name}: {m}")
+    for (name, b), c in zip(eager.named_buffers(), compiled_model.buffers()):  # running statistics, counters
+        torch.testing.assert_close(c, b, **tol, msg=lambda m, name=name: f"buffer {name}: {m}")
+    eager.eval(), compiled.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), eager(x), **tol)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("archs", nargs="+", metavar="ARCH[:detach_reset]")
+    parser.add_argument("--backend", default="inductor", choices=sorted(TOLERANCES))
+    args = parser.parse_args(argv)
+    for spec in args.archs:
+        arch, _, option = spec.partition(":")
+        if arch not in ARCH_CFGS or option not in ("", "detach_reset"):
+            parser.error(f"expected ARCH[:detach_reset] with ARCH one of {', '.join(sorted(ARCH_CFGS))}, got {spec!r}")
+        print(f"CHECK {spec} {args.backend}", flush=True)  # a crash leaves this as the last line
+        compiled_matches_eager(arch, args.backend, detach_reset=bool(option))
+        print(f"OK {spec}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
