@@ -184,3 +184,33 @@ def test_channels_last_model_gives_the_same_logits():
     x = torch.randn(2, 3, 16, 16)
     ref = model(x)
     assert torch.equal(model.to(memory_format=torch.channels_last)(x), ref)
+
+
+# Layouts a custom op's input takes inside a compiled graph (inductor picks channels-last for CPU convolutions)
+LAYOUTS = {
+    "contiguous": lambda t: t.contiguous(),
+    "channels-last steps": lambda t: t.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3),
+    "transposed": lambda t: t.transpose(3, 4).contiguous().transpose(3, 4),
+    "expanded over T": lambda t: t[:1].expand_as(t),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_custom_ops_pass_torch_library_opcheck(layout, fast_path):
+    """``torch.library.opcheck`` of ``tdbn_zoo::lif_fwd``/``lif_bwd``: each fake implementation gives the real
+    outputs' sizes, strides, dtypes and storage offsets (torch.compile plans its buffers from them), no output
+    aliases an input or another output; on contiguous inputs also that the registered autograd and AOT tracing
+    agree with eager (the slow part, layout-independent)."""
+    from torch.library import opcheck
+
+    x = LAYOUTS[layout](torch.randn(2, 3, 4, 5, 6))
+    checks = {"test_utils": ("test_schema", "test_faketensor")} if layout != "contiguous" else {}
+    for detach_reset in (False, True):
+        for save in (False, True):  # save=True only with autograd on, as lif_multistep calls it
+            opcheck(torch.ops.tdbn_zoo.lif_fwd.default,
+                    (x.detach().requires_grad_(save), 0.25, 0.5, 1.0, detach_reset, save), **checks)
+        _, a, b = torch.ops.tdbn_zoo.lif_fwd(x, 0.25, 0.5, 1.0, detach_reset, True)
+        for grad_layout in ("contiguous", "channels-last steps"):
+            grad = LAYOUTS[grad_layout](torch.randn(2, 3, 4, 5, 6))
+            opcheck(torch.ops.tdbn_zoo.lif_bwd.default,
+                    (grad, a, b if detach_reset else a, 0.25, 0.5, 1.0, detach_reset), **checks)
