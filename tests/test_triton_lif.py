@@ -155,11 +155,13 @@ def test_compiled_kernels_refuse_cpu_tensors():
         _triton_lif.lif_forward(torch.zeros(2, 3), 0.25, 0.5, 1.0, False, False)
 
 
+@pytest.mark.parametrize("path", ["triton", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("detach_reset", [False, True])
-def test_lif_layer_through_the_custom_op_on_triton(tk, monkeypatch, dtype, detach_reset):
-    """``LIF`` with the custom op's kernel slot given the Triton module: what a CUDA tensor gets."""
-    monkeypatch.setattr(lif, "_use_kernel", lambda x: tk)
+def test_lif_layer_through_the_custom_op(tk, monkeypatch, path, dtype, detach_reset):
+    """``LIF`` with the custom op's kernel slot given the Triton module (what a CUDA tensor gets) or
+    nothing (the PyTorch path): half inputs are integrated in float32 on both."""
+    monkeypatch.setattr(lif, "_use_kernel", lambda x: tk if path == "triton" else None)
     x = (torch.randn(3, 2, 4, 5, 5) * 0.8 + 0.25).to(dtype)
     g = torch.randn_like(x)
     xa, xr = x.clone().requires_grad_(True), x.float().requires_grad_(True)
