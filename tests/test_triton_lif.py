@@ -1,8 +1,12 @@
-"""The Triton LIF kernels (the CUDA path), run on CPU tensors by Triton's interpreter.
+"""The Triton LIF kernels (the CUDA path), run on CPU tensors by Triton's interpreter, and compiled on a GPU
+when there is one.
 
 ``triton.jit`` reads ``TRITON_INTERPRET`` when a kernel is decorated, i.e. when ``adapters/_triton_lif.py`` is
 imported; the fixture imports a private copy of that file with the variable set and restores the environment
-at once, so the rest of the suite (and ``adapters._triton_lif`` itself) never sees it.
+at once, so the rest of the suite (and ``adapters._triton_lif`` itself) never sees it. The kernels call
+Triton builtins only (no ``@triton.jit`` helper of ``triton.language`` such as ``tl.zeros``), which the
+interpreter runs however triton itself was imported. With CUDA available every test also runs on the
+compiled kernels (the ``cuda`` parameter), against the same CPU expectations.
 
 The kernels compute in float32 whatever the input (float64 is left to the PyTorch path: Triton passes
 float scalars as float32), so the expectations are float32: the compiled CPU kernel, which performs the same
@@ -12,6 +16,7 @@ spikes and gradients to float32 rounding (it divides by the width and multiplies
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,22 +24,30 @@ import torch
 import adapters
 import adapters.lif as lif
 from adapters import _kernels
-from adapters.lif import LIF, lif_multistep, lif_reference
+from adapters.lif import LIF, lif_reference
 
 SOURCE = Path(lif.__file__).with_name("_triton_lif.py")
 
 
-@pytest.fixture(scope="module")
-def tk():
-    """``adapters/_triton_lif.py`` imported with ``TRITON_INTERPRET=1``: its kernels run on CPU tensors."""
+@pytest.fixture(scope="module", params=["interpreter", "cuda"])
+def tk(request):
+    """The Triton module and the device its kernels take: ``adapters/_triton_lif.py`` imported with
+    ``TRITON_INTERPRET=1`` on CPU tensors; the compiled module on CUDA tensors (skipped without a GPU)."""
     pytest.importorskip("triton")
+    if request.param == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("no GPU: the compiled kernels are not run")
+        import adapters._triton_lif as module
+
+        assert not module.INTERPRETED
+        return SimpleNamespace(module=module, device="cuda", BLOCK=module.BLOCK)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRITON_INTERPRET", "1")
         spec = importlib.util.spec_from_file_location("tdbn_zoo_triton_lif_interpreted", SOURCE)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     assert module.INTERPRETED
-    return module
+    return SimpleNamespace(module=module, device="cpu", BLOCK=module.BLOCK)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +55,13 @@ def cpu_kernel():
     kernel = _kernels.lif_cpu()
     if kernel is None:
         pytest.skip("the compiled CPU kernel did not build")
-    return kernel
+    return SimpleNamespace(module=kernel, device="cpu")
+
+
+def call(k, name, *args):
+    """``k.module.<name>(*args)`` with the tensors on ``k.device``; tensor results back on the CPU."""
+    out = getattr(k.module, name)(*(a.to(k.device) if torch.is_tensor(a) else a for a in args))
+    return [t if t is None else t.cpu() for t in out] if isinstance(out, list) else out.cpu()
 
 
 def drive(T, M, seed=0):
@@ -51,12 +70,12 @@ def drive(T, M, seed=0):
     return torch.randn(T, M, generator=gen) * 0.8 + 0.25, torch.randn(T, M, generator=gen)
 
 
-def run(module, x, g, tau, v_th, width, detach_reset):
-    """Forward then backward through one kernel module: spikes, what was saved, ``dL/dx``."""
-    spikes, membranes, windows, fired = module.lif_forward(x, tau, v_th, width, not detach_reset, detach_reset)
+def run(k, x, g, tau, v_th, width, detach_reset):
+    """Forward then backward through one kernel module: spikes, what was saved, ``dL/dx`` (on the CPU)."""
+    spikes, membranes, windows, fired = call(k, "lif_forward", x, tau, v_th, width, not detach_reset, detach_reset)
     if detach_reset:
-        return spikes, (windows, fired), module.lif_backward_detached(g, windows, fired, tau, width)
-    return spikes, (membranes,), module.lif_backward_full(g, membranes, tau, v_th, width)
+        return spikes, (windows, fired), call(k, "lif_backward_detached", g, windows, fired, tau, width)
+    return spikes, (membranes,), call(k, "lif_backward_full", g, membranes, tau, v_th, width)
 
 
 @pytest.mark.parametrize("T", [1, 2, 3, 4])
@@ -108,7 +127,7 @@ def test_bfloat16_gradients_round_to_nearest_even_as_torch(tk):
     gen = torch.Generator().manual_seed(11)
     g = torch.cat([torch.tensor(pairs).T, torch.randn(2, 500, generator=gen)], 1).to(torch.bfloat16)
     everywhere = torch.ones(g.shape, dtype=torch.bool)
-    grad = tk.lif_backward_detached(g, everywhere, ~everywhere, 1.0, 1.0)
+    grad = call(tk, "lif_backward_detached", g, everywhere, ~everywhere, 1.0, 1.0)
     expected = (g[0].float() + g[1].float()).to(torch.bfloat16)
     assert grad.dtype == torch.bfloat16 and torch.equal(grad[1], g[1])
     same = (grad[0] == expected) | (grad[0].isnan() & expected.isnan())
@@ -129,20 +148,20 @@ def test_channels_last_steps_keep_their_layout(tk, detach_reset):
 
 
 def test_layouts_and_dtypes_the_kernels_do_not_take_are_named(tk):
-    x = torch.randn(2, 3, 4)
+    kernels, x = tk.module, torch.randn(2, 3, 4, device=tk.device)
     with pytest.raises(ValueError, match=r"float64"):
-        tk.lif_forward(x.double(), 0.25, 0.5, 1.0, False, False)
+        kernels.lif_forward(x.double(), 0.25, 0.5, 1.0, False, False)
     with pytest.raises(ValueError, match=r"dense \[T, \.\.\.\] tensor with T outermost"):
-        tk.lif_forward(x[:, :, ::2], 0.25, 0.5, 1.0, False, False)
+        kernels.lif_forward(x[:, :, ::2], 0.25, 0.5, 1.0, False, False)
     with pytest.raises(ValueError, match=r"dense \[T, \.\.\.\] tensor with T outermost"):
-        tk.lif_forward(x.transpose(0, 1), 0.25, 0.5, 1.0, False, False)  # dense, but N outermost
-    _, membranes, _, _ = tk.lif_forward(x, 0.25, 0.5, 1.0, True, False)
+        kernels.lif_forward(x.transpose(0, 1), 0.25, 0.5, 1.0, False, False)  # dense, but N outermost
+    _, membranes, _, _ = kernels.lif_forward(x, 0.25, 0.5, 1.0, True, False)
     with pytest.raises(ValueError, match="differ in layout"):
-        tk.lif_backward_full(torch.randn(2, 4, 3).transpose(1, 2), membranes, 0.25, 0.5, 1.0)
+        kernels.lif_backward_full(x.transpose(1, 2).contiguous().transpose(1, 2), membranes, 0.25, 0.5, 1.0)
     with pytest.raises(ValueError, match=r"membranes must be one of torch.float32, got torch.float16"):
-        tk.lif_backward_full(x, membranes.half(), 0.25, 0.5, 1.0)
-    empty = tk.lif_forward(torch.empty(0, 3), 0.25, 0.5, 1.0, True, False)  # T = 0: nothing to launch
-    assert empty[0].shape == (0, 3) and empty[1].shape == (0, 3)
+        kernels.lif_backward_full(x, membranes.half(), 0.25, 0.5, 1.0)
+    empty = kernels.lif_forward(x[:0], 0.25, 0.5, 1.0, True, False)  # T = 0: nothing to launch
+    assert empty[0].shape == (0, 3, 4) and empty[1].shape == (0, 3, 4)
 
 
 def test_compiled_kernels_refuse_cpu_tensors():
@@ -161,28 +180,28 @@ def test_compiled_kernels_refuse_cpu_tensors():
 def test_lif_layer_through_the_custom_op(tk, monkeypatch, path, dtype, detach_reset):
     """``LIF`` with the custom op's kernel slot given the Triton module (what a CUDA tensor gets) or
     nothing (the PyTorch path): half inputs are integrated in float32 on both."""
-    monkeypatch.setattr(lif, "_use_kernel", lambda x: tk if path == "triton" else None)
+    monkeypatch.setattr(lif, "_use_kernel", lambda x: tk.module if path == "triton" else None)
     x = (torch.randn(3, 2, 4, 5, 5) * 0.8 + 0.25).to(dtype)
     g = torch.randn_like(x)
-    xa, xr = x.clone().requires_grad_(True), x.float().requires_grad_(True)
+    xa, xr = x.to(tk.device, copy=True).requires_grad_(True), x.float().clone().requires_grad_(True)
     out = LIF(detach_reset=detach_reset)(xa)
     ref = lif_reference(xr, detach_reset=detach_reset)
     saved = out.grad_fn.saved_tensors
     assert [t.dtype for t in saved] == ([torch.bool] * 2 if detach_reset else [torch.float32])
-    (out * g).sum().backward()
+    (out * g.to(tk.device)).sum().backward()
     (ref * g.float()).sum().backward()
-    assert out.dtype == dtype and torch.equal(out, ref.to(dtype))
+    assert out.dtype == dtype and torch.equal(out.cpu(), ref.to(dtype))
     tight = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else {}  # half: one rounding of a float32 value
-    torch.testing.assert_close(xa.grad, xr.grad.to(dtype), **tight)
+    torch.testing.assert_close(xa.grad.cpu(), xr.grad.to(dtype), **tight)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_fake_matches_every_path(tk, monkeypatch, dtype):
     """The op's fake implementation (what torch.compile plans with) promises float32 membranes for half
     inputs; the Triton path and the PyTorch path both deliver them."""
-    x = torch.randn(2, 3, 4).to(dtype)
+    x = torch.randn(2, 3, 4, device=tk.device).to(dtype)
     args = (0.25, 0.5, 1.0, False, True)
-    for kernel in (tk, None):
+    for kernel in (tk.module, None):
         monkeypatch.setattr(lif, "_use_kernel", lambda t, kernel=kernel: kernel)
         torch.library.opcheck(torch.ops.tdbn_zoo.lif_fwd.default, (x, *args),
                               test_utils=("test_schema", "test_faketensor"))
