@@ -192,3 +192,27 @@ def test_bf16_autocast_training_is_the_same_with_and_without_the_lean_path():
             loss.backward()
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
         assert torch.equal(p.grad, q.grad), name
+
+
+@pytest.mark.parametrize("case", ["shortcut_norm"] + [pytest.param(c, marks=pytest.mark.slow) for c in
+                                                       ("plain", "shortcut_raw_detached", "expanded", "channels_last")])
+def test_fused_op_registration_passes_opcheck(case):
+    """torch.library.opcheck: schema, fake implementation (shapes, strides, dtypes) against the real one,
+    autograd registration and AOT dispatch -- what torch.compile relies on."""
+    shape = (3, 2, 6, 5, 5)
+    z = torch.randn(shape)
+    if case == "expanded":
+        z = z[:1].expand(shape)
+    if case == "channels_last":
+        z = z.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, shape[:2])
+    z.requires_grad_(True)
+    w, b = torch.rand(6, requires_grad=True), torch.rand(6, requires_grad=True)
+    x = torch.randint(0, 2, shape).float().requires_grad_(True)
+    ws, bs = torch.rand(6, requires_grad=True), torch.rand(6, requires_grad=True)
+    with torch.no_grad():
+        u = torch.ops.aten.native_batch_norm(z.detach().flatten(0, 1), w, b, None, None, True, 0.0, 1e-5)[0]
+        u = u.unflatten(0, shape[:2])
+    shortcut = {"shortcut_norm": (x, ws, bs, 1e-5, True), "shortcut_raw_detached": (x, None, None, 0.0, True)}
+    zs, wsa, bsa, eps_s, binary = shortcut.get(case, (None, None, None, 0.0, False))
+    args = (u, z, w, b, 1e-5, zs, wsa, bsa, eps_s, binary, 0.25, 0.5, 1.0, case == "shortcut_raw_detached")
+    torch.library.opcheck(torch.ops.tdbn_zoo.norm_lif_fwd.default, args)
