@@ -91,7 +91,8 @@ class SpikeConv2d(nn.Conv2d):
     """
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if self.padding_mode != "zeros" or isinstance(self.padding, str) or not (torch.is_grad_enabled() and _lean):
+        if (not (_lean and torch.is_grad_enabled()) or isinstance(input, torch.fx.Proxy)  # fx: the plain conv node
+                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
             return super()._conv_forward(input, weight, bias)
         if _checks.value_checks_enabled() and not bool(((input == 0) | (input == 1)).all()):
             raise ValueError(f"{type(self).__name__} expects spikes (every value 0 or 1); got other values")
