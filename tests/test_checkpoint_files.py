@@ -7,8 +7,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
 from eval.cli import main
-from eval.data import build_dataset
-from eval.train import Trainer
+from eval.data.images import build_dataset
+from eval.train.trainer import Trainer
 from zoo.checkpoints import Checkpoint
 
 

@@ -11,7 +11,7 @@ import pytest
 import tonic
 import torch
 
-from eval.events import (CIFAR10_DVS, DVS_GESTURE, EVENT_DTYPE, CIFAR10DVS, DVSGesture, EventFolder, EventFraming,
+from eval.data.events import (CIFAR10_DVS, DVS_GESTURE, EVENT_DTYPE, CIFAR10DVS, DVSGesture, EventFolder, EventFraming,
                          EventNpz, check_events, collate_frames, open_event_dataset, read_event_file,
                          save_event_npz, write_event_folder)
 
