@@ -39,7 +39,7 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     import os
     import stat
 
-    from zoo.manifest import atomic_write
+    from zoo.fileio import atomic_write
 
     old = os.umask(0o022)
     try:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zoo.fileio import atomic_path
 from zoo.tags import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["DATASETS", "DatasetSpec", "ArrayImageDataset", "build_dataset", "build_transform", "check_images_labels",
@@ -534,12 +535,10 @@ def write_subset(src: str | os.PathLike | None = None, out: str | os.PathLike = 
     if not 0 < n <= len(images):
         raise ValueError(f"n must lie in 1..{len(images)}, got {n}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp, images=images[:n].copy(), labels=labels[:n].astype(np.uint8),
-                        indices=np.arange(n, dtype=np.int32),
-                        source=np.array(f"{images_path.name} + {labels_path.name}, test images 0..{n - 1}"))
-    os.replace(tmp, out)
+    with atomic_path(out, suffix=".tmp.npz") as tmp:  # numpy appends .npz to a name without it
+        np.savez_compressed(tmp, images=images[:n].copy(), labels=labels[:n].astype(np.uint8),
+                            indices=np.arange(n, dtype=np.int32),
+                            source=np.array(f"{images_path.name} + {labels_path.name}, test images 0..{n - 1}"))
     return out
 
 

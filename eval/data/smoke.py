@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.manifest import atomic_write
+from zoo.fileio import atomic_write
 
 # real class names/ids, so the smoke data looks like the real thing in logs
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

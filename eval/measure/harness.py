@@ -213,9 +213,11 @@ def calibrate_norms(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Mod
 
 
 def _describe(model: nn.Module) -> str:
+    from zoo.naming import arch_tag
+
     cfg = getattr(model, "pretrained_cfg", None) or {}
     if cfg.get("architecture"):
-        return f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
+        return arch_tag(cfg["architecture"], cfg.get("tag"))
     return type(model).__name__
 
 

@@ -67,11 +67,23 @@ class HookContext:
 
 
 class SpikeRecorder(HookContext):
-    """Context manager: forward hooks on every neuron module of ``model`` count its output spikes.
+    r"""Context manager: forward hooks on every neuron module of ``model`` (the neuron protocol,
+    ``adapters.neurons``) count its output spikes ``[T, N, ...]``; the firing rate of a layer is
 
-    >>> with SpikeRecorder(model) as rec:
-    ...     model(x)
-    >>> [(a.name, a.firing_rate) for a in rec.layers()]
+    .. math::
+        r = \frac{\sum_{t, n, i} o_i[t, n]}{T \cdot N \cdot \text{neurons}}
+
+    Example (one LIF, ``v_th=0.5``, ``tau_decay=0.25``: the neuron driven by 0.6 fires at both steps, the
+    one driven by 0.1 never reaches the threshold, so 2 spikes of 4 neuron-steps)::
+
+        >>> import torch
+        >>> from adapters import LIF
+        >>> model = torch.nn.Sequential(LIF(tau_decay=0.25, v_th=0.5))
+        >>> x = torch.tensor([[[0.6, 0.1]], [[0.6, 0.1]]])  # [T=2, N=1, 2]
+        >>> with SpikeRecorder(model) as rec:
+        ...     _ = model(x)
+        >>> [(a.name, a.firing_rate) for a in rec.layers()]
+        [('0', 0.5)]
     """
 
     def __init__(self, model: nn.Module):

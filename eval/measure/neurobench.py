@@ -9,11 +9,21 @@ may hold (the native ``LIF``, the SpikingJelly and snnTorch wrappers) and takes 
 - ``layout="frames"``: NeuroBench's ``[N, T, C, H, W]`` (e.g. a static image repeated over T, or event
   frames), turned into the zoo's time-first ``[T, N, C, H, W]``.
 
->>> from neurobench.benchmarks import Benchmark
->>> from neurobench.metrics.workload import ActivationSparsity, SynapticOperations, ClassificationAccuracy
->>> nb_model = wrap(zoo.create("sresnet19_narrow_tdbn.fashion_mnist_t4", pretrained=True))
->>> Benchmark(nb_model, loader, [], [argmax],
-...           [[], [ClassificationAccuracy, ActivationSparsity, SynapticOperations]]).run(quiet=True)
+Example (8 of the 500 shipped Fashion-MNIST test images, the shipped T=4 checkpoint)::
+
+    >>> import zoo
+    >>> from torch.utils.data import DataLoader, Subset
+    >>> from neurobench.benchmarks import Benchmark
+    >>> from neurobench.metrics.workload import ActivationSparsity, SynapticOperations, ClassificationAccuracy
+    >>> from eval.data.images import build_dataset
+    >>> loader = DataLoader(Subset(build_dataset("fashion-mnist-subset"), range(8)), batch_size=8)
+    >>> nb_model = wrap(zoo.create("sresnet19_narrow_tdbn.fashion_mnist_t4", pretrained=True))
+    >>> results = Benchmark(nb_model, loader, [], [argmax],
+    ...                     [[], [ClassificationAccuracy, ActivationSparsity, SynapticOperations]]).run(quiet=True)
+    >>> results["ClassificationAccuracy"]  # the 8 images are all classified right
+    1.0
+    >>> round(1 - results["ActivationSparsity"], 2)  # the mean firing rate (the harness's mean_firing_rate)
+    0.23
 
 How the figures relate to ``eval.measure.harness.evaluate`` (README, "NeuroBench"): NeuroBench's ``Effective_ACs``
 are the zoo's ``acs`` (both per image, all T steps summed) and ``1 - ActivationSparsity`` its

@@ -75,9 +75,20 @@ class OpCounter(HookContext):
     ``model``'s synaptic layers during forward passes, with the images seen (from the model's input:
     ``[N, C, H, W]`` or ``[T, N, C, H, W]``).
 
-    >>> with OpCounter(model) as ops:
-    ...     model(x)
-    >>> ops.per_image()  # {'acs': ..., 'macs': ..., 'ann_macs': ...}
+    Example (a 1x1 encoding conv with weight 1, a LIF with ``v_th=0.5``, a 1x1 conv to 2 channels; one 2x2
+    image, T=1): ``conv1`` makes 4 MACs (real input, 4 outputs x fan-in 1); two pixels exceed the
+    threshold, so ``conv2`` accumulates 2 spikes x 2 outputs = 4 times; the ANN would do 4 + 8 MACs::
+
+        >>> from collections import OrderedDict
+        >>> from adapters import LIF
+        >>> model = nn.Sequential(OrderedDict(conv1=nn.Conv2d(1, 1, 1, bias=False), lif=LIF(v_th=0.5),
+        ...                                   conv2=nn.Conv2d(1, 2, 1, bias=False)))
+        >>> _ = nn.init.ones_(model.conv1.weight)
+        >>> x = torch.tensor([[[[1.0, 0.0], [0.9, 0.2]]]])  # [N=1, C=1, 2, 2]
+        >>> with OpCounter(model) as ops, torch.no_grad():
+        ...     _ = model(x)
+        >>> ops.per_image()
+        {'acs': 4.0, 'macs': 4.0, 'ann_macs': 12.0}
     """
 
     def __init__(self, model: nn.Module):

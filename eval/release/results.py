@@ -106,7 +106,7 @@ def rows_from(out: Path, weights: str | Path | None = None) -> list[dict]:
 
 def build(out: Path, weights: str | Path | None = None) -> list[dict]:
     """``rows_from(out)``, written to ``out/results.csv`` and ``out/results.md``."""
-    from zoo.manifest import atomic_write
+    from zoo.fileio import atomic_write
 
     rows = rows_from(out, weights)
     atomic_write(out / "results.csv", to_csv(rows))

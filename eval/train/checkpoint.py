@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from zoo.errors import CheckpointError, ZooError
-from zoo.manifest import atomic_write
+from zoo.fileio import atomic_write
 from zoo.pretrained import read_safetensors
 
 FORMAT = "tdbn-zoo-train/1"
@@ -51,7 +51,7 @@ def refuse_nonfinite(tensors: dict[str, torch.Tensor], path: str | Path) -> None
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
                             metadata: dict[str, str] | None = None) -> Path:
-    """Write ``tensors`` to ``path`` atomically (``zoo.manifest.atomic_write``: temp file + ``os.replace``)."""
+    """Write ``tensors`` to ``path`` atomically (``zoo.fileio.atomic_write``: temp file + ``os.replace``)."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     atomic_write(path, safetensors_bytes(tensors, metadata=metadata))
     return Path(path)

@@ -11,18 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 from eval.train.checkpoint import read_training_checkpoint
-
-
-def stage_of(param: str) -> str:
-    m = re.match(r"(layer\d+)\.", param)
-    if m:
-        return m.group(1)
-    return {"conv1.weight": "stem", "head_fc.weight": "head_fc", "fc.weight": "fc"}.get(param, param)
+from zoo.naming import stage_of
 
 
 def run_summary(run: str | Path) -> dict:

@@ -25,13 +25,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import zoo
+from zoo.naming import STEM
 
 from ..data.events import collate_frames, frame_loader
 from .trainer import Trainer, TrainConfig
 from .sampling import ResumableBatchSampler
-
-STEM = ("conv1", "bn1", "act1")
-
 
 def _stay_in_eval(self, mode: bool = True):
     return nn.Module.train(self, False)

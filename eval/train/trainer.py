@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.manifest import atomic_write
+from zoo.fileio import atomic_write
 
 from .device_counters import DeviceSpikeCounter
 from .ranges import OPTIONAL_TRAIN_FIELDS, TRAIN_FIELD_RANGES
@@ -250,7 +250,7 @@ class Trainer:
         if self.rank != 0 or self.out_dir is None or not self.out_dir.is_dir():
             return
         for name in (CHECKPOINT_NAME, "model.safetensors", "metrics.jsonl"):
-            for tmp in self.out_dir.glob(f".{name}.*.tmp"):  # zoo.manifest.atomic_write's temp names
+            for tmp in self.out_dir.glob(f".{name}.*.tmp"):  # zoo.fileio.atomic_write's temp names
                 tmp.unlink(missing_ok=True)
         check_run_folder(self.out_dir, resume)
 

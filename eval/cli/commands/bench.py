@@ -57,10 +57,9 @@ def run(args) -> int:
     res = run_bench(cfg, log=lambda s: print(s, file=sys.stderr))
     print(format_bench(res))
     if args.json:
+        from zoo.fileio import atomic_write
+
         path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-        tmp.replace(path)
+        atomic_write(path, json.dumps(res, indent=1) + "\n")
         print(f"wrote {path}")
     return 0

@@ -109,7 +109,7 @@ def run(args) -> int:
         if args.json == "-":
             print(doc)
         else:
-            from zoo.manifest import atomic_write
+            from zoo.fileio import atomic_write
             atomic_write(Path(args.json), doc + "\n")
             print(f"wrote {args.json}")
     else:

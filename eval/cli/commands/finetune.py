@@ -126,7 +126,7 @@ def run(args) -> int:
     from zoo.errors import PretrainedUnavailableError
     from eval.train.finetune import finetune
     from eval.train.trainer import TrainConfig
-    from zoo.manifest import atomic_write
+    from zoo.fileio import atomic_write
 
     _check_args(args)
     if args.threads:
@@ -237,7 +237,8 @@ def run_recordings(args) -> int:
     from eval.train.trainer import TrainConfig
     from zoo.checkpoints import save_pretrained
     from zoo.errors import PretrainedUnavailableError
-    from zoo.manifest import atomic_write
+    from zoo.fileio import atomic_write
+    from zoo.naming import arch_tag, split_arch_tag
 
     if args.test_dataset or args.data_root:
         raise ValueError("a recordings folder holds both splits (--split); --test-dataset and --data-root do not apply")
@@ -246,7 +247,7 @@ def run_recordings(args) -> int:
     # 1. data, labels and framing, before any model or Hub access
     info = model_input(args.checkpoint or args.model)
     arch = info["arch"]
-    if args.checkpoint and args.model.partition(".")[0] != arch:
+    if args.checkpoint and split_arch_tag(args.model)[0] != arch:
         raise ValueError(f"--checkpoint {args.checkpoint} holds {arch}, not {args.model}")
     recs, names = scan_recordings(root)
     load_recordings(recs, args.sensor_size)
@@ -263,7 +264,7 @@ def run_recordings(args) -> int:
                          f"recording of the class went to test); add recordings or change --split/--slice-ms")
     framing = train_ds.transform
     tag = args.tag or ("ft_" + (re.sub(r"[^a-z0-9_]+", "_", root.resolve().name.lower()).strip("_") or "events"))
-    name = f"{arch}.{tag}"
+    name = arch_tag(arch, tag)
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,

@@ -44,7 +44,7 @@ def run(args) -> int:
 
     from eval.data.images import build_dataset, dataset_spec, parse_data_spec
     from eval.data.events import SaccadeSensor
-    from zoo.manifest import atomic_write
+    from zoo.fileio import atomic_write
 
     name, root = parse_data_spec(args.data)
     spec = dataset_spec(name)

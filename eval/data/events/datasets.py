@@ -17,7 +17,7 @@ import numpy as np
 import tonic
 import torch
 
-from zoo.manifest import atomic_write
+from zoo.fileio import atomic_write
 
 from .framing import CIFAR10_DVS, DVS_GESTURE
 from .readers import library_errors

@@ -138,6 +138,7 @@ def model_input(spec) -> dict:
     from timm.models import get_pretrained_cfg
 
     import zoo  # noqa: F401  (registers the architectures)
+    from zoo.naming import arch_tag, split_arch_tag
     from zoo.spiking_resnet import ARCH_CFGS
 
     path = Path(str(spec)).expanduser()
@@ -152,16 +153,16 @@ def model_input(spec) -> dict:
                         **{k: cfg[k] for k in ("event_framing", "label_names", "split", "dataset") if k in cfg})
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ValueError(f"{path / 'config.json'} is not a checkpoint config ({type(e).__name__}: {e})") from e
-    arch, _, tag = str(spec).partition(".")
+    arch, tag = split_arch_tag(spec)
     if arch not in ARCH_CFGS:
         raise ValueError(f"unknown model {spec!r}: expected arch or arch.tag with arch one of {', '.join(ARCH_CFGS)}, "
                          f"or a checkpoint folder")
     try:
-        cfg = get_pretrained_cfg(f"{arch}.{tag}")
+        cfg = get_pretrained_cfg(arch_tag(arch, tag))
     except RuntimeError as e:
         raise ValueError(f"unknown model {spec!r}: {e}") from None
     from zoo.tags import TAGS
-    name = f"{arch}.{tag}" if tag else f"{arch}.{cfg.tag}" if getattr(cfg, "tag", None) else arch
+    name = arch_tag(arch, tag or getattr(cfg, "tag", None))
     c, h, w = cfg.input_size
     return dict(T=int(TAGS.get(name, {}).get("T") or 6), in_chans=int(c),
                 size=(int(w), int(h)), arch=arch)
