@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from eval.bench.runner import (BUILDS, BenchCheckError, BenchConfig, Build, _ratios, check_same_function, format_bench,
-                        reference_model, run_bench)
+                               reference_model, run_bench)
 from eval.cli import main
 from eval.bench.reference_models import mirror
 

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from eval.data.images import (DATASETS, SUBSET_PATH, build_dataset, build_transform, dataset_spec, find_root, load_subset,
-                       parse_data_spec, read_idx, write_subset)
+from eval.data.images import (DATASETS, SUBSET_PATH, build_dataset, build_transform, dataset_spec, find_root,
+                              load_subset, parse_data_spec, read_idx, write_subset)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)

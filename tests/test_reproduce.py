@@ -171,7 +171,8 @@ def test_dry_run_prints_the_steps_for_one_gpu_eight_gpus_and_two_nodes(tmp_path,
     assert res.rc == 0, res.err
     train, ship, publish = res.out.strip().splitlines()
     assert train == f"tdbn-zoo train --preset {tag} --data-dir /data/imagenet --out {tmp_path}/r/train --resume"
-    assert ship == f"python -m eval.release.ship {tmp_path}/r/train --data-dir /data/imagenet --weights {tmp_path}/r/weights"
+    assert ship == (f"python -m eval.release.ship {tmp_path}/r/train --data-dir /data/imagenet "
+                    f"--weights {tmp_path}/r/weights")
     assert publish == (f"tdbn-zoo publish {tmp_path}/r/weights/{tag} --repo me/r34 --manifest "
                        f"{tmp_path}/r/weights/manifest.json")
 

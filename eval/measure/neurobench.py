@@ -151,7 +151,8 @@ def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.measure.neurobench",
                                 description="NeuroBench 2.3 and the zoo's harness side by side on one model.")
     p.add_argument("model", help="arch.tag (its checkpoint) or a checkpoint folder")
-    p.add_argument("--data", default="fashion-mnist-subset", help="a dataset spec of eval.data.images (default: %(default)s)")
+    p.add_argument("--data", default="fashion-mnist-subset", help="a dataset spec of eval.data.images "
+                   "(default: %(default)s)")
     p.add_argument("--layout", choices=LAYOUTS, default="static")
     p.add_argument("--batch-size", type=int, default=100)
     args = p.parse_args(argv)

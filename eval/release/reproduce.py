@@ -110,7 +110,8 @@ class Plan:
         return [*self.launch.torchrun(), "-m", "eval.cli", *self.train_argv()]
 
     def ship_command(self) -> list[str]:
-        return (["python", "-m", "eval.release.ship", str(self.train_dir), *self._data(), "--weights", str(self.weights)]
+        return (["python", "-m", "eval.release.ship", str(self.train_dir), *self._data(),
+                 "--weights", str(self.weights)]
                 + ([] if self.verify else ["--no-verify"]))
 
     def publish_argv(self) -> list[str]:

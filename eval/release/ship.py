@@ -106,7 +106,8 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
     for name, m in (("unfused", model), ("fused", fuse(model))):
         results[name] = evaluate(m, test, batch_size=batch_size, speed_batches=0, model_name=f"{preset} ({name})",
                                  data_name=f"{meta['dataset']} test").to_dict()
-    cmd = f"python -m eval.release.ship {run} --data-dir {data_dir or '<data root>'}" + ("" if verify else " --no-verify")
+    cmd = (f"python -m eval.release.ship {run} --data-dir {data_dir or '<data root>'}"
+           + ("" if verify else " --no-verify"))
     fused = results["fused"]
     where = f"{machine()}; {meta['dataset']} test set ({fused['images']} images)"
     metrics = [dict(name="top1", value=round(fused["top1"], 2), unit="%", dataset=meta["dataset"], split="test",

@@ -43,7 +43,7 @@ from zoo.fileio import atomic_write
 from .device_counters import DeviceSpikeCounter
 from .ranges import OPTIONAL_TRAIN_FIELDS, TRAIN_FIELD_RANGES
 from .checkpoint import (DivergedError, atomic_save_safetensors, nonfinite_tensors, refuse_nonfinite,
-                               restore_training_checkpoint, save_training_checkpoint)
+                         restore_training_checkpoint, save_training_checkpoint)
 from .sampling import ResumableBatchSampler
 
 SCHEDULES = ("step", "cosine", "constant")

@@ -18,7 +18,7 @@ HELP = f"Evaluate the shipped {DEMO_MODEL} checkpoint on shipped real Fashion-MN
 def add_arguments(parser) -> None:
     parser.add_argument("--model", default=DEMO_MODEL, help="arch.tag of a shipped checkpoint")
     parser.add_argument("--data", default="fashion-mnist-subset",
-                        help="dataset name for eval.data.images (default: the shipped 500 test images)")
+                        help="dataset name (eval.data.images.DATASETS; default: the shipped 500 test images)")
     parser.add_argument("--max-images", type=positive_int, default=None)
     parser.add_argument("--batch", type=positive_int, default=100)
     parser.add_argument("--no-bench", action="store_true",

@@ -27,7 +27,7 @@ HELP = "Make a labeled event dataset from labeled images (simulated N-MNIST-styl
 def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, metavar="NAME[:ROOT]",
                         help="grey image dataset to convert: mnist or fashion-mnist, optionally with its folder "
-                             "(else eval.data.images's search path: $TDBN_ZOO_DATA, ./data, ...)")
+                             "(else the data-root search: $TDBN_ZOO_DATA, ./data, ...)")
     parser.add_argument("--out", required=True, type=writable_dir, help="output folder")
     parser.add_argument("--train", type=int, default=None, help="convert the first N training images (default all)")
     parser.add_argument("--test", type=int, default=None, help="convert the first N test images (default all)")

@@ -17,7 +17,7 @@ HELP = "Reproduce a paper result: train with the tag's recipe (resumable, torchr
 
 def add_arguments(parser) -> None:
     parser.add_argument("tag", help="arch.tag, e.g. sresnet19_tdbn.cifar10_t6 (tdbn-zoo train's presets)")
-    parser.add_argument("--data-dir", default=None, help="dataset root (else the eval.data.images search: "
+    parser.add_argument("--data-dir", default=None, help="dataset root (else the data-root search: "
                         "$TDBN_ZOO_<DATASET>, $TDBN_ZOO_DATA, ./data)")
     parser.add_argument("--out", required=True, help="run folder: train/ (resumable), weights/<tag>/ (the "
                         "fused checkpoint), weights/manifest.json")

@@ -20,7 +20,7 @@ HELP = "Train a spiking ResNet with a paper recipe (resumable, distributed under
 def add_arguments(parser) -> None:
     parser.add_argument("--preset", required=True, help="arch.tag, e.g. sresnet19_narrow_tdbn.fashion_mnist_t2")
     parser.add_argument("--data-dir", default=None,
-                        help="data root: the dataset's folder or its parent (else the eval.data.images search: "
+                        help="data root: the dataset's folder or its parent (else the data-root search: "
                              "$TDBN_ZOO_<DATASET>, $TDBN_ZOO_DATA, ./data)")
     parser.add_argument("--out", required=True, type=writable_dir,
                         help="run folder: last.safetensors, metrics.jsonl, model.safetensors")
@@ -107,7 +107,8 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
     """
     import torch
 
-    from eval.data.images import ArrayImageDataset, build_dataset, build_transform, dataset_spec, find_root, load_idx_pair
+    from eval.data.images import (ArrayImageDataset, build_dataset, build_transform, dataset_spec, find_root,
+                                  load_idx_pair)
     from eval.train.sampling import SeededAugment
 
     def first(ds):  # --train-subset: the first N training images
