@@ -55,6 +55,8 @@ def _command_in(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``tdbn-zoo`` with ``argv`` (default: the process arguments); returns the exit code (0 ok, 2 a
+    user error printed as one line, never a traceback). Only the chosen command's module is imported."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser, mods = build_parser(only=_command_in(argv))
     args = parser.parse_args(argv)

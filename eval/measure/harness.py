@@ -42,6 +42,7 @@ class EvalResult:
     confusion: list[list[int]] = field(default_factory=list)  # [true class][predicted class] counts
 
     def to_dict(self) -> dict:
+        """The result as a JSON-ready dict (``results.json``, ``--json``)."""
         return asdict(self)
 
 

@@ -34,13 +34,16 @@ class LayerActivity:
 
     @property
     def firing_rate(self) -> float:
+        r"""Spikes per neuron per step: :math:`r = \frac{\text{spikes}}{\text{neurons} \cdot N \cdot T}`."""
         return self.spikes / max(1, self.neurons * self.images * self.steps)
 
     @property
     def spikes_per_neuron(self) -> float:
+        """Spikes per neuron per image, all T steps summed."""
         return self.spikes / max(1, self.neurons * self.images)
 
     def to_dict(self) -> dict:
+        """The fields with ``firing_rate`` and ``spikes_per_neuron``, JSON-ready."""
         return {**asdict(self), "firing_rate": self.firing_rate, "spikes_per_neuron": self.spikes_per_neuron}
 
 
@@ -107,6 +110,7 @@ class SpikeRecorder(HookContext):
         return hook
 
     def layers(self) -> list[LayerActivity]:
+        """One :class:`LayerActivity` per neuron module that fired a forward, in call order."""
         return list(self._acts.values())
 
     def take(self) -> tuple[float, int]:

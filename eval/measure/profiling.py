@@ -20,6 +20,7 @@ import torch
 
 
 def synchronize(device: torch.device | str) -> None:
+    """Wait for ``device``'s queued work (CUDA); a no-op on CPU. Timings call it before reading the clock."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -34,6 +35,7 @@ def time_call(fn: Callable[[], object], device: torch.device | str = "cpu") -> f
 
 
 def median(xs) -> float:
+    """The median of ``xs`` as a float, NaN for no samples."""
     return float(statistics.median(xs)) if xs else float("nan")
 
 
@@ -96,6 +98,8 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
 
 
 def describe_machine(info: dict) -> str:
+    """One line naming the machine of a :func:`machine_info` dict: CPU or GPU, cores, torch threads,
+    device, torch version, thread settings and load average (every figure names the machine it came from)."""
     where = info.get("gpu") or f"{info.get('cpu') or 'CPU'}, {info['cpu_count']} cores, {info['torch_threads']} torch threads"
     load = f", load average {info['load_avg_1min']}" if "load_avg_1min" in info else ""
     if "load_avg_1min_end" in info:

@@ -64,4 +64,5 @@ def format_eval(r, per_layer: bool = True) -> str:
 
 
 def fmt_pct(x) -> str:
+    """``x`` (already in percent) with two decimals and ``%``; ``-`` for None."""
     return "-" if x is None else f"{x:.2f}%"

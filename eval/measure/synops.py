@@ -34,6 +34,7 @@ def is_binary(x: torch.Tensor) -> bool:
 
 
 def conv_fan_in(conv: nn.Conv2d) -> int:
+    r"""Inputs per output element of ``conv``: :math:`C_{in} / \text{groups} \cdot k_h \cdot k_w`."""
     return (conv.in_channels // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1]
 
 
@@ -66,6 +67,7 @@ class LayerOps:
     images: int
 
     def to_dict(self) -> dict:
+        """The fields with ``acs_per_image`` and ``macs_per_image``, JSON-ready."""
         n = max(1, self.images)
         return {**asdict(self), "acs_per_image": self.acs / n, "macs_per_image": self.macs / n}
 
@@ -132,6 +134,7 @@ class OpCounter(HookContext):
         return hook
 
     def layers(self) -> list[LayerOps]:
+        """One :class:`LayerOps` per synaptic layer that ran, in call order."""
         return list(self._layers.values())
 
     def per_image(self) -> dict[str, float]:
@@ -181,9 +184,11 @@ class EnergyModel:
     e_mac_pj: float = 4.6
 
     def snn_pj(self, acs: float, macs: float) -> float:
+        r"""Energy of the spiking network in pJ: :math:`E = E_{AC} \cdot \text{ACs} + E_{MAC} \cdot \text{MACs}`."""
         return acs * self.e_ac_pj + macs * self.e_mac_pj
 
     def ann_pj(self, macs: float) -> float:
+        r"""Energy of the ANN equivalent in pJ: :math:`E = E_{MAC} \cdot \text{MACs}`."""
         return macs * self.e_mac_pj
 
 

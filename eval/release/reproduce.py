@@ -56,6 +56,7 @@ class Launch:
 
     @property
     def world_size(self) -> int:
+        """Processes in the training run: GPUs per node times nodes."""
         return self.gpus * self.nnodes
 
     def torchrun(self) -> list[str]:
@@ -84,6 +85,7 @@ class Plan:
 
     @property
     def train_dir(self) -> Path:
+        """The training run's folder, ``RUN/train``."""
         return self.run / "train"
 
     @property
@@ -94,6 +96,7 @@ class Plan:
 
     @property
     def manifest(self) -> Path:
+        """The manifest the shipped checkpoint is recorded in, ``WEIGHTS/manifest.json``."""
         return self.weights / "manifest.json"
 
     def _data(self) -> list[str]:
@@ -105,16 +108,20 @@ class Plan:
                  *self.train_flags] + ([] if self.verify else ["--no-verify"]))
 
     def train_command(self) -> list[str]:
+        """The training step as a command line: ``tdbn-zoo train ...``, or ``torchrun ... -m eval.cli train
+        ...`` for several processes."""
         if self.launch.world_size == 1:
             return ["tdbn-zoo", *self.train_argv()]
         return [*self.launch.torchrun(), "-m", "eval.cli", *self.train_argv()]
 
     def ship_command(self) -> list[str]:
+        """The ship step as a command line: ``python -m eval.release.ship RUN/train ...``."""
         return (["python", "-m", "eval.release.ship", str(self.train_dir), *self._data(),
                  "--weights", str(self.weights)]
                 + ([] if self.verify else ["--no-verify"]))
 
     def publish_argv(self) -> list[str]:
+        """The arguments of ``tdbn-zoo publish`` for the shipped checkpoint (with ``--manifest``)."""
         return ["publish", str(self.checkpoint), "--repo", str(self.publish), "--manifest", str(self.manifest)]
 
     def commands(self) -> list[str]:

@@ -159,6 +159,8 @@ it is refused."""
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m eval.release.results``: evaluate every shipped checkpoint (or read ``OUT/*.json``), write
+    ``results.csv`` and ``results.md``, optionally re-render the cards. Returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m eval.release.results", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", help="data root holding each shipped checkpoint's dataset (see eval.data.images)")
     p.add_argument("--out", default="results", help="folder for the JSON outputs, results.csv and results.md")

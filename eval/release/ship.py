@@ -20,6 +20,7 @@ import torch
 
 
 def machine() -> str:
+    """The machine and torch build a figure was measured on, for the card."""
     return f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
@@ -80,6 +81,10 @@ def _test_set(meta: dict, data_dir: str | None, model, verify: bool):
 
 def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | None = None,
          batch_size: int = 200, verify: bool = True) -> dict:
+    """Ship the finished run ``run`` (every epoch trained, at its tag's T): evaluate its trained weights
+    unfused and fused (eq. 9-10) on the test set (``data_dir``; the harness), then write the checkpoint folder
+    with a card stating both figures, the recipe as run and the commands into ``out_weights`` (default
+    ``weights/``), recorded in the manifest. Returns the results."""
     from eval.measure.harness import evaluate
     from eval.train.checkpoint import read_training_checkpoint
     from zoo import create, manifest
@@ -139,6 +144,7 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m eval.release.ship RUN``: :func:`ship` from the command line. Returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m eval.release.ship", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="training run folder (last.safetensors, model.safetensors, metrics.jsonl)")
     p.add_argument("--data-dir", default=None, help="data root for the test set (see eval.data.images)")

@@ -19,6 +19,8 @@ from zoo.naming import stage_of
 
 
 def run_summary(run: str | Path) -> dict:
+    """The summary of one run folder: its last epoch's accuracy and firing rates, the best accuracy, time,
+    and the mean ``||dL/dW||`` per stage (:func:`zoo.naming.stage_of`) in the first and the last epoch."""
     run = Path(run)
     epochs = {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
@@ -46,6 +48,7 @@ def run_summary(run: str | Path) -> dict:
 
 
 def markdown(summaries: list[dict]) -> str:
+    """Markdown tables of :func:`run_summary` results: one row per run, then gradient norms per stage."""
     order = {"stem": 0, "head_fc": 2, "fc": 3}  # stem, layer1..K, head: input to output
     stages = sorted({k for s in summaries for k in s["grad_last"]}, key=lambda k: (order.get(k, 1), k))
     head = ["run", "norm", "surrogate width", "epochs", "test acc (last)", "test firing rate", "train s"]
@@ -65,6 +68,7 @@ def markdown(summaries: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m eval.train.compare_runs RUN...``: print the tables (or ``--json``). Returns 0."""
     p = argparse.ArgumentParser(prog="python -m eval.train.compare_runs", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="training run folders")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON instead")

@@ -35,6 +35,8 @@ class DeviceSpikeCounter(SpikeRecorder):
         return hook
 
     def take(self) -> tuple[torch.Tensor | float, int]:
+        """``(spikes, neuron-steps)`` since the last call (spikes stay a device tensor until the caller reads
+        them), then start afresh."""
         spikes, slots = self._spikes, self._slots
         self._spikes, self._slots = 0.0, 0
         return spikes, slots

@@ -37,6 +37,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.start_batch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch``'s order / draws: they depend on ``(seed, epoch)`` only, so a resumed run repeats them."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -80,6 +81,7 @@ class SeededAugment(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch``'s order / draws: they depend on ``(seed, epoch)`` only, so a resumed run repeats them."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:

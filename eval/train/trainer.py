@@ -84,6 +84,13 @@ class TrainConfig:
                 allowed.check(name, value)
 
     def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        r"""The learning rate at ``step`` of ``epoch``: constant, step (:math:`\eta\,\gamma^{\lfloor e / s \rfloor}`)
+        with :math:`s` = ``lr_step_epochs``, or cosine over the whole run,
+
+        .. math::
+            \eta_t = \frac{\eta}{2}\Big(1 + \cos\big(\pi\,\frac{e \cdot S + s_e}{E \cdot S}\big)\Big)
+
+        with :math:`S` steps per epoch, :math:`E` epochs and :math:`s_e` the step in epoch :math:`e`."""
         if self.schedule == "constant":
             return self.lr
         if self.schedule == "step":
@@ -181,6 +188,7 @@ class Trainer:
     # state -----------------------------------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path | None:
+        """``OUT/last.safetensors`` (the resumable training checkpoint), or None without an output folder."""
         return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
 
     def _state(self) -> dict:
@@ -293,10 +301,14 @@ class Trainer:
                 if p.grad is not None and p.dim() > 1}
 
     def steps_per_epoch(self) -> int:
+        """Batches per epoch: the loader's length, capped by ``max_steps_per_epoch``."""
         n = len(self.train_loader)
         return min(n, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n
 
     def train_epoch(self) -> dict:
+        """Train one epoch from where the run stands (mid-epoch after a resume: the batches already trained are
+        skipped), checkpointing every ``save_every_steps``; returns the epoch's training metrics (loss,
+        accuracy, firing rate, per-layer gradient norms)."""
         cfg, net = self.cfg, self.net
         steps = self.steps_per_epoch()
         loader = self.train_loader

@@ -107,6 +107,7 @@ class AugmentedFraming:
         return getattr(self.__dict__["framing"], name)
 
     def window(self, events, sensor, start: int) -> np.ndarray:
+        """The framed window at ``start`` (``[T, C, H, W]``), with this epoch's augmentation applied."""
         return self.framing.window(events, sensor, start, augment=self.augment)
 
     def __call__(self, events) -> np.ndarray:
@@ -123,6 +124,7 @@ class SeededEventAugment(Dataset):
         self.base, self.seed, self.epoch = base, int(seed), 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch``'s draws: a sample's augmentation depends on ``(seed, epoch, index)`` only."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -130,6 +132,7 @@ class SeededEventAugment(Dataset):
 
     @property
     def targets(self):
+        """The wrapped dataset's labels (None if it has none), for samplers that stratify."""
         return getattr(self.base, "targets", None)
 
     def __getitem__(self, index: int):

@@ -318,6 +318,7 @@ def _normalize(name: str) -> str:
 
 
 def is_tonic_name(spec: str) -> bool:
+    """Whether ``spec`` names one of tonic's event datasets (case, ``-`` and ``_`` ignored)."""
     return _normalize(str(spec)) in TONIC_DATASETS
 
 

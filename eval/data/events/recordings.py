@@ -254,12 +254,14 @@ class EventRecordings(torch.utils.data.Dataset):
 
     @property
     def num_classes(self) -> int:
+        """The number of classes (one per label name)."""
         return len(self.label_names)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def events(self, rec: Recording) -> np.ndarray:
+        """The events of ``rec`` (structured ``t, x, y, p`` array), read once and cached per file."""
         if isinstance(rec.source, np.ndarray):
             return rec.source
         size = None if self.sensor_size_given is None else tuple(self.sensor_size_given)

@@ -58,6 +58,7 @@ class SaccadeSensor:
 
     @property
     def duration_us(self) -> int:
+        """Microseconds the sensor's path takes (one saccade per segment)."""
         return (len(self.path) - 1) * self.saccade_us
 
     def offset(self, t_us: float) -> tuple[float, float]:
