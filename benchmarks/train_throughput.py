@@ -3,8 +3,8 @@ of its recipe (a projection: measured images/s x images per epoch x epochs, noth
 
     PYTHONPATH=. python benchmarks/train_throughput.py --threads 2 --out benchmarks/train_throughput_cpu_2core.json
 
-One training step = what ``eval.train.trainer.Trainer`` does per batch without mixed precision (CPU): forward over T,
-cross-entropy on the time-mean output, backward, SGD with momentum and weight decay. Static images are
+One training step = what ``eval.train.trainer.Trainer`` does per batch without mixed precision (CPU): forward
+over T, cross-entropy on the time-mean output, backward, SGD with momentum and weight decay. Static images are
 random normalised tensors ``[B, C, H, W]`` (the model repeats them over T); event inputs are binary frames
 ``[T, B, 2, H, W]`` at 10% density (spike-like). The first step (allocation, kernel build) is not timed.
 """
