@@ -13,7 +13,12 @@ __all__ = ["is_neuron", "neuron_modules", "topk_correct", "LayerActivity", "Hook
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> dict[int, int]:
-    """``{k: number of samples whose target is among the k largest logits}`` (k capped at the classes)."""
+    """``{k: number of samples whose target is among the k largest logits}`` for ``logits`` ``[N, classes]``
+    and ``targets`` ``[N]`` (k capped at the classes).
+
+    >>> topk_correct(torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4]]), torch.tensor([2, 0]), ks=(1, 2))
+    {1: 1, 2: 2}
+    """
     maxk = min(max(ks), logits.shape[-1])
     top = logits.topk(maxk, dim=-1).indices
     hit = top == targets.view(-1, 1)
