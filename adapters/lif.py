@@ -17,6 +17,24 @@ from .surrogate import RectSurrogate
 
 
 def check_lif_params(tau_decay: float, v_th: float, surrogate_width: float) -> None:
+    r"""Refuse LIF parameters outside the ranges of the paper's neuron (eq. 2-3, 16), with a ValueError naming
+    the parameter, its range and the value.
+
+    .. math::
+        u[t] = \tau_{decay}\, u[t-1]\,(1 - o[t-1]) + x[t], \qquad o[t] = \mathbb{1}[u[t] > V_{th}],
+        \qquad \frac{\partial o}{\partial u} \approx \frac{1}{a}\,\mathbb{1}\big[|u - V_{th}| < \tfrac{a}{2}\big]
+
+    needs :math:`0 \le \tau_{decay} \le 1` (the membrane decays, never grows), :math:`V_{th} > 0` (a neuron
+    at rest does not fire) and a surrogate width :math:`a > 0`.
+
+    Example::
+
+        >>> check_lif_params(0.25, 0.5, 1.0)
+        >>> check_lif_params(1.5, 0.5, 1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: tau_decay must lie in [0, 1], got 1.5
+    """
     if not 0.0 <= tau_decay <= 1.0:
         raise ValueError(f"tau_decay must lie in [0, 1], got {tau_decay}")
     if not v_th > 0:
