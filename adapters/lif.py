@@ -220,8 +220,14 @@ class LIF(nn.Module):
         self.surrogate_width = float(surrogate_width)
         self.detach_reset = bool(detach_reset)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    fires_from_norm_input = True  # accepts norm_input= (adapters.norm_lif: the memory-lean training path)
+
+    def forward(self, x: torch.Tensor, norm_input=None) -> torch.Tensor:
+        """``[T, N, ...]`` input currents -> spikes. ``norm_input`` (from ``adapters.norm_lif.fire``) says how
+        to recompute ``x`` in backward, so nothing but the norm's input is saved."""
         check_tensor(x, layer="LIF", ranks=tuple(range(2, 9)), layout="[T, N, ...]")
+        if norm_input is not None:
+            return norm_input.fire_lif(x, self.tau_decay, self.v_th, self.surrogate_width, self.detach_reset)
         return lif_multistep(x, self.tau_decay, self.v_th, self.surrogate_width, self.detach_reset)
 
     def extra_repr(self) -> str:
