@@ -10,8 +10,8 @@ import zoo
 from adapters import LIF, MultiStepBatchNorm1d, SpikeConv2d, TdBatchNorm2d, lean_training
 from adapters._checks import value_checks
 from adapters.norm_lif import Residual, fire
-from eval.bench import saved_for_backward_bytes
-from eval.metrics import SpikeRecorder
+from eval.bench.runner import saved_for_backward_bytes
+from eval.measure.metrics import SpikeRecorder
 from zoo.spiking_resnet import ARCH_CFGS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
