@@ -64,10 +64,8 @@ class _MultiStepNorm(nn.Module):
         self.num_batches_tracked.add_(1)
         if not self.local_batch_stats():
             y = self._sync_batch_norm(flat, weight)
-        else:  # the ATen op F.batch_norm runs on CPU; adapters.norm_lif recomputes y with it in backward
-            F._verify_batch_size(flat.size())  # F.batch_norm's "more than 1 value per channel" error
-            y = torch.native_batch_norm(flat, weight, self.bias, self.running_mean, self.running_var, True,
-                                        self._momentum(), self.eps)[0]
+        else:
+            y = self._local_batch_norm(flat, weight)
         if checking and not bool(torch.isfinite(self.running_mean).all() & torch.isfinite(self.running_var).all()):
             self.running_mean.copy_(saved[0])
             self.running_var.copy_(saved[1])
@@ -75,6 +73,22 @@ class _MultiStepNorm(nn.Module):
             check_finite(x, layer=name)  # names NaN or Inf
             raise ValueError(f"{name}: batch statistics overflowed (input magnitude too large)")
         return y.unflatten(0, (T, N))
+
+    def _local_batch_norm(self, flat: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Training-mode norm of ``[T*N, C, ...]`` with this process's statistics, running statistics updated.
+
+        ``y`` comes from ``torch.native_batch_norm`` without running statistics, exactly the call with which
+        ``adapters.norm_lif`` recomputes it in backward (a kernel given running statistics may round
+        differently on some devices). On CPU the one call with running statistics is that same kernel (the op
+        ``F.batch_norm`` runs; tests hold it bit-equal), so the update costs no extra pass there.
+        """
+        F._verify_batch_size(flat.size())  # F.batch_norm's "more than 1 value per channel" error
+        if flat.device.type == "cpu":
+            return torch.native_batch_norm(flat, weight, self.bias, self.running_mean, self.running_var, True,
+                                           self._momentum(), self.eps)[0]
+        with torch.no_grad():
+            torch.batch_norm_update_stats(flat, self.running_mean, self.running_var, self._momentum())
+        return torch.native_batch_norm(flat, weight, self.bias, None, None, True, 0.0, self.eps)[0]
 
     def scaled_weight(self) -> torch.Tensor:
         """The per-channel gain the normalised input is multiplied by: ``weight * scale`` (lambda * alpha * Vth

@@ -216,3 +216,17 @@ def test_fused_op_registration_passes_opcheck(case):
     zs, wsa, bsa, eps_s, binary = shortcut.get(case, (None, None, None, 0.0, False))
     args = (u, z, w, b, 1e-5, zs, wsa, bsa, eps_s, binary, 0.25, 0.5, 1.0, case == "shortcut_raw_detached")
     torch.library.opcheck(torch.ops.tdbn_zoo.norm_lif_fwd.default, args)
+
+
+def test_training_norm_equals_torch_batch_norm_bit_for_bit():
+    """The multi-step norm's training output and running statistics are F.batch_norm's on the T*N merged
+    batch with weight * alpha * Vth (the kernel the fused node recomputes y with in backward)."""
+    torch.manual_seed(2)
+    bn = TdBatchNorm2d(6, alpha=0.7)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-1, 1)
+    x = torch.randn(3, 4, 6, 7, 7) * 2 + 0.5
+    rm, rv = torch.zeros(6), torch.ones(6)
+    ref = F.batch_norm(x.flatten(0, 1), rm, rv, bn.weight * 0.35, bn.bias, True, 0.1, 1e-5).unflatten(0, (3, 4))
+    assert torch.equal(bn.train()(x), ref)
+    assert torch.equal(bn.running_mean, rm) and torch.equal(bn.running_var, rv)
