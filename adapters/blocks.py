@@ -127,7 +127,7 @@ class _ResidualBlock(nn.Module):
     def branch(self) -> tuple[tuple[str, str, str], ...]:
         """``(conv, norm, neuron)`` attribute names of the branch, in forward order (the last neuron fires on
         the branch plus the shortcut). Read by ``norm_slots``, ``to_nir`` and the framework mirrors of
-        ``eval.reference_models``."""
+        ``eval.bench.reference_models``."""
         raise NotImplementedError
 
     def norm_slots(self) -> tuple[NormSlot, ...]:
