@@ -14,8 +14,8 @@ its first backward.
 A 1x1 convolution without padding at stride ``s`` is exactly a stride-1 1x1 convolution of the input
 subsampled at stride ``s`` (what the kernel's workspace holds), which oneDNN runs with another kernel. This
 module applies that reformulation only where the bug can strike (CPU, 1x1, stride > 1, no padding, fewer
-than 16 input channels, and a channels-last input or a graph being compiled), so eager NCHW models keep
-calling the module itself (its forward hooks, as ``eval.synops`` and ``adapters.fusion`` use, still fire).
+than 16 input channels, and a channels-last input or a graph being compiled); ``SpikeConv2d`` (every conv of
+a residual block) applies it inside its forward, so the module's hooks still see the original input.
 """
 from __future__ import annotations
 
@@ -34,10 +34,11 @@ def needs_unit_stride(conv: nn.Conv2d, x: torch.Tensor) -> bool:
             and (torch.compiler.is_compiling() or x.is_contiguous(memory_format=torch.channels_last)))
 
 
-def strided_1x1_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for ``x`` ``[B, C, H, W]``: the same function, as subsample-then-stride-1 where
-    :func:`needs_unit_stride` says the strided kernel is unsafe."""
+def unit_stride(conv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """``(input, stride)`` to convolve ``x`` (``[B, C, H, W]``) with ``conv``'s weights: ``(x, conv.stride)``,
+    or where :func:`needs_unit_stride` says the strided kernel is unsafe, ``x`` subsampled at the stride and
+    stride 1 (the same function)."""
     if not needs_unit_stride(conv, x):
-        return conv(x)
+        return x, conv.stride
     sh, sw = conv.stride
-    return F.conv2d(x[:, :, ::sh, ::sw], conv.weight, conv.bias)
+    return x[:, :, ::sh, ::sw], (1, 1)

@@ -2,8 +2,8 @@
 # Prepared GPU run for issue 16 (not run yet: no GPU has been lent to this project). From the repo root:
 #   bash benchmarks/gpu_bench.sh [OUT_DIR]
 # Full-width ResNet-19, CIFAR size, T = 2/4/6: this zoo vs SpikingJelly's multi-step build and the ANN floor,
-# synchronising CUDA around every timing (eval.profiling.time_call), then the bf16/compile tests on the GPU's
-# host. float32 only: `tdbn-zoo bench` has no AMP option yet.
+# synchronising CUDA around every timing (eval.measure.profiling.time_call), then the bf16/compile tests on the
+# GPU's host. float32 only: `tdbn-zoo bench` has no AMP option yet.
 set -euo pipefail
 OUT=${1:-benchmarks/gpu}
 mkdir -p "$OUT"

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from eval.bench import (BUILDS, BenchCheckError, BenchConfig, Build, _ratios, check_same_function, format_bench,
-                        reference_model, run_bench)
+from eval.bench.runner import (BUILDS, BenchCheckError, BenchConfig, Build, _ratios, check_same_function, format_bench,
+                               reference_model, run_bench)
 from eval.cli import main
-from eval.reference_models import mirror
+from eval.bench.reference_models import mirror
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
@@ -107,7 +107,7 @@ def test_bench_command(tmp_path, capsys):
 
 
 def test_saved_for_backward_counts_distinct_activation_storages_by_hand():
-    from eval.bench import saved_for_backward_bytes
+    from eval.bench.runner import saved_for_backward_bytes
 
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
     x = torch.randn(2, 4)

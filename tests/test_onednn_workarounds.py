@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.onednn_workarounds import needs_unit_stride, strided_1x1_conv
+from adapters.memory_lean import SpikeConv2d, lean_training
+from adapters.onednn_workarounds import needs_unit_stride, unit_stride
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,12 +34,18 @@ def test_only_the_faulty_case_is_reformulated(conv, layout, expected):
     assert needs_unit_stride(conv, x) is expected
 
 
-def test_the_reformulation_is_the_same_function():
+@pytest.mark.parametrize("lean", [True, False])
+def test_spike_conv_reformulates_and_computes_the_same_function(lean):
     # float64 (no oneDNN) against torch's own strided convolution, odd sizes and unequal strides
-    conv = nn.Conv2d(4, 6, 1, stride=(2, 3)).double()
-    x = channels_last(torch.randn(3, 4, 9, 10, dtype=torch.float64)).requires_grad_()
-    assert needs_unit_stride(conv, x)
-    y = strided_1x1_conv(conv, x)
+    conv = SpikeConv2d(4, 6, 1, stride=(2, 3)).double()
+    x = channels_last(torch.randint(0, 2, (3, 4, 9, 10)).double()).requires_grad_()
+    sub, stride = unit_stride(conv, x)
+    assert stride == (1, 1) and torch.equal(sub, x[:, :, ::2, ::3])
+    seen = []
+    conv.register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    with lean_training(lean):
+        y = conv(x)
+    assert seen == [x.shape]  # the module's hooks see its real input
     g = torch.randn_like(y)
     grads = torch.autograd.grad(y, (x, conv.weight, conv.bias), g)
     ref = F.conv2d(x, conv.weight, conv.bias, stride=(2, 3))

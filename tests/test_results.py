@@ -1,4 +1,4 @@
-"""results/results.csv (eval.results): the builder against a hand-written eval output, and the committed
+"""results/results.csv (eval.release.results): the builder against a hand-written eval output, and the committed
 table against the shipped model cards it must agree with."""
 import csv
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from eval import results
+from eval.release import results
 from zoo import manifest
 
 ROOT = Path(__file__).parents[1]
