@@ -112,7 +112,7 @@ def test_torch_compile_default_inductor_backend_matches_eager_for_every_family()
     (outputs, gradients, running statistics) and eval forward equal to eager within float32 reordering
     (tolerances in compiled_vs_eager). A subprocess: a crash in generated or library code (heap corruption
     aborts the process) fails this test only. The three families share one process (C++ compilation dominates:
-    about 5 minutes on the project's busy 2-core machine with an empty inductor cache)."""
+    309 s of user CPU on the project's 2-core machine with an empty inductor cache, see README)."""
     proc = subprocess.run([sys.executable, str(HERE / "compiled_vs_eager.py"), *INDUCTOR_FAMILIES,
                            "--backend", "inductor"], cwd=HERE.parent, capture_output=True, text=True, timeout=1800,
                           env={**os.environ, "PYTHONPATH": str(HERE.parent)})
