@@ -448,3 +448,25 @@ def format_bench(res: dict) -> str:
 def _amp_text(amp: str) -> str:
     return "" if amp == "off" else (f"; train steps and inference under torch.autocast({amp})"
                                     + (" with a GradScaler" if amp == "fp16" else ""))
+
+
+def format_summary(results: list[dict]) -> str:
+    """One table over several ``run_bench`` results (e.g. T = 2/4/6, with and without AMP): a row per run and
+    build, times relative to the same run's ANN floor; the machine of the first run above it."""
+    from .profiling import describe_machine
+    from .report import format_table
+
+    rows = []
+    for res in results:
+        c, ann = res["config"], res["rows"].get("ann", {})
+        for r in res["rows"].values():
+            rel = r["train_ms"] / ann["train_ms"] if ann.get("train_ms") else None
+            rows.append([str(c["T"]), c.get("amp", "off"), r["label"], r["train_ms"], f"{rel:.2f}x" if rel else "-",
+                         r["infer_ms"], r["saved_for_backward_mib"], r["peak_train_mib"]])
+    head = ""
+    if results:
+        c = results[0]["config"]
+        head = (f"{c['arch']} at width x{c['width']}, input {c['in_chans']}x{c['input_size']}x{c['input_size']}, "
+                f"batch {c['batch']}; machine: {describe_machine(results[0]['machine'])}\n\n")
+    return head + format_table(["T", "AMP", "build", "train step (ms)", "/ ANN", "inference (ms)",
+                                "saved for backward (MiB)", "peak train memory (MiB)"], rows, align="lll" + "r" * 5)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from eval.bench import (BUILDS, BenchCheckError, BenchConfig, Build, BuildUnavailable, _ratios, check_same_function,
-                        format_bench, make_builds, reference_model, run_bench, saved_for_backward_bytes,
-                        training_forward_saved_bytes)
+                        format_bench, format_summary, make_builds, reference_model, run_bench,
+                        saved_for_backward_bytes, training_forward_saved_bytes)
 from eval.cli import main
 from eval.reference_models import mirror
 from hostile import assert_cli_user_error, run_cli
@@ -66,6 +66,9 @@ def test_a_wrong_build_is_refused(tiny_model, monkeypatch):
 def test_run_bench_result_and_table():
     res = run_bench(BenchConfig(**TINY))
     assert list(res["rows"]) == ["zoo", "spikingjelly", "spikingjelly-memopt", "snntorch", "ann"]
+    summary = format_summary([res, res]).splitlines()  # the GPU script's table over several runs
+    assert summary[0].startswith("sresnet19_tdbn at width") and len(summary) == 2 + 2 + 2 * len(res["rows"])
+    assert summary[-1].startswith("| 2 | off | ANN floor") and summary[-1].split("|")[5].strip() == "1.00x"
     for name, row in res["rows"].items():
         assert row["train_ms"] > 0 and row["infer_ms"] > 0 and row["peak_train_mib"] > 0
         assert row["saved_for_backward_mib"] > 0
