@@ -211,7 +211,7 @@ def test_spikingjelly_has_no_fused_lif_for_the_rectangular_surrogate():
 
 def test_bench_amp_bf16_on_cpu_end_to_end(tmp_path, capsys):
     out = tmp_path / "b.json"
-    rc = main(["bench", "--width", "0.0625", "--input-size", "16", "--batch", "2", "-T", "2", "--reps", "1",
+    rc = main(["bench", "--width", "0.0625", "--input-size", "8", "--batch", "2", "-T", "2", "--reps", "1",
                "--warmup", "0", "--amp", "bf16", "--device", "cpu", "--json", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
