@@ -95,7 +95,7 @@ def _zoo_fuse(model: nn.Module) -> nn.Module:
 
 def _spikingjelly_memopt(model: nn.Module, cfg: BenchConfig) -> nn.Module:
     """``memopt_mirror`` probed on a zero image of the benchmark's size (the probe only asks which block
-    inputs are binary, and spikes are whatever the image)."""
+    inputs are strictly binary, and spike inputs are, whatever the image)."""
     from .reference_models import memopt_mirror
 
     example = torch.zeros(1, cfg.in_chans, cfg.input_size, cfg.input_size, device=next(model.parameters()).device)

@@ -5,9 +5,10 @@ Activation memory here is ``eval.bench.training_forward_saved_bytes``: the disti
 from one training forward for backward, parameters left out -- deterministic and the same on every device.
 Every tensor a forward saves has the batch as one factor of its size (``[T, N, ...]``, ``[N, ...]`` or
 ``[T*N, ...]``) or does not depend on it, so the bytes are affine in the batch N at a fixed T,
-``bytes(N) = c + s * N``; likewise in T at a fixed N (a static image is encoded once, the time steps repeat).
-Two measured points give ``s`` and ``c`` exactly (integer bytes, rational arithmetic), and the largest N with
-``bytes(N) <= budget`` follows. ``tests/test_bench.py`` checks the fits against a third measured point.
+``bytes(N) = c + s * N``; likewise in T at a fixed N (every step saves the same tensors, plus or minus a
+fixed set: the static image's encoding, the last step's dropped reset). Two measured points give ``s`` and
+``c`` exactly (integer bytes, rational arithmetic), and the largest N with ``bytes(N) <= budget`` follows.
+``tests/test_bench_memory.py`` checks the fits against a third measured point.
 
 Not counted: parameters, gradients, optimizer state, the allocator's workspace and fragmentation -- the
 budget is for activations alone, so a GPU needs headroom above it.

@@ -11,6 +11,7 @@ import pytest
 from eval.bench import BenchConfig, reference_model
 from eval.bench_memory import MIB, AffineFit, format_memory_budget, measure_saved_bytes, memory_budget
 from eval.cli import main
+from hostile import assert_cli_user_error, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,3 +75,8 @@ def test_budget_command(tmp_path, capsys):
     assert "largest batch" in capsys.readouterr().out
     res = json.loads(out.read_text())
     assert res["budget_mib"] == 2 and list(res["rows"]) == ["zoo", "ann"]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "lots"])
+def test_budget_must_be_a_positive_number_of_mib(value, capsys):
+    assert_cli_user_error(run_cli(["bench", "--budget-mib", value], capsys), "--budget-mib", f"got '{value}'")
