@@ -41,6 +41,11 @@ class AffineFit:
 
     @classmethod
     def through(cls, p1: tuple[int, int], p2: tuple[int, int]) -> "AffineFit":
+        """The line through two ``(value, bytes)`` points with different values.
+
+        >>> AffineFit.through((2, 100), (4, 180)).largest_within(200)
+        4
+        """
         (v1, b1), (v2, b2) = p1, p2
         if v1 == v2:
             raise ValueError(f"two different points are needed, got v = {v1} twice")
@@ -58,6 +63,7 @@ class AffineFit:
         return max(0, math.floor((budget_bytes - self.intercept) / self.slope))
 
     def as_dict(self) -> dict:
+        """JSON-able: slope and intercept in MiB, and the two measured points."""
         return dict(slope_mib=float(self.slope) / MIB, intercept_mib=float(self.intercept) / MIB,
                     points=[dict(value=v, mib=b / MIB) for v, b in self.points])
 
