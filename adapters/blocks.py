@@ -29,8 +29,10 @@ from torch import nn
 from ._checks import check_tensor
 from .fused import FoldedNorm
 from .fusion import NormSlot
+from .memory_lean import SpikeConv2d
 from .multistep import seq_apply
 from .neurons import NeuronSpec, neuron_factory
+from .norm_lif import Residual, fire
 from .tdbn import RESIDUAL_ALPHA, MultiStepBatchNorm1d, MultiStepBatchNorm2d, TdBatchNorm1d, TdBatchNorm2d
 
 NormSpec = Union[str, Callable[..., nn.Module]]
@@ -79,7 +81,7 @@ class Shortcut(nn.Module):
                  identity_norm: bool = True):
         super().__init__()
         project = stride != 1 or in_channels != out_channels
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, stride, bias=conv_bias(norm_layer)) if project else None
+        self.conv = SpikeConv2d(in_channels, out_channels, 1, stride, bias=conv_bias(norm_layer)) if project else None
         if project:
             self.bn = norm_layer(out_channels, alpha=RESIDUAL_ALPHA)
         elif identity_norm:  # no conv to fold into: the fused layout keeps a per-channel affine here
@@ -89,11 +91,14 @@ class Shortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, N, C_in, H, W] -> [T, N, C_out, H/stride, W/stride]`` currents."""
+        return self.residual(x).current()
+
+    def residual(self, x: torch.Tensor) -> Residual:
+        """The shortcut with its norm not yet applied (``adapters.norm_lif.fire`` applies it, fused with the
+        block's last neuron in training): the conv's output, or the input spikes themselves."""
         if self.conv is not None:
-            x = seq_apply(self.conv, x)
-        if self.bn is not None:
-            x = self.bn(x)
-        return x
+            return Residual(seq_apply(self.conv, x), self.bn, binary=False)
+        return Residual(x, self.bn, binary=True)
 
     def norm_slots(self) -> tuple[NormSlot, ...]:
         """The shortcut's norm, after its conv or (identity shortcut) on its input."""
@@ -158,10 +163,10 @@ class BasicBlock(_ResidualBlock):
                                                            detach_reset=detach_reset))
         self.in_channels, self.out_channels = in_channels, channels
         bias = conv_bias(norm_layer)
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=bias)
+        self.conv1 = SpikeConv2d(in_channels, channels, 3, stride, 1, bias=bias)
         self.bn1 = norm_layer(channels, alpha=1.0)
         self.act1 = act_layer()
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=bias)
+        self.conv2 = SpikeConv2d(channels, channels, 3, 1, 1, bias=bias)
         self.bn2 = norm_layer(channels, alpha=RESIDUAL_ALPHA)
         self.shortcut = Shortcut(in_channels, channels, stride, norm_layer, identity_norm)
         self.act2 = act_layer()
@@ -169,10 +174,9 @@ class BasicBlock(_ResidualBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, N, C_in, H, W] -> [T, N, C_out, H/stride, W/stride]`` spikes."""
         self._check(x)
-        shortcut = self.shortcut(x)
-        x = self.act1(self.bn1(seq_apply(self.conv1, x)))
-        x = self.bn2(seq_apply(self.conv2, x))
-        return self.act2(x + shortcut)
+        shortcut = self.shortcut.residual(x)
+        x = fire(self.act1, self.bn1, seq_apply(self.conv1, x))
+        return fire(self.act2, self.bn2, seq_apply(self.conv2, x), shortcut)  # act2(bn2(conv2 x) + shortcut)
 
     def branch(self):
         """conv1-bn1-act1, conv2-bn2-act2 (act2 fires on the branch plus the shortcut)."""
@@ -195,13 +199,13 @@ class Bottleneck(_ResidualBlock):
         out = channels * self.expansion
         self.in_channels, self.out_channels = in_channels, out
         bias = conv_bias(norm_layer)
-        self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=bias)
+        self.conv1 = SpikeConv2d(in_channels, channels, 1, bias=bias)
         self.bn1 = norm_layer(channels, alpha=1.0)
         self.act1 = act_layer()
-        self.conv2 = nn.Conv2d(channels, channels, 3, stride, 1, bias=bias)
+        self.conv2 = SpikeConv2d(channels, channels, 3, stride, 1, bias=bias)
         self.bn2 = norm_layer(channels, alpha=1.0)
         self.act2 = act_layer()
-        self.conv3 = nn.Conv2d(channels, out, 1, bias=bias)
+        self.conv3 = SpikeConv2d(channels, out, 1, bias=bias)
         self.bn3 = norm_layer(out, alpha=RESIDUAL_ALPHA)
         self.shortcut = Shortcut(in_channels, out, stride, norm_layer, identity_norm)
         self.act3 = act_layer()
@@ -209,11 +213,10 @@ class Bottleneck(_ResidualBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, N, C_in, H, W] -> [T, N, 4 * channels, H/stride, W/stride]`` spikes."""
         self._check(x)
-        shortcut = self.shortcut(x)
-        x = self.act1(self.bn1(seq_apply(self.conv1, x)))
-        x = self.act2(self.bn2(seq_apply(self.conv2, x)))
-        x = self.bn3(seq_apply(self.conv3, x))
-        return self.act3(x + shortcut)
+        shortcut = self.shortcut.residual(x)
+        x = fire(self.act1, self.bn1, seq_apply(self.conv1, x))
+        x = fire(self.act2, self.bn2, seq_apply(self.conv2, x))
+        return fire(self.act3, self.bn3, seq_apply(self.conv3, x), shortcut)  # act3(bn3(conv3 x) + shortcut)
 
     def branch(self):
         """conv1-bn1-act1, conv2-bn2-act2, conv3-bn3-act3 (act3 fires on the branch plus the shortcut)."""

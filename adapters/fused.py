@@ -45,6 +45,8 @@ class FoldedNorm:
         return nn.Identity()
 
     def without_conv(self, num_features: int, alpha: float = 1.0) -> nn.Module:
+        """The folded norm of a slot with no conv before it (an identity shortcut): a per-channel affine
+        ``y = w * x + b`` on ``[T, N, C, H, W]`` (``alpha`` is already folded into ``w`` and ``b``)."""
         return ChannelAffine(num_features)
 
     def __repr__(self) -> str:

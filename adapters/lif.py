@@ -17,6 +17,24 @@ from .surrogate import RectSurrogate
 
 
 def check_lif_params(tau_decay: float, v_th: float, surrogate_width: float) -> None:
+    r"""Refuse LIF parameters outside the ranges of the paper's neuron (eq. 2-3, 16), with a ValueError naming
+    the parameter, its range and the value.
+
+    .. math::
+        u[t] = \tau_{decay}\, u[t-1]\,(1 - o[t-1]) + x[t], \qquad o[t] = \mathbb{1}[u[t] > V_{th}],
+        \qquad \frac{\partial o}{\partial u} \approx \frac{1}{a}\,\mathbb{1}\big[|u - V_{th}| < \tfrac{a}{2}\big]
+
+    needs :math:`0 \le \tau_{decay} \le 1` (the membrane decays, never grows), :math:`V_{th} > 0` (a neuron
+    at rest does not fire) and a surrogate width :math:`a > 0`.
+
+    Example::
+
+        >>> check_lif_params(0.25, 0.5, 1.0)
+        >>> check_lif_params(1.5, 0.5, 1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: tau_decay must lie in [0, 1], got 1.5
+    """
     if not 0.0 <= tau_decay <= 1.0:
         raise ValueError(f"tau_decay must lie in [0, 1], got {tau_decay}")
     if not v_th > 0:
@@ -202,8 +220,14 @@ class LIF(nn.Module):
         self.surrogate_width = float(surrogate_width)
         self.detach_reset = bool(detach_reset)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    fires_from_norm_input = True  # accepts norm_input= (adapters.norm_lif: the memory-lean training path)
+
+    def forward(self, x: torch.Tensor, norm_input=None) -> torch.Tensor:
+        """``[T, N, ...]`` input currents -> spikes. ``norm_input`` (from ``adapters.norm_lif.fire``) says how
+        to recompute ``x`` in backward, so nothing but the norm's input is saved."""
         check_tensor(x, layer="LIF", ranks=tuple(range(2, 9)), layout="[T, N, ...]")
+        if norm_input is not None:
+            return norm_input.fire_lif(x, self.tau_decay, self.v_th, self.surrogate_width, self.detach_reset)
         return lif_multistep(x, self.tau_decay, self.v_th, self.surrogate_width, self.detach_reset)
 
     def extra_repr(self) -> str:

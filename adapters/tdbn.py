@@ -54,7 +54,7 @@ class _MultiStepNorm(nn.Module):
         check_tensor(x, layer=name, ranks=self.ranks, layout=self.layout, channels=self.num_features)
         T, N = x.shape[:2]
         flat = x.flatten(0, 1)
-        weight = self.weight * self.scale if self.scale != 1.0 else self.weight
+        weight = self.scaled_weight()
         if not self.training:
             y = F.batch_norm(flat, self.running_mean, self.running_var, weight, self.bias, False, 0.0, self.eps)
             return y.unflatten(0, (T, N))
@@ -62,11 +62,10 @@ class _MultiStepNorm(nn.Module):
         if checking:  # opt-in (host sync): a NaN/Inf input would poison the running statistics for good
             saved = self.running_mean.clone(), self.running_var.clone()
         self.num_batches_tracked.add_(1)
-        if self.sync and dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1:
+        if not self.local_batch_stats():
             y = self._sync_batch_norm(flat, weight)
         else:
-            y = F.batch_norm(flat, self.running_mean, self.running_var, weight, self.bias, True,
-                             self._momentum(), self.eps)
+            y = self._local_batch_norm(flat, weight)
         if checking and not bool(torch.isfinite(self.running_mean).all() & torch.isfinite(self.running_var).all()):
             self.running_mean.copy_(saved[0])
             self.running_var.copy_(saved[1])
@@ -74,6 +73,33 @@ class _MultiStepNorm(nn.Module):
             check_finite(x, layer=name)  # names NaN or Inf
             raise ValueError(f"{name}: batch statistics overflowed (input magnitude too large)")
         return y.unflatten(0, (T, N))
+
+    def _local_batch_norm(self, flat: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Training-mode norm of ``[T*N, C, ...]`` with this process's statistics, running statistics updated.
+
+        ``y`` comes from ``torch.native_batch_norm`` without running statistics, exactly the call with which
+        ``adapters.norm_lif`` recomputes it in backward (a kernel given running statistics may round
+        differently on some devices). On CPU the one call with running statistics is that same kernel (the op
+        ``F.batch_norm`` runs; tests hold it bit-equal), so the update costs no extra pass there.
+        """
+        F._verify_batch_size(flat.size())  # F.batch_norm's "more than 1 value per channel" error
+        if flat.device.type == "cpu":
+            return torch.native_batch_norm(flat, weight, self.bias, self.running_mean, self.running_var, True,
+                                           self._momentum(), self.eps)[0]
+        with torch.no_grad():
+            torch.batch_norm_update_stats(flat, self.running_mean, self.running_var, self._momentum())
+        return torch.native_batch_norm(flat, weight, self.bias, None, None, True, 0.0, self.eps)[0]
+
+    def scaled_weight(self) -> torch.Tensor:
+        """The per-channel gain the normalised input is multiplied by: ``weight * scale`` (lambda * alpha * Vth
+        for tdBN), differentiable in ``weight``."""
+        return self.weight * self.scale if self.scale != 1.0 else self.weight
+
+    def local_batch_stats(self) -> bool:
+        """Whether training statistics come from this process's batch alone (not all-reduced across
+        processes): then they can be recomputed from the input in backward (``adapters.norm_lif``)."""
+        return not (self.sync and dist.is_available() and dist.is_initialized()
+                    and dist.get_world_size(self.process_group) > 1)
 
     def _sync_batch_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Batch statistics over every process of ``process_group``, in float32 whatever ``x``'s dtype (as

@@ -4,7 +4,7 @@
 # Full-width ResNet-19 at CIFAR size (3x32x32, batch 32), T = 2/4/6, float32 and AMP bf16 (torch.autocast):
 # this zoo vs SpikingJelly (its PyTorch LIF loop: its CUDA and Triton LIF kernels do not take the paper's
 # rectangular surrogate), SpikingJelly + memopt, snnTorch and the ANN floor, CUDA synchronised around every
-# timing (eval.profiling.time_call), after the float64 same-function check. Writes, in OUT_DIR: one JSON (every
+# timing (eval.measure.profiling.time_call), after the float64 same-function check. Writes, in OUT_DIR: one JSON (every
 # sample) and one text table per run, summary.md (all runs in one table), budget_t4_bf16.txt/.json (the largest
 # batch and T in 16 GiB of activations), then the bf16/compile tests on the GPU's host.
 set -euo pipefail
@@ -19,7 +19,7 @@ for AMP in off bf16; do
       --builds "$BUILDS" --reps 5 --warmup 2 --json "$OUT/bench_t${T}_${AMP}.json" | tee "$OUT/bench_t${T}_${AMP}.txt"
   done
 done
-"$PY" -c 'import json, sys; from eval.bench import format_summary
+"$PY" -c 'import json, sys; from eval.bench.runner import format_summary
 print(format_summary([json.load(open(p)) for p in sys.argv[1:]]))' \
   "$OUT"/bench_t{2,4,6}_off.json "$OUT"/bench_t{2,4,6}_bf16.json | tee "$OUT/summary.md"
 timeout 600 "$PY" -m eval.cli bench --device cuda --width 1 --input-size 32 --batch 32 -T 4 --amp bf16 \

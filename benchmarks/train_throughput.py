@@ -3,8 +3,8 @@ of its recipe (a projection: measured images/s x images per epoch x epochs, noth
 
     PYTHONPATH=. python benchmarks/train_throughput.py --threads 2 --out benchmarks/train_throughput_cpu_2core.json
 
-One training step = what ``eval.train.Trainer`` does per batch without mixed precision (CPU): forward over T,
-cross-entropy on the time-mean output, backward, SGD with momentum and weight decay. Static images are
+One training step = what ``eval.train.trainer.Trainer`` does per batch without mixed precision (CPU): forward
+over T, cross-entropy on the time-mean output, backward, SGD with momentum and weight decay. Static images are
 random normalised tensors ``[B, C, H, W]`` (the model repeats them over T); event inputs are binary frames
 ``[T, B, 2, H, W]`` at 10% density (spike-like). The first step (allocation, kernel build) is not timed.
 """
@@ -25,7 +25,7 @@ IMAGES_PER_EPOCH = {"cifar10": 50_000, "imagenet-1k": 1_281_167, "cifar10-dvs": 
 
 def measure(tag: str, batch: int, steps: int) -> dict:
     import zoo
-    from eval.presets import get_preset
+    from eval.train.presets import get_preset
     from zoo.tags import TAGS
 
     preset = get_preset(tag)

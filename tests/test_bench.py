@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from eval.bench import (BUILDS, BenchCheckError, BenchConfig, Build, BuildUnavailable, _ratios, check_same_function,
-                        format_bench, format_summary, make_builds, reference_model, run_bench,
-                        saved_for_backward_bytes, training_forward_saved_bytes)
+from eval.bench.reference_models import mirror
+from eval.bench.runner import (BUILDS, BenchCheckError, BenchConfig, Build, BuildUnavailable, _ratios,
+                               check_same_function, format_bench, format_summary, make_builds, reference_model,
+                               run_bench, saved_for_backward_bytes, training_forward_saved_bytes)
 from eval.cli import main
-from eval.reference_models import mirror
 from hostile import assert_cli_user_error, run_cli
 
 
@@ -118,7 +118,7 @@ def test_bench_command(tmp_path, capsys):
 
 
 def test_saved_for_backward_counts_distinct_activation_storages_by_hand():
-    from eval.bench import saved_for_backward_bytes
+    from eval.bench.runner import saved_for_backward_bytes
 
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
     x = torch.randn(2, 4)
@@ -180,7 +180,7 @@ def test_spikingjelly_memopt_build_is_the_same_network_checkpointed(memopt_build
 def test_memopt_that_cannot_run_here_is_a_note_not_a_crash(monkeypatch):
     import functools
 
-    import eval.reference_models as rm
+    import eval.bench.reference_models as rm
 
     # memopt's levels 2-4 measure the CUDA allocator's peak and raise RuntimeError without CUDA
     monkeypatch.setattr(rm, "memopt_mirror", functools.partial(rm.memopt_mirror, level=4))
@@ -223,12 +223,13 @@ def test_bench_amp_bf16_on_cpu_end_to_end(tmp_path, capsys):
 
 
 def test_autocast_bf16_saves_less_for_backward(tiny_model):
-    """bf16 autocast stores the convolutions' inputs and outputs in 2 bytes instead of 4: fewer bytes saved."""
+    """bf16 autocast stores the convolutions' outputs in 2 bytes instead of 4: fewer bytes saved (the ANN
+    floor's float inputs too; the zoo's spike inputs are saved as bool either way)."""
     x, y = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
-    for name in ("zoo", "ann"):
+    for name, at_most in (("zoo", 0.95), ("ann", 0.75)):
         m = BUILDS[name].make(tiny_model, None)
         fp32, bf16 = (training_forward_saved_bytes(copy.deepcopy(m), x, y, amp) for amp in ("off", "bf16"))
-        assert bf16 < 0.75 * fp32, (name, bf16, fp32)
+        assert bf16 < at_most * fp32, (name, bf16, fp32)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast is allowed with CUDA")

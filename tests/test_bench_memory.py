@@ -1,4 +1,4 @@
-"""What the activation memory buys (``eval.bench_memory``, ``tdbn-zoo bench --budget-mib``): the affine fits
+"""What the activation memory buys (``eval.bench.memory``, ``tdbn-zoo bench --budget-mib``): the affine fits
 of bytes saved for backward predict a third, independently measured point, and the largest batch/T follow."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fractions import Fraction
 
 import pytest
 
-from eval.bench import BenchConfig, reference_model
-from eval.bench_memory import MIB, AffineFit, format_memory_budget, measure_saved_bytes, memory_budget
+from eval.bench.memory import MIB, AffineFit, format_memory_budget, measure_saved_bytes, memory_budget
+from eval.bench.runner import BenchConfig, reference_model
 from eval.cli import main
 from hostile import assert_cli_user_error, run_cli
 

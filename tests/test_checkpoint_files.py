@@ -7,8 +7,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
 from eval.cli import main
-from eval.data import build_dataset
-from eval.train import Trainer
+from eval.data.images import build_dataset
+from eval.train.trainer import Trainer
 from zoo.checkpoints import Checkpoint
 
 
@@ -39,7 +39,7 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     import os
     import stat
 
-    from zoo.manifest import atomic_write
+    from zoo.fileio import atomic_write
 
     old = os.umask(0o022)
     try:

@@ -46,8 +46,8 @@ def test_help_and_argument_errors_import_no_torch(argv, code, says):
 
 
 def test_bench_help_defaults_are_bench_configs():
-    from eval.bench import BenchConfig
-    from eval.commands.bench import _Defaults
+    from eval.bench.runner import BenchConfig
+    from eval.cli.commands.bench import _Defaults
 
     want = BenchConfig()
     for f in fields(BenchConfig):
@@ -56,10 +56,10 @@ def test_bench_help_defaults_are_bench_configs():
 
 
 def test_command_modules_import_no_torch():
-    """Every module in eval/commands (helpers included) imports light, so any command's --help stays light."""
-    names = sorted(p.stem for p in (ROOT / "eval" / "commands").glob("*.py") if p.stem != "__init__")
+    """Every module in eval/cli/commands (helpers included) imports light, so any command's --help stays light."""
+    names = sorted(p.stem for p in (ROOT / "eval" / "cli" / "commands").glob("*.py") if p.stem != "__init__")
     code = ("import importlib, sys\n"
-            f"for n in {names!r}: importlib.import_module('eval.commands.' + n)\n"
+            f"for n in {names!r}: importlib.import_module('eval.cli.commands.' + n)\n"
             f"print('HEAVY', ','.join(m for m in {HEAVY!r} if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})

@@ -1,4 +1,4 @@
-"""eval.data: IDX / CIFAR / ImageFolder pipelines on files of the exact on-disk formats, the shipped
+"""eval.data.images: IDX / CIFAR / ImageFolder pipelines on files of the exact on-disk formats, the shipped
 Fashion-MNIST subset, the search path and its errors. Nothing is downloaded."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from eval.data import (DATASETS, SUBSET_PATH, build_dataset, build_transform, dataset_spec, find_root, load_subset,
-                       parse_data_spec, read_idx, write_subset)
+from eval.data.images import (DATASETS, SUBSET_PATH, build_dataset, build_transform, dataset_spec, find_root,
+                              load_subset, parse_data_spec, read_idx, write_subset)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)

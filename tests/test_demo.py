@@ -6,8 +6,8 @@ import torch
 
 import zoo
 from eval.cli import main
-from eval.commands.demo import DEMO_MODEL
-from eval.data import build_dataset
+from eval.cli.commands.demo import DEMO_MODEL
+from eval.data.images import build_dataset
 
 
 def test_demo_prints_the_shipped_models_real_scores(capsys):

@@ -11,11 +11,11 @@ from torch import nn
 import zoo
 from adapters import LIF
 from eval.cli import main
-from eval.data import build_dataset
-from eval.harness import calibrate_norms, evaluate, evaluate_over_T
-from eval.metrics import SpikeRecorder, topk_correct
-from eval.profiling import peak_memory
-from eval.synops import EnergyModel, OpCounter, ann_macs, conv_accumulates, shape_only_model
+from eval.data.images import build_dataset
+from eval.measure.harness import calibrate_norms, evaluate, evaluate_over_T
+from eval.measure.metrics import SpikeRecorder, topk_correct
+from eval.measure.profiling import peak_memory
+from eval.measure.synops import EnergyModel, OpCounter, ann_macs, conv_accumulates, shape_only_model
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
@@ -226,7 +226,7 @@ def test_fused_checkpoint_folder_same_spikes_and_ops(tmp_path, capsys):
 
 def test_encoding_layer_counts_as_macs_whatever_the_batch_holds():
     """Event-count frames are 0/1 in some batches and not in others: the totals must not depend on batching."""
-    from eval.synops import OpCounter, conv_fan_in
+    from eval.measure.synops import OpCounter, conv_fan_in
 
     model = zoo.create("sresnet19_tdbn", T=2, in_chans=2, stem_width=8, channels=(8, 16, 32)).eval()
     binary = (torch.rand(2, 3, 2, 8, 8) < 0.3).float()

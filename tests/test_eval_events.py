@@ -1,4 +1,4 @@
-"""``tdbn-zoo eval`` / ``eval.harness.evaluate`` on event data: DVS-Gesture in tonic's on-disk format and
+"""``tdbn-zoo eval`` / ``eval.measure.harness.evaluate`` on event data: DVS-Gesture in tonic's on-disk format and
 npz / folder datasets (as ``make-events`` writes them). Accuracy is checked against running the model by hand
 on frames from the hand-written reference of tests/test_events.py, the operation counts against the static
 path's counter (``OpCounter`` on the same frames), and the user errors for their wording."""
@@ -12,10 +12,10 @@ import torch
 
 import zoo
 from eval.cli import main
-from eval.events import build_event_dataset, save_event_npz, write_event_folder
-from eval.harness import calibrate_norms, evaluate, evaluate_over_T
-from eval.metrics import SpikeRecorder, topk_correct
-from eval.synops import OpCounter
+from eval.data.events import build_event_dataset, save_event_npz, write_event_folder
+from eval.measure.harness import calibrate_norms, evaluate, evaluate_over_T
+from eval.measure.metrics import SpikeRecorder, topk_correct
+from eval.measure.synops import OpCounter
 from test_events import _gesture_fixture, expected_frames, make_events, random_events
 from zoo.checkpoints import save_pretrained
 

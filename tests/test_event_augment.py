@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from eval.cli import main
-from eval.events import EVENT_DTYPE, EventFraming
-from eval.events.augment import EventAugment, augment_training, parse_augment
-from eval.events.recordings import EventRecordings
+from eval.data.events import EVENT_DTYPE, EventFraming
+from eval.data.events.augment import EventAugment, augment_training, parse_augment
+from eval.data.events.recordings import EventRecordings
 from hostile import assert_cli_user_error, run_cli
 
 FRAMING = EventFraming(sensor_size=(34, 34, 2), target_size=(16, 16), time_window=20_000, T=2)
@@ -102,8 +102,8 @@ def test_only_the_training_part_is_augmented():
 
 def test_finetune_with_augmentation_resumes_exactly(tmp_path):
     """A run that crashes mid-epoch 2 and is resumed ends with the uninterrupted run's weights."""
-    from eval.finetune import finetune
-    from eval.train import TrainConfig
+    from eval.train.finetune import finetune
+    from eval.train.trainer import TrainConfig
     from zoo import SpikingResNet
 
     rng = np.random.default_rng(3)
@@ -144,7 +144,7 @@ def test_finetune_with_augmentation_resumes_exactly(tmp_path):
 
 
 def test_finetune_cli_records_the_augmentation_and_refuses_unknown_names(tmp_path, capsys):
-    from eval.events import save_event_npz
+    from eval.data.events import save_event_npz
 
     rng = np.random.default_rng(4)
     for split, n in (("train", 8), ("test", 4)):
@@ -160,7 +160,7 @@ def test_finetune_cli_records_the_augmentation_and_refuses_unknown_names(tmp_pat
 
 
 def test_progress_prints_plain_lines_with_eta_without_a_terminal():
-    from eval.train import _Progress
+    from eval.train.trainer import _Progress
 
     now = [0.0]
     stream = io.StringIO()  # not a terminal
@@ -181,8 +181,8 @@ def test_progress_prints_plain_lines_with_eta_without_a_terminal():
 
 def test_trainer_prints_progress_lines_into_a_log(tmp_path, capsys, monkeypatch):
     """Inside an epoch, with stderr captured (not a terminal), the trainer prints the plain lines."""
-    from eval.finetune import finetune
-    from eval.train import TrainConfig, _Progress
+    from eval.train.finetune import finetune
+    from eval.train.trainer import TrainConfig, _Progress
     from zoo import SpikingResNet
 
     monkeypatch.setattr(_Progress, "interval_s", 0.0)  # a line after every step

@@ -11,9 +11,9 @@ import pytest
 import tonic
 import torch
 
-from eval.events import (CIFAR10_DVS, DVS_GESTURE, EVENT_DTYPE, CIFAR10DVS, DVSGesture, EventFolder, EventFraming,
-                         EventNpz, check_events, collate_frames, open_event_dataset, read_event_file,
-                         save_event_npz, write_event_folder)
+from eval.data.events import (CIFAR10_DVS, DVS_GESTURE, EVENT_DTYPE, CIFAR10DVS, DVSGesture, EventFolder, EventFraming,
+                              EventNpz, check_events, collate_frames, open_event_dataset, read_event_file,
+                              save_event_npz, write_event_folder)
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "events"
 needs_events = pytest.mark.skipif(not EVENTS_DIR.is_dir(),

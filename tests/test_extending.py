@@ -14,7 +14,7 @@ import zoo
 from adapters import RESIDUAL_ALPHA, ChannelAffine, TdBatchNorm1d, TdBatchNorm2d, seq_apply
 from adapters.fusion import NormSlot
 from adapters.neurons import copy_neurons, is_neuron, lif_params, neuron_modules
-from eval.metrics import SpikeRecorder
+from eval.measure.metrics import SpikeRecorder
 from zoo import SpikingResNet
 from zoo.to_nir import to_nir
 

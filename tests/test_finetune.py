@@ -1,4 +1,4 @@
-"""``eval.finetune`` and ``tdbn-zoo finetune``: freezing, the trainer wiring, the reported accuracy."""
+"""``eval.train.finetune`` and ``tdbn-zoo finetune``: freezing, the trainer wiring, the reported accuracy."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 import zoo
 from adapters import TdBatchNorm2d
 from eval.cli import main
-from eval.events import EVENT_DTYPE, EventFraming, collate_frames, open_event_dataset, save_event_npz
-from eval.finetune import freeze_modules
+from eval.data.events import EVENT_DTYPE, EventFraming, collate_frames, open_event_dataset, save_event_npz
+from eval.train.finetune import freeze_modules
 from zoo.pretrained import read_safetensors
 
 ARCH = "sresnet19_narrow_tdbn"
@@ -135,8 +135,8 @@ def test_finetune_from_the_shipped_fused_checkpoint_learns(tmp_path):
     task: the MNIST net on 400 real Fashion-MNIST images, scored on 100 others."""
     from pathlib import Path
 
-    from eval.finetune import finetune
-    from eval.train import TrainConfig
+    from eval.train.finetune import finetune
+    from eval.train.trainer import TrainConfig
     data = np.load(Path(__file__).parents[1] / "weights" / "data" / "fashion_mnist_test_subset.npz")
     x = (torch.tensor(data["images"]).float()[:, None] / 255 - 0.1307) / 0.3081  # the MNIST normalisation
     items = [(xi[None].expand(2, -1, -1, -1).numpy(), int(yi)) for xi, yi in zip(x, data["labels"])]

@@ -197,6 +197,6 @@ def test_unfuse_refuses_bad_input_and_copies_an_unfused_model():
 
 
 def test_trainer_refuses_a_fused_model():
-    from eval.train import Trainer
+    from eval.train.trainer import Trainer
     with pytest.raises(ValueError, match="zoo.unfuse"):
         Trainer(zoo.fuse(SpikingResNet(**SMALL)), [])

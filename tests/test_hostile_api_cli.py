@@ -259,7 +259,7 @@ def test_output_path_the_os_cannot_hold_is_refused(argv, needles, tmp_path, caps
 def test_eval_writes_json_and_plots_into_new_folders_and_the_json_matches_the_model(tmp_path, capsys):
     """A valid output path whose folders do not exist yet is accepted and created; the JSON's top-1 equals the
     accuracy of the same checkpoint computed here directly on the same images."""
-    from eval.data import build_dataset
+    from eval.data.images import build_dataset
 
     out, plots = tmp_path / "a" / "b" / "r.json", tmp_path / "plots"
     r = run_cli(["eval", SHIPPED, "--data", "fashion-mnist-subset", "--max-images", "4", "--batch-size", "4",

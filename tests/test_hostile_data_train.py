@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from eval.data import build_dataset, load_idx_pair, load_subset, read_idx
-from eval.train import TrainConfig, Trainer
-from eval.train_checkpoint import DivergedError, read_training_checkpoint, save_training_checkpoint
+from eval.data.images import build_dataset, load_idx_pair, load_subset, read_idx
+from eval.train.trainer import TrainConfig, Trainer
+from eval.train.checkpoint import DivergedError, read_training_checkpoint, save_training_checkpoint
 from hostile import assert_cli_user_error, assert_user_error, run_cli
 from test_train import TINY, tiny_data
 from zoo import SpikingResNet

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.events import EVENT_DTYPE, save_event_npz, write_nmnist_file
-from eval.events.readers import read_recording
-from eval.events.recordings import scan_recordings, split_recordings, load_recordings
+from eval.data.events import EVENT_DTYPE, save_event_npz, write_nmnist_file
+from eval.data.events.readers import read_recording
+from eval.data.events.recordings import scan_recordings, split_recordings, load_recordings
 from tests.hostile import assert_cli_user_error, assert_user_error, run_cli
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "events"
@@ -173,8 +173,8 @@ def test_split_is_deterministic_stratified_and_leakage_free(tmp_path):  # correc
     assert a == b
     test = set(a["test"])
     assert {n.split("/")[0] for n in test} == {"cat", "dog"} and len(test) == 2  # one per class of 5 at 0.2
-    from eval.events import EventFraming
-    from eval.events.recordings import EventRecordings
+    from eval.data.events import EventFraming
+    from eval.data.events.recordings import EventRecordings
     load_recordings(recs)
     f = EventFraming((16, 16, 2), (16, 16), time_window=50_000, T=2)
     parts = {p: EventRecordings(recs, ["cat", "dog"], f, slice_us=100_000, part=p, split=a) for p in ("train", "test")}
@@ -189,8 +189,8 @@ def test_split_is_deterministic_stratified_and_leakage_free(tmp_path):  # correc
 
 
 def test_split_by_time_needs_windows(tmp_path):
-    from eval.events import EventFraming
-    from eval.events.recordings import EventRecordings
+    from eval.data.events import EventFraming
+    from eval.data.events.recordings import EventRecordings
     recs, names = scan_recordings(class_folder(tmp_path / "ds"))
     load_recordings(recs)
     f = EventFraming((16, 16, 2), (16, 16), time_window=50_000, T=2)
@@ -250,13 +250,13 @@ def test_finetune_npz_labels_with_gaps(tmp_path, capsys):
 
 # --- older event formats ----------------------------------------------------------------------------------
 def test_event_npz_negative_labels(tmp_path):
-    from eval.events import EventNpz
+    from eval.data.events import EventNpz
     save_event_npz(tmp_path / "s.npz", [events(), events(seed=1)], [0, -4], (34, 34, 2))
     assert_user_error(lambda: EventNpz(tmp_path / "s.npz"), r"s\.npz", "0..K-1")
 
 
 def test_event_npz_corrupt_zip(tmp_path):
-    from eval.events import EventNpz
+    from eval.data.events import EventNpz
     save_event_npz(tmp_path / "s.npz", [events()], [0], (34, 34, 2))
     data = (tmp_path / "s.npz").read_bytes()
     (tmp_path / "s.npz").write_bytes(data[: len(data) // 2])
@@ -264,14 +264,14 @@ def test_event_npz_corrupt_zip(tmp_path):
 
 
 def test_event_folder_labels_csv_escape(tmp_path):
-    from eval.events import EventFolder
+    from eval.data.events import EventFolder
     write(tmp_path / "ds" / "a.bin", events())
     write(tmp_path / "ds" / "labels.csv", "file,label\n/etc/hostname,0\n")
     assert_user_error(lambda: EventFolder(tmp_path / "ds", sensor_size=(34, 34, 2)), "/etc/hostname", "outside")
 
 
 def test_truncated_nmnist_in_event_folder_names_the_file(tmp_path):
-    from eval.events import read_event_file
+    from eval.data.events import read_event_file
     write(tmp_path / "a.bin", b"\x00" * 7)
     assert_user_error(lambda: read_event_file(tmp_path / "a.bin"), r"a\.bin", "multiple of 5")
 
@@ -291,7 +291,7 @@ def test_make_events_refuses_to_replace_a_foreign_folder(tmp_path, capsys):
 
 def test_make_events_failure_keeps_the_old_dataset_whole(tmp_path, capsys, monkeypatch):
     """A failure while converting the test split leaves the earlier output untouched (never new train + old test)."""
-    from eval.events import simulate
+    from eval.data.events import simulate
     images = tmp_path / "mnist"
     images.mkdir()
     import gzip

@@ -220,7 +220,7 @@ def test_publish_a_finetune_folder_uploads_the_checkpoint_only_and_loads_back(hu
     import numpy as np
     from huggingface_hub import HfApi
 
-    from eval.events import EVENT_DTYPE
+    from eval.data.events import EVENT_DTYPE
 
     rng = np.random.default_rng(0)
     data = tmp_path / "events"

@@ -1,4 +1,4 @@
-"""The simulated event camera (``eval.events.SaccadeSensor``) and ``tdbn-zoo make-events``."""
+"""The simulated event camera (``eval.data.events.SaccadeSensor``) and ``tdbn-zoo make-events``."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 import tonic
 
 from eval.cli import main
-from eval.events import EVENT_DTYPE, EventFraming, EventNpz, SaccadeSensor, open_event_dataset
+from eval.data.events import EVENT_DTYPE, EventFraming, EventNpz, SaccadeSensor, open_event_dataset
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 needs_mnist = pytest.mark.skipif(not (DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
@@ -92,7 +92,7 @@ def test_make_events_on_mnist(tmp_path, fmt, capsys):
     train = open_event_dataset(out, train=True)
     test = open_event_dataset(out, train=False)
     assert len(train) == 6 and len(test) == 3 and train.sensor_size == (34, 34, 2)
-    from eval.data import build_dataset
+    from eval.data.images import build_dataset
     assert [train[i][1] for i in range(6)] == build_dataset("mnist", DATA, "train").targets[:6].tolist()
     for i in range(3):
         ev, _ = test[i]

@@ -1,4 +1,4 @@
-"""eval.neurobench: NeuroBench 2.3's own metrics on a zoo model agree with the zoo's harness (an independent
+"""eval.measure.neurobench: NeuroBench 2.3's own metrics on a zoo model agree with the zoo's harness (an independent
 count: NeuroBench hooks and counts by its own code), on every neuron backend and both data layouts."""
 import pytest
 import torch
@@ -10,8 +10,8 @@ from neurobench.metrics.workload import ActivationSparsity, SynapticOperations  
 from neurobench.models import TorchModel  # noqa: E402
 
 import zoo  # noqa: E402
-from eval.harness import evaluate  # noqa: E402
-from eval.neurobench import argmax, run, wrap  # noqa: E402
+from eval.measure.harness import evaluate  # noqa: E402
+from eval.measure.neurobench import argmax, run, wrap  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from eval.cli import main
-from eval.events.readers import read_recording
+from eval.data.events.readers import read_recording
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "events"
 if not REAL.is_dir():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import zoo
-from eval.smoke_data import write_smoke_data
+from eval.data.smoke import write_smoke_data
 from hostile import assert_cli_user_error, run_cli
 from test_hub import hub, online  # noqa: F401  (the local Hub-protocol server, a private cache and weights/)
 from zoo.pretrained import read_safetensors
@@ -40,13 +40,13 @@ def _inputs(tag: str, model, run) -> torch.Tensor:
 
 
 def _train_meta(run) -> dict:
-    from eval.train_checkpoint import read_training_checkpoint
+    from eval.train.checkpoint import read_training_checkpoint
     return read_training_checkpoint(run / "train" / "last.safetensors")[1]
 
 
 def _hand_top1(tag: str, fused, run) -> float:
     """Accuracy of ``fused`` on the smoke test split, counted by hand over the dataset's items."""
-    from eval.data import build_dataset
+    from eval.data.images import build_dataset
     name = {"imagenet-1k": "imagenet"}.get(TAGS[tag]["dataset"], TAGS[tag]["dataset"])
     test = build_dataset(name, run / "smoke-data", "test", input_size=_train_meta(run).get("input_size"),
                          verify=False)
@@ -64,7 +64,7 @@ def test_smoke_chain_ships_a_checkpoint_that_loads_by_tag(tag, tmp_path, capsys)
     # every step is printed as the command that runs it alone
     train_cmd, ship_cmd = _printed(res.out, "train"), _printed(res.out, "ship")
     assert train_cmd[:5] == ["tdbn-zoo", "train", "--preset", tag, "--data-dir"] and "--resume" in train_cmd
-    assert ship_cmd[:4] == ["python", "-m", "eval.ship", str(run / "train")]
+    assert ship_cmd[:4] == ["python", "-m", "eval.release.ship", str(run / "train")]
     summary = json.loads(res.out.strip().splitlines()[-1])
     folder = run / "weights" / tag
     assert summary["checkpoint"] == str(folder) and summary["paper_top1"] == TAGS[tag].get("paper_top1")
@@ -119,15 +119,15 @@ def test_rerun_resumes_then_publishes_and_the_hub_copy_loads(hub, online, tmp_pa
 
     # the printed train and ship commands run alone (here: nothing left to train, the test set re-measured)
     from eval.cli import main
-    from eval.ship import main as ship_main
+    from eval.release.ship import main as ship_main
     assert main(_printed(second.out, "train")[1:]) == 0
     assert ship_main(_printed(second.out, "ship")[3:]) == 0
 
 
 # --- the tiny datasets are read by the real readers -------------------------------------------------------
 def test_smoke_data_is_read_by_the_real_readers(tmp_path):
-    from eval.data import build_dataset, read_idx
-    from eval.events import DVS_GESTURE, open_event_dataset
+    from eval.data.images import build_dataset, read_idx
+    from eval.data.events import DVS_GESTURE, open_event_dataset
 
     root = write_smoke_data("cifar10", tmp_path / "cifar")
     train = build_dataset("cifar10", root, "train", verify=False)  # torchvision's CIFAR10 reads the batches
@@ -153,7 +153,7 @@ def test_smoke_data_is_read_by_the_real_readers(tmp_path):
 
 def test_smoke_cifar10_dvs_layout(tmp_path):
     pytest.importorskip("faery", reason="faery writes the .aedat4 recordings")
-    from eval.events import CIFAR10_DVS, open_event_dataset
+    from eval.data.events import CIFAR10_DVS, open_event_dataset
 
     root = write_smoke_data("cifar10-dvs", tmp_path)
     train = open_event_dataset("cifar10dvs", train=True, data_root=root, transform=CIFAR10_DVS)
@@ -171,7 +171,8 @@ def test_dry_run_prints_the_steps_for_one_gpu_eight_gpus_and_two_nodes(tmp_path,
     assert res.rc == 0, res.err
     train, ship, publish = res.out.strip().splitlines()
     assert train == f"tdbn-zoo train --preset {tag} --data-dir /data/imagenet --out {tmp_path}/r/train --resume"
-    assert ship == f"python -m eval.ship {tmp_path}/r/train --data-dir /data/imagenet --weights {tmp_path}/r/weights"
+    assert ship == (f"python -m eval.release.ship {tmp_path}/r/train --data-dir /data/imagenet "
+                    f"--weights {tmp_path}/r/weights")
     assert publish == (f"tdbn-zoo publish {tmp_path}/r/weights/{tag} --repo me/r34 --manifest "
                        f"{tmp_path}/r/weights/manifest.json")
 
@@ -187,7 +188,7 @@ def test_dry_run_prints_the_steps_for_one_gpu_eight_gpus_and_two_nodes(tmp_path,
 
 def test_the_recipe_global_batch_is_split_over_the_processes():
     """Table 5's batch per GPU x GPUs is the preset's global batch; the trainer splits it evenly."""
-    from eval.presets import get_preset
+    from eval.train.presets import get_preset
     for tag in PAPER_TAGS:
         r = TAGS[tag]["recipe"]
         assert get_preset(tag)["train"].batch_size == r["batch_size_per_gpu"] * r["gpus"]
@@ -248,9 +249,9 @@ def test_two_process_launch_trains_what_one_process_trains(tmp_path, capsys):
 def test_ship_measures_an_event_run_on_the_framed_test_set(tmp_path):
     """The ship step of an event tag (a run trained with the Trainer API, as `tdbn-zoo train` will for the
     event presets): its card's top-1 equals a hand count over the paper-framed DVS-Gesture test recordings."""
-    from eval.events import build_event_dataset
-    from eval.ship import ship
-    from eval.train import Trainer, TrainConfig
+    from eval.data.events import build_event_dataset
+    from eval.release.ship import ship
+    from eval.train.trainer import Trainer, TrainConfig
 
     tag = "sresnet17_tdbn.dvsgesture_t40"
     root = write_smoke_data("dvs-gesture", tmp_path / "data")

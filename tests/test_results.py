@@ -1,4 +1,4 @@
-"""results/results.csv (eval.results): the builder against a hand-written eval output, and the committed
+"""results/results.csv (eval.release.results): the builder against a hand-written eval output, and the committed
 table against the shipped model cards it must agree with."""
 import csv
 import json

@@ -10,9 +10,9 @@ import torch
 from huggingface_hub import ModelCard
 
 import zoo
-from eval.commands.demo import DEMO_MODEL
-from eval.data import build_dataset
-from eval.harness import evaluate
+from eval.cli.commands.demo import DEMO_MODEL
+from eval.data.images import build_dataset
+from eval.measure.harness import evaluate
 from zoo.tags import TAGS
 
 WEIGHTS = Path(__file__).parents[1] / "weights"

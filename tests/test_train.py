@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval.presets import get_preset
-from eval.train import TrainConfig, Trainer
-from eval.train_checkpoint import atomic_save_safetensors, read_training_checkpoint
-from eval.train_data import ResumableBatchSampler, SeededAugment
+from eval.train.presets import get_preset
+from eval.train.trainer import TrainConfig, Trainer
+from eval.train.checkpoint import atomic_save_safetensors, read_training_checkpoint
+from eval.train.sampling import ResumableBatchSampler, SeededAugment
 from zoo import SpikingResNet, TAGS
 from zoo.errors import CheckpointError
 from zoo.pretrained import read_safetensors
@@ -90,7 +90,7 @@ def test_sampler_order_depends_on_seed_and_epoch_only_and_shards_the_global_batc
 
 
 def test_seeded_augment_is_a_pure_function_of_seed_epoch_index():
-    from eval.data import build_transform
+    from eval.data.images import build_transform
     imgs = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
     base = list(zip(imgs, range(6)))
     tf = build_transform("fashion-mnist", train=True, mean=(0.5,), std=(0.25,))  # pad 2 + flip
@@ -119,7 +119,7 @@ _CHILD = textwrap.dedent("""
     torch.set_num_threads(1)
     sys.path.insert(0, {tests!r})
     from test_train import TINY, tiny_data
-    from eval.train import Trainer, TrainConfig
+    from eval.train.trainer import Trainer, TrainConfig
     from zoo import SpikingResNet
     out, kill_at, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
     torch.manual_seed(0)
@@ -278,7 +278,7 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
     assert meta["config"]["schedule"] == "cosine" and meta["model_args"]["T"] == 2
     # ship it (fused, harness-measured, manifest entry) and load it back the way users do
     import zoo
-    from eval.ship import ship
+    from eval.release.ship import ship
     weights = tmp_path / "weights"
     monkeypatch.setenv("TDBN_ZOO_WEIGHTS", str(weights))
     shipped = ship(out, str(tmp_path), out_weights=weights)
@@ -291,7 +291,7 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), trained(x), rtol=1e-4, atol=1e-4)
     card = (weights / "sresnet19_narrow_tdbn.fashion_mnist_t2" / "README.md").read_text()
-    assert "python -m eval.ship" in card
+    assert "python -m eval.release.ship" in card
     # the card's command reproduces the run: the preset plus the flags by which the run departed from it
     assert "--preset sresnet19_narrow_tdbn.fashion_mnist_t2 --data-dir <data root> " in card
     assert " --epochs 1 --batch-size 8`" in card and "--lr " not in card
@@ -306,11 +306,11 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
     assert main(args[:5] + ["--out", str(tmp_path / "t3"), "--T", "3"] + args[7:]) == 0
     with pytest.raises(ValueError, match="T=3 but the tag .* is T=2"):
         ship(tmp_path / "t3", str(tmp_path), out_weights=weights)
-    from eval.ship import main as ship_main
+    from eval.release.ship import main as ship_main
     capsys.readouterr()
     assert ship_main([str(tmp_path / "t3"), "--data-dir", str(tmp_path), "--weights", str(weights)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m eval.ship: error: ") and "T=3" in err and "Traceback" not in err
+    assert err.startswith("python -m eval.release.ship: error: ") and "T=3" in err and "Traceback" not in err
     assert main(["train", "--preset", "sresnet19_narrow_tdbn.mnist_t2", "--data-dir", str(tmp_path / "none"),
                  "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
@@ -318,7 +318,7 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
 
 
 def test_train_report_summarises_accuracy_firing_rate_and_gradients_per_stage(tmp_path):
-    from eval.train_report import markdown, run_summary
+    from eval.train.compare_runs import markdown, run_summary
     torch.manual_seed(0)
     cfg = TrainConfig(epochs=2, batch_size=8, lr=0.1, progress=False, max_steps_per_epoch=2, log_every_steps=1)
     Trainer(SpikingResNet(**TINY, norm="bn", surrogate_width=0.5), tiny_data(16), tiny_data(8), cfg,

@@ -3,7 +3,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
-from eval.train import Trainer
+from eval.train.trainer import Trainer
 
 
 def _trainer(T):

@@ -70,7 +70,7 @@ def test_a_training_step_reads_no_tensor_values_unless_checks_are_on():
 
 
 def test_trainer_reads_its_counters_only_when_it_logs():
-    from eval.train import TrainConfig, Trainer
+    from eval.train.trainer import TrainConfig, Trainer
 
     g = torch.Generator().manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.rand(16, 1, 8, 8, generator=g), torch.arange(16) % 3)

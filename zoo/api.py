@@ -6,7 +6,6 @@ and ``local-dir:folder``.
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from torch import nn
 from . import factory  # noqa: F401  (registers the architectures with timm)
 from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, Checkpoint
 from .errors import CheckpointError, UnknownModelError
+from .naming import arch_tag, did_you_mean, split_arch_tag
 from .pretrained import resolve_tag
 from .spiking_resnet import ARCH_CFGS
 from .tags import TAGS
@@ -23,17 +23,12 @@ from .tags import TAGS
 HF_HUB, LOCAL_DIR = "hf-hub:", "local-dir:"
 
 
-def _split(name: str) -> tuple[str, str | None]:
-    arch, _, tag = name.partition(".")
-    return arch, (tag or None)
-
-
 def names_a_checkpoint(name: str) -> bool:
     """Whether ``name`` is a checkpoint folder, a ``.safetensors`` file or ``local-dir:`` (weights it names
     are what the user asks for), rather than an architecture, a tag or a Hub repo. Cheap: no download."""
     if not isinstance(name, str) or name.startswith(HF_HUB):
         return False
-    return name.startswith(LOCAL_DIR) or (_split(name)[0] not in ARCH_CFGS and _looks_like_path(name))
+    return name.startswith(LOCAL_DIR) or (split_arch_tag(name)[0] not in ARCH_CFGS and _looks_like_path(name))
 
 
 def _looks_like_path(name: str) -> bool:
@@ -58,13 +53,12 @@ def resolve(name: str, *, pretrained: bool = False, arch: str | None = None,
             raise CheckpointError(f"{name}: expected a checkpoint folder with {CONFIG_NAME} and {WEIGHTS_NAME}, "
                                   f"got {'a folder without ' + CONFIG_NAME if folder.is_dir() else 'no such folder'}")
         return f"{LOCAL_DIR}{folder}", {}
-    base, tag = _split(name)
+    base, tag = split_arch_tag(name)
     if base in ARCH_CFGS:
-        return f"{base}.{resolve_tag(base, tag)}", {}
+        return arch_tag(base, resolve_tag(base, tag)), {}
     if _looks_like_path(name):
         return _resolve_path(Path(name).expanduser(), arch)
-    close = difflib.get_close_matches(base, list(ARCH_CFGS), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    hint = did_you_mean(base, ARCH_CFGS, cutoff=0.5)
     raise UnknownModelError(f"unknown model {name!r}.{hint} Expected an architecture ({', '.join(ARCH_CFGS)}), "
                             f"arch.tag, a checkpoint folder, a .safetensors file, hf-hub:owner/name or "
                             f"local-dir:folder")
@@ -86,10 +80,10 @@ def _resolve_path(path: Path, arch: str | None) -> tuple[str, dict]:
     if not arch:
         raise CheckpointError(f"{path} holds weights only (no architecture in its header); name its "
                               f"architecture (command line: --arch, e.g. sresnet19_tdbn)")
-    base, tag = _split(arch)
+    base, tag = split_arch_tag(arch)
     if base not in ARCH_CFGS:
         raise UnknownModelError(f"{path} names architecture {arch!r}; expected one of {', '.join(ARCH_CFGS)}")
-    return f"{base}.{resolve_tag(base, tag)}", {"pretrained_cfg_overlay": dict(file=str(path))}
+    return arch_tag(base, resolve_tag(base, tag)), {"pretrained_cfg_overlay": dict(file=str(path))}
 
 
 def _resolve_hub(repo_ref: str, pretrained: bool, force_download: bool) -> str:

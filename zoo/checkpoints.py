@@ -18,7 +18,9 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from .errors import CheckpointError
-from .manifest import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, atomic_write  # noqa: F401  (re-exported)
+from .fileio import atomic_write
+from .manifest import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from .naming import arch_tag, split_arch_tag
 from .spiking_resnet import ARCH_CFGS, SpikingResNet
 
 FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
@@ -102,6 +104,7 @@ class Checkpoint:
         return self._tensors
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors of the weights file, read once (safetensors only; a corrupt file is a CheckpointError)."""
         if self._state is None:
             from .pretrained import read_safetensors
             self._state = read_safetensors(self.weights)
@@ -109,10 +112,12 @@ class Checkpoint:
 
     @property
     def architecture(self) -> str | None:
+        """The ``architecture`` its ``config.json`` (or the file's header) names, or None for weights only."""
         return (self.config or {}).get("architecture")
 
     @property
     def model_args(self) -> dict:
+        """The model arguments it was saved with (a copy; ``{}`` when none were recorded)."""
         return dict((self.config or {}).get("model_args") or {})
 
     @property
@@ -139,8 +144,7 @@ def _arch_and_tag(model: SpikingResNet, tag: str | None) -> tuple[str, str | Non
     if tag is None:
         arch = cfg.get("architecture")
         return arch, cfg.get("tag")
-    arch, _, t = tag.partition(".")
-    return arch, (t or None)
+    return split_arch_tag(tag)
 
 
 # fields that describe a tag's data and training, not the architecture: a checkpoint saved under another
@@ -157,7 +161,7 @@ def _base_cfg(model: SpikingResNet, name: str, cfg: dict | None = None) -> dict:
     from timm.models import get_pretrained_cfg
 
     from .tags import TAGS, tag_extras
-    arch = name.partition(".")[0]
+    arch = split_arch_tag(name)[0]
     try:
         base = get_pretrained_cfg(name if "." in name else f"{name}.")
     except RuntimeError:  # timm: "Invalid pretrained tag": the user's own tag
@@ -168,7 +172,7 @@ def _base_cfg(model: SpikingResNet, name: str, cfg: dict | None = None) -> dict:
         keep = lambda d: {k: v for k, v in d.items() if k not in _DATA_FIELDS}  # noqa: E731
         return {**keep(arch_cfg), **keep(own), **(cfg or {})}
     registered = {**base.to_dict(), **tag_extras(name)}
-    same = f"{own.get('architecture')}.{own.get('tag')}" == name
+    same = arch_tag(own.get("architecture"), own.get("tag")) == name
     merged = {**registered, **own} if same else {**own, **registered}  # published as another tag: its data win
     return {**merged, **(cfg or {})}
 
@@ -203,7 +207,7 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
     if arch not in ARCH_CFGS:
         raise ValueError(f"cannot tell the architecture of this model ({arch!r}); pass tag='arch.tag' with arch "
                          f"one of {', '.join(ARCH_CFGS)}")
-    name = f"{arch}.{t}" if t else arch
+    name = arch_tag(arch, t)
     for m in metrics or []:
         missing = [k for k in ("name", "value", "command") if k not in m]
         if missing:

@@ -16,6 +16,7 @@ from timm.models import build_model_with_cfg, register_model, resolve_pretrained
 from timm.models._pretrained import PretrainedCfg
 
 from .checkpoints import Checkpoint
+from .naming import arch_tag
 from .pretrained import ADAPTABLE, check_args_fit, find_checkpoint, load_state_dict_into, resolve_tag
 from .spiking_resnet import ARCH_CFGS, SpikingFeatureGraphNet, SpikingResNet
 from .spiking_resnet import default_cfgs  # noqa: F401  (register_model reads this module's default_cfgs)
@@ -55,7 +56,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
     overlay, overlay_extras = _split_cfg(kwargs.pop("pretrained_cfg_overlay", None))
     if isinstance(pretrained_cfg, str) or pretrained_cfg is None:
         tag = resolve_tag(variant, pretrained_cfg)
-        extras = {**tag_extras(f"{variant}.{tag}"), **extras}
+        extras = {**tag_extras(arch_tag(variant, tag)), **extras}
         pretrained_cfg = tag
     extras.update(overlay_extras)
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay)

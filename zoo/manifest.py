@@ -28,7 +28,8 @@ import tempfile
 from pathlib import Path
 
 from .errors import CheckpointError
-from .fileio import _umask, atomic_write  # noqa: F401  (atomic_write re-exported: its old home)
+from .fileio import _umask, atomic_write
+from .naming import did_you_mean
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
@@ -46,8 +47,9 @@ def check_name(name: str) -> str:
     from .tags import TAGS
 
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name not in TAGS:
+        hint = did_you_mean(name, TAGS) if isinstance(name, str) else ""
         raise CheckpointError(f"{name!r} is not a registered arch.tag (one of {', '.join(sorted(TAGS))}); only "
-                              f"those name checkpoints in the manifest and folders in weights/")
+                              f"those name checkpoints in the manifest and folders in weights/.{hint}")
     return name
 
 
@@ -60,11 +62,23 @@ def inside(folder: Path, name: str) -> Path:
 
 
 def weights_dir() -> Path:
+    """The folder of shipped checkpoints: ``$TDBN_ZOO_WEIGHTS`` when set, else ``weights/`` beside the ``zoo``
+    package (the repository, or site-packages for a wheel)."""
     env = os.environ.get("TDBN_ZOO_WEIGHTS")
     return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
 
 
 def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as 64 lowercase hex digits (read in 1 MiB chunks: any size).
+
+    Example::
+
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "empty"
+        >>> _ = path.write_bytes(b"")
+        >>> sha256_file(path)
+        'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -1,7 +1,6 @@
 """Resolving tags and loading pretrained weights into a built model (safetensors only)."""
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import torch
@@ -12,12 +11,19 @@ from . import manifest
 from .checkpoints import FLOAT_DTYPES, Checkpoint
 from .errors import CheckpointError, PretrainedUnavailableError, UnknownTagError
 from .hub import download, split_revision
+from .naming import arch_tag, did_you_mean, split_arch_tag
 from .spiking_resnet import SpikingResNet
 from .tags import TAGS
 
 
 def tags_of(arch: str) -> list[str]:
-    return [name.split(".", 1)[1] for name in TAGS if name.split(".", 1)[0] == arch]
+    """The pretrained tags of ``arch`` (the part after the dot of each ``arch.tag`` in :data:`zoo.tags.TAGS`),
+    its default first.
+
+    >>> tags_of("sresnet19_tdbn")
+    ['cifar10_t6', 'cifar10_t4', 'cifar10_t2', 'cifar10dvs_t10']
+    """
+    return [tag for arch_, tag in map(split_arch_tag, TAGS) if arch_ == arch and tag]
 
 
 def resolve_tag(arch: str, tag: str | None) -> str:
@@ -26,10 +32,9 @@ def resolve_tag(arch: str, tag: str | None) -> str:
     if tag is None or tag == "":
         return tags[0]
     if tag not in tags:
-        close = difflib.get_close_matches(tag, tags, n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(f'{arch}.{t}' for t in close)}?" if close else ""
-        raise UnknownTagError(f"unknown pretrained tag {arch}.{tag}; {arch} has: "
-                              f"{', '.join(f'{arch}.{t}' for t in tags)}.{hint}")
+        hint = did_you_mean(tag, tags, show=lambda t: arch_tag(arch, t))
+        raise UnknownTagError(f"unknown pretrained tag {arch_tag(arch, tag)}; {arch} has: "
+                              f"{', '.join(arch_tag(arch, t) for t in tags)}.{hint}")
     return tag
 
 
@@ -140,11 +145,6 @@ def check_args_fit(checkpoint, model_args: dict, explicit=(), first_conv: str = 
     plan_load(shapes, checkpoint.tensors, checkpoint.origin, explicit, first_conv, classifier)
 
 
-def _name(cfg: dict) -> str:
-    arch, tag = cfg.get("architecture"), cfg.get("tag")
-    return f"{arch}.{tag}" if tag else str(arch)
-
-
 def _unavailable_hint(cfg: dict) -> str:
     cmd = cfg.get("train_command")
     return ((f" Or train it: {cmd}." if cmd else "")
@@ -158,14 +158,15 @@ def hub_source(cfg: dict, manifest_data: dict | None = None) -> tuple[str, str |
     the manifest's pin of that repo filling a missing revision. ``entry`` is the manifest entry whose
     digests apply (only when its pinned commit is the revision loaded)."""
     man = manifest_data or manifest.read_manifest()
-    if cfg.get("source") == "hf-hub" or not man["models"].get(_name(cfg)):
+    name = arch_tag(cfg.get("architecture"), cfg.get("tag"))
+    if cfg.get("source") == "hf-hub" or not man["models"].get(name):
         if not cfg.get("hf_hub_id"):
             return None
         repo, revision = split_revision(cfg["hf_hub_id"])
         found = manifest.entry_for_repo(repo, man)
         entry = found[1] if found else None
     else:
-        entry = man["models"][_name(cfg)]
+        entry = man["models"][name]
         repo, revision = entry["repo_id"], None
     if revision is None and entry is not None:
         revision = entry.get("revision")
@@ -180,7 +181,7 @@ def find_checkpoint(cfg: dict, cache_dir=None, force_download: bool = False):
     Hub (``hub_source``: the manifest's repo and pinned commit; weights and config from that one commit,
     verified against the manifest). ``force_download`` fetches Hub files again even if cached.
     Returns a ``zoo.checkpoints.Checkpoint``."""
-    name = _name(cfg)
+    name = arch_tag(cfg.get("architecture"), cfg.get("tag"))
     if cfg.get("file"):
         return Checkpoint.from_path(cfg["file"])
     man = manifest.read_manifest()
@@ -222,7 +223,7 @@ def loadable(name: str) -> bool:
         cfg = get_pretrained_cfg(name, allow_unregistered=False)
     except RuntimeError:  # not a registered arch.tag
         return False
-    source = hub_source({**cfg.to_dict(), "architecture": name.split(".")[0]}, man) if cfg else None
+    source = hub_source({**cfg.to_dict(), "architecture": split_arch_tag(name)[0]}, man) if cfg else None
     if not source:
         return False
     repo, revision, _ = source

@@ -25,7 +25,7 @@ from timm.models import FeatureGraphNet
 from torch import nn
 
 from adapters import (LIF, BasicBlock, Bottleneck, ChannelAffine, MultiStepNorm, SnnTorchNeuron, SpikingJellyNeuron,
-                      neuron_factory, norm_factory, seq_apply)
+                      fire, neuron_factory, norm_factory, seq_apply)
 from adapters._checks import check_finite, check_int, check_tensor
 from adapters.blocks import conv_bias
 from adapters.fusion import NormSlot
@@ -274,7 +274,7 @@ class SpikingResNet(nn.Module):
         """``[N, C, H, W]`` or ``[T, N, C, H, W]`` -> stem spikes ``[T, N, C', H', W']``."""
         x = check_model_input(x, self.T, self.in_chans, self.conv1.weight.dtype, type(self).__name__)
         y = unfold_time(self.conv1(fold_time(x)), x, self.T)
-        return self.act1(self.bn1(y))
+        return fire(self.act1, self.bn1, y)
 
     def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False, stop_early: bool = False,
                               output_fmt: str = "NCHW", intermediates_only: bool = False):
@@ -337,7 +337,7 @@ class SpikingResNet(nn.Module):
             if self.global_pool.is_identity():
                 x = self._spiking_fc_per_location(x)
             else:
-                x = self.head_act(self.head_bn(self.head_fc(x)))
+                x = fire(self.head_act, self.head_bn, self.head_fc(x))
         if self.drop_rate > 0:
             x = nn.functional.dropout(x, self.drop_rate, self.training)
         return x
@@ -347,7 +347,7 @@ class SpikingResNet(nn.Module):
         do the same without pooling), each location one sample of the multi-step norm and neuron."""
         N, H, W = x.shape[1], x.shape[3], x.shape[4]
         y = self.head_fc(x.movedim(2, -1).flatten(1, 3))  # [T, N*H*W, hidden]
-        y = self.head_act(self.head_bn(y))
+        y = fire(self.head_act, self.head_bn, y)
         return y.unflatten(1, (N, H, W)).movedim(-1, 2)
 
     def _head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

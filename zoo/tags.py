@@ -12,6 +12,8 @@ from typing import Callable
 
 from timm.models import generate_default_cfgs
 
+from .naming import split_arch_tag
+
 HUB_ORG = "tdbn-zoo"
 PAPER = dict(paper_name="Going Deeper With Directly-Trained Larger Spiking Neural Networks",
              paper_ids="arXiv:2011.05280", origin_url="https://arxiv.org/abs/2011.05280")
@@ -98,6 +100,11 @@ _TIMM_FIELDS = ("input_size", "mean", "std", "num_classes", "crop_pct")
 
 
 def train_command(name: str) -> str:
+    """The command that trains the registered ``arch.tag`` ``name`` from local data (its preset).
+
+    >>> train_command("sresnet19_tdbn.cifar10_t6")
+    'tdbn-zoo train --preset sresnet19_tdbn.cifar10_t6 --data-dir <cifar10 root>'
+    """
     return f"tdbn-zoo train --preset {name} --data-dir <{TAGS[name]['dataset']} root>"
 
 
@@ -145,7 +152,7 @@ def sync_timm_pretrained() -> list[str]:
     listed = sorted(t for t in TAGS if has_checkpoint(t))
     defaults = {}
     for name in TAGS:
-        defaults.setdefault(name.partition(".")[0], name)
+        defaults.setdefault(split_arch_tag(name)[0], name)
     for name in list(TAGS) + list(defaults):
         _registry._model_has_pretrained.discard(name)
     _registry._model_has_pretrained.update(listed)

@@ -1,0 +1,191 @@
+"""Norm -> LIF as one autograd node that saves only the norm's input (memory-lean training).
+
+In a training step each spiking layer computes
+
+.. math::
+
+    y = \\lambda \\alpha V_{th} \\frac{z - \\mathrm{E}[z]}{\\sqrt{\\mathrm{Var}[z] + \\epsilon}} + \\beta, \\qquad
+    u_t = \\tau u_{t-1} (1 - o_{t-1}) + y_t (+ r_t), \\qquad o_t = H(u_t - V_{th})
+
+with statistics over ``T*N*H*W`` (tdBN, eq. 5-6) and ``r`` the residual current of a block's last neuron
+(the shortcut's norm of its own input ``z_s``). Autograd run layer by layer would save ``z`` (for the norm),
+``u`` (for the LIF) and ``r``'s input. :func:`fire` saves ``z`` and ``z_s`` only -- ``z_s`` as ``bool`` when
+it is spikes (an identity shortcut) -- and recomputes ``y``, ``r`` and ``u`` in backward with the same ATen
+kernels (``native_batch_norm``, the LIF ops of ``adapters.lif``) on the same values, so spikes and gradients
+are bit-identical to the layer-by-layer path. Forward hooks still fire: the norm and the neuron modules are
+called as usual (the norm under ``no_grad``, the neuron with ``norm_input=``).
+
+It applies when the norm is a multi-step norm in training with per-process statistics, the neuron declares
+``fires_from_norm_input = True`` (the native :class:`~adapters.lif.LIF`) and memory-lean training is on
+(``adapters.memory_lean``); otherwise :func:`fire` is ``neuron(norm(z) + r)``. Both ops are
+``torch.library`` custom ops with fake implementations, so ``torch.compile(fullgraph=True)`` sees one node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from . import memory_lean
+from .lif import _as_fake  # also registers the tdbn_zoo::lif_fwd / lif_bwd ops used below
+from .tdbn import MultiStepNorm
+
+
+@dataclass
+class Residual:
+    """A block's shortcut current before its norm: ``norm(z)`` (or ``z`` when ``norm`` is None), with
+    ``z`` ``[T, N, C, H, W]``; ``binary`` says ``z`` is spikes (the block's input on an identity shortcut)."""
+    z: torch.Tensor
+    norm: Optional[nn.Module]
+    binary: bool
+
+    def current(self) -> torch.Tensor:
+        """The shortcut's current ``[T, N, C, H, W]``."""
+        return self.z if self.norm is None else self.norm(self.z)
+
+
+def _recomputable(norm: Optional[nn.Module]) -> bool:
+    return isinstance(norm, MultiStepNorm) and norm.training and norm.local_batch_stats()
+
+
+def fire(neuron: nn.Module, norm: nn.Module, z: torch.Tensor, residual: Residual | None = None) -> torch.Tensor:
+    """Spikes ``neuron(norm(z) + residual.current())``: ``[T, N, C, ...] -> [T, N, C, ...]``.
+
+    In training with a native LIF and a multi-step norm, one fused autograd node saves only ``z`` (and the
+    residual's input, as bool when it is spikes) and recomputes the rest in backward; the result and the
+    gradients are the same as the layer-by-layer path.
+
+    Example::
+
+        >>> import torch
+        >>> from adapters import LIF, TdBatchNorm2d
+        >>> from adapters.norm_lif import fire
+        >>> z = torch.randn(4, 2, 8, 5, 5, requires_grad=True)      # [T, N, C, H, W] conv output
+        >>> s = fire(LIF(), TdBatchNorm2d(8), z)
+        >>> s.shape, bool(((s == 0) | (s == 1)).all())
+        (torch.Size([4, 2, 8, 5, 5]), True)
+    """
+    # torch.fx tracing (timm's features_only='fx') records the layer-by-layer path: leaf modules, plain args
+    fused = (memory_lean.lean_training_enabled() and torch.is_grad_enabled() and not isinstance(z, torch.fx.Proxy)
+             and getattr(neuron, "fires_from_norm_input", False) and _recomputable(norm)
+             and (residual is None or residual.norm is None or _recomputable(residual.norm)))
+    if not fused:
+        u = norm(z)
+        return neuron(u if residual is None else u + residual.current())
+    with torch.no_grad():  # the values only; the fused node below carries the gradient
+        u = norm(z)
+        if residual is not None:
+            u = u + residual.current()
+    return neuron(u, norm_input=NormInput(z, norm, residual))
+
+
+@dataclass
+class NormInput:
+    """What a neuron needs to recompute its input current in backward: ``norm(z) (+ residual)``."""
+    z: torch.Tensor
+    norm: nn.Module
+    residual: Residual | None
+
+    def fire_lif(self, u: torch.Tensor, tau: float, v_th: float, width: float, detach_reset: bool) -> torch.Tensor:
+        """LIF spikes of the current ``u`` (computed without autograd from this input) as one autograd node
+        over ``z``, the norm's parameters and the residual's input: ``[T, N, ...] -> [T, N, ...]``."""
+        r = self.residual
+        zs = ws = bs = None
+        eps_s, binary = 0.0, False
+        if r is not None:
+            zs, binary = r.z, r.binary
+            if r.norm is not None:
+                ws, bs, eps_s = r.norm.scaled_weight(), r.norm.bias, r.norm.eps
+        return torch.ops.tdbn_zoo.norm_lif_fwd(u, self.z, self.norm.scaled_weight(), self.norm.bias, self.norm.eps,
+                                               zs, ws, bs, eps_s, binary, tau, v_th, width, detach_reset)[0]
+
+
+def _normalise(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+    """Training-mode norm of ``z`` ``[T, N, C, ...]`` as the norm module computes it (no running statistics):
+    ``(y [T, N, C, ...], mean, invstd)``."""
+    y, mean, invstd = torch.native_batch_norm(z.flatten(0, 1), weight, bias, None, None, True, 0.0, eps)
+    return y.unflatten(0, z.shape[:2]), mean, invstd
+
+
+@torch.library.custom_op("tdbn_zoo::norm_lif_fwd", mutates_args=())
+def _norm_lif_fwd(u: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                  zs: Optional[torch.Tensor], weight_s: Optional[torch.Tensor], bias_s: Optional[torch.Tensor],
+                  eps_s: float, zs_binary: bool, tau: float, v_th: float, width: float,
+                  detach_reset: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    # u is the input current already computed (no autograd); z and the rest are what backward recomputes it from
+    spikes = torch.ops.tdbn_zoo.lif_fwd(u, tau, v_th, width, detach_reset, False)[0]
+    return spikes, (zs.to(torch.bool) if zs_binary and zs is not None else u.new_empty(0))
+
+
+@_norm_lif_fwd.register_fake
+def _(u, z, weight, bias, eps, zs, weight_s, bias_s, eps_s, zs_binary, tau, v_th, width, detach_reset):
+    kept = torch.empty_like(zs, dtype=torch.bool) if zs_binary and zs is not None else u.new_empty(0)
+    return torch.empty_like(u), kept
+
+
+@torch.library.custom_op("tdbn_zoo::norm_lif_bwd", mutates_args=())
+def _norm_lif_bwd(grad: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                  zs: Optional[torch.Tensor], weight_s: Optional[torch.Tensor], bias_s: Optional[torch.Tensor],
+                  eps_s: float, zs_dtype: torch.dtype, tau: float, v_th: float, width: float,
+                  detach_reset: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                               torch.Tensor, torch.Tensor]:
+    # recompute exactly what forward computed: y, the residual current, the membranes
+    y, mean, invstd = _normalise(z, weight, bias, eps)
+    u = y
+    if zs is not None:
+        zs = zs.to(zs_dtype)
+        if weight_s is not None:
+            ys, mean_s, invstd_s = _normalise(zs, weight_s, bias_s, eps_s)
+            u = u + ys
+        else:
+            u = u + zs
+    _, a, b = torch.ops.tdbn_zoo.lif_fwd(u, tau, v_th, width, detach_reset, True)
+    g = torch.ops.tdbn_zoo.lif_bwd(grad, a, b if detach_reset else a, tau, v_th, width, detach_reset)  # dL/du
+
+    def norm_backward(z, weight, mean, invstd, eps):
+        dz, dw, db = torch.ops.aten.native_batch_norm_backward(g.flatten(0, 1), z.flatten(0, 1), weight, None, None,
+                                                               mean, invstd, True, eps, [True, True, True])
+        return _as_fake(dz.unflatten(0, z.shape[:2]), z), dw, db
+
+    dz, dw, db = norm_backward(z, weight, mean, invstd, eps)
+    none = g.new_empty(0)
+    if zs is None:
+        return dz, dw, db, none, none.clone(), none.clone()
+    if weight_s is None:
+        return dz, dw, db, _as_fake(g, zs).clone(), none, none.clone()
+    return (dz, dw, db) + norm_backward(zs, weight_s, mean_s, invstd_s, eps_s)
+
+
+@_norm_lif_bwd.register_fake
+def _(grad, z, weight, bias, eps, zs, weight_s, bias_s, eps_s, zs_dtype, tau, v_th, width, detach_reset):
+    none = grad.new_empty(0)
+    dz, dw, db = torch.empty_like(z, dtype=grad.dtype), torch.empty_like(weight), torch.empty_like(bias)
+    if zs is None:
+        return dz, dw, db, none, none.clone(), none.clone()
+    dzs = torch.empty_like(zs, dtype=grad.dtype)
+    if weight_s is None:
+        return dz, dw, db, dzs, none, none.clone()
+    return dz, dw, db, dzs, torch.empty_like(weight_s), torch.empty_like(bias_s)
+
+
+def _setup_context(ctx, inputs, output):
+    u, z, weight, bias, eps, zs, weight_s, bias_s, eps_s, zs_binary, tau, v_th, width, detach_reset = inputs
+    ctx.params = (eps, eps_s, None if zs is None else zs.dtype, tau, v_th, width, detach_reset)
+    ctx.has = (zs is not None, weight_s is not None)
+    ctx.save_for_backward(z, weight, bias, output[1] if zs_binary and zs is not None else zs, weight_s, bias_s)
+
+
+def _backward(ctx, grad_spikes, _grad_kept):
+    z, weight, bias, zs, weight_s, bias_s = ctx.saved_tensors
+    eps, eps_s, zs_dtype, tau, v_th, width, detach_reset = ctx.params
+    dz, dw, db, dzs, dws, dbs = torch.ops.tdbn_zoo.norm_lif_bwd(
+        grad_spikes, z, weight, bias, eps, zs, weight_s, bias_s, eps_s, zs_dtype or z.dtype, tau, v_th, width,
+        detach_reset)
+    has_zs, has_ws = ctx.has
+    return (None, dz, dw, db, None, dzs if has_zs else None, dws if has_ws else None, dbs if has_ws else None,
+            None, None, None, None, None, None)
+
+
+_norm_lif_fwd.register_autograd(_backward, setup_context=_setup_context)

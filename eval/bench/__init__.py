@@ -1,0 +1,2 @@
+"""Benchmarking: ``tdbn-zoo bench``'s runner and the reference networks it compares against (the map is in
+``eval``'s docstring)."""

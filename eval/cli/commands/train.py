@@ -1,0 +1,187 @@
+"""``tdbn-zoo train``: train a zoo model from a preset (one per pretrained tag), every field overridable.
+
+Example (the shipped Fashion-MNIST checkpoint)::
+
+    tdbn-zoo train --preset sresnet19_narrow_tdbn.fashion_mnist_t2 --data-dir ../shared/data \\
+        --out runs/fashion_mnist_t2 --threads 2 [--resume]
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from eval.train.ranges import TRAIN_FIELD_RANGES
+
+from ._args import positive_int, writable_dir
+
+HELP = "Train a spiking ResNet with a paper recipe (resumable, distributed under torchrun)."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--preset", required=True, help="arch.tag, e.g. sresnet19_narrow_tdbn.fashion_mnist_t2")
+    parser.add_argument("--data-dir", default=None,
+                        help="data root: the dataset's folder or its parent (else the data-root search: "
+                             "$TDBN_ZOO_<DATASET>, $TDBN_ZOO_DATA, ./data)")
+    parser.add_argument("--out", required=True, type=writable_dir,
+                        help="run folder: last.safetensors, metrics.jsonl, model.safetensors")
+    parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.safetensors")
+    # every number is checked against eval.train.ranges at parse time, before any data or model is touched
+    for name in ("epochs", "batch-size", "lr", "momentum", "weight-decay", "lr-step-epochs", "lr-gamma", "seed",
+                 "grad-clip", "max-steps-per-epoch", "save-every-steps", "log-every-steps"):
+        allowed = TRAIN_FIELD_RANGES[name.replace("-", "_")]
+        parser.add_argument(f"--{name}", type=allowed.argtype, default=None,
+                            help=f"override the preset's value ({allowed.describe()})")
+    parser.add_argument("--workers", type=TRAIN_FIELD_RANGES["num_workers"].argtype, default=None,
+                        help="data loader worker processes (default 0: load in the training process)")
+    parser.add_argument("--schedule", choices=("step", "cosine", "constant"), default=None)
+    parser.add_argument("--no-amp", action="store_true", help="no mixed precision even on CUDA")
+    parser.add_argument("--T", type=positive_int, default=None, help="time steps (default: the preset's)")
+    parser.add_argument("--model-kw", action="append", default=[], metavar="KEY=JSON",
+                        help="extra model argument, e.g. norm='\"bn\"' or surrogate_width=0.5 (repeatable)")
+    parser.add_argument("--train-subset", type=positive_int, default=None,
+                        help="use only the first N training images")
+    parser.add_argument("--input-size", type=positive_int, default=None, metavar="PIXELS",
+                        help="static images: train and test at this side instead of the dataset's (e.g. a quick "
+                             "run); recorded in the run, eval.release.ship evaluates at it")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="CIFAR: accept batch files whose MD5 differs from the official release (a local "
+                             "re-packing you trust: the batches are unpickled)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _model_kwargs(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-kw expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare word, e.g. norm=bn
+    return out
+
+
+def build_event_datasets(preset: dict, root: str | None, T: int, train_subset: int | None = None):
+    """``(train, test)`` of an event preset (DVS-Gesture, DVS-CIFAR10) from a local copy in tonic's layout
+    (``eval.data.events.build_event_dataset``; nothing is downloaded), framed by the paper's pipeline with ``T``
+    frames: items ``[T, 2, H, W]``, which the trainer makes time-first."""
+    import torch
+
+    from eval.data.events import build_event_dataset
+    from eval.data.events.datasets import _normalize
+
+    spec = _normalize(preset["dataset"]) + (f":{root}" if root else "")
+    out = [build_event_dataset(spec, split, T=T) for split in ("train", "test")]
+    if train_subset:
+        out[0] = torch.utils.data.Subset(out[0], range(min(train_subset, len(out[0]))))
+    return tuple(out)
+
+
+def _device(name: str | None):
+    """``--device`` as a torch.device that exists here (None: the trainer's default); a ValueError otherwise."""
+    import torch
+
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device: expected cpu, cuda, cuda:N or another torch device, got {name!r} ({e})") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s)")
+    return device
+
+
+def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None, *,
+                   input_size: int | None = None, verify: bool = True):
+    """``(train, test)`` datasets of a preset from local files (``eval.data.images``; nothing is downloaded).
+
+    Every dataset gets ``eval.data.images.build_transform``'s pipeline (the preset's crop padding and flip) through
+    :class:`eval.train.sampling.SeededAugment`, which draws each image's crop and flip from ``(seed, epoch,
+    index)``, so ``--resume`` is exact.
+    """
+    import torch
+
+    from eval.data.images import (ArrayImageDataset, build_dataset, build_transform, dataset_spec, find_root,
+                                  load_idx_pair)
+    from eval.train.sampling import SeededAugment
+
+    def first(ds):  # --train-subset: the first N training images
+        return torch.utils.data.Subset(ds, range(min(train_subset, len(ds)))) if train_subset else ds
+
+    name = preset["dataset"]
+    try:
+        spec = dataset_spec(name)
+    except ValueError:
+        raise ValueError(f"preset {preset['model']} trains on {name}, an event dataset: build it with eval.data.events "
+                         f"and train with eval.train.trainer.Trainer (or `tdbn-zoo finetune`)") from None
+    bases = {}
+    for split in ("train", "test"):
+        if spec.kind == "idx":
+            bases[split] = ArrayImageDataset(*load_idx_pair(name, *find_root(name, root, split)))
+        else:  # CIFAR, ImageNet: torchvision's dataset without a transform yields PIL images
+            bases[split] = build_dataset(name, root, split, verify=verify)
+            bases[split].transform = None
+    norm = dict(mean=preset["mean"], std=preset["std"], input_size=input_size)
+    augment = build_transform(name, train=True, pad=preset["pad"], hflip=preset["hflip"], **norm)
+    train = SeededAugment(first(bases["train"]), augment, seed=seed)
+    test = SeededAugment(bases["test"], build_transform(name, **norm), train=False)
+    return train, test
+
+
+def run(args) -> int:
+    import dataclasses
+
+    import torch
+    import torch.distributed as dist
+
+    import zoo
+    from eval.train.presets import get_preset
+    from eval.train.trainer import Trainer, check_run_folder
+
+    p = get_preset(args.preset)
+    check_run_folder(args.out, args.resume)  # before any data or model is touched
+    device = _device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {f: getattr(args, f) for f in ("epochs", "batch_size", "lr", "momentum", "weight_decay",
+                                              "lr_step_epochs", "lr_gamma", "seed", "grad_clip", "schedule",
+                                              "max_steps_per_epoch", "save_every_steps", "log_every_steps")
+                 if getattr(args, f) is not None}
+    if args.workers is not None:
+        overrides["num_workers"] = args.workers
+    if args.no_amp:
+        overrides["amp"] = False
+    overrides["progress"] = not args.no_progress
+    cfg = dataclasses.replace(p["train"], **overrides)
+
+    from eval.data.events.datasets import is_tonic_name
+    if is_tonic_name(p["dataset"]):  # dvs-gesture, cifar10-dvs: the paper's event pipeline
+        train_set, test_set = build_event_datasets(p, args.data_dir, args.T or p["T"], args.train_subset)
+    else:
+        train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset,
+                                             input_size=args.input_size, verify=not args.no_verify)
+
+    if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    torch.manual_seed(cfg.seed)  # the initial weights
+    kw = _model_kwargs(args.model_kw)
+    model = zoo.create(args.preset, T=args.T, **kw)
+    state = dict(preset=args.preset, dataset=p["dataset"], data_dir=args.data_dir, model_kw=kw,
+                 T=model.T, train_subset=args.train_subset, input_size=args.input_size)
+    trainer = Trainer(model, train_set, test_set, cfg, out_dir=args.out, device=device, extra_state=state)
+    history = trainer.fit(resume=args.resume)
+    if history and trainer.rank == 0:
+        last = history[-1]
+        print(json.dumps(dict(preset=args.preset, epochs=last["epoch"], test_top1=last["val"].get("acc"),
+                              firing_rate=last["val"].get("firing_rate"), out=args.out)))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0

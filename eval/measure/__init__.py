@@ -1,0 +1,2 @@
+"""Evaluation proper: the harness, metrics, synaptic operations, per-class results, reports, plots, timing
+and NeuroBench (the map is in ``eval``'s docstring)."""

@@ -1,0 +1,82 @@
+"""Compare training runs from their ``metrics.jsonl``: accuracy, firing rate and gradient norm per layer.
+
+    python -m eval.train.compare_runs runs/cmp_tdbn runs/cmp_bn_w0.5 runs/cmp_bn_w1.0 runs/cmp_bn_w2.0
+
+Prints a Markdown table per run group (used for the tdBN vs. Ledinauskas et al. BN comparison in
+MODEL_CARD.md). Gradient norms are the trainer's per-layer ``||dL/dW||`` of conv/linear weights, averaged over
+an epoch's log steps and then over the layers of each stage (stem, layer1..K, head), for the first and the
+last epoch: vanishing or exploding gradients show as a fall or rise from the classifier towards the stem.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from eval.train.checkpoint import read_training_checkpoint
+from zoo.naming import stage_of
+
+
+def run_summary(run: str | Path) -> dict:
+    """The summary of one run folder: its last epoch's accuracy and firing rates, the best accuracy, time,
+    and the mean ``||dL/dW||`` per stage (:func:`zoo.naming.stage_of`) in the first and the last epoch."""
+    run = Path(run)
+    epochs = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "epoch":
+            epochs[rec["epoch"]] = rec  # a resumed run may log an epoch twice: the last one counts
+    if not epochs:
+        raise ValueError(f"{run}/metrics.jsonl has no finished epoch yet")
+    _, meta = read_training_checkpoint(run / "last.safetensors")
+    first, last = epochs[min(epochs)], epochs[max(epochs)]
+
+    def per_stage(rec):
+        groups: dict[str, list[float]] = {}
+        for name, v in rec["train"].get("grad_norm", {}).items():
+            groups.setdefault(stage_of(name), []).append(v)
+        return {k: sum(v) / len(v) for k, v in groups.items()}
+
+    args = meta.get("model_args") or {}
+    return dict(run=str(run), norm=args.get("norm"), surrogate_width=args.get("surrogate_width"),
+                epochs_done=max(epochs), epochs=meta["config"]["epochs"], val_acc=last["val"].get("acc"),
+                val_firing_rate=last["val"].get("firing_rate"), train_firing_rate=last["train"]["firing_rate"],
+                best_val_acc=max(r["val"].get("acc", 0.0) for r in epochs.values()),
+                grad_first=per_stage(first), grad_last=per_stage(last),
+                seconds=sum(r["seconds"] for r in epochs.values()))
+
+
+def markdown(summaries: list[dict]) -> str:
+    """Markdown tables of :func:`run_summary` results: one row per run, then gradient norms per stage."""
+    order = {"stem": 0, "head_fc": 2, "fc": 3}  # stem, layer1..K, head: input to output
+    stages = sorted({k for s in summaries for k in s["grad_last"]}, key=lambda k: (order.get(k, 1), k))
+    head = ["run", "norm", "surrogate width", "epochs", "test acc (last)", "test firing rate", "train s"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summaries:
+        rows.append(f"| `{s['run']}` | {s['norm']} | {s['surrogate_width']} | {s['epochs_done']}/{s['epochs']} | "
+                    f"{100 * s['val_acc']:.2f}% | {s['val_firing_rate']:.4f} | {s['seconds']:.0f} |")
+    out = ["\n".join(rows), ""]
+    for when in ("first", "last"):
+        ghead = ["run"] + stages
+        g = ["| " + " | ".join(ghead) + f" |  <- mean ||dL/dW|| per stage, {when} epoch", "|" + "---|" * len(ghead)]
+        for s in summaries:
+            vals = s[f"grad_{when}"]
+            g.append(f"| `{s['run']}` | " + " | ".join(f"{vals[k]:.3g}" if k in vals else "-" for k in stages) + " |")
+        out += ["\n".join(g), ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m eval.train.compare_runs RUN...``: print the tables (or ``--json``). Returns 0."""
+    p = argparse.ArgumentParser(prog="python -m eval.train.compare_runs", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="training run folders")
+    p.add_argument("--json", action="store_true", help="print the summaries as JSON instead")
+    args = p.parse_args(argv)
+    summaries = [run_summary(r) for r in args.runs]
+    print(json.dumps(summaries, indent=2) if args.json else markdown(summaries))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,515 @@
+"""Training loop for spiking ResNets: the paper's recipe (Appendix C), exact resume, distributed tdBN.
+
+Python API (what ``tdbn-zoo train`` and ``tdbn-zoo finetune`` call)::
+
+    from eval.train.trainer import Trainer, TrainConfig
+    cfg = TrainConfig(epochs=8, batch_size=64, lr=0.1, schedule="cosine", weight_decay=5e-4)
+    trainer = Trainer(model, train_data, val_data, cfg, out_dir="runs/fmnist")
+    history = trainer.fit(resume=True)       # resume=True continues from out_dir/last.safetensors if present
+
+- ``train_data`` / ``val_data``: a ``Dataset`` (the trainer builds a :class:`ResumableBatchSampler` loader:
+  deterministic order from ``(seed, epoch)``, exact mid-epoch resume, global batch split across processes) or
+  any ``DataLoader``. Items are ``(x, label)`` with ``x`` ``[C, H, W]`` (a static image, batched to
+  ``[N, C, H, W]`` and repeated over the model's T) or ``[T, C, H, W]`` event frames. A DataLoader may also
+  yield ``[T, N, C, H, W]`` batches directly (time-first); ``[N, T, C, H, W]`` batches from a Dataset of
+  frames (recognised by the model's T in dim 1, not dim 0) are transposed to time-first. Datasets with
+  ``set_epoch(epoch)`` (e.g. :class:`SeededAugment`) are told the epoch.
+- Loss: cross-entropy on the time-averaged output (eq. 11-13), i.e. on ``model(x)``.
+- Every epoch (and every ``save_every_steps`` steps) ``out_dir/last.safetensors`` is written atomically
+  (format: ``eval.train.checkpoint``); ``out_dir/metrics.jsonl`` gets one JSON line per log interval and
+  per epoch (loss, accuracy, firing rate, images/s, lr, per-layer gradient norms, validation); at the end
+  ``out_dir/model.safetensors`` holds the trained (unfused) weights with the model's arguments in its header.
+- Under ``torchrun`` (``torch.distributed`` initialised) the model's tdBN layers are synchronised
+  (``adapters.convert_sync_tdbn``) and wrapped in DistributedDataParallel; rank 0 writes files.
+- Mixed precision (``torch.autocast`` + GradScaler) when the device is CUDA and ``cfg.amp``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from zoo.fileio import atomic_write
+
+from .device_counters import DeviceSpikeCounter
+from .ranges import OPTIONAL_TRAIN_FIELDS, TRAIN_FIELD_RANGES
+from .checkpoint import (DivergedError, atomic_save_safetensors, nonfinite_tensors, refuse_nonfinite,
+                         restore_training_checkpoint, save_training_checkpoint)
+from .sampling import ResumableBatchSampler
+
+SCHEDULES = ("step", "cosine", "constant")
+CHECKPOINT_NAME = "last.safetensors"
+# fields that change the trajectory: a resume with other values would not continue the same run
+_TRAJECTORY_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_step_epochs",
+                      "lr_gamma", "seed", "amp", "max_steps_per_epoch", "grad_clip")
+
+
+@dataclass
+class TrainConfig:
+    """Every field of a run; presets (``eval.train.presets``) fill them from the paper's recipes."""
+    epochs: int = 1
+    batch_size: int = 64              # global batch, split evenly across processes
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0         # on conv/linear weights only (not on tdBN lambda/beta or biases)
+    schedule: str = "step"            # 'step' (x lr_gamma every lr_step_epochs), 'cosine' (per step), 'constant'
+    lr_step_epochs: int | None = 35
+    lr_gamma: float = 0.1
+    amp: bool = True                  # mixed precision, used only on CUDA
+    seed: int = 0                     # data order and augmentation
+    grad_clip: float | None = None
+    max_steps_per_epoch: int | None = None  # cap (for quick runs); None = the whole epoch
+    save_every_steps: int = 0         # extra mid-epoch checkpoints (0 = at epoch ends only)
+    log_every_steps: int = 50
+    num_workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.schedule == "step" and not self.lr_step_epochs:
+            raise ValueError("schedule='step' needs lr_step_epochs")
+        for name, allowed in TRAIN_FIELD_RANGES.items():
+            value = getattr(self, name)
+            if not (value is None and name in OPTIONAL_TRAIN_FIELDS):
+                allowed.check(name, value)
+
+    def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        r"""The learning rate at ``step`` of ``epoch``: constant, step (:math:`\eta\,\gamma^{\lfloor e / s \rfloor}`)
+        with :math:`s` = ``lr_step_epochs``, or cosine over the whole run,
+
+        .. math::
+            \eta_t = \frac{\eta}{2}\Big(1 + \cos\big(\pi\,\frac{e \cdot S + s_e}{E \cdot S}\big)\Big)
+
+        with :math:`S` steps per epoch, :math:`E` epochs and :math:`s_e` the step in epoch :math:`e`."""
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "step":
+            return self.lr * self.lr_gamma ** (epoch // self.lr_step_epochs)
+        progress = (epoch * steps_per_epoch + step) / (self.epochs * steps_per_epoch)
+        return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def check_run_folder(out_dir: str | Path, resume: bool) -> None:
+    """Refuse (ValueError) to start a new run in ``out_dir`` when it holds one: the new run would overwrite its
+    checkpoint. With ``resume`` the old run is continued instead, so anything goes."""
+    checkpoint = Path(out_dir) / CHECKPOINT_NAME
+    if not resume and checkpoint.is_file():
+        raise ValueError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); a new run would overwrite it: "
+                         f"continue it with --resume (resume=True), or choose another output folder")
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Fit ``model`` on ``train_data`` with ``cfg``; see the module docstring for the contract."""
+
+    def __init__(self, model: nn.Module, train_data, val_data=None, cfg: TrainConfig | None = None,
+                 out_dir: str | Path | None = None, device: str | torch.device | None = None,
+                 extra_state: dict | None = None):
+        self.cfg = cfg or TrainConfig()
+        self.rank, self.world = _dist()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.extra_state = extra_state or {}  # JSON data recorded in checkpoints (preset, data, command)
+        if getattr(model, "fused", False):
+            raise ValueError("the model is fused (BN-free inference layout, eq. 9-10): with no norm left it does "
+                             "not train; give its norms back first with zoo.unfuse(model, batch) (tdbn-zoo "
+                             "finetune does this)")
+        self.model = model.to(self.device)
+        if self.world > 1:
+            from adapters import convert_sync_tdbn
+            convert_sync_tdbn(self.model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.net = self.model
+        self.train_loader = self._loader(train_data, shuffle=True)
+        self.val_loader = self._loader(val_data, shuffle=False) if val_data is not None else None
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (decay if p.dim() > 1 else no_decay).append(p)  # conv/linear weights vs norm lambda/beta, biases
+        self.optimizer = torch.optim.SGD([dict(params=decay, weight_decay=self.cfg.weight_decay),
+                                          dict(params=no_decay, weight_decay=0.0)],
+                                         lr=self.cfg.lr, momentum=self.cfg.momentum)
+        self.use_amp = bool(self.cfg.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.spike_counter = DeviceSpikeCounter(self.model).attach()  # firing rate, on the device until logged
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.saved_step: int | None = None  # the global step of the checkpoint on disk (None: none yet)
+        self._sums: dict | None = None  # the running epoch's sums (train_epoch)
+        self._resumed_sums: dict | None = None  # the sums of the resumed checkpoint's epoch so far
+
+    # data ------------------------------------------------------------------------------------------------
+    def _loader(self, data, shuffle: bool):
+        if isinstance(data, DataLoader):
+            return data
+        if not isinstance(data, Dataset) and not hasattr(data, "__getitem__"):
+            raise TypeError(f"training/validation data must be a Dataset or a DataLoader, got {type(data).__name__}")
+        bs = self.cfg.batch_size
+        sampler = ResumableBatchSampler(len(data), bs, shuffle=shuffle, seed=self.cfg.seed, rank=self.rank,
+                                        world_size=self.world, drop_last=shuffle)
+        return DataLoader(data, batch_sampler=sampler, num_workers=self.cfg.num_workers)
+
+    def _batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise TypeError("the data loader must yield (inputs, labels) pairs")
+        x, y = batch[0], batch[1]
+        T = getattr(self.model, "T", None)
+        if x.dim() == 5 and x.shape[0] != T and x.shape[1] == T:
+            x = x.transpose(0, 1)  # [N, T, C, H, W] from a Dataset of frames -> time-first
+        # (a batch whose first dim is the model's T is time-first, also when N == T; anything else reaches
+        # the model, which names the mismatch)
+        return x.to(self.device, non_blocking=True).float(), y.to(self.device, non_blocking=True).long()
+
+    @staticmethod
+    def _set_epoch(loader, epoch: int) -> None:
+        for obj in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None),
+                    getattr(loader, "dataset", None)):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+
+    # state -----------------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """``OUT/last.safetensors`` (the resumable training checkpoint), or None without an output folder."""
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+
+    def _state(self) -> dict:
+        data = getattr(self.train_loader, "dataset", None)
+        return dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+                    config=dataclasses.asdict(self.cfg), world_size=self.world,
+                    device=self.device.type, amp=self.use_amp,  # the recipe as run (cards state it, not the tag's)
+                    model_args=getattr(self.model, "model_args", None),
+                    train_samples=len(data) if hasattr(data, "__len__") else None, **self.extra_state)
+
+    def save(self) -> None:
+        """Write ``out_dir/last.safetensors`` (rank 0); first, on every rank, stop with :class:`DivergedError`
+        when a weight or optimizer state holds NaN/Inf, so the last finite checkpoint is never replaced."""
+        self._refuse_diverged()
+        sums = None
+        if self.step_in_epoch and self._sums is not None:  # mid-epoch: the sums so far, all processes' together
+            totals = dict(zip(self._sums["totals"], (v / self.world for v in self._reduce(
+                *self._sums["totals"].values()))))  # (each process restores 1/world of the sums)
+            sums = dict(self._sums, totals=totals)
+        if self.rank == 0 and self.checkpoint_path is not None:
+            save_training_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scaler,
+                                     dict(self._state(), epoch_sums=sums))
+            self.saved_step = self.global_step
+
+    def _refuse_diverged(self, what: str = "weights") -> None:
+        tensors = dict(self.model.state_dict())
+        for pid, fields in self.optimizer.state_dict()["state"].items():
+            tensors.update({f"optimizer state {pid}.{k}": v for k, v in fields.items() if torch.is_tensor(v)})
+        bad = nonfinite_tensors(tensors)
+        if bad:
+            self._diverged(f"expected finite {what}, got NaN/Inf in {', '.join(bad[:4])}"
+                           + (f" and {len(bad) - 4} more" if len(bad) > 4 else ""))
+
+    def _diverged(self, problem: str) -> None:
+        kept = (f"{self.checkpoint_path} keeps the last finite state (global step {self.saved_step}); "
+                f"--resume continues from it" if self.saved_step is not None else "no checkpoint was written")
+        raise DivergedError(f"training diverged by global step {self.global_step} (lr {self.cfg.lr}): {problem}; "
+                            f"{kept}. Lower the learning rate or clip gradients (--grad-clip)")
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Continue from ``path`` (default ``out_dir/last.safetensors``); False when there is none yet."""
+        path = Path(path) if path is not None else self.checkpoint_path
+        if path is None or not path.is_file():
+            return False
+        meta = restore_training_checkpoint(path, self.model, self.optimizer, self.scaler)
+        saved = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        changed = [f"{k}: {saved.get(k)!r} -> {getattr(self.cfg, k)!r}" for k in _TRAJECTORY_FIELDS
+                   if k in saved and saved[k] != getattr(self.cfg, k)]
+        now = json.loads(json.dumps(self._state()))  # as JSON stores it (tuples -> lists)
+        changed += [f"{k}: {meta[k]!r} -> {now[k]!r}" for k in ("model_args", "train_samples")
+                    if meta.get(k) is not None and meta[k] != now[k]]
+        if changed:
+            raise ValueError(f"cannot resume {path} exactly: the run's settings changed ({'; '.join(changed)}); "
+                             f"use the original settings or another output folder")
+        if meta.get("world_size", 1) != self.world:
+            raise ValueError(f"{path} was written by a {meta.get('world_size')}-process run; resume it with "
+                             f"the same number of processes ({self.world} now)")
+        self.epoch, self.step_in_epoch, self.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
+        self.saved_step = self.global_step
+        self._resumed_sums = meta.get("epoch_sums")
+        return True
+
+    # loop --------------------------------------------------------------------------------------------------
+    def _prepare_out_dir(self, resume: bool) -> None:
+        """Before a run writes anything (rank 0): remove the temp files a killed write of this trainer left
+        (``.last.safetensors.*.tmp`` etc., nothing else) and refuse to start a new run over an old one."""
+        if self.rank != 0 or self.out_dir is None or not self.out_dir.is_dir():
+            return
+        for name in (CHECKPOINT_NAME, "model.safetensors", "metrics.jsonl"):
+            for tmp in self.out_dir.glob(f".{name}.*.tmp"):  # zoo.fileio.atomic_write's temp names
+                tmp.unlink(missing_ok=True)
+        check_run_folder(self.out_dir, resume)
+
+    def _truncate_metrics(self) -> None:
+        """Drop the records of steps after the resumed checkpoint (they are trained again) and lines cut by a
+        kill from ``metrics.jsonl``, atomically, so every step is logged once."""
+        path = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
+        if self.rank != 0 or path is None or not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("global_step", 0) <= self.global_step:
+                kept.append(line)
+        if len(kept) != len(lines):
+            atomic_write(path, "".join(line + "\n" for line in kept))
+
+    def _log(self, record: dict) -> None:
+        if self.rank != 0:
+            return
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _reduce(self, *values) -> list[float]:
+        """Floats or device tensors -> floats summed over the processes (the host reads them here)."""
+        if self.world == 1:
+            return [float(v) for v in values]
+        t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in values])
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def _grad_norms(self) -> dict[str, float]:
+        return {name: float(p.grad.detach().float().norm()) for name, p in self.model.named_parameters()
+                if p.grad is not None and p.dim() > 1}
+
+    def steps_per_epoch(self) -> int:
+        """Batches per epoch: the loader's length, capped by ``max_steps_per_epoch``."""
+        n = len(self.train_loader)
+        return min(n, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n
+
+    def train_epoch(self) -> dict:
+        """Train one epoch from where the run stands (mid-epoch after a resume: the batches already trained are
+        skipped), checkpointing every ``save_every_steps``; returns the epoch's training metrics (loss,
+        accuracy, firing rate, per-layer gradient norms)."""
+        cfg, net = self.cfg, self.net
+        steps = self.steps_per_epoch()
+        loader = self.train_loader
+        self._set_epoch(loader, self.epoch)
+        sampler = getattr(loader, "batch_sampler", None)
+        skip = self.step_in_epoch
+        if isinstance(sampler, ResumableBatchSampler):
+            sampler.start_batch, skip = self.step_in_epoch, 0  # jump straight to the first untrained batch
+        net.train()
+        # the epoch's running sums; after a mid-epoch resume, the checkpoint's (so the logs continue exactly)
+        resumed = self._resumed_sums if self.step_in_epoch else None
+        self._resumed_sums = None
+        self._sums = sums = dict(totals=dict(loss=0.0, correct=0.0, n=0.0, spikes=0.0, slots=0.0), grad_sums={},
+                                 grad_count=0)
+        if resumed:
+            sums.update(totals=dict(resumed["totals"]), grad_sums=dict(resumed["grad_sums"]),
+                        grad_count=int(resumed["grad_count"]))
+        totals, grad_sums = sums["totals"], sums["grad_sums"]
+        self.spike_counter.take()
+        t0, seen = time.perf_counter(), 0
+        bar = _Progress(steps, self.step_in_epoch, f"epoch {self.epoch + 1}/{cfg.epochs}",
+                        enabled=cfg.progress and self.rank == 0)
+        it = iter(loader)
+        try:
+            for _ in range(skip):  # a foreign DataLoader: fast-forward (exact if its order is reproducible)
+                next(it)
+            while self.step_in_epoch < steps:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    break
+                x, y = self._batch(batch)
+                lr = cfg.lr_at(self.epoch, self.step_in_epoch, steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                try:
+                    with torch.autocast(self.device.type, enabled=self.use_amp):
+                        logits = net(x)
+                        loss = nn.functional.cross_entropy(logits.float(), y)
+                except ValueError:  # e.g. tdBN refusing NaN inputs: when the weights are the cause, say so
+                    self._refuse_diverged()
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                log_now = (self.step_in_epoch + 1) % cfg.log_every_steps == 0 or self.step_in_epoch + 1 == steps
+                if log_now:  # per-layer gradient norms (unscaled), averaged over the epoch's log steps
+                    scale = self.scaler.get_scale() if self.use_amp and not cfg.grad_clip else 1.0
+                    for k, v in self._grad_norms().items():
+                        grad_sums[k] = grad_sums.get(k, 0.0) + v / scale
+                    sums["grad_count"] += 1
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.step_in_epoch += 1
+                self.global_step += 1
+                spikes, slots = self.spike_counter.take()
+                n = len(y)
+                seen += n * self.world
+                # device tensors: read on the host only when logging (no synchronisation per step)
+                totals["loss"] += loss.detach().double() * n
+                totals["correct"] += (logits.detach().argmax(1) == y).sum()
+                totals["n"] += n
+                totals["spikes"] += spikes
+                totals["slots"] += slots
+                if log_now:
+                    loss_s, corr, cnt, spk, slt = self._reduce(*totals.values())
+                    if not (self.use_amp or math.isfinite(loss_s)):  # (AMP: the GradScaler skips overflows)
+                        self._diverged(f"expected a finite training loss, got {loss_s / cnt}")
+                    rec = dict(kind="train_step", epoch=self.epoch, step=self.step_in_epoch,
+                               global_step=self.global_step, lr=lr, loss=loss_s / cnt, acc=corr / cnt,
+                               firing_rate=spk / max(slt, 1), images_per_s=seen / (time.perf_counter() - t0))
+                    self._log(rec)
+                if bar.bar is not None and log_now:  # this process's running figures, at log steps
+                    bar.update(self.step_in_epoch, dict(
+                        loss=totals["loss"] / totals["n"], acc=totals["correct"] / totals["n"],
+                        firing_rate=totals["spikes"] / max(totals["slots"], 1),
+                        images_per_s=seen / (time.perf_counter() - t0)))
+                bar.tick(self.step_in_epoch, seen / (time.perf_counter() - t0))
+                if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0 \
+                        and self.step_in_epoch < steps:
+                    self.save()
+        finally:
+            bar.close()
+            if isinstance(sampler, ResumableBatchSampler):
+                sampler.start_batch = 0
+        loss_s, corr, cnt, spk, slt = self._reduce(*totals.values())
+        out = dict(loss=loss_s / max(cnt, 1), acc=corr / max(cnt, 1), firing_rate=spk / max(slt, 1),
+                   images_per_s=seen / max(time.perf_counter() - t0, 1e-9))
+        if sums["grad_count"]:
+            out["grad_norm"] = {k: v / sums["grad_count"] for k, v in grad_sums.items()}
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, loader=None) -> dict:
+        """Top-1 accuracy, loss and firing rate of the model on ``loader`` (default: the validation data)."""
+        loader = loader if loader is not None else self.val_loader
+        if loader is None:
+            return {}
+        self.net.eval()
+        self.spike_counter.take()
+        loss_s = corr = cnt = 0.0
+        for batch in loader:
+            x, y = self._batch(batch)
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                logits = self.net(x).float()
+            loss_s += nn.functional.cross_entropy(logits, y, reduction="sum").double()  # on the device
+            corr += (logits.argmax(1) == y).sum()
+            cnt += len(y)
+        spikes, slots = self.spike_counter.take()
+        loss_s, corr, cnt, spikes, slots = self._reduce(loss_s, corr, cnt, spikes, slots)
+        return dict(loss=loss_s / max(cnt, 1), acc=corr / max(cnt, 1), firing_rate=spikes / max(slots, 1), n=int(cnt))
+
+    def fit(self, resume: bool = False) -> list[dict]:
+        """Train to ``cfg.epochs``; with ``resume`` continue from ``out_dir/last.safetensors`` when present.
+        Returns the epoch records (also appended to ``metrics.jsonl``)."""
+        self._prepare_out_dir(resume)
+        if resume and self.resume():
+            self._truncate_metrics()
+            self._log(dict(kind="resume", epoch=self.epoch, step=self.step_in_epoch, global_step=self.global_step))
+        history = []
+        while self.epoch < self.cfg.epochs:
+            t0 = time.perf_counter()
+            train = self.train_epoch()
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.save()
+            val = self.evaluate()
+            rec = dict(kind="epoch", epoch=self.epoch, global_step=self.global_step, seconds=time.perf_counter() - t0,
+                       train=train, val=val)
+            self._log(rec)
+            history.append(rec)
+            if self.rank == 0 and self.cfg.progress is not None:
+                v = f", val acc {val['acc']:.4f}" if val else ""
+                print(f"epoch {self.epoch}/{self.cfg.epochs}: loss {train['loss']:.4f}, acc {train['acc']:.4f}, "
+                      f"firing rate {train['firing_rate']:.3f}{v} ({rec['seconds']:.0f} s)", file=sys.stderr, flush=True)
+        if self.rank == 0 and self.out_dir is not None:
+            self.save_model(self.out_dir / "model.safetensors")
+        return history
+
+    def save_model(self, path: str | Path) -> Path:
+        """The trained (unfused) weights, with the model's arguments in the header (``model_args``)."""
+        from zoo.checkpoints import weights_metadata
+
+        refuse_nonfinite(self.model.state_dict(), path)
+        arch = (getattr(self.model, "pretrained_cfg", None) or {}).get("architecture")
+        meta = {**{k: json.dumps(v) for k, v in self.extra_state.items()},
+                **weights_metadata(arch, getattr(self.model, "model_args", None) or {})}
+        return atomic_save_safetensors(self.model.state_dict(), path, metadata=meta)
+
+
+class _Progress:
+    """tqdm on a terminal; otherwise (logs, nohup, CI) a plain line on stderr every ``interval_s`` seconds:
+    ``epoch 1/3: step 40/250, 12.3 images/s, ETA 2m51s`` (the JSON lines and epoch lines say the rest).
+
+    ``clock`` (seconds, monotonic) is injectable so the cadence can be tested without waiting."""
+
+    interval_s = 10.0
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool, *, interval_s: float | None = None,
+                 clock=time.monotonic, stream=None):
+        self.bar = None
+        self.total, self.desc, self.clock = total, desc, clock
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = self.interval_s if interval_s is None else float(interval_s)
+        self.lines = enabled and not self.stream.isatty()
+        if enabled and not self.lines:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True)
+        self.last = initial
+        self.t_start = self.t_line = clock()
+        self.first = initial  # steps done before this process started the epoch (resume): not in the rate
+
+    def tick(self, step: int, images_per_s: float) -> None:
+        """After every step: without a terminal, print a line when ``interval_s`` has passed since the last."""
+        if not self.lines:
+            return
+        now = self.clock()
+        if now - self.t_line < self.interval or step <= self.first:
+            return
+        self.t_line = now
+        eta = (self.total - step) * (now - self.t_start) / (step - self.first)
+        print(f"{self.desc}: step {step}/{self.total}, {images_per_s:.1f} images/s, ETA {_duration(eta)}",
+              file=self.stream, flush=True)
+
+    def update(self, step: int, rec: dict) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(step - self.last)
+        self.last = step
+        self.bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.3f}", fr=f"{rec['firing_rate']:.3f}",
+                             img_s=f"{rec['images_per_s']:.0f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    """``171.4`` -> ``'2m51s'``; ``4000`` -> ``'1h06m40s'``."""
+    s = int(round(max(seconds, 0.0)))
+    h, m, s = s // 3600, s // 60 % 60, s % 60
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
