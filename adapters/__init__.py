@@ -1,6 +1,6 @@
 """tdBN, the iterative LIF neuron and the modified-shortcut residual blocks of Zheng et al. (AAAI 2021),
 as multi-step layers on ``[T, N, ...]`` that run with a native neuron, SpikingJelly or snnTorch."""
-from .blocks import NORMS, BasicBlock, Bottleneck, Shortcut, norm_factory
+from .blocks import NORMS, RESIDUAL_ALPHA, BasicBlock, Bottleneck, Shortcut, norm_factory
 from .fused import ChannelAffine, FoldedNorm
 from .lif import LIF
 from .memory_lean import SpikeConv2d, lean_training
@@ -8,7 +8,7 @@ from .multistep import seq_apply
 from .norm_lif import Residual, fire
 from .neurons import BACKENDS, SnnTorchNeuron, SpikingJellyNeuron, make_neuron, neuron_factory, wrap_neuron
 from .surrogate import RectSurrogate
-from .tdbn import (RESIDUAL_ALPHA, MultiStepBatchNorm1d, MultiStepBatchNorm2d, MultiStepNorm, TdBatchNorm1d, TdBatchNorm2d,
+from .tdbn import (MultiStepBatchNorm1d, MultiStepBatchNorm2d, MultiStepNorm, TdBatchNorm1d, TdBatchNorm2d,
                    convert_sync_tdbn)
 
 __all__ = [

@@ -21,6 +21,7 @@ Example::
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Union
 
 import torch
@@ -33,9 +34,12 @@ from .memory_lean import SpikeConv2d
 from .multistep import seq_apply
 from .neurons import NeuronSpec, neuron_factory
 from .norm_lif import Residual, fire
-from .tdbn import RESIDUAL_ALPHA, MultiStepBatchNorm1d, MultiStepBatchNorm2d, TdBatchNorm1d, TdBatchNorm2d
+from .tdbn import MultiStepBatchNorm1d, MultiStepBatchNorm2d, TdBatchNorm1d, TdBatchNorm2d
 
 NormSpec = Union[str, Callable[..., nn.Module]]
+# alpha of the two norms whose outputs are added before a block's last neuron: the sum of two N(0, (alpha Vth)^2)
+# currents is N(0, Vth^2), as every other neuron's input (the modified shortcut, Fig. 5b)
+RESIDUAL_ALPHA = 1 / math.sqrt(2)
 NORMS = ("tdbn", "bn", "fused")
 
 
@@ -127,7 +131,7 @@ class _ResidualBlock(nn.Module):
     def branch(self) -> tuple[tuple[str, str, str], ...]:
         """``(conv, norm, neuron)`` attribute names of the branch, in forward order (the last neuron fires on
         the branch plus the shortcut). Read by ``norm_slots``, ``to_nir`` and the framework mirrors of
-        ``eval.reference_models``."""
+        ``eval.bench.reference_models``."""
         raise NotImplementedError
 
     def norm_slots(self) -> tuple[NormSlot, ...]:

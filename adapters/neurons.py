@@ -1,8 +1,8 @@
 """Neuron backends behind one contract, and the one place that says what a neuron is.
 
 **The neuron protocol.** A neuron module maps input currents ``[T, N, ...]`` to spikes ``[T, N, ...]`` in
-{0, 1} and keeps no state between calls. Every consumer (firing-rate metrics in ``eval.metrics``, BN fusion in
-``zoo.fuse``/``zoo.unfuse``, NIR export in ``zoo.to_nir``, the framework mirrors in ``eval.reference_models``)
+{0, 1} and keeps no state between calls. Every consumer (firing-rate metrics in ``eval.measure.metrics``, BN fusion in
+``zoo.fuse``/``zoo.unfuse``, NIR export in ``zoo.to_nir``, the framework mirrors in ``eval.bench.reference_models``)
 recognises and reads neurons only through this module:
 
 - :func:`is_neuron` / :func:`neuron_modules`: which modules are neurons (the zoo's, SpikingJelly nodes,

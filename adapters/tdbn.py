@@ -7,8 +7,6 @@ its beta (init 0), so gradients and weight decay act on lambda, not on ``lambda 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -209,7 +207,6 @@ def all_reduce_sum(x: torch.Tensor, group=None) -> torch.Tensor:
 
 
 MultiStepNorm = _MultiStepNorm
-RESIDUAL_ALPHA = 1 / math.sqrt(2)
 
 
 def convert_sync_tdbn(module: nn.Module, process_group=None) -> nn.Module:

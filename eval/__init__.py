@@ -20,6 +20,7 @@ module; the CLI's ``--help`` imports no torch)::
         sampling.py       resumable batch order and seeded augmentation
         ranges.py         valid ranges of numeric settings (TrainConfig and the CLI)
         presets.py        the paper's training recipes
+        datasets.py       a preset's train/test datasets from local files
         finetune.py       fine-tuning a (fused or unfused) model on new data
         device_counters.py  spike counters kept on the device while training
         compare_runs.py   tables comparing runs from their metrics.jsonl

@@ -1,5 +1,5 @@
 """Model cards name the two kinds of synaptic operations separately (accumulates vs multiply-accumulates)."""
-from zoo.checkpoints import model_card
+from zoo.model_card import model_card
 
 
 def test_card_lists_accumulates_and_macs_as_separate_metrics():

@@ -429,7 +429,7 @@ def test_publish_never_drops_a_shipped_copy(repos, online, capsys):
 
 def test_train_on_a_repacked_cifar_names_a_flag_that_exists(tmp_path, capsys):
     """The MD5 error's advice, --no-verify, is a train flag: with it the same folder builds its datasets."""
-    from eval.cli.commands.train import build_datasets
+    from eval.train.datasets import build_datasets
     from eval.train.presets import get_preset
     from test_data import write_cifar10
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from eval import results
+from eval.release import results
 from zoo import manifest
 
 ROOT = Path(__file__).parents[1]

@@ -9,7 +9,8 @@ Where things live (one concept per module)::
     resolving     api.py             create, list_models, resolve: every way of naming a model, once
                   naming.py          arch.tag, did-you-mean suggestions, stage names
     loading and   checkpoints.py     checkpoint folders (safetensors + config.json + card), save_pretrained
-    publishing    pretrained.py      tag resolution, finding and loading a checkpoint into a model
+    publishing    model_card.py      the Hub model card (README.md) of a checkpoint folder
+                  pretrained.py      tag resolution, finding and loading a checkpoint into a model
                   manifest.py        weights/manifest.json: shipped checkpoints, sha256, pinned Hub commits
                   hub.py             the Hugging Face Hub: download (pinned, verified) and publish
                   fileio.py          atomic writes, safetensors headers

@@ -192,8 +192,9 @@ def evaluate_over_T(model: nn.Module, data, Ts: Sequence[int], **kwargs) -> list
 @torch.no_grad()
 def calibrate_norms(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
     """Set every norm's running mean/var to the exact average over ``batches`` (model inputs, ``[N, C, H, W]``
-    or ``[T, N, C, H, W]``; train-mode forwards with cumulative averaging), then return ``model`` in eval mode. For random-weight models, whose initial
-    statistics (mean 0, var 1) would otherwise silence the network at inference."""
+    or ``[T, N, C, H, W]``; train-mode forwards with cumulative averaging), then return ``model`` in eval
+    mode. For random-weight models, whose initial statistics (mean 0, var 1) would otherwise silence the
+    network at inference."""
     from torch.nn.modules.batchnorm import _BatchNorm
 
     from adapters import MultiStepNorm

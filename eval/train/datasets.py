@@ -1,0 +1,40 @@
+"""The datasets a training preset trains on, built from local files (nothing is downloaded): the preset's
+dataset, its normalisation and augmentation, seeded per image so ``--resume`` is exact."""
+from __future__ import annotations
+
+
+def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None, *,
+                   input_size: int | None = None, verify: bool = True):
+    """``(train, test)`` datasets of a preset from local files (``eval.data.images``; nothing is downloaded).
+
+    Every dataset gets ``eval.data.images.build_transform``'s pipeline (the preset's crop padding and flip) through
+    :class:`eval.train.sampling.SeededAugment`, which draws each image's crop and flip from ``(seed, epoch,
+    index)``, so ``--resume`` is exact.
+    """
+    import torch
+
+    from eval.data.images import (ArrayImageDataset, build_dataset, build_transform, dataset_spec, find_root,
+                                  load_idx_pair)
+    from eval.train.sampling import SeededAugment
+
+    def first(ds):  # --train-subset: the first N training images
+        return torch.utils.data.Subset(ds, range(min(train_subset, len(ds)))) if train_subset else ds
+
+    name = preset["dataset"]
+    try:
+        spec = dataset_spec(name)
+    except ValueError:
+        raise ValueError(f"preset {preset['model']} trains on {name}, an event dataset: build it with eval.data.events "
+                         f"and train with eval.train.trainer.Trainer (or `tdbn-zoo finetune`)") from None
+    bases = {}
+    for split in ("train", "test"):
+        if spec.kind == "idx":
+            bases[split] = ArrayImageDataset(*load_idx_pair(name, *find_root(name, root, split)))
+        else:  # CIFAR, ImageNet: torchvision's dataset without a transform yields PIL images
+            bases[split] = build_dataset(name, root, split, verify=verify)
+            bases[split].transform = None
+    norm = dict(mean=preset["mean"], std=preset["std"], input_size=input_size)
+    augment = build_transform(name, train=True, pad=preset["pad"], hflip=preset["hflip"], **norm)
+    train = SeededAugment(first(bases["train"]), augment, seed=seed)
+    test = SeededAugment(bases["test"], build_transform(name, **norm), train=False)
+    return train, test

@@ -1,0 +1,79 @@
+"""The Hugging Face model card (README.md) of a checkpoint folder: YAML front matter from
+``huggingface_hub.ModelCardData`` (license, library, tags, Hub dataset ids, model-index) and the card body
+(architecture, data, recipe, measured results with the commands that made them, usage, citation)."""
+from __future__ import annotations
+
+# the Hub dataset ids of the datasets the tags name (a card's `datasets:` must be Hub ids to link)
+HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist",
+                "cifar10": "uoft-cs/cifar10", "imagenet-1k": "ILSVRC/imagenet-1k"}
+
+
+def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], extra: str = "",
+               license: str = "mit", num_params: int | None = None) -> str:
+    """README.md text: YAML front matter (huggingface_hub's ``ModelCardData``) and the card body."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    cfg, args = config.get("pretrained_cfg", {}), config.get("model_args", {})
+    dataset = cfg.get("dataset")
+    evals = [EvalResult(task_type="image-classification", dataset_type=m.get("dataset", dataset or "unknown"),
+                        dataset_name=m.get("dataset", dataset or "unknown"), dataset_split=m.get("split"),
+                        metric_type="accuracy" if m["name"].startswith(("top", "accuracy")) else m["name"],
+                        metric_name=m["name"], metric_value=m["value"]) for m in metrics]
+    data = ModelCardData(library_name="timm", license=license, model_name=name,
+                         tags=["image-classification", "timm", "spiking-neural-network", "snn", "tdbn", "tdbn-zoo"],
+                         datasets=[HUB_DATASETS.get(dataset, dataset)] if dataset else None,
+                         metrics=sorted({e.metric_type for e in evals}) or ["accuracy"],
+                         eval_results=evals or None)
+    recipe = cfg.get("recipe") or {}
+    lines = [
+        "---", data.to_yaml(), "---", f"# {name}", "",
+        f"A directly-trained deep spiking ResNet with threshold-dependent batch norm (tdBN), from "
+        f"*{cfg.get('paper_name', 'Going Deeper With Directly-Trained Larger Spiking Neural Networks')}* "
+        f"(Zheng et al., AAAI 2021, {cfg.get('paper_ids', 'arXiv:2011.05280')}), packaged by tdbn-zoo.", "",
+        "## Model", "",
+        f"- Architecture: `{config['architecture']}`, {num_params:,} parameters" if num_params else
+        f"- Architecture: `{config['architecture']}`",
+        f"- Time steps T = {args.get('T')}; input {cfg.get('input_size')}; {config.get('num_classes')} classes",
+        f"- Neuron: iterative LIF (eq. 2-3), decay {args.get('tau_decay')}, threshold {args.get('v_th')}, "
+        f"hard reset to 0; output = mean over T of the classifier (eq. 11)",
+        ("- **Fused** (eq. 9-10): every tdBN is folded into the conv/linear before it (convs carry the bias; "
+         "identity shortcuts keep a per-channel affine). This is the paper's full-spiking inference network."
+         if args.get("fused") else
+         "- **Unfused** training checkpoint: tdBN layers with running statistics, for fine-tuning."),
+        "", "## Data", "",
+        f"- Dataset: {dataset or 'not recorded'}",
+        f"- Preprocessing/augmentation: {cfg.get('augment', 'not recorded')}; mean {cfg.get('mean')}, "
+        f"std {cfg.get('std')}",
+        "", "## Recipe", "",
+    ]
+    lines += [f"- {k}: {v}" + (" (mixed precision is used on CUDA only; a CPU run trains in float32)"
+                                if k == "amp" and v else "") for k, v in recipe.items()] or ["- not recorded"]
+    if cfg.get("train_command"):
+        lines += [f"- Train: `{cfg['train_command']}`"]
+    lines += ["", "## Measured results", ""]
+    if metrics:
+        lines += ["| metric | value | dataset / split | machine | command |", "|---|---|---|---|---|"]
+        lines += [f"| {m['name']} | {m['value']}{m.get('unit', '')} | {m.get('dataset', dataset)} / "
+                  f"{m.get('split', '-')} | {m.get('machine', '-')} | `{m['command']}` |" for m in metrics]
+        if any(m["name"] in ("accumulates_per_image", "macs_per_image") for m in metrics):
+            lines += ["", "Synaptic operations per image, all T steps: `accumulates_per_image` are the additions "
+                      "driven by spikes (ACs), `macs_per_image` the multiply-accumulates of layers fed real "
+                      "values (the encoding conv, layers after average pooling), counted densely."]
+    else:
+        lines += ["No figure has been measured for this checkpoint yet."]
+    if cfg.get("paper_top1") is not None:
+        lines += ["", f"The paper reports {cfg['paper_top1']}% top-1 for this configuration (not measured here)."]
+    lines += [
+        "", "## Usage", "", "```python", "import zoo  # registers the architectures with timm",
+        f"model = zoo.create('{name}', pretrained=True)  # or neuron='spikingjelly' / 'snntorch'",
+        "import timm",
+        f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True)",
+        "logits = model(images)  # [N, C, H, W] (repeated over T) or [T, N, C, H, W] -> [N, classes]",
+        "```", "", "## Citation", "", "```bibtex",
+        "@inproceedings{zheng2021going,", "  title={Going Deeper With Directly-Trained Larger Spiking Neural Networks},",
+        "  author={Zheng, Hanle and Wu, Yujie and Deng, Lei and Hu, Yifan and Li, Guoqi},",
+        "  booktitle={Proceedings of the AAAI Conference on Artificial Intelligence}, year={2021}}", "```",
+    ]
+    if extra:
+        lines += ["", extra.strip()]
+    return "\n".join(lines) + "\n"
