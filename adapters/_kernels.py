@@ -1,7 +1,9 @@
-"""Optional compiled CPU kernels, built on first use with torch's C++ extension loader and cached.
+"""Optional LIF kernels: compiled for CPU on first use with torch's C++ extension loader, Triton for CUDA.
 
-If no compiler is available (or ``TDBN_ZOO_NO_KERNELS=1``), ``lif_cpu()`` returns None and callers use
-the PyTorch path, which computes the same function (more slowly); the fallback is logged once, with its cause.
+``lif_cpu()`` (``csrc/lif_cpu.cpp``) and ``lif_cuda()`` (``_triton_lif.py``) return modules with the same
+three functions. If no compiler is available, triton does not import, or ``TDBN_ZOO_NO_KERNELS=1``, they
+return None and callers use the PyTorch path, which computes the same function (more slowly); each fallback
+is logged once, with its cause.
 
 Only a lasting cause is cached for the process: kernels disabled, or the compiler or ninja failing. A
 failure of the surroundings (a closed or redirected ``sys.stdout``, an I/O error of the build folder) is
@@ -21,38 +23,62 @@ from pathlib import Path
 
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_state: dict = {}  # "lif": the module or None (a lasting failure); "warned": the fallback was logged
+_state: dict = {}  # "lif", "lif_cuda": the module or None (a lasting failure); "warned...": fallback logged
 DISABLE_ENV = "TDBN_ZOO_NO_KERNELS"
 
 
 def lif_cpu():
     """The compiled LIF module (``lif_forward``, ``lif_backward_full``, ``lif_backward_detached``) or None."""
-    if "lif" in _state:
-        return _state["lif"]
+    return _once("lif", _load_cpu)
+
+
+def lif_cuda():
+    """The Triton LIF module for CUDA tensors (the same three functions as ``lif_cpu()``'s) or None."""
+    return _once("lif_cuda", _load_cuda)
+
+
+def _once(key: str, load):
+    """``_state[key]``, else ``load()`` under the lock: ``(module or None, lasting)``; a lasting result
+    (a module, kernels disabled, a lasting failure) is cached for the process."""
+    if key in _state:
+        return _state[key]
     with _lock:
-        if "lif" in _state:
-            return _state["lif"]
+        if key in _state:
+            return _state[key]
         if os.environ.get(DISABLE_ENV):
-            _state["lif"] = None
+            _state[key] = None
             return None
-        try:
-            module = _build()
-        except (OSError, ValueError) as e:  # the surroundings (streams, files): not cached, retried next call
-            _fall_back(f"{type(e).__name__}: {e}; will retry on the next call")
-            return None
-        except Exception as e:  # no compiler, no ninja, a failed compile: lasting, cached for the process
-            _fall_back(f"{type(e).__name__}: {e}")
-            _state["lif"] = None
-            return None
-        _state["lif"] = module
+        module, lasting = load()
+        if lasting:
+            _state[key] = module
         return module
 
 
-def _fall_back(cause: str) -> None:
-    if not _state.get("warned"):
-        _state["warned"] = True
-        _log.warning("tdbn-zoo: compiled LIF kernel unavailable (%s); using the slower PyTorch path "
-                     "(same results). Set %s=1 to skip the build.", cause, DISABLE_ENV)
+def _load_cpu():
+    try:
+        return _build(), True
+    except (OSError, ValueError) as e:  # the surroundings (streams, files): not cached, retried next call
+        _fall_back(f"{type(e).__name__}: {e}; will retry on the next call")
+        return None, False
+    except Exception as e:  # no compiler, no ninja, a failed compile: lasting, cached for the process
+        _fall_back(f"{type(e).__name__}: {e}")
+        return None, True
+
+
+def _load_cuda():
+    try:
+        from . import _triton_lif
+        return _triton_lif, True
+    except Exception as e:  # triton missing or broken: lasting, cached for the process
+        _fall_back(f"{type(e).__name__}: {e}", kernel="Triton LIF kernel (CUDA)", key="warned_cuda")
+        return None, True
+
+
+def _fall_back(cause: str, kernel: str = "compiled LIF kernel", key: str = "warned") -> None:
+    if not _state.get(key):
+        _state[key] = True
+        _log.warning("tdbn-zoo: %s unavailable (%s); using the slower PyTorch path "
+                     "(same results). Set %s=1 to skip the build.", kernel, cause, DISABLE_ENV)
 
 
 def _usable(stream) -> bool:

@@ -4,8 +4,10 @@ Two implementations of one function: ``lif_reference`` (a plain autograd loop, e
 ``lif_multistep`` (one custom op ``torch.ops.tdbn_zoo.lif_fwd`` over all T steps, with registered autograd
 and fake implementation so ``torch.compile(fullgraph=True)`` treats it as one node, whose backward needs only
 the membrane sequence, or two boolean masks when the reset is detached). On CPU ``lif_multistep`` runs a compiled one-pass kernel
-(``csrc/lif_cpu.cpp``, built on first use) and otherwise in-place PyTorch ops. ``LIF`` uses
-``lif_multistep``; tests hold every path spike-identical and gradient-equal to the reference.
+(``csrc/lif_cpu.cpp``, built on first use), on CUDA the same kernels in Triton (``_triton_lif.py``), and
+otherwise in-place PyTorch ops. Half-precision inputs are integrated in float32 on every path (spikes in the
+input's dtype, membranes saved in float32). ``LIF`` uses ``lif_multistep``; tests hold every path
+spike-identical and gradient-equal to the reference.
 """
 from __future__ import annotations
 
@@ -59,11 +61,14 @@ def lif_reference(x: torch.Tensor, tau_decay: float = 0.25, v_th: float = 0.5, s
 
 
 def _use_kernel(x: torch.Tensor):
-    """The compiled CPU kernel for ``x``, or None (GPU tensors, half precision, no compiler)."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return None
-    from ._kernels import lif_cpu
-    return lif_cpu()
+    """The LIF kernel module for ``x``: compiled C++ for float32/float64 CPU tensors, Triton for
+    float32/float16/bfloat16 CUDA tensors; None (the PyTorch path) otherwise or when it is unavailable."""
+    from ._kernels import lif_cpu, lif_cuda
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return lif_cpu()
+    if x.device.type == "cuda" and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return lif_cuda()
+    return None
 
 
 def _time_major(x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +113,14 @@ def _lif_fwd(x: torch.Tensor, tau: float, v_th: float, width: float, detach_rese
 def _(x, tau, v_th, width, detach_reset, save):
     if save and detach_reset:
         return torch.empty_like(x), torch.empty_like(x, dtype=torch.bool), torch.empty_like(x, dtype=torch.bool)
-    return torch.empty_like(x), (torch.empty_like(x) if save else x.new_empty(0)), x.new_empty(0)
+    membranes = torch.empty_like(x, dtype=_membrane_dtype(x.dtype)) if save else x.new_empty(0)
+    return torch.empty_like(x), membranes, x.new_empty(0)
+
+
+def _membrane_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision inputs: the surrogate window ``|u - v_th| < width / 2`` and the reset term
+    read the saved membrane itself, and a half-precision copy would move neurons in or out of the window."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _as_fake(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -151,6 +163,9 @@ _lif_fwd.register_autograd(_lif_backward, setup_context=_lif_setup_context)
 
 
 def _forward_torch(x, tau, v_th, width, save_membranes, save_masks):
+    if _membrane_dtype(x.dtype) != x.dtype:  # integrated in float32, as the kernels do
+        spikes, *saved = _forward_torch(x.float(), tau, v_th, width, save_membranes, save_masks)
+        return (spikes.to(x.dtype), *saved)
     spikes = torch.empty_like(x)
     membranes = torch.empty_like(x) if save_membranes else None
     windows = torch.empty(x.shape, dtype=torch.bool, device=x.device) if save_masks else None
@@ -170,6 +185,8 @@ def _forward_torch(x, tau, v_th, width, save_membranes, save_masks):
 
 
 def _backward_torch(grad_spikes, a, b, tau, v_th, width, detach_reset):
+    if _membrane_dtype(grad_spikes.dtype) != grad_spikes.dtype:  # in float32, as the forward
+        return _backward_torch(grad_spikes.float(), a, b, tau, v_th, width, detach_reset).to(grad_spikes.dtype)
     half, inv_width = width / 2, 1.0 / width
     grad_x = torch.empty_like(grad_spikes)
     du_next = None  # tau * dL/du[t+1]
