@@ -32,6 +32,7 @@ module; the CLI's ``--help`` imports no torch)::
       bench/            benchmarking
         runner.py         ``tdbn-zoo bench``: builds compared on the same function, time and memory ratios
         reference_models.py  the same network in SpikingJelly, snnTorch and as an ANN, for the benchmark
+        memory.py         what an activation budget buys: largest batch and T per build (``bench --budget-mib``)
       release/          release tooling
         ship.py           fuse a finished run, measure it, write checkpoint + card into weights/
         reproduce.py      train -> ship -> eval for a paper tag, in one command

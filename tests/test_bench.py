@@ -8,10 +8,12 @@ import json
 import pytest
 import torch
 
-from eval.bench.runner import (BUILDS, BenchCheckError, BenchConfig, Build, _ratios, check_same_function, format_bench,
-                               reference_model, run_bench)
-from eval.cli import main
 from eval.bench.reference_models import mirror
+from eval.bench.runner import (BUILDS, BenchCheckError, BenchConfig, Build, BuildUnavailable, _ratios,
+                               check_same_function, format_bench, format_summary, make_builds, reference_model,
+                               run_bench, saved_for_backward_bytes, training_forward_saved_bytes)
+from eval.cli import main
+from hostile import assert_cli_user_error, run_cli
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
@@ -63,7 +65,10 @@ def test_a_wrong_build_is_refused(tiny_model, monkeypatch):
 
 def test_run_bench_result_and_table():
     res = run_bench(BenchConfig(**TINY))
-    assert list(res["rows"]) == ["zoo", "spikingjelly", "snntorch", "ann"]
+    assert list(res["rows"]) == ["zoo", "spikingjelly", "spikingjelly-memopt", "snntorch", "ann"]
+    summary = format_summary([res, res]).splitlines()  # the GPU script's table over several runs
+    assert summary[0].startswith("sresnet19_tdbn at width") and len(summary) == 2 + 2 + 2 * len(res["rows"])
+    assert summary[-1].startswith("| 2 | off | ANN floor") and summary[-1].split("|")[5].strip() == "1.00x"
     for name, row in res["rows"].items():
         assert row["train_ms"] > 0 and row["infer_ms"] > 0 and row["peak_train_mib"] > 0
         assert row["saved_for_backward_mib"] > 0
@@ -73,7 +78,9 @@ def test_run_bench_result_and_table():
     json.dumps(res)  # the --json output is plain data
     text = format_bench(res)
     for s in ("check passed", "| build", "train step (ms)", "peak train memory (MiB)", "this zoo", "SpikingJelly",
-              "snnTorch", "ANN floor", "as fast as SpikingJelly", "machine:"):
+              "snnTorch", "ANN floor", "as fast as SpikingJelly", "machine:", "SpikingJelly + memopt",
+              "saved for backward: zoo / ANN floor", "saved for backward: zoo / SpikingJelly = ",
+              "saved for backward: zoo / SpikingJelly + memopt"):
         assert s in text
     with pytest.raises(ValueError, match="builds must include 'zoo'"):
         run_bench(BenchConfig(**TINY, builds=("ann",)))
@@ -85,13 +92,17 @@ def test_ratios_by_hand():
                         saved_for_backward_mib=30.0),
             "spikingjelly": dict(train_ms=30.0, infer_ms=9.0, fused_infer_ms=None, peak_train_mib=100.0,
                                  saved_for_backward_mib=120.0),
+            "spikingjelly-memopt": dict(train_ms=40.0, infer_ms=9.0, fused_infer_ms=None, peak_train_mib=60.0,
+                                        saved_for_backward_mib=15.0),
             "ann": dict(train_ms=5.0, infer_ms=2.0, fused_infer_ms=1.5, peak_train_mib=10.0,
                         saved_for_backward_mib=24.0)}
     assert _ratios(rows) == {
         "train_speedup_vs_spikingjelly": 1.5, "train_speedup_vs_snntorch": None, "train_over_ann": 4.0,
         "fused_over_unfused_inference": 0.75, "fused_over_unfused_floor": 0.1875, "fused_over_ann_inference": 3.0,
         "inference_over_ann": 4.0, "peak_train_memory_vs_spikingjelly": 0.5,
-        "saved_for_backward_over_ann": 1.25, "saved_for_backward_vs_spikingjelly": 0.25}
+        "saved_for_backward_over_ann": 1.25, "saved_for_backward_vs_spikingjelly": 0.25,
+        "train_speedup_vs_spikingjelly_memopt": 2.0, "saved_for_backward_vs_spikingjelly_memopt": 2.0,
+        "memopt_saved_for_backward_over_ann": 0.625}
 
 
 def test_bench_command(tmp_path, capsys):
@@ -117,3 +128,127 @@ def test_saved_for_backward_counts_distinct_activation_storages_by_hand():
     # x saved again (by the product, for the scalar's gradient) is the same storage: counted once
     fn = lambda: net(x).sum() + (x * net[0].weight.sum()).sum()  # noqa: E731
     assert saved_for_backward_bytes(fn, net) == 2 * 4 * 4 + 2 * 3 * 4
+
+
+def test_saved_for_backward_counts_a_checkpoints_inputs_not_its_inside():
+    """What the memopt row relies on: a non-reentrant checkpoint keeps its input (counted) and recomputes the
+    rest (not counted), by hand: sin saves its input t*2, cos saves sin's output (4000 bytes each)."""
+    from torch.utils.checkpoint import checkpoint
+
+    x = torch.randn(1000, requires_grad=True)
+    f = lambda t: (t * 2).sin().cos()  # noqa: E731
+    assert saved_for_backward_bytes(lambda: f(x).sum()) == 2 * 1000 * 4
+    assert saved_for_backward_bytes(lambda: checkpoint(f, x, use_reentrant=False).sum()) == 1000 * 4
+
+
+MEMOPT_CFG = BenchConfig(width=1 / 16, input_size=16, batch=2, T=2, builds=("zoo", "spikingjelly", "spikingjelly-memopt"))
+
+
+@pytest.fixture(scope="module")
+def memopt_builds():
+    model = reference_model(MEMOPT_CFG)
+    models, notes = make_builds(model, MEMOPT_CFG)
+    assert notes == [] and list(models) == ["zoo", "spikingjelly", "spikingjelly-memopt"]
+    return models
+
+
+def test_spikingjelly_memopt_build_is_the_same_network_checkpointed(memopt_builds):
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+
+    sj, opt = memopt_builds["spikingjelly"], memopt_builds["spikingjelly-memopt"]
+    # SpikingJelly's own memopt rewrote every residual block into a checkpoint, parameter names unchanged
+    blocks = [m for m in opt.modules() if isinstance(m, CheckpointWrapper)]
+    assert len(blocks) == sum(len(getattr(sj, f"layer{i}")) for i in range(1, sj.num_stages + 1))
+    assert list(opt.state_dict()) == list(sj.state_dict())
+    check = check_same_function(memopt_builds, torch.randn(2, 3, 16, 16))
+    assert check["max_abs_diff"]["spikingjelly-memopt vs zoo (eval)"] < 1e-9
+    assert check["max_abs_diff"]["spikingjelly-memopt vs zoo (train)"] < 1e-9
+    # training through the checkpoints: the plain SpikingJelly build's gradients (float64)
+    x, y = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.tensor([1, 7])
+    grads = {}
+    for name in ("spikingjelly", "spikingjelly-memopt"):
+        m = copy.deepcopy(memopt_builds[name]).double().train()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        grads[name] = [p.grad for p in m.parameters()]
+    assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(*grads.values()))
+    # what it is for: far fewer bytes saved for backward than the same build without it
+    x32 = x.float()
+    assert training_forward_saved_bytes(opt, x32, y) < 0.5 * training_forward_saved_bytes(sj, x32, y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="memopt's levels 2-4 run on a CUDA machine")
+def test_memopt_that_cannot_run_here_is_a_note_not_a_crash(monkeypatch):
+    import functools
+
+    import eval.bench.reference_models as rm
+
+    # memopt's levels 2-4 measure the CUDA allocator's peak and raise RuntimeError without CUDA
+    monkeypatch.setattr(rm, "memopt_mirror", functools.partial(rm.memopt_mirror, level=4))
+    models, notes = make_builds(reference_model(MEMOPT_CFG), MEMOPT_CFG)
+    assert list(models) == ["zoo", "spikingjelly"]
+    assert len(notes) == 1 and notes[0].startswith("spikingjelly-memopt: not run (") and "CUDA" in notes[0]
+
+
+def test_an_unavailable_build_is_left_out_with_its_reason(monkeypatch):
+    def unavailable(m, cfg):
+        raise BuildUnavailable("needs a frobnicator")
+
+    monkeypatch.setitem(BUILDS, "nope", Build("nope", "unavailable", unavailable))
+    res = run_bench(BenchConfig(**TINY, builds=("zoo", "nope", "ann"), memory=False))
+    assert list(res["rows"]) == ["zoo", "ann"]
+    assert "note: nope: not run (needs a frobnicator)" in format_bench(res)
+
+
+def test_spikingjelly_has_no_fused_lif_for_the_rectangular_surrogate():
+    """Why the SpikingJelly builds run its PyTorch LIF loop on CUDA too: its CUDA/Triton dispatch
+    (``spikingjelly._ops.surrogate._surrogate_spec``) has no entry for ``surrogate.Rect``."""
+    surrogate_spec = pytest.importorskip("spikingjelly._ops.surrogate")._surrogate_spec
+    from spikingjelly.activation_based import surrogate
+
+    assert surrogate_spec(surrogate.Rect(alpha=1.0)) is None
+    assert surrogate_spec(surrogate.Sigmoid()) is not None  # the lookup itself works
+
+
+def test_bench_amp_bf16_on_cpu_end_to_end(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    rc = main(["bench", "--width", "0.0625", "--input-size", "8", "--batch", "2", "-T", "2", "--reps", "1",
+               "--warmup", "0", "--amp", "bf16", "--device", "cpu", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "under torch.autocast(bf16)" in text and "check passed" in text
+    res = json.loads(out.read_text())
+    assert res["config"]["amp"] == "bf16"
+    assert list(res["rows"]) == ["zoo", "spikingjelly", "spikingjelly-memopt", "snntorch", "ann"]
+    assert all(r["train_ms"] > 0 and r["saved_for_backward_mib"] > 0 for r in res["rows"].values())
+
+
+def test_autocast_bf16_saves_less_for_backward(tiny_model):
+    """bf16 autocast stores the convolutions' outputs in 2 bytes instead of 4: fewer bytes saved (the ANN
+    floor's float inputs too; the zoo's spike inputs are saved as bool either way)."""
+    x, y = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
+    for name, at_most in (("zoo", 0.95), ("ann", 0.75)):
+        m = BUILDS[name].make(tiny_model, None)
+        fp32, bf16 = (training_forward_saved_bytes(copy.deepcopy(m), x, y, amp) for amp in ("off", "bf16"))
+        assert bf16 < at_most * fp32, (name, bf16, fp32)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast is allowed with CUDA")
+@pytest.mark.parametrize("argv", [["--amp", "fp16"], ["--amp", "fp16", "--device", "cpu", "--budget-mib", "64"]])
+def test_amp_fp16_without_cuda_is_a_user_error(argv, capsys):
+    assert_cli_user_error(run_cli(["bench", *argv], capsys), "--amp fp16", "needs a CUDA device", "got device 'cpu'")
+
+
+def test_amp_mode_outside_the_choices_is_refused(capsys):
+    assert_cli_user_error(run_cli(["bench", "--amp", "fp32"], capsys), "--amp", "invalid choice", "fp32")
+
+
+def test_saved_for_backward_leaves_out_a_graph_dropped_during_the_forward():
+    """A graph built and dropped inside the forward (as snnTorch's ``spike_grad(mem).clone().detach()``)
+    holds nothing at backward time: by hand, only the kept product's input x (2000 floats) counts."""
+    x = torch.randn(2000, requires_grad=True)
+
+    def fn():
+        dropped = (x * 3).sin().detach()  # sin saved x * 3 (a new storage), then the graph was dropped
+        return (x.exp() * dropped).sum()  # exp saves its output, the product saves exp's output and `dropped`
+
+    assert saved_for_backward_bytes(fn) == 2 * 2000 * 4

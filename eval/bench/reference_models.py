@@ -3,6 +3,8 @@ the baselines of ``tdbn-zoo bench``.
 
 - SpikingJelly, multi-step: ``layer.Conv2d(step_mode='m')``, ``layer.ThresholdDependentBatchNorm2d``,
   ``neuron.LIFNode(step_mode='m')`` on ``[T, N, ...]``, ``functional.reset_net`` after every sequence.
+  ``memopt_mirror`` adds SpikingJelly 2.0's ``memopt`` (gradient checkpointing of every residual block with
+  its spike input bit-packed) to that build.
 - snnTorch, stepped: ``nn.Conv2d`` / ``nn.BatchNorm2d`` / ``snn.Leaky`` called once per time step on
   ``[N, ...]`` (the whole network inside the loop over T), membranes reset before every sequence. In
   training, snnTorch's BN therefore normalises over each step's batch, not over T*N as tdBN does (snnTorch
@@ -26,7 +28,7 @@ from adapters import MultiStepNorm, make_neuron
 from adapters.fusion import NormSlot, named_norm_slots
 from adapters.neurons import is_neuron
 
-__all__ = ["Kit", "MirrorResNet", "KITS", "mirror", "fuse_conv_bn"]
+__all__ = ["Kit", "MirrorResNet", "KITS", "mirror", "memopt_mirror", "fuse_conv_bn"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,11 @@ def _torch_bn(zoo_norm: nn.Module) -> nn.Module:
 
 
 def _sj_kit() -> Kit:
+    """SpikingJelly's layers. Its ``LIFNode`` picks its implementation per call: on CUDA a fused CUDA or
+    Triton kernel only for its built-in surrogates (Sigmoid, ATan, PiecewiseQuadratic, PiecewiseExp,
+    SoftSign, SuperSpike, Erf: ``spikingjelly._ops.surrogate``), otherwise its PyTorch reference loop. The
+    paper's rectangular surrogate (``surrogate.Rect``) is not among them, so on every device this build runs
+    the PyTorch loop, which is SpikingJelly's fastest backend that computes the paper's gradient."""
     from spikingjelly.activation_based import functional, layer
 
     def norm(zoo_norm):
@@ -218,6 +225,22 @@ def mirror(model: nn.Module, framework: str) -> MirrorResNet:
     ref.to(device=param.device, dtype=param.dtype)
     ref.load_state_dict(zoo_state_for_mirror(model), strict=True)
     return ref.train(model.training)
+
+
+def memopt_mirror(model: nn.Module, example: torch.Tensor, level: int = 1) -> MirrorResNet:
+    """The SpikingJelly mirror of ``model`` with ``spikingjelly.activation_based.memopt.optimize_memory``
+    applied, as SpikingJelly's own SEW-ResNet applies it: every residual block (``MirrorBlock``) is a
+    checkpoint target, its spike input stored bit-packed (``BitSpikeCompressor``, chosen by memopt's probe
+    forward on ``example``, ``[N, C, H, W]``) and its inside recomputed in backward. Level 1 by default:
+    levels 2-4 search the CUDA allocator's peak (memopt raises ``RuntimeError`` without CUDA) and their
+    choices depend on the allocator, not only on the network.
+
+    Raises ``ImportError`` where SpikingJelly has no ``memopt`` (before 2.0)."""
+    from spikingjelly.activation_based import memopt
+
+    ref = mirror(model, "spikingjelly")
+    memopt.optimize_memory(ref, MirrorBlock, lambda m: m(example), level=level)
+    return ref
 
 
 @torch.no_grad()

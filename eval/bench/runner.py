@@ -5,17 +5,23 @@ Builds (``BUILDS``; add one with ``register_build``, e.g. a faster native path t
 
 - ``zoo``: this zoo's ``SpikingResNet`` (``BenchConfig.zoo_neuron``, native LIF by default); fused = ``zoo.fuse``.
 - ``spikingjelly``: the same network from SpikingJelly's multi-step primitives (``eval.bench.reference_models``).
+- ``spikingjelly-memopt``: that build with SpikingJelly 2.0's ``memopt`` (level 1: every residual block
+  checkpointed, its spike input bit-packed); where memopt cannot run, a note says why and the row is left out.
 - ``snntorch``: the same network stepped over T with snnTorch's ``Leaky``.
 - ``ann``: the ANN floor: the same convolutions with BN and ReLU at batch N*T; fused = conv-BN folding.
 
 Before timing, every spiking build must give the zoo model's logits from the same weights (float64, eval
 mode; SpikingJelly also in train mode) and every fused model its unfused model's logits, on a network
-whose every neuron layer fires -- otherwise ``BenchCheckError``.
+whose every neuron layer fires -- otherwise ``BenchCheckError``. The check runs in float64 without autocast
+whatever ``BenchConfig.amp``; the timings and memory figures then run under ``torch.autocast`` when
+``amp`` is ``'bf16'`` or ``'fp16'`` (fp16 with a ``GradScaler``, CUDA only).
 """
 from __future__ import annotations
 
 import copy
+import gc
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -30,12 +36,22 @@ from ..measure.metrics import SpikeRecorder
 from ..measure.profiling import machine_info, median, peak_memory, time_call
 from .reference_models import fuse_conv_bn, mirror
 
-__all__ = ["BenchConfig", "Build", "BUILDS", "BenchCheckError", "register_build", "reference_model",
-           "check_same_function", "run_bench"]
+__all__ = ["BenchConfig", "Build", "BUILDS", "BenchCheckError", "BuildUnavailable", "AMP_MODES",
+           "register_build", "reference_model", "check_same_function", "saved_for_backward_bytes", "autocast",
+           "run_bench"]
 
 
 class BenchCheckError(ZooError, RuntimeError):
     """The builds do not compute the same function: no timing is reported."""
+
+
+class BuildUnavailable(ZooError, RuntimeError):
+    """A build that cannot run here (a library or device it needs is missing): ``run_bench`` leaves its row
+    out and says why in the notes."""
+
+
+# --amp: the autocast dtype of the timed and measured passes (None: float32 throughout)
+AMP_MODES: dict[str, torch.dtype | None] = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -52,8 +68,9 @@ class BenchConfig:
     reps: int = 5
     warmup: int = 1
     device: str = "cpu"
-    builds: tuple[str, ...] = ("zoo", "spikingjelly", "snntorch", "ann")
+    builds: tuple[str, ...] = ("zoo", "spikingjelly", "spikingjelly-memopt", "snntorch", "ann")
     zoo_neuron: str = "native"
+    amp: str = "off"  # a key of AMP_MODES
     memory: bool = True
     seed: int = 0
     tol: float = 1e-6  # max |logit difference| (relative to the logits' scale) in float64
@@ -76,6 +93,20 @@ def _zoo_fuse(model: nn.Module) -> nn.Module:
     return fuse(model)
 
 
+def _spikingjelly_memopt(model: nn.Module, cfg: BenchConfig) -> nn.Module:
+    """``memopt_mirror`` probed on a zero image of the benchmark's size (the probe only asks which block
+    inputs are strictly binary, and spike inputs are, whatever the image)."""
+    from .reference_models import memopt_mirror
+
+    example = torch.zeros(1, cfg.in_chans, cfg.input_size, cfg.input_size, device=next(model.parameters()).device)
+    try:
+        return memopt_mirror(model, example)
+    except ImportError as e:
+        raise BuildUnavailable(f"SpikingJelly's memopt is not importable ({e}); it needs spikingjelly >= 2.0") from e
+    except RuntimeError as e:
+        raise BuildUnavailable(f"SpikingJelly's memopt cannot run here: {e}") from e
+
+
 BUILDS: dict[str, Build] = {}
 
 
@@ -87,6 +118,7 @@ def register_build(build: Build) -> None:
 for _b in (Build("zoo", "this zoo", lambda m, cfg: m, fuse=_zoo_fuse),
            Build("spikingjelly", "SpikingJelly (multi-step)", lambda m, cfg: mirror(m, "spikingjelly"),
                  train_equal=True),
+           Build("spikingjelly-memopt", "SpikingJelly + memopt (level 1)", _spikingjelly_memopt, train_equal=True),
            Build("snntorch", "snnTorch (Leaky stepped)", lambda m, cfg: mirror(m, "snntorch")),
            Build("ann", "ANN floor (ReLU, batch N*T)", lambda m, cfg: mirror(m, "ann"), spiking=False,
                  fuse=fuse_conv_bn)):
@@ -173,38 +205,67 @@ def check_same_function(models: dict[str, nn.Module], x: torch.Tensor, tol: floa
     return dict(max_abs_diff=diffs, tol=tol, min_firing_rate=min(a.firing_rate for a in rec.layers()))
 
 
-def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    opt.step()
+def autocast(amp: str, device: torch.device | str):
+    """``torch.autocast`` to ``AMP_MODES[amp]`` on ``device`` (disabled for ``'off'``)."""
+    dtype = AMP_MODES[amp]
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: str = "off",
+                scaler: torch.amp.GradScaler | None = None) -> None:
+    """One SGD step: forward and loss under ``autocast(amp)``, backward and step outside it (as torch's AMP
+    recipe), through ``scaler`` where one is given (fp16)."""
+    with autocast(amp, x.device):
+        loss = F.cross_entropy(model(x), y)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
 
 
 def saved_for_backward_bytes(fn: Callable[[], object], model: nn.Module | None = None) -> int:
-    """Bytes of the distinct storages autograd saves for backward while ``fn()`` runs, the parameters of
-    ``model`` left out (they live anyway): the activation memory of training. Counted with
-    ``torch.autograd.graph.saved_tensors_hooks``: deterministic, the same on every device, unlike an
-    allocator's peak."""
+    """Bytes of the distinct storages autograd saves for backward while ``fn()`` runs and that are still held
+    when it returns (with its result), the parameters of ``model`` left out (they live anyway): the
+    activation memory of training. Counted with ``torch.autograd.graph.saved_tensors_hooks``:
+    deterministic, the same on every device, unlike an allocator's peak. A graph that ``fn`` builds and
+    drops on the way (snnTorch's detached reset signal) is freed before backward and not counted; counting
+    it would also let a later tensor at its freed address hide behind it."""
     params = {(p.device, p.untyped_storage().data_ptr()) for p in (model.parameters() if model else ())}
-    storages: dict[tuple, int] = {}
+    saved: list[tuple[weakref.ref, tuple, int]] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         s = t.untyped_storage()
         key = (t.device, s.data_ptr())
         if key not in params:
-            storages[key] = s.nbytes()
+            saved.append((weakref.ref(t), key, s.nbytes()))
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
+        out = fn()  # noqa: F841 (holds the graph, and so what it saved, while the storages are counted)
+    gc.collect()  # a dropped graph in a reference cycle
+    live = {key: nbytes for ref, key, nbytes in saved if ref() is not None}
+    return sum(live.values())
 
 
-def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict:
-    """Build, check, time. Returns a JSON-able dict: config, machine, check, per-build medians (ms) and all
-    samples, peak training memory (MiB) and the ratios."""
-    start = time.perf_counter()
-    say = log or (lambda s: None)
-    log = lambda s: say(f"[{time.perf_counter() - start:5.1f} s] {s}")  # noqa: E731
+def training_forward_saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: str = "off") -> int:
+    """``saved_for_backward_bytes`` of one training forward of ``model`` on ``x`` ``[N, C, H, W]`` with its
+    cross-entropy against ``y`` ``[N]`` (the loss is part of what backward needs), under ``autocast(amp)``;
+    the graph is dropped unused."""
+    model.train()
+
+    def forward():
+        with autocast(amp, x.device):
+            return F.cross_entropy(model(x), y)
+
+    return saved_for_backward_bytes(forward, model)
+
+
+def check_config(cfg: BenchConfig) -> torch.device:
+    """Refuse a configuration ``run_bench`` cannot honour (``ValueError`` naming expected and got), before any
+    model is built; returns the device."""
     unknown = [b for b in cfg.builds if b not in BUILDS]
     if unknown or "zoo" not in cfg.builds:
         raise ValueError(f"builds must include 'zoo' and be among {', '.join(BUILDS)}; got {', '.join(cfg.builds)}")
@@ -213,11 +274,41 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but no CUDA device is available")
-    names = ["zoo"] + [b for b in cfg.builds if b != "zoo"]
+    if cfg.amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}; got {cfg.amp!r}")
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"--amp fp16 needs a CUDA device (fp16 autocast with a GradScaler), got device "
+                         f"{cfg.device!r}; use --amp bf16 on the CPU")
+    return device
+
+
+def make_builds(model: nn.Module, cfg: BenchConfig) -> tuple[dict[str, nn.Module], list[str]]:
+    """Every build of ``cfg.builds`` made from ``model`` (``'zoo'`` first) and the notes on those that cannot
+    run here (``BuildUnavailable``), which are left out."""
+    models, notes = {}, []
+    for n in ["zoo"] + [b for b in cfg.builds if b != "zoo"]:
+        try:
+            models[n] = BUILDS[n].make(model, cfg)
+        except BuildUnavailable as e:
+            notes.append(f"{n}: not run ({e})")
+    if torch.device(cfg.device).type == "cuda" and any(n.startswith("spikingjelly") for n in models):
+        notes.append("SpikingJelly's LIFNode runs its PyTorch loop here: its CUDA and Triton LIF kernels accept "
+                     "only its built-in smooth surrogates, not the paper's rectangular one (surrogate.Rect)")
+    return models, notes
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict:
+    """Build, check, time. Returns a JSON-able dict: config, machine, check, per-build medians (ms) and all
+    samples, peak training memory (MiB) and the ratios."""
+    start = time.perf_counter()
+    say = log or (lambda s: None)
+    log = lambda s: say(f"[{time.perf_counter() - start:5.1f} s] {s}")  # noqa: E731
+    device = check_config(cfg)
     machine = machine_info(device)  # the load average at the start; the end's is added below
     model = reference_model(cfg)
-    models = {n: BUILDS[n].make(model, cfg) for n in names}
-    fused, notes = {}, []
+    models, notes = make_builds(model, cfg)
+    names = list(models)
+    fused = {}
     for n in names:
         if BUILDS[n].fuse is not None:
             try:
@@ -231,15 +322,18 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     check = check_same_function(models, x[:4], cfg.tol)  # 4 images suffice; float64 convs are slow on CPU
 
     opts = {n: torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=0.9) for n, m in models.items()}
+    # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
+    scalers = {n: torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16") for n in names}
 
     def train(n):
         models[n].train()
         opts[n].zero_grad(set_to_none=True)
-        _train_step(models[n], opts[n], x, y)
+        _train_step(models[n], opts[n], x, y, cfg.amp, scalers[n])
 
     @torch.no_grad()
     def infer(m):
-        m(x)
+        with autocast(cfg.amp, device):
+            m(x)
 
     samples: dict[str, dict[str, list[float]]] = {n: dict(train=[], infer=[], fused_infer=[]) for n in names}
     log(f"timing {cfg.warmup} warm-up + {cfg.reps} interleaved train steps per build ...")
@@ -264,9 +358,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
         for n in names:
             models[n].train()
             opts[n].zero_grad(set_to_none=True)
-            memory[n] = peak_memory(lambda: _train_step(models[n], opts[n], x, y), device) / 2 ** 20
-            # one training forward (the graph is dropped unused); the loss is part of what backward needs
-            saved[n] = saved_for_backward_bytes(lambda: F.cross_entropy(models[n](x), y), models[n]) / 2 ** 20
+            memory[n] = peak_memory(lambda: _train_step(models[n], opts[n], x, y, cfg.amp, scalers[n]),
+                                    device) / 2 ** 20
+            saved[n] = training_forward_saved_bytes(models[n], x, y, cfg.amp) / 2 ** 20
     rows = {n: dict(label=BUILDS[n].label,
                     train_ms=1e3 * median(samples[n]["train"]), infer_ms=1e3 * median(samples[n]["infer"]),
                     fused_infer_ms=1e3 * median(samples[n]["fused_infer"]) if samples[n]["fused_infer"] else None,
@@ -285,7 +379,7 @@ def _ratios(rows: dict) -> dict:
     def r(a, b):
         return a / b if (a is not None and b) else None
 
-    z, sj, snn, ann = (rows.get(n, {}) for n in ("zoo", "spikingjelly", "snntorch", "ann"))
+    z, sj, sjm, snn, ann = (rows.get(n, {}) for n in ("zoo", "spikingjelly", "spikingjelly-memopt", "snntorch", "ann"))
     return {
         "train_speedup_vs_spikingjelly": r(sj.get("train_ms"), z["train_ms"]),
         "train_speedup_vs_snntorch": r(snn.get("train_ms"), z["train_ms"]),
@@ -298,6 +392,10 @@ def _ratios(rows: dict) -> dict:
         "peak_train_memory_vs_spikingjelly": r(z.get("peak_train_mib"), sj.get("peak_train_mib")),
         "saved_for_backward_over_ann": r(z.get("saved_for_backward_mib"), ann.get("saved_for_backward_mib")),
         "saved_for_backward_vs_spikingjelly": r(z.get("saved_for_backward_mib"), sj.get("saved_for_backward_mib")),
+        "train_speedup_vs_spikingjelly_memopt": r(sjm.get("train_ms"), z["train_ms"]),
+        "saved_for_backward_vs_spikingjelly_memopt": r(z.get("saved_for_backward_mib"),
+                                                       sjm.get("saved_for_backward_mib")),
+        "memopt_saved_for_backward_over_ann": r(sjm.get("saved_for_backward_mib"), ann.get("saved_for_backward_mib")),
     }
 
 
@@ -323,7 +421,8 @@ def format_bench(res: dict) -> str:
     a = res["arch_kwargs"]
     head = (f"{c['arch']} at width x{c['width']} (stem {a['stem_width']}, stages {'-'.join(map(str, a['channels']))}), "
             f"input {c['in_chans']}x{c['input_size']}x{c['input_size']}, batch {c['batch']}, T={c['T']}, "
-            f"{c['num_classes']} classes; medians of {c['reps']} interleaved repetitions after {c['warmup']} warm-up")
+            f"{c['num_classes']} classes; medians of {c['reps']} interleaved repetitions after {c['warmup']} warm-up"
+            + _amp_text(c.get("amp", "off")))
     diffs = ", ".join(f"{k} {fmt_num(v)}" for k, v in res["check"]["max_abs_diff"].items())
     ratio_text = {"train_speedup_vs_spikingjelly": "train step: zoo is {:.2f}x as fast as SpikingJelly",
                   "train_speedup_vs_snntorch": "train step: zoo is {:.2f}x as fast as snnTorch",
@@ -335,9 +434,39 @@ def format_bench(res: dict) -> str:
                   "fused_over_ann_inference": "inference: zoo fused / ANN floor (unfused) = {:.2f}",
                   "peak_train_memory_vs_spikingjelly": "peak training memory: zoo / SpikingJelly = {:.2f}",
                   "saved_for_backward_over_ann": "saved for backward: zoo / ANN floor = {:.2f}",
-                  "saved_for_backward_vs_spikingjelly": "saved for backward: zoo / SpikingJelly = {:.2f}"}
+                  "saved_for_backward_vs_spikingjelly": "saved for backward: zoo / SpikingJelly = {:.2f}",
+                  "train_speedup_vs_spikingjelly_memopt": "train step: zoo is {:.2f}x as fast as SpikingJelly + memopt",
+                  "saved_for_backward_vs_spikingjelly_memopt": "saved for backward: zoo / SpikingJelly + memopt = {:.2f}",
+                  "memopt_saved_for_backward_over_ann": "saved for backward: SpikingJelly + memopt / ANN floor = {:.2f}"}
     lines = [head, f"machine: {describe_machine(res['machine'])}; whole run {res['seconds']:.0f} s",
              f"check passed (same logits from the same weights, float64; max |diff|): {diffs}", "", table, ""]
     lines += [ratio_text[k].format(v) for k, v in res["ratios"].items() if v is not None]
     lines += [f"note: {n}" for n in res["notes"]]
     return "\n".join(lines)
+
+
+def _amp_text(amp: str) -> str:
+    return "" if amp == "off" else (f"; train steps and inference under torch.autocast({amp})"
+                                    + (" with a GradScaler" if amp == "fp16" else ""))
+
+
+def format_summary(results: list[dict]) -> str:
+    """One table over several ``run_bench`` results (e.g. T = 2/4/6, with and without AMP): a row per run and
+    build, times relative to the same run's ANN floor; the machine of the first run above it."""
+    from ..measure.profiling import describe_machine
+    from ..measure.report import format_table
+
+    rows = []
+    for res in results:
+        c, ann = res["config"], res["rows"].get("ann", {})
+        for r in res["rows"].values():
+            rel = r["train_ms"] / ann["train_ms"] if ann.get("train_ms") else None
+            rows.append([str(c["T"]), c.get("amp", "off"), r["label"], r["train_ms"], f"{rel:.2f}x" if rel else "-",
+                         r["infer_ms"], r["saved_for_backward_mib"], r["peak_train_mib"]])
+    head = ""
+    if results:
+        c = results[0]["config"]
+        head = (f"{c['arch']} at width x{c['width']}, input {c['in_chans']}x{c['input_size']}x{c['input_size']}, "
+                f"batch {c['batch']}; machine: {describe_machine(results[0]['machine'])}\n\n")
+    return head + format_table(["T", "AMP", "build", "train step (ms)", "/ ANN", "inference (ms)",
+                                "saved for backward (MiB)", "peak train memory (MiB)"], rows, align="lll" + "r" * 5)

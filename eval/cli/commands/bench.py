@@ -6,8 +6,9 @@ from pathlib import Path
 
 from ._args import nonneg_int, positive_float, positive_int, torch_device, writable_file
 
-HELP = ("Time one architecture built four ways (this zoo, SpikingJelly, snnTorch, ANN floor) after checking "
-        "they compute the same logits: train step, inference, fused inference, peak training memory.")
+HELP = ("Time one architecture built several ways (this zoo, SpikingJelly with and without memopt, snnTorch, ANN "
+        "floor) after checking they compute the same logits: train step, inference, fused inference, peak "
+        "training memory, bytes saved for backward; or, with --budget-mib, what an activation budget buys.")
 
 
 def add_arguments(parser) -> None:
@@ -24,7 +25,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--warmup", type=nonneg_int, default=d.warmup, help=f"untimed warm-up rounds (default {d.warmup})")
     parser.add_argument("--device", type=torch_device, default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--builds", default=",".join(d.builds),
-                        help=f"comma-separated, among {', '.join(d.builds)} (default: all four)")
+                        help=f"comma-separated (default {','.join(d.builds)}; also zoo-cl, ann-cl: channels-last)")
+    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=d.amp,
+                        help="time and measure train steps and inference under torch.autocast to this dtype "
+                             "(fp16: with a GradScaler, CUDA only); the same-function check stays float64 "
+                             f"(default {d.amp})")
+    parser.add_argument("--budget-mib", type=positive_float, metavar="MIB",
+                        help="instead of timing: the largest batch (at -T) and the largest T (at --batch) whose "
+                             "activation memory (bytes saved for backward) fits MIB MiB, per build, from affine "
+                             "fits measured at --batch and twice it, -T and twice it")
     parser.add_argument("--zoo-neuron", default=d.zoo_neuron, help="neuron backend of the zoo build (default native)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
@@ -36,7 +45,8 @@ class _Defaults:
     """``BenchConfig()``'s defaults, kept here so ``tdbn-zoo bench --help`` needs no torch
     (tests/test_cli_startup.py checks that they still agree)."""
     arch, width, input_size, in_chans, batch, T, num_classes = "sresnet19_tdbn", 0.25, 32, 3, 8, 4, 10
-    reps, warmup, builds, zoo_neuron, seed = 5, 1, ("zoo", "spikingjelly", "snntorch", "ann"), "native", 0
+    reps, warmup, zoo_neuron, seed, amp = 5, 1, "native", 0, "off"
+    builds = ("zoo", "spikingjelly", "spikingjelly-memopt", "snntorch", "ann")
 
 
 def run(args) -> int:
@@ -44,7 +54,7 @@ def run(args) -> int:
 
     import torch
 
-    from ...bench.runner import BenchConfig, format_bench, run_bench
+    from ...bench.runner import BenchConfig, check_config, format_bench, run_bench
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -53,9 +63,17 @@ def run(args) -> int:
                       batch=args.batch, T=args.T, num_classes=args.num_classes, reps=args.reps,
                       warmup=args.warmup, device=device,
                       builds=tuple(b.strip() for b in args.builds.split(",") if b.strip()),
-                      zoo_neuron=args.zoo_neuron, memory=not args.no_memory, seed=args.seed)
-    res = run_bench(cfg, log=lambda s: print(s, file=sys.stderr))
-    print(format_bench(res))
+                      zoo_neuron=args.zoo_neuron, memory=not args.no_memory, seed=args.seed, amp=args.amp)
+    check_config(cfg)  # e.g. --amp fp16 without CUDA: one line before any model is built
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    if args.budget_mib is not None:
+        from ...bench.memory import format_memory_budget, memory_budget
+
+        res = memory_budget(cfg, args.budget_mib, log=log)
+        print(format_memory_budget(res))
+    else:
+        res = run_bench(cfg, log=log)
+        print(format_bench(res))
     if args.json:
         from zoo.fileio import atomic_write
 
