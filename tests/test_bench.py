@@ -74,7 +74,9 @@ def test_run_bench_result_and_table():
         assert row["saved_for_backward_mib"] > 0
         assert len(row["samples_ms"]["train"]) == 1
         assert (row["fused_infer_ms"] is not None) == (name in ("zoo", "ann"))
-    assert all(v > 0 for v in res["ratios"].values())  # every build ran: every comparison exists
+    # every default build ran: every comparison between them exists (zoo-reference is not a default build)
+    assert all((v is None) == k.endswith("layer_by_layer") for k, v in res["ratios"].items())
+    assert all(v > 0 for v in res["ratios"].values() if v is not None)
     json.dumps(res)  # the --json output is plain data
     text = format_bench(res)
     for s in ("check passed", "| build", "train step (ms)", "peak train memory (MiB)", "this zoo", "SpikingJelly",
@@ -95,8 +97,11 @@ def test_ratios_by_hand():
             "spikingjelly-memopt": dict(train_ms=40.0, infer_ms=9.0, fused_infer_ms=None, peak_train_mib=60.0,
                                         saved_for_backward_mib=15.0),
             "ann": dict(train_ms=5.0, infer_ms=2.0, fused_infer_ms=1.5, peak_train_mib=10.0,
-                        saved_for_backward_mib=24.0)}
+                        saved_for_backward_mib=24.0),
+            "zoo-reference": dict(train_ms=16.0, infer_ms=8.0, fused_infer_ms=None, peak_train_mib=80.0,
+                                  saved_for_backward_mib=48.0)}
     assert _ratios(rows) == {
+        "saved_for_backward_vs_layer_by_layer": 0.625, "train_over_layer_by_layer": 1.25,
         "train_speedup_vs_spikingjelly": 1.5, "train_speedup_vs_snntorch": None, "train_over_ann": 4.0,
         "fused_over_unfused_inference": 0.75, "fused_over_unfused_floor": 0.1875, "fused_over_ann_inference": 3.0,
         "inference_over_ann": 4.0, "peak_train_memory_vs_spikingjelly": 0.5,
@@ -252,3 +257,15 @@ def test_saved_for_backward_leaves_out_a_graph_dropped_during_the_forward():
         return (x.exp() * dropped).sum()  # exp saves its output, the product saves exp's output and `dropped`
 
     assert saved_for_backward_bytes(fn) == 2 * 2000 * 4
+
+
+def test_layer_by_layer_build_is_the_zoo_function_saving_more():
+    """``zoo-reference`` is the same model with the memory-lean path off: the same logits in the check,
+    and in a training forward it saves what the lean path avoids (the norms' outputs as the LIFs' inputs,
+    the membranes, float spikes for the convs)."""
+    res = run_bench(BenchConfig(**TINY, builds=("zoo", "zoo-reference", "ann")))
+    assert res["check"]["max_abs_diff"]["zoo-reference vs zoo (eval)"] == 0
+    rows = res["rows"]
+    assert rows["zoo"]["saved_for_backward_mib"] < 0.6 * rows["zoo-reference"]["saved_for_backward_mib"]
+    assert res["ratios"]["saved_for_backward_vs_layer_by_layer"] == pytest.approx(
+        rows["zoo"]["saved_for_backward_mib"] / rows["zoo-reference"]["saved_for_backward_mib"])

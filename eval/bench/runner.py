@@ -4,6 +4,8 @@ then timed interleaved (medians): train step, inference, fused inference, and pe
 Builds (``BUILDS``; add one with ``register_build``, e.g. a faster native path to compare later):
 
 - ``zoo``: this zoo's ``SpikingResNet`` (``BenchConfig.zoo_neuron``, native LIF by default); fused = ``zoo.fuse``.
+- ``zoo-reference``: the zoo model with the memory-lean training path off (``adapters.lean_training(False)``):
+  norm, LIF and conv each save their own tensors for backward; what the lean path saves and costs.
 - ``spikingjelly``: the same network from SpikingJelly's multi-step primitives (``eval.bench.reference_models``).
 - ``spikingjelly-memopt``: that build with SpikingJelly 2.0's ``memopt`` (level 1: every residual block
   checkpointed, its spike input bit-packed); where memopt cannot run, a note says why and the row is left out.
@@ -107,6 +109,22 @@ def _spikingjelly_memopt(model: nn.Module, cfg: BenchConfig) -> nn.Module:
         raise BuildUnavailable(f"SpikingJelly's memopt cannot run here: {e}") from e
 
 
+class LayerByLayer(nn.Module):
+    """The zoo model trained layer by layer (``adapters.lean_training(False)``): the same function as the zoo
+    build, with norm, LIF and conv each saving their own tensors for backward (what the lean path avoids)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` -> logits ``[N, classes]``."""
+        from adapters import lean_training
+
+        with lean_training(False):
+            return self.model(x)
+
+
 BUILDS: dict[str, Build] = {}
 
 
@@ -130,6 +148,8 @@ def _channels_last(make: Callable[[nn.Module, BenchConfig], nn.Module]) -> Calla
 
 
 # The same builds with channels-last convolution weights (and so activations): the layout oneDNN prefers on CPU.
+register_build(Build("zoo-reference", "this zoo, layer by layer (lean path off)",
+                     lambda m, cfg: LayerByLayer(copy.deepcopy(m)), train_equal=True))
 register_build(Build("zoo-cl", "this zoo, channels-last", _channels_last(lambda m, cfg: copy.deepcopy(m)),
                      fuse=lambda m: _zoo_fuse(m).to(memory_format=torch.channels_last)))
 register_build(Build("ann-cl", "ANN floor, channels-last", _channels_last(lambda m, cfg: mirror(m, "ann")),
@@ -379,7 +399,8 @@ def _ratios(rows: dict) -> dict:
     def r(a, b):
         return a / b if (a is not None and b) else None
 
-    z, sj, sjm, snn, ann = (rows.get(n, {}) for n in ("zoo", "spikingjelly", "spikingjelly-memopt", "snntorch", "ann"))
+    z, sj, sjm, snn, ann, ref = (rows.get(n, {}) for n in ("zoo", "spikingjelly", "spikingjelly-memopt", "snntorch",
+                                                           "ann", "zoo-reference"))
     return {
         "train_speedup_vs_spikingjelly": r(sj.get("train_ms"), z["train_ms"]),
         "train_speedup_vs_snntorch": r(snn.get("train_ms"), z["train_ms"]),
@@ -392,6 +413,8 @@ def _ratios(rows: dict) -> dict:
         "peak_train_memory_vs_spikingjelly": r(z.get("peak_train_mib"), sj.get("peak_train_mib")),
         "saved_for_backward_over_ann": r(z.get("saved_for_backward_mib"), ann.get("saved_for_backward_mib")),
         "saved_for_backward_vs_spikingjelly": r(z.get("saved_for_backward_mib"), sj.get("saved_for_backward_mib")),
+        "saved_for_backward_vs_layer_by_layer": r(z.get("saved_for_backward_mib"), ref.get("saved_for_backward_mib")),
+        "train_over_layer_by_layer": r(z["train_ms"], ref.get("train_ms")),
         "train_speedup_vs_spikingjelly_memopt": r(sjm.get("train_ms"), z["train_ms"]),
         "saved_for_backward_vs_spikingjelly_memopt": r(z.get("saved_for_backward_mib"),
                                                        sjm.get("saved_for_backward_mib")),
@@ -435,6 +458,8 @@ def format_bench(res: dict) -> str:
                   "peak_train_memory_vs_spikingjelly": "peak training memory: zoo / SpikingJelly = {:.2f}",
                   "saved_for_backward_over_ann": "saved for backward: zoo / ANN floor = {:.2f}",
                   "saved_for_backward_vs_spikingjelly": "saved for backward: zoo / SpikingJelly = {:.2f}",
+                  "saved_for_backward_vs_layer_by_layer": "saved for backward: zoo (lean) / zoo layer by layer = {:.2f}",
+                  "train_over_layer_by_layer": "train step: zoo (lean) / zoo layer by layer = {:.2f}",
                   "train_speedup_vs_spikingjelly_memopt": "train step: zoo is {:.2f}x as fast as SpikingJelly + memopt",
                   "saved_for_backward_vs_spikingjelly_memopt": "saved for backward: zoo / SpikingJelly + memopt = {:.2f}",
                   "memopt_saved_for_backward_over_ann": "saved for backward: SpikingJelly + memopt / ANN floor = {:.2f}"}
