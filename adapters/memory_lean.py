@@ -53,6 +53,13 @@ def lean_training(enabled: bool = True):
         set_lean_training(previous)
 
 
+def spikes_from_bool(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The 0/1 tensor of ``dtype`` that the ``bool`` tensor ``mask`` stores, in its layout. Read through
+    ``uint8`` (the same bytes, 0 or 1): torch's CPU copy from ``bool`` is not vectorised and takes about 8x
+    as long, which a training step pays once per spiking layer."""
+    return mask.view(torch.uint8).to(dtype)
+
+
 class _BoolSavedConv(torch.autograd.Function):
     """``F.conv2d`` whose backward rebuilds its binary input from a ``bool`` copy (1 byte per element instead
     of 2-8); the gradients come from the same ``aten.convolution_backward`` call autograd makes."""
@@ -69,7 +76,7 @@ class _BoolSavedConv(torch.autograd.Function):
         stride, padding, dilation, groups, bias_shape, dtype = ctx.conf
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias_shape is not None and ctx.needs_input_grad[2]]
         gx, gw, gb = torch.ops.aten.convolution_backward(
-            grad, x_bool.to(dtype), weight, None if bias_shape is None else list(bias_shape), stride, padding,
+            grad, spikes_from_bool(x_bool, dtype), weight, None if bias_shape is None else list(bias_shape), stride, padding,
             dilation, False, [0] * len(stride), groups, mask)
         return gx, gw, gb, None, None, None, None
 

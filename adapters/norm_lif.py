@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import memory_lean
-from .lif import _as_fake  # also registers the tdbn_zoo::lif_fwd / lif_bwd ops used below
+from .lif import _as_fake, lif_backward_from_input
 from .tdbn import MultiStepNorm
 
 
@@ -76,9 +76,12 @@ def fire(neuron: nn.Module, norm: nn.Module, z: torch.Tensor, residual: Residual
         return neuron(u if residual is None else u + residual.current())
     with torch.no_grad():  # the values only; the fused node below carries the gradient
         u = norm(z)
+        stats = norm.batch_stats
+        stats_s = None
         if residual is not None:
             u = u + residual.current()
-    return neuron(u, norm_input=NormInput(z, norm, residual))
+            stats_s = None if residual.norm is None else residual.norm.batch_stats
+    return neuron(u, norm_input=NormInput(z, norm, residual, stats, stats_s))
 
 
 @dataclass
@@ -87,6 +90,8 @@ class NormInput:
     z: torch.Tensor
     norm: nn.Module
     residual: Residual | None
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None  # the norm's batch (mean, invstd), if it kept them
+    residual_stats: tuple[torch.Tensor, torch.Tensor] | None = None  # the same for the residual's norm
 
     def fire_lif(self, u: torch.Tensor, tau: float, v_th: float, width: float, detach_reset: bool) -> torch.Tensor:
         """LIF spikes of the current ``u`` (computed without autograd from this input) as one autograd node
@@ -98,51 +103,71 @@ class NormInput:
             zs, binary = r.z, r.binary
             if r.norm is not None:
                 ws, bs, eps_s = r.norm.scaled_weight(), r.norm.bias, r.norm.eps
+        mean, invstd = self.stats or (None, None)
+        mean_s, invstd_s = self.residual_stats or (None, None)
         return torch.ops.tdbn_zoo.norm_lif_fwd(u, self.z, self.norm.scaled_weight(), self.norm.bias, self.norm.eps,
-                                               zs, ws, bs, eps_s, binary, tau, v_th, width, detach_reset)[0]
+                                               mean, invstd, zs, ws, bs, eps_s, mean_s, invstd_s, binary, tau, v_th,
+                                               width, detach_reset)[0]
 
 
-def _normalise(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
-    """Training-mode norm of ``z`` ``[T, N, C, ...]`` as the norm module computes it (no running statistics):
-    ``(y [T, N, C, ...], mean, invstd)``."""
-    y, mean, invstd = torch.native_batch_norm(z.flatten(0, 1), weight, bias, None, None, True, 0.0, eps)
+def _normalise(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+               mean: Optional[torch.Tensor] = None, invstd: Optional[torch.Tensor] = None):
+    """Training-mode norm of ``z`` ``[T, N, C, ...]`` as the norm module computed it: ``(y [T, N, C, ...], mean,
+    invstd)``, from the forward's batch statistics where given and the kernel allows it, else recomputed."""
+    flat = z.flatten(0, 1)
+    if mean is not None and _transform_only(flat):
+        # ATen's CPU kernel turns (mean, invstd, weight, bias) into alpha = invstd * weight and
+        # beta = bias - mean * alpha, then writes x * alpha + beta, with the same code in training and eval
+        # mode; eval mode with var 1 and eps 0 (invstd exactly 1) and weight invstd * weight forms the same
+        # alpha and beta, so the same y, without the statistics pass (tests hold it bit-equal)
+        y = torch.native_batch_norm(flat, invstd * weight, bias, mean, torch.ones_like(mean), False, 0.0, 0.0)[0]
+    else:
+        y, mean, invstd = torch.native_batch_norm(flat, weight, bias, None, None, True, 0.0, eps)
     return y.unflatten(0, z.shape[:2]), mean, invstd
+
+
+def _transform_only(flat: torch.Tensor) -> bool:
+    """Whether the forward's statistics rebuild the normalised ``flat`` bit for bit: CPU tensors in the layouts
+    ATen's batch-norm kernel walks directly (its generic-layout path rounds differently in the two modes)."""
+    return flat.device.type == "cpu" and (flat.is_contiguous() or (
+        flat.dim() == 4 and flat.is_contiguous(memory_format=torch.channels_last)))
 
 
 @torch.library.custom_op("tdbn_zoo::norm_lif_fwd", mutates_args=())
 def _norm_lif_fwd(u: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
-                  zs: Optional[torch.Tensor], weight_s: Optional[torch.Tensor], bias_s: Optional[torch.Tensor],
-                  eps_s: float, zs_binary: bool, tau: float, v_th: float, width: float,
-                  detach_reset: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                  mean: Optional[torch.Tensor], invstd: Optional[torch.Tensor], zs: Optional[torch.Tensor],
+                  weight_s: Optional[torch.Tensor], bias_s: Optional[torch.Tensor], eps_s: float,
+                  mean_s: Optional[torch.Tensor], invstd_s: Optional[torch.Tensor], zs_binary: bool, tau: float,
+                  v_th: float, width: float, detach_reset: bool) -> tuple[torch.Tensor, torch.Tensor]:
     # u is the input current already computed (no autograd); z and the rest are what backward recomputes it from
     spikes = torch.ops.tdbn_zoo.lif_fwd(u, tau, v_th, width, detach_reset, False)[0]
     return spikes, (zs.to(torch.bool) if zs_binary and zs is not None else u.new_empty(0))
 
 
 @_norm_lif_fwd.register_fake
-def _(u, z, weight, bias, eps, zs, weight_s, bias_s, eps_s, zs_binary, tau, v_th, width, detach_reset):
+def _(u, z, weight, bias, eps, mean, invstd, zs, weight_s, bias_s, eps_s, mean_s, invstd_s, zs_binary, tau, v_th,
+      width, detach_reset):
     kept = torch.empty_like(zs, dtype=torch.bool) if zs_binary and zs is not None else u.new_empty(0)
     return torch.empty_like(u), kept
 
 
 @torch.library.custom_op("tdbn_zoo::norm_lif_bwd", mutates_args=())
 def _norm_lif_bwd(grad: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
-                  zs: Optional[torch.Tensor], weight_s: Optional[torch.Tensor], bias_s: Optional[torch.Tensor],
-                  eps_s: float, zs_dtype: torch.dtype, tau: float, v_th: float, width: float,
+                  mean: Optional[torch.Tensor], invstd: Optional[torch.Tensor], zs: Optional[torch.Tensor],
+                  weight_s: Optional[torch.Tensor], bias_s: Optional[torch.Tensor], eps_s: float,
+                  mean_s: Optional[torch.Tensor], invstd_s: Optional[torch.Tensor], zs_dtype: torch.dtype,
+                  tau: float, v_th: float, width: float,
                   detach_reset: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                torch.Tensor, torch.Tensor]:
     # recompute exactly what forward computed: y, the residual current, the membranes
-    y, mean, invstd = _normalise(z, weight, bias, eps)
-    u = y
+    y, mean, invstd = _normalise(z, weight, bias, eps, mean, invstd)
+    residual = None
     if zs is not None:
-        zs = zs.to(zs_dtype)
+        zs = memory_lean.spikes_from_bool(zs, zs_dtype) if zs.dtype == torch.bool else zs
+        residual = zs
         if weight_s is not None:
-            ys, mean_s, invstd_s = _normalise(zs, weight_s, bias_s, eps_s)
-            u = u + ys
-        else:
-            u = u + zs
-    _, a, b = torch.ops.tdbn_zoo.lif_fwd(u, tau, v_th, width, detach_reset, True)
-    g = torch.ops.tdbn_zoo.lif_bwd(grad, a, b if detach_reset else a, tau, v_th, width, detach_reset)  # dL/du
+            residual, mean_s, invstd_s = _normalise(zs, weight_s, bias_s, eps_s, mean_s, invstd_s)
+    g = lif_backward_from_input(grad, y, residual, tau, v_th, width, detach_reset)  # dL/du
 
     def norm_backward(z, weight, mean, invstd, eps):
         dz, dw, db = torch.ops.aten.native_batch_norm_backward(g.flatten(0, 1), z.flatten(0, 1), weight, None, None,
@@ -159,7 +184,8 @@ def _norm_lif_bwd(grad: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bia
 
 
 @_norm_lif_bwd.register_fake
-def _(grad, z, weight, bias, eps, zs, weight_s, bias_s, eps_s, zs_dtype, tau, v_th, width, detach_reset):
+def _(grad, z, weight, bias, eps, mean, invstd, zs, weight_s, bias_s, eps_s, mean_s, invstd_s, zs_dtype, tau, v_th,
+      width, detach_reset):
     none = grad.new_empty(0)
     dz, dw, db = torch.empty_like(z, dtype=grad.dtype), torch.empty_like(weight), torch.empty_like(bias)
     if zs is None:
@@ -171,21 +197,23 @@ def _(grad, z, weight, bias, eps, zs, weight_s, bias_s, eps_s, zs_dtype, tau, v_
 
 
 def _setup_context(ctx, inputs, output):
-    u, z, weight, bias, eps, zs, weight_s, bias_s, eps_s, zs_binary, tau, v_th, width, detach_reset = inputs
+    (u, z, weight, bias, eps, mean, invstd, zs, weight_s, bias_s, eps_s, mean_s, invstd_s, zs_binary, tau, v_th,
+     width, detach_reset) = inputs
     ctx.params = (eps, eps_s, None if zs is None else zs.dtype, tau, v_th, width, detach_reset)
     ctx.has = (zs is not None, weight_s is not None)
-    ctx.save_for_backward(z, weight, bias, output[1] if zs_binary and zs is not None else zs, weight_s, bias_s)
+    ctx.save_for_backward(z, weight, bias, mean, invstd, output[1] if zs_binary and zs is not None else zs,
+                          weight_s, bias_s, mean_s, invstd_s)
 
 
 def _backward(ctx, grad_spikes, _grad_kept):
-    z, weight, bias, zs, weight_s, bias_s = ctx.saved_tensors
+    z, weight, bias, mean, invstd, zs, weight_s, bias_s, mean_s, invstd_s = ctx.saved_tensors
     eps, eps_s, zs_dtype, tau, v_th, width, detach_reset = ctx.params
     dz, dw, db, dzs, dws, dbs = torch.ops.tdbn_zoo.norm_lif_bwd(
-        grad_spikes, z, weight, bias, eps, zs, weight_s, bias_s, eps_s, zs_dtype or z.dtype, tau, v_th, width,
-        detach_reset)
+        grad_spikes, z, weight, bias, eps, mean, invstd, zs, weight_s, bias_s, eps_s, mean_s, invstd_s,
+        zs_dtype or z.dtype, tau, v_th, width, detach_reset)
     has_zs, has_ws = ctx.has
-    return (None, dz, dw, db, None, dzs if has_zs else None, dws if has_ws else None, dbs if has_ws else None,
-            None, None, None, None, None, None)
+    return (None, dz, dw, db, None, None, None, dzs if has_zs else None, dws if has_ws else None,
+            dbs if has_ws else None, None, None, None, None, None, None, None, None)
 
 
 _norm_lif_fwd.register_autograd(_backward, setup_context=_setup_context)

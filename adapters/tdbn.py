@@ -35,6 +35,7 @@ class _MultiStepNorm(nn.Module):
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         self.process_group = None  # set by convert_sync_tdbn to synchronise statistics across processes
         self.sync = False
+        self.batch_stats = None  # (mean, invstd) of the last local training batch, see _local_batch_norm
 
     def reset_running_stats(self) -> None:
         self.running_mean.zero_()
@@ -60,6 +61,7 @@ class _MultiStepNorm(nn.Module):
         if checking:  # opt-in (host sync): a NaN/Inf input would poison the running statistics for good
             saved = self.running_mean.clone(), self.running_var.clone()
         self.num_batches_tracked.add_(1)
+        self.batch_stats = None
         if not self.local_batch_stats():
             y = self._sync_batch_norm(flat, weight)
         else:
@@ -79,14 +81,19 @@ class _MultiStepNorm(nn.Module):
         ``adapters.norm_lif`` recomputes it in backward (a kernel given running statistics may round
         differently on some devices). On CPU the one call with running statistics is that same kernel (the op
         ``F.batch_norm`` runs; tests hold it bit-equal), so the update costs no extra pass there.
+        The batch's ``(mean, invstd)`` stay in ``self.batch_stats`` until the next training forward (two
+        ``[C]`` tensors): ``adapters.norm_lif``'s backward reuses them instead of a second statistics pass.
         """
         F._verify_batch_size(flat.size())  # F.batch_norm's "more than 1 value per channel" error
         if flat.device.type == "cpu":
-            return torch.native_batch_norm(flat, weight, self.bias, self.running_mean, self.running_var, True,
-                                           self._momentum(), self.eps)[0]
-        with torch.no_grad():
-            torch.batch_norm_update_stats(flat, self.running_mean, self.running_var, self._momentum())
-        return torch.native_batch_norm(flat, weight, self.bias, None, None, True, 0.0, self.eps)[0]
+            y, mean, invstd = torch.native_batch_norm(flat, weight, self.bias, self.running_mean, self.running_var,
+                                                      True, self._momentum(), self.eps)
+        else:
+            with torch.no_grad():
+                torch.batch_norm_update_stats(flat, self.running_mean, self.running_var, self._momentum())
+            y, mean, invstd = torch.native_batch_norm(flat, weight, self.bias, None, None, True, 0.0, self.eps)
+        self.batch_stats = (mean.detach(), invstd.detach())
+        return y
 
     def scaled_weight(self) -> torch.Tensor:
         """The per-channel gain the normalised input is multiplied by: ``weight * scale`` (lambda * alpha * Vth

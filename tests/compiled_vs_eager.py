@@ -56,8 +56,13 @@ def compiled_matches_eager(arch: str, backend: str, detach_reset: bool = False) 
     torch.testing.assert_close(y_c, y_e, **tol)
     (y_c * torch.arange(5.0)).sum().backward()
     (y_e * torch.arange(5.0)).sum().backward()
+    # absolute tolerance on the model's gradient scale: a bias feeding a batch norm (head_fc.bias) has gradient 0
+    # in exact arithmetic (the norm removes any per-channel shift), so what both compute is roundoff of sums of
+    # terms of that scale, and it moves with the summation order; a flipped spike would still differ by O(scale)
+    scale = max(1.0, max(float(p.grad.abs().max()) for p in eager.parameters()))
     for (name, p), q in zip(eager.named_parameters(), compiled_model.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, **tol, msg=lambda m, name=name: f"grad of {name}: {m}")
+        torch.testing.assert_close(q.grad, p.grad, atol=tol["atol"] * scale, rtol=tol["rtol"],
+                                   msg=lambda m, name=name: f"grad of {name}: {m}")
     for (name, b), c in zip(eager.named_buffers(), compiled_model.buffers()):  # running statistics, counters
         torch.testing.assert_close(c, b, **tol, msg=lambda m, name=name: f"buffer {name}: {m}")
     eager.eval(), compiled.eval()

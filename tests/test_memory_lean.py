@@ -90,8 +90,9 @@ def test_fused_layer_saves_only_the_norm_input_and_bool_spikes():
     bn, bn_s = TdBatchNorm2d(6), TdBatchNorm2d(6)
     params = torch.nn.ModuleList([bn, bn_s])
     saved = saved_for_backward_bytes(lambda: fire(LIF(), bn, z, Residual(x, bn_s, binary=True)), params)
-    # z in float32 + x as bool (the scaled weights weight*alpha*Vth are 2 x 6 floats)
-    assert saved == z.numel() * 4 + x.numel() + 2 * 6 * 4
+    # z in float32 + x as bool (the scaled weights weight*alpha*Vth are 2 x 6 floats, each norm's batch mean
+    # and invstd 2 x 2 x 6 floats)
+    assert saved == z.numel() * 4 + x.numel() + 2 * 6 * 4 + 4 * 6 * 4
     with lean_training(False):
         ref = saved_for_backward_bytes(lambda: fire(LIF(), bn, z, Residual(x, bn_s, binary=True)), params)
     assert ref >= 3 * z.numel() * 4  # layer by layer: z, x and the membranes, all float32
@@ -210,12 +211,18 @@ def test_fused_op_registration_passes_opcheck(case):
     x = torch.randint(0, 2, shape).float().requires_grad_(True)
     ws, bs = torch.rand(6, requires_grad=True), torch.rand(6, requires_grad=True)
     with torch.no_grad():
-        u = torch.ops.aten.native_batch_norm(z.detach().flatten(0, 1), w, b, None, None, True, 0.0, 1e-5)[0]
+        u, mean, invstd = torch.ops.aten.native_batch_norm(z.detach().flatten(0, 1), w, b, None, None, True, 0.0,
+                                                           1e-5)
         u = u.unflatten(0, shape[:2])
-    shortcut = {"shortcut_norm": (x, ws, bs, 1e-5, True), "shortcut_raw_detached": (x, None, None, 0.0, True)}
-    zs, wsa, bsa, eps_s, binary = shortcut.get(case, (None, None, None, 0.0, False))
-    args = (u, z, w, b, 1e-5, zs, wsa, bsa, eps_s, binary, 0.25, 0.5, 1.0, case == "shortcut_raw_detached")
-    torch.library.opcheck(torch.ops.tdbn_zoo.norm_lif_fwd.default, args)
+        mean_s, invstd_s = torch.ops.aten.native_batch_norm(x.detach().flatten(0, 1), ws, bs, None, None, True, 0.0,
+                                                            1e-5)[1:]
+    shortcut = {"shortcut_norm": (x, ws, bs, 1e-5, mean_s, invstd_s, True),
+                "shortcut_raw_detached": (x, None, None, 0.0, None, None, True)}
+    zs, wsa, bsa, eps_s, ms, ivs, binary = shortcut.get(case, (None, None, None, 0.0, None, None, False))
+    for stats in ((mean, invstd), (None, None)):  # the forward's statistics reused, or recomputed
+        args = (u, z, w, b, 1e-5, *stats, zs, wsa, bsa, eps_s, *((ms, ivs) if stats[0] is not None else stats),
+                binary, 0.25, 0.5, 1.0, case == "shortcut_raw_detached")
+        torch.library.opcheck(torch.ops.tdbn_zoo.norm_lif_fwd.default, args)
 
 
 def test_training_norm_equals_torch_batch_norm_bit_for_bit():
@@ -230,3 +237,66 @@ def test_training_norm_equals_torch_batch_norm_bit_for_bit():
     ref = F.batch_norm(x.flatten(0, 1), rm, rv, bn.weight * 0.35, bn.bias, True, 0.1, 1e-5).unflatten(0, (3, 4))
     assert torch.equal(bn.train()(x), ref)
     assert torch.equal(bn.running_mean, rm) and torch.equal(bn.running_var, rv)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sequence", "transposed"])
+def test_backward_rebuilds_the_norm_from_the_forward_statistics_bit_for_bit(dtype, layout):
+    """Backward rebuilds ``y`` from the forward's batch mean and invstd (no second statistics pass) in the
+    layouts ATen's CPU kernel walks directly, and recomputes everything elsewhere: either way the bits of the
+    norm module's training output. Channel counts and image sizes leave vector tails."""
+    from adapters.norm_lif import _normalise, _transform_only
+
+    torch.manual_seed(3)
+    for C, HW in ((6, 5), (19, 7), (40, 3)):
+        x = torch.randn(3, 4, C, HW, HW) * torch.rand(C, 1, 1) * 5 + torch.randn(C, 1, 1)
+        x[:, :, 0] = 0.25  # a constant channel: variance 0
+        flat = x.flatten(0, 1).to(dtype)
+        if layout == "channels_last":
+            flat = flat.contiguous(memory_format=torch.channels_last)
+        elif layout == "sequence":  # TdBatchNorm1d's [T*N, C, L]
+            flat = flat.flatten(2)
+        elif layout == "transposed":
+            flat = flat.transpose(2, 3)
+        bn = (TdBatchNorm2d(C) if flat.dim() == 4 else MultiStepBatchNorm1d(C)).train()
+        if dtype == torch.float64:
+            bn.double()  # bfloat16 input keeps float32 parameters, as under autocast
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-1, 1)
+            y = bn(flat.unflatten(0, (3, 4)))
+        mean, invstd = bn.batch_stats
+        assert _transform_only(flat) == (layout != "transposed")
+        rebuilt, m, s = _normalise(flat.unflatten(0, (3, 4)), bn.scaled_weight().detach(), bn.bias.detach(), bn.eps,
+                                   mean, invstd)
+        assert torch.equal(rebuilt, y) and torch.equal(m, mean) and torch.equal(s, invstd)
+
+
+def test_fused_backward_runs_no_statistics_pass_on_cpu(monkeypatch):
+    """The point of keeping the forward's statistics: backward's only batch-norm kernel calls are the
+    transform (eval mode), never a training-mode call that reduces over the batch again."""
+    calls = []
+    native = torch.native_batch_norm
+
+    def record(*args):
+        calls.append(args[5])  # training
+        return native(*args)
+
+    for layout in ("contiguous", "channels_last"):
+        s, _z, x = _fired(layout)
+        calls.clear()
+        monkeypatch.setattr(torch, "native_batch_norm", record)
+        s.backward(torch.ones_like(s))
+        monkeypatch.undo()
+        assert calls == [False, False], layout  # the main norm and the shortcut norm, transform only
+
+
+def _fired(layout):
+    shape = (3, 2, 16, 6, 6)
+    z = torch.randn(shape)
+    if layout == "channels_last":
+        z = z.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, shape[:2])
+    z.requires_grad_(True)
+    x = torch.randint(0, 2, shape).float().requires_grad_(True)
+    bn, bn_s = TdBatchNorm2d(16), TdBatchNorm2d(16)
+    with lean_training(True):
+        return fire(LIF(), bn, z, Residual(x, bn_s, binary=True)), z, x

@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cmath>
+#include <vector>
 
 namespace {
 constexpr int64_t BLOCK = 256;  // elements per inner loop: u of a block stays in L1 across T
@@ -87,6 +88,50 @@ void backward_detached_range(const scalar_t* __restrict__ g, const uint8_t* __re
       }
     }
 }
+// Backward from the input currents instead of saved membranes (the memory-lean path keeps neither): per block
+// of neurons the forward recurrence is rerun into a [T, BLOCK] scratch that stays in cache, then the backward
+// above reads it. x2 (optional, HAS_X2) is a second current added first, x + x2, as the caller's forward did.
+// Same operations in the same order as forward_range then backward_full_range / backward_detached_range, so
+// the same bits, without writing spikes or membranes to memory and reading them back.
+template <typename scalar_t, bool DETACHED, bool HAS_X2>
+void recompute_backward_range(const scalar_t* __restrict__ x, const scalar_t* __restrict__ x2,
+                              const scalar_t* __restrict__ g, scalar_t* __restrict__ grad_x, int64_t T, int64_t M,
+                              scalar_t tau, scalar_t v_th, scalar_t half, scalar_t inv_width, int64_t begin,
+                              int64_t end) {
+    std::vector<scalar_t> scratch(static_cast<size_t>(T) * BLOCK);
+    scalar_t* __restrict__ mem = scratch.data();
+    scalar_t u[BLOCK], keep[BLOCK], next[BLOCK];
+    for (int64_t b = begin; b < end; b += BLOCK) {
+      const int64_t n = std::min(BLOCK, end - b);
+      for (int64_t j = 0; j < n; ++j) u[j] = scalar_t(0), keep[j] = scalar_t(0), next[j] = scalar_t(0);
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = t * M + b;
+        for (int64_t j = 0; j < n; ++j) {
+          const scalar_t in = HAS_X2 ? x[off + j] + x2[off + j] : x[off + j];
+          const scalar_t v = tau * u[j] * keep[j] + in;
+          u[j] = v;
+          keep[j] = scalar_t(1) - (v > v_th ? scalar_t(1) : scalar_t(0));
+          mem[t * BLOCK + j] = v;
+        }
+      }
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const scalar_t* gt = g + t * M + b;
+        const scalar_t* ut = mem + t * BLOCK;
+        scalar_t* dt = grad_x + t * M + b;
+        for (int64_t j = 0; j < n; ++j) {
+          const scalar_t v = ut[j];
+          const scalar_t k = v > v_th ? scalar_t(0) : scalar_t(1);
+          // window * inv_width is inv_width or 0 exactly, as the detached backward's mask product
+          const scalar_t surrogate = std::abs(v - v_th) < half ? inv_width : scalar_t(0);
+          // detached: no reset term, g[t] * surrogate as in backward_detached_range
+          const scalar_t d = (DETACHED ? gt[j] : gt[j] - v * next[j]) * surrogate + next[j] * k;
+          dt[j] = d;
+          next[j] = d * tau;
+        }
+      }
+    }
+}
+
 // Each worker runs a range of the M independent neurons; the kernels are plain functions (not lambdas run
 // by parallel_for), which lets the compiler vectorise their inner loops.
 template <typename F, typename... Args>
@@ -145,8 +190,33 @@ torch::Tensor lif_backward_detached(torch::Tensor g, torch::Tensor windows, torc
   return grad_x;
 }
 
+torch::Tensor lif_backward_recompute(torch::Tensor x, c10::optional<torch::Tensor> x2, torch::Tensor g, double tau,
+                                     double v_th, double width, bool detach_reset) {
+  const int64_t T = x.size(0), M = T ? x.numel() / T : 0;
+  TORCH_CHECK(x.device().is_cpu() && x.dim() >= 1 && x.is_non_overlapping_and_dense() && (T < 2 || x.stride(0) == M),
+              "lif_backward_recompute: a dense CPU tensor [T, ...] with T outermost");
+  TORCH_CHECK(g.strides() == x.strides() && g.scalar_type() == x.scalar_type(),
+              "lif_backward_recompute: gradient and input differ in layout or dtype");
+  const bool has_x2 = x2.has_value() && x2->defined();
+  TORCH_CHECK(!has_x2 || (x2->strides() == x.strides() && x2->scalar_type() == x.scalar_type()),
+              "lif_backward_recompute: the two currents differ in layout or dtype");
+  auto grad_x = torch::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lif_backward_recompute", [&] {
+    const scalar_t* second = has_x2 ? x2->data_ptr<scalar_t>() : nullptr;
+    auto kernel = detach_reset ? (has_x2 ? recompute_backward_range<scalar_t, true, true>
+                                         : recompute_backward_range<scalar_t, true, false>)
+                               : (has_x2 ? recompute_backward_range<scalar_t, false, true>
+                                         : recompute_backward_range<scalar_t, false, false>);
+    parallel_over_neurons(M, kernel, x.data_ptr<scalar_t>(), second, g.data_ptr<scalar_t>(),
+                          grad_x.data_ptr<scalar_t>(), T, M, scalar_t(tau), scalar_t(v_th), scalar_t(width / 2),
+                          scalar_t(1.0 / width));
+  });
+  return grad_x;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lif_forward", &lif_forward, "LIF forward over T (CPU)");
   m.def("lif_backward_full", &lif_backward_full, "LIF backward, gradient through the reset (CPU)");
   m.def("lif_backward_detached", &lif_backward_detached, "LIF backward, detached reset (CPU)");
+  m.def("lif_backward_recompute", &lif_backward_recompute, "LIF backward from the input currents (CPU)");
 }
