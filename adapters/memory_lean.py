@@ -7,10 +7,10 @@ one byte per element:
 - :class:`SpikeConv2d` (a convolution whose input is spikes) saves its input as ``bool`` (spikes are exactly
   0 or 1, so the float input is rebuilt exactly in backward);
 - ``adapters.norm_lif`` runs a training-mode multi-step norm and the native LIF as one autograd node that
-  saves only the norm's input (the conv output) and recomputes the normalised input and the membranes in
-  backward.
+  saves only the norm's input (the conv output) and its batch statistics and rebuilds the normalised input
+  and the membranes in backward.
 
-Both are bit-identical to the reference path (same forward values, same gradients: the same ATen kernels run
+Both are bit-identical to the reference path (same forward values, same gradients: the same operations run
 on the same values, only later). ``TDBN_ZOO_LEAN_TRAINING=0`` (before import), ``set_lean_training(False)`` or
 ``with lean_training(False):`` runs the reference path, e.g. to measure what the lean path saves
 (``tdbn-zoo bench``'s ``zoo-reference`` build).

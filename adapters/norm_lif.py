@@ -10,10 +10,14 @@ In a training step each spiking layer computes
 with statistics over ``T*N*H*W`` (tdBN, eq. 5-6) and ``r`` the residual current of a block's last neuron
 (the shortcut's norm of its own input ``z_s``). Autograd run layer by layer would save ``z`` (for the norm),
 ``u`` (for the LIF) and ``r``'s input. :func:`fire` saves ``z`` and ``z_s`` only -- ``z_s`` as ``bool`` when
-it is spikes (an identity shortcut) -- and recomputes ``y``, ``r`` and ``u`` in backward with the same ATen
-kernels (``native_batch_norm``, the LIF ops of ``adapters.lif``) on the same values, so spikes and gradients
-are bit-identical to the layer-by-layer path. Forward hooks still fire: the norm and the neuron modules are
-called as usual (the norm under ``no_grad``, the neuron with ``norm_input=``).
+it is spikes (an identity shortcut) -- plus each norm's batch mean and inverse deviation (``[C]`` each), and
+rebuilds ``y``, ``r`` and ``u`` in backward: ``y`` with ATen's batch-norm transform from the saved statistics
+(on CPU, in the layouts where that kernel reproduces its training-mode output; elsewhere ``native_batch_norm``
+recomputes everything), ``u`` and ``dL/du`` in one pass of the LIF kernel (``adapters.lif.
+lif_backward_from_input``: the recurrence is rerun in cache, nothing written but ``dL/du``). The same
+operations on the same values, so spikes and gradients are bit-identical to the layer-by-layer path. Forward
+hooks still fire: the norm and the neuron modules are called as usual (the norm under ``no_grad``, the neuron
+with ``norm_input=``).
 
 It applies when the norm is a multi-step norm in training with per-process statistics, the neuron declares
 ``fires_from_norm_input = True`` (the native :class:`~adapters.lif.LIF`) and memory-lean training is on
