@@ -48,3 +48,17 @@ def test_shipped_checkpoint_scores_what_its_card_says(name):
     # 500 images: the standard error of a ~92% accuracy is 1.2 points; the subset may be easier than the set
     assert r.images == 500 and abs(r.top1 - _card_top1(name)) < 4.0
     assert 0.05 < r.mean_firing_rate < 0.5
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_command_a_card_prints_names_a_module_that_exists(name):
+    """A card's figures name the command that measured them; a module renamed since (``eval.results`` became
+    ``eval.release.results``) would send a user to ``No module named ...``."""
+    import importlib.util
+    import re
+
+    text = (WEIGHTS / name / "README.md").read_text()
+    modules = re.findall(r"python -m ([\w.]+)", text)
+    assert modules, f"{name}: the card prints no command"
+    for module in set(modules):
+        assert importlib.util.find_spec(module) is not None, f"{name}: the card's `python -m {module}` does not exist"
