@@ -31,6 +31,8 @@ Triton's interpreter and run on CPU tensors (how the tests check them without a 
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -157,10 +159,8 @@ def _same_layout(name: str, g: torch.Tensor, saved: torch.Tensor, what: str) -> 
 
 def _launch(kernel, like: torch.Tensor, M: int, *args) -> None:
     grid = (triton.cdiv(M, BLOCK),)
-    if like.is_cuda:  # the tensor's GPU, whichever is current (Triton launches on the current device)
-        with torch.cuda.device(like.device):
-            kernel[grid](*args, BLOCK=BLOCK, num_warps=NUM_WARPS, enable_fp_fusion=False)
-    else:
+    # on the tensor's GPU, whichever is current (Triton launches on the current device)
+    with torch.cuda.device(like.device) if like.is_cuda else contextlib.nullcontext():
         kernel[grid](*args, BLOCK=BLOCK, num_warps=NUM_WARPS, enable_fp_fusion=False)
 
 

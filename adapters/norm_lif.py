@@ -80,12 +80,9 @@ def fire(neuron: nn.Module, norm: nn.Module, z: torch.Tensor, residual: Residual
         return neuron(u if residual is None else u + residual.current())
     with torch.no_grad():  # the values only; the fused node below carries the gradient
         u = norm(z)
-        stats = norm.batch_stats
-        stats_s = None
         if residual is not None:
             u = u + residual.current()
-            stats_s = None if residual.norm is None else residual.norm.batch_stats
-    return neuron(u, norm_input=NormInput(z, norm, residual, stats, stats_s))
+    return neuron(u, norm_input=NormInput(z, norm, residual))
 
 
 @dataclass
@@ -94,8 +91,6 @@ class NormInput:
     z: torch.Tensor
     norm: nn.Module
     residual: Residual | None
-    stats: tuple[torch.Tensor, torch.Tensor] | None = None  # the norm's batch (mean, invstd), if it kept them
-    residual_stats: tuple[torch.Tensor, torch.Tensor] | None = None  # the same for the residual's norm
 
     def fire_lif(self, u: torch.Tensor, tau: float, v_th: float, width: float, detach_reset: bool) -> torch.Tensor:
         """LIF spikes of the current ``u`` (computed without autograd from this input) as one autograd node
@@ -103,12 +98,14 @@ class NormInput:
         r = self.residual
         zs = ws = bs = None
         eps_s, binary = 0.0, False
+        mean_s = invstd_s = None
         if r is not None:
             zs, binary = r.z, r.binary
             if r.norm is not None:
                 ws, bs, eps_s = r.norm.scaled_weight(), r.norm.bias, r.norm.eps
-        mean, invstd = self.stats or (None, None)
-        mean_s, invstd_s = self.residual_stats or (None, None)
+                mean_s, invstd_s = r.norm.batch_stats or (None, None)
+        # the batch statistics the norms kept from the call that computed u (None: backward recomputes them)
+        mean, invstd = self.norm.batch_stats or (None, None)
         return torch.ops.tdbn_zoo.norm_lif_fwd(u, self.z, self.norm.scaled_weight(), self.norm.bias, self.norm.eps,
                                                mean, invstd, zs, ws, bs, eps_s, mean_s, invstd_s, binary, tau, v_th,
                                                width, detach_reset)[0]
@@ -183,7 +180,7 @@ def _norm_lif_bwd(grad: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bia
     if zs is None:
         return dz, dw, db, none, none.clone(), none.clone()
     if weight_s is None:
-        return dz, dw, db, _as_fake(g, zs).clone(), none, none.clone()
+        return dz, dw, db, _as_fake(g, zs), none, none.clone()  # g is fresh: no alias
     return (dz, dw, db) + norm_backward(zs, weight_s, mean_s, invstd_s, eps_s)
 
 
@@ -204,7 +201,6 @@ def _setup_context(ctx, inputs, output):
     (u, z, weight, bias, eps, mean, invstd, zs, weight_s, bias_s, eps_s, mean_s, invstd_s, zs_binary, tau, v_th,
      width, detach_reset) = inputs
     ctx.params = (eps, eps_s, None if zs is None else zs.dtype, tau, v_th, width, detach_reset)
-    ctx.has = (zs is not None, weight_s is not None)
     ctx.save_for_backward(z, weight, bias, mean, invstd, output[1] if zs_binary and zs is not None else zs,
                           weight_s, bias_s, mean_s, invstd_s)
 
@@ -215,7 +211,7 @@ def _backward(ctx, grad_spikes, _grad_kept):
     dz, dw, db, dzs, dws, dbs = torch.ops.tdbn_zoo.norm_lif_bwd(
         grad_spikes, z, weight, bias, eps, mean, invstd, zs, weight_s, bias_s, eps_s, mean_s, invstd_s,
         zs_dtype or z.dtype, tau, v_th, width, detach_reset)
-    has_zs, has_ws = ctx.has
+    has_zs, has_ws = zs is not None, weight_s is not None
     return (None, dz, dw, db, None, None, None, dzs if has_zs else None, dws if has_ws else None,
             dbs if has_ws else None, None, None, None, None, None, None, None, None)
 

@@ -30,6 +30,7 @@ from adapters._checks import check_finite, check_int, check_tensor
 from adapters.blocks import conv_bias
 from adapters.fusion import NormSlot
 
+from .naming import split_arch_tag
 from .tags import make_default_cfgs, tag_extras
 
 __all__ = ["SpikingResNet", "ARCH_CFGS"]
@@ -122,7 +123,7 @@ class SpikingFeatureGraphNet(FeatureGraphNet):
 
 def _reduction(name: str) -> int:
     """Total stride of ``arch.tag``'s last stage (a tag's own ``model_args`` may change the stem)."""
-    arch = name.partition(".")[0]
+    arch = split_arch_tag(name)[0]
     cfg = {**ARCH_CFGS[arch], **(tag_extras(name).get("model_args") or {})}
     return cfg["stem_stride"] * math.prod(cfg["strides"])
 

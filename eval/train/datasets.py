@@ -38,3 +38,19 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
     train = SeededAugment(first(bases["train"]), augment, seed=seed)
     test = SeededAugment(bases["test"], build_transform(name, **norm), train=False)
     return train, test
+
+
+def build_event_datasets(preset: dict, root: str | None, T: int, train_subset: int | None = None):
+    """``(train, test)`` of an event preset (DVS-Gesture, DVS-CIFAR10) from a local copy in tonic's layout
+    (``eval.data.events.build_event_dataset``; nothing is downloaded), framed by the paper's pipeline with ``T``
+    frames: items ``[T, 2, H, W]``, which the trainer makes time-first."""
+    import torch
+
+    from eval.data.events import build_event_dataset
+    from eval.data.events.datasets import _normalize
+
+    spec = _normalize(preset["dataset"]) + (f":{root}" if root else "")
+    out = [build_event_dataset(spec, split, T=T) for split in ("train", "test")]
+    if train_subset:
+        out[0] = torch.utils.data.Subset(out[0], range(min(train_subset, len(out[0]))))
+    return tuple(out)

@@ -64,22 +64,6 @@ def _model_kwargs(items: list[str]) -> dict:
     return out
 
 
-def build_event_datasets(preset: dict, root: str | None, T: int, train_subset: int | None = None):
-    """``(train, test)`` of an event preset (DVS-Gesture, DVS-CIFAR10) from a local copy in tonic's layout
-    (``eval.data.events.build_event_dataset``; nothing is downloaded), framed by the paper's pipeline with ``T``
-    frames: items ``[T, 2, H, W]``, which the trainer makes time-first."""
-    import torch
-
-    from eval.data.events import build_event_dataset
-    from eval.data.events.datasets import _normalize
-
-    spec = _normalize(preset["dataset"]) + (f":{root}" if root else "")
-    out = [build_event_dataset(spec, split, T=T) for split in ("train", "test")]
-    if train_subset:
-        out[0] = torch.utils.data.Subset(out[0], range(min(train_subset, len(out[0]))))
-    return tuple(out)
-
-
 def _device(name: str | None):
     """``--device`` as a torch.device that exists here (None: the trainer's default); a ValueError otherwise."""
     import torch
@@ -104,7 +88,7 @@ def run(args) -> int:
     import torch.distributed as dist
 
     import zoo
-    from eval.train.datasets import build_datasets
+    from eval.train.datasets import build_datasets, build_event_datasets
     from eval.train.presets import get_preset
     from eval.train.trainer import Trainer, check_run_folder
 
