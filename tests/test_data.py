@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from zoo.errors import InvalidFileError
 from eval.data.images import (DATASETS, SUBSET_PATH, build_dataset, build_transform, dataset_spec, find_root,
                               load_subset, parse_data_spec, read_idx, write_subset)
 
@@ -234,3 +235,80 @@ def test_every_dataset_has_consistent_spec():
         tf = build_transform(spec.name)
         img = torch.zeros(spec.in_chans, spec.image_size, spec.image_size, dtype=torch.uint8)
         assert tf(img).shape == (spec.in_chans, spec.image_size, spec.image_size)
+
+
+# ---------------------------------------------------------------------------------------------- malformed files
+def _cifar_folder(tmp_path: Path, **change) -> Path:
+    """A cifar-10-batches-py copy (write_cifar10) whose test_batch is re-pickled with ``change`` applied."""
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    entry = pickle.loads(path.read_bytes())
+    entry.update(change)
+    path.write_bytes(pickle.dumps({k: v for k, v in entry.items() if v is not None}, protocol=2))
+    return path
+
+
+def test_cifar_bytes_keys_are_the_same_fields(tmp_path):
+    """The CIFAR page's unpickle() (encoding='bytes') gives b'data', b'labels'; a batch pickled again from it
+    holds the same images and labels as the original."""
+    raw = write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    for f in folder.iterdir():  # the released files are Python 2 pickles: their str keys come back as bytes
+        entry = pickle.loads(f.read_bytes())
+        entry = {k.encode(): [v.encode() for v in val] if k == "label_names" else val for k, val in entry.items()}
+        f.write_bytes(pickle.dumps(entry))  # what pickle.dump(unpickle(file)) writes, protocol 4
+    ds = build_dataset("cifar10", tmp_path, verify=False)
+    assert ds.classes[9] == "truck" and [ds[i][1] for i in range(3)] == [(5 + j) % 10 for j in range(3)]
+    r_plane = raw["test_batch"][2, :1024].reshape(32, 32).astype(np.float32) / 255
+    mean, std = dataset_spec("cifar10").mean, dataset_spec("cifar10").std
+    assert np.allclose(ds[2][0][0].numpy(), (r_plane - mean[0]) / std[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(data=None), r"test_batch: expected a CIFAR batch with keys 'data' and 'labels', found 'batch_label'"),
+    (dict(data=np.zeros((3, 1024), np.uint8)), r"test_batch: expected 'data' of uint8 \[N, 3072\].*got uint8 \[3, 1024\]"),
+    (dict(labels=[0, 1, 10]), r"test_batch \('labels'\): expected labels in 0..9 .*found 10 at index 2"),
+    (dict(labels=[0, 1]), r"test_batch \('labels'\): expected one label per image \(3 in"),
+    (dict(data=np.zeros((3, 3072), np.float32)), r"expected 'data' of uint8 \[N, 3072\].*got float32"),
+])
+def test_cifar_malformed_batch_is_named(tmp_path, change, message):
+    _cifar_folder(tmp_path, **change)
+    with pytest.raises(InvalidFileError, match=message):
+        build_dataset("cifar10", tmp_path, verify=False)
+
+
+def test_cifar_pickle_naming_code_is_refused(tmp_path):
+    """A batch whose pickle would call a function (here os.system) is refused before anything runs."""
+    path = _cifar_folder(tmp_path)
+    path.write_bytes(b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
+    with pytest.raises(InvalidFileError, match="test_batch: expected a CIFAR python-pickle batch.*os.system"):
+        build_dataset("cifar10", tmp_path, verify=False)
+    assert not (tmp_path / "pwned").exists()
+    path.write_bytes(b"not a pickle")
+    with pytest.raises(InvalidFileError, match="test_batch: expected a CIFAR python-pickle batch"):
+        build_dataset("cifar10", tmp_path, verify=False)
+
+
+def test_cli_malformed_data_is_one_line_exit_2(tmp_path, capsys):
+    from eval.cli import main
+
+    _cifar_folder(tmp_path, labels=[0, 1, 10])
+    code = main(["eval", "sresnet19_tdbn", "--random-weights", "--data", f"cifar10:{tmp_path}", "--no-verify"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "test_batch ('labels'): expected labels in 0..9" in err[0]
+
+
+def test_image_folder_bad_image_is_named(tmp_path):
+    from eval.data.images import image_folder
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / cls / "ok.png")
+    (tmp_path / "b" / "broken.png").write_bytes(b"\x89PNG not really")
+    ds = image_folder(tmp_path)
+    assert ds.classes == ["a", "b"] and len(ds) == 3
+    assert np.asarray(ds[0][0])[0, 0].tolist() == [10, 20, 30]
+    with pytest.raises(InvalidFileError, match=r"broken.png: expected an image file PIL can read"):
+        ds[[s for s, _ in ds.samples].index(str(tmp_path / "b" / "broken.png"))]
+    with pytest.raises(InvalidFileError, match="expected an image folder, one sub-folder per class"):
+        image_folder(tmp_path / "a")

@@ -22,7 +22,8 @@ horizontal flip -- except for MNIST, whose digits are not mirror-symmetric (a fl
 digit), so MNIST gets no flip. Fashion-MNIST garments keep their class when mirrored, so it is flipped like
 CIFAR.
 
-CIFAR note: torchvision's CIFAR loader unpickles the dataset's batch files. That is acceptable only because
+CIFAR note: the batch files are pickles (the official python layout, which torchvision also reads). They are read
+with a restricted unpickler that builds only dicts, lists, strings and numpy arrays, and only because
 these are local files the user put there; by default their MD5 sums must match the official release
 (``verify=True``) before anything is unpickled.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zoo.errors import InvalidArgumentError, InvalidFileError
 from zoo.fileio import atomic_path
 from zoo.tags import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
@@ -104,7 +107,7 @@ def dataset_spec(name: str) -> DatasetSpec:
     key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100",
            "imagenet-1k": "imagenet", "in1k": "imagenet"}.get(key, key)
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise InvalidArgumentError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[key]
 
 
@@ -198,7 +201,7 @@ def find_root(name: str, root: str | os.PathLike | None = None, split: str = "te
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise InvalidArgumentError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
 
 
 # ----------------------------------------------------------------------------------------------- readers
@@ -216,12 +219,12 @@ def _shape_text(shape: Sequence[int]) -> str:
 def _check_promise(path: Path, shape: tuple[int, ...], dtype: np.dtype, item_shape: tuple[int, ...] | None) -> int:
     """The number of data bytes a header's ``shape`` and ``dtype`` promise, after refusing absurd ones."""
     if item_shape is not None and tuple(shape[1:]) != tuple(item_shape):
-        raise ValueError(f"{path}: expected shape {_shape_text(('N', *item_shape))}, the header says "
-                         f"{_shape_text(shape)}")
+        raise InvalidFileError(f"{path}: expected shape {_shape_text(('N', *item_shape))}, the header says "
+                               f"{_shape_text(shape)}")
     n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if n_bytes > MAX_ARRAY_BYTES:
-        raise ValueError(f"{path}: the header promises shape {_shape_text(shape)} of {dtype} ({n_bytes} bytes), "
-                         f"more than the {MAX_ARRAY_BYTES} bytes this reader accepts; the file is corrupt or hostile")
+        raise InvalidFileError(f"{path}: the header promises shape {_shape_text(shape)} of {dtype} ({n_bytes} bytes), "
+                               f"more than the {MAX_ARRAY_BYTES} bytes this reader accepts; the file is corrupt or hostile")
     return n_bytes
 
 
@@ -263,15 +266,15 @@ def read_idx(path: str | os.PathLike, *, item_shape: Sequence[int] | None = None
             head = f.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
                 types = "|".join(f"{c:02x}" for c in _IDX_DTYPES)
-                raise ValueError(f"{path}: not an IDX file (expected the magic number 00 00 <type {types}> <ndim>, "
-                                 f"got {head.hex(' ') or 'nothing'})")
+                raise InvalidFileError(f"{path}: not an IDX file (expected the magic number 00 00 <type {types}> <ndim>, "
+                                       f"got {head.hex(' ') or 'nothing'})")
             ndim, dtype = head[3], np.dtype(_IDX_DTYPES[head[2]])
             if ndim == 0:
-                raise ValueError(f"{path}: the IDX header declares 0 dimensions (expected at least 1)")
+                raise InvalidFileError(f"{path}: the IDX header declares 0 dimensions (expected at least 1)")
             raw_dims = f.read(4 * ndim)
             if len(raw_dims) < 4 * ndim:
-                raise ValueError(f"{path}: truncated IDX header (expected {ndim} dimensions of 4 bytes, got "
-                                 f"{len(raw_dims)} bytes)")
+                raise InvalidFileError(f"{path}: truncated IDX header (expected {ndim} dimensions of 4 bytes, got "
+                                       f"{len(raw_dims)} bytes)")
             shape = tuple(int.from_bytes(raw_dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
             n_bytes = _check_promise(path, shape, dtype, None if item_shape is None else tuple(item_shape))
             if not gz:  # a plain file's size is known before reading it
@@ -282,18 +285,18 @@ def read_idx(path: str | os.PathLike, *, item_shape: Sequence[int] | None = None
             if len(data) < n_bytes:
                 raise _size_error(path, shape, n_bytes, len(data))
             if f.read(1):
-                raise ValueError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({n_bytes} bytes of "
-                                 f"data) but more bytes follow them; corrupt or hostile (read no further)")
+                raise InvalidFileError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({n_bytes} bytes of "
+                                       f"data) but more bytes follow them; corrupt or hostile (read no further)")
     except FileNotFoundError:
         raise
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise ValueError(f"{path}: cannot read IDX file ({type(e).__name__}: {e})") from e
+        raise InvalidFileError(f"{path}: cannot read IDX file ({type(e).__name__}: {e})") from e
     return np.frombuffer(data, dtype).reshape(shape)  # bytearray-backed: writable, owns its memory
 
 
-def _size_error(path: Path, shape: tuple[int, ...], expected: int, got) -> ValueError:
-    return ValueError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({expected} bytes of data) but "
-                      f"the file holds {got}; truncated or corrupt")
+def _size_error(path: Path, shape: tuple[int, ...], expected: int, got) -> InvalidFileError:
+    return InvalidFileError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({expected} bytes of data) but "
+                            f"the file holds {got}; truncated or corrupt")
 
 
 def read_npz_arrays(path: str | os.PathLike, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -311,8 +314,8 @@ def read_npz_arrays(path: str | os.PathLike, names: Sequence[str]) -> dict[str, 
             members = {m[:-4] for m in zf.namelist() if m.endswith(".npy")}
             missing = [n for n in names if n not in members]
             if missing:
-                raise ValueError(f"{path}: expected arrays {', '.join(map(repr, names))}, found "
-                                 f"{', '.join(sorted(map(repr, members))) or 'none'}")
+                raise InvalidFileError(f"{path}: expected arrays {', '.join(map(repr, names))}, found "
+                                       f"{', '.join(sorted(map(repr, members))) or 'none'}")
             for name in names:
                 with zf.open(name + ".npy") as f:
                     version = np.lib.format.read_magic(f)
@@ -320,12 +323,12 @@ def read_npz_arrays(path: str | os.PathLike, names: Sequence[str]) -> dict[str, 
                                    else np.lib.format.read_array_header_2_0)
                     shape, _, dtype = read_header(f)
                 if dtype.hasobject:
-                    raise ValueError(f"{path}: array {name!r} holds Python objects ({dtype}); refusing to unpickle")
+                    raise InvalidFileError(f"{path}: array {name!r} holds Python objects ({dtype}); refusing to unpickle")
                 _check_promise(Path(f"{path}[{name}]"), shape, dtype, None)
                 with zf.open(name + ".npy") as f:
                     out[name] = np.lib.format.read_array(f, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e})") from e
+        raise InvalidFileError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e})") from e
     return out
 
 
@@ -342,31 +345,37 @@ def check_images_labels(spec: DatasetSpec, images: np.ndarray, labels: np.ndarra
     labels_src = images_src if labels_src is None else labels_src
     size = spec.image_size
     if images.ndim != 3 or images.shape[1:] != (size, size):
-        raise ValueError(f"{images_src}: expected {spec.name} images of shape [N, {size}, {size}], got "
-                         f"{_shape_text(images.shape)}")
+        raise InvalidFileError(f"{images_src}: expected {spec.name} images of shape [N, {size}, {size}], got "
+                               f"{_shape_text(images.shape)}")
     if len(images) == 0:
-        raise ValueError(f"{images_src}: holds no images (expected at least 1 {spec.name} image)")
+        raise InvalidFileError(f"{images_src}: holds no images (expected at least 1 {spec.name} image)")
     if images.dtype != np.uint8:
         if images.dtype.kind not in "iu":
-            raise ValueError(f"{images_src}: expected uint8 images (0..255), got {images.dtype.name}; a "
-                             f"floating-point image's scale (0..1 or 0..255) is ambiguous, so it is not "
-                             f"converted: convert the images to uint8 yourself")
+            raise InvalidFileError(f"{images_src}: expected uint8 images (0..255), got {images.dtype.name}; a "
+                                   f"floating-point image's scale (0..1 or 0..255) is ambiguous, so it is not "
+                                   f"converted: convert the images to uint8 yourself")
         lo, hi = int(images.min()), int(images.max())
         if lo < 0 or hi > 255:
-            raise ValueError(f"{images_src}: expected pixel values in 0..255, found {lo if lo < 0 else hi}")
+            raise InvalidFileError(f"{images_src}: expected pixel values in 0..255, found {lo if lo < 0 else hi}")
         images = images.astype(np.uint8)
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise ValueError(f"{labels_src}: expected integer labels of shape [N], got {labels.dtype.name} "
-                         f"{_shape_text(labels.shape)}")
-    if len(labels) != len(images):
-        raise ValueError(f"{labels_src}: expected one label per image ({len(images)} in {images_src}), got "
-                         f"{len(labels)} labels")
-    bad = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
-    if len(bad):
-        raise ValueError(f"{labels_src}: expected labels in 0..{spec.num_classes - 1} ({spec.name} has "
-                         f"{spec.num_classes} classes), found {int(labels[bad[0]])} at index {int(bad[0])} "
-                         f"({len(bad)} out of range)")
+    check_labels(labels, len(images), spec.num_classes, labels_src, f"{images_src}", spec.name)
     return images, labels.astype(np.int64)
+
+
+def check_labels(labels: np.ndarray, n: int, num_classes: int, labels_src, images_src, name: str) -> None:
+    """Refuse (InvalidFileError naming ``labels_src``) labels that are not ``n`` integers in
+    ``0..num_classes - 1``, one per image of ``images_src``."""
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise InvalidFileError(f"{labels_src}: expected integer labels of shape [N], got {labels.dtype.name} "
+                               f"{_shape_text(labels.shape)}")
+    if len(labels) != n:
+        raise InvalidFileError(f"{labels_src}: expected one label per image ({n} in {images_src}), got "
+                               f"{len(labels)} labels")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        raise InvalidFileError(f"{labels_src}: expected labels in 0..{num_classes - 1} ({name} has "
+                               f"{num_classes} classes), found {int(labels[bad[0]])} at index {int(bad[0])} "
+                               f"({len(bad)} out of range)")
 
 
 def load_idx_pair(name: str, images_path: str | os.PathLike, labels_path: str | os.PathLike
@@ -406,37 +415,139 @@ class ArrayImageDataset(Dataset):
         return img, int(self.targets[i])
 
 
-def _cifar_class(spec: DatasetSpec, verify: bool):
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR batch holds (dicts, lists, strings, numpy arrays) and nothing else: any other
+    global a pickle names (a function it would call) is refused, so a hostile file cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"a CIFAR batch holds only dicts, lists and numpy arrays, this one names "
+                                         f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def _str_keys(entry: dict) -> dict:
+    """Keys as ``str``: ``b'data'`` (a batch unpickled with ``encoding='bytes'``, as the CIFAR page's
+    ``unpickle()`` does, and pickled again) and ``'data'`` are the same field."""
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+def _unpickle_cifar(path: Path) -> dict:
+    """The dict a CIFAR batch or meta file holds (restricted unpickling, :class:`_CifarUnpickler`), with str
+    keys. Raises InvalidFileError naming the file and what was expected."""
+    try:
+        with open(path, "rb") as f:
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+            KeyError, OverflowError) as e:
+        raise InvalidFileError(f"{path}: expected a CIFAR python-pickle batch (a pickled dict), could not read it "
+                               f"({type(e).__name__}: {e})") from None
+    if not isinstance(entry, dict):
+        raise InvalidFileError(f"{path}: expected a CIFAR python-pickle batch (a pickled dict), got "
+                               f"{type(entry).__name__}")
+    return _str_keys(entry)
+
+
+def read_cifar_batch(path: str | os.PathLike, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 [N, 32, 32, 3], labels int64 [N])`` of one CIFAR batch file in the python layout
+    (a pickled dict: ``data`` uint8 ``[N, 3072]``, the R, G, B planes of each 32x32 image row-major, and
+    ``label_key`` (``labels``; CIFAR-100: ``fine_labels``), N integers in ``0..num_classes - 1``). Keys may be
+    ``str`` or ``bytes``. Raises InvalidFileError naming the file, the field, what was expected and what came."""
+    path = Path(path)
+    entry = _unpickle_cifar(path)
+    if "data" not in entry or label_key not in entry:
+        raise InvalidFileError(f"{path}: expected a CIFAR batch with keys 'data' and {label_key!r}, found "
+                               f"{', '.join(map(repr, sorted(map(str, entry)))) or 'none'}")
+    data, labels = entry["data"], entry[label_key]
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or data.dtype.kind not in "iu":
+        what = (f"{data.dtype.name} {_shape_text(data.shape)}" if isinstance(data, np.ndarray)
+                else type(data).__name__)
+        raise InvalidFileError(f"{path}: expected 'data' of uint8 [N, 3072] (3 x 32 x 32 pixels per row), got {what}")
+    try:
+        labels = np.asarray(labels)
+    except (ValueError, TypeError):
+        labels = np.asarray([], dtype=object)
+    if len(data) == 0:
+        raise InvalidFileError(f"{path}: 'data' holds no images (expected at least 1)")
+    if data.dtype != np.uint8 and (int(data.min()) < 0 or int(data.max()) > 255):
+        raise InvalidFileError(f"{path}: expected 'data' pixel values in 0..255, found {int(data.min())}.."
+                               f"{int(data.max())}")
+    check_labels(labels, len(data), num_classes, f"{path} ({label_key!r})", path, f"CIFAR-{num_classes}")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # R, G, B planes -> [N, H, W, C]
+    return np.ascontiguousarray(images, dtype=np.uint8), labels.astype(np.int64)
+
+
+def _cifar_files(spec: DatasetSpec):
+    """``(batches {split: [(name, md5)]}, meta {'filename', 'key', 'md5'}, label key)`` of a CIFAR dataset, from
+    torchvision's class attributes (the official release's names and MD5 sums)."""
     from torchvision.datasets import CIFAR10, CIFAR100
-    from torchvision.datasets.utils import check_integrity
 
     base = CIFAR10 if spec.name == "cifar10" else CIFAR100
+    label_key = "labels" if spec.name == "cifar10" else "fine_labels"
+    return dict(train=base.train_list, test=base.test_list), base.meta, label_key
 
-    class LocalCIFAR(base):
-        """torchvision's CIFAR loader that never downloads; with ``verify=False`` files need only exist
-        (for re-packed copies); otherwise their MD5 must match the official release before unpickling."""
 
-        def __init__(self, root, train, transform):
-            folder = Path(root) / self.base_folder
-            files = [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-            missing = [f for f in files if not (folder / f).is_file()]
-            if missing:
-                raise FileNotFoundError(f"{spec.name}: {folder} lacks {', '.join(missing)} (the standard "
-                                        f"python-pickle batches); tdbn-zoo never downloads data")
-            if verify:
-                sums = dict(self.train_list + self.test_list, **{self.meta["filename"]: self.meta["md5"]})
-                bad = [f for f in files if not check_integrity(str(folder / f), sums[f])]
-                if bad:
-                    raise ValueError(f"{spec.name}: {', '.join(bad)} in {folder} do not match the official "
-                                     f"release's MD5 sums; refusing to unpickle them. If this is a deliberate "
-                                     f"re-packing you trust, pass verify=False (command line: --no-verify)")
-            else:  # check_integrity(path, None) only checks that the file exists
-                self.train_list = [[f, None] for f, _ in self.train_list]
-                self.test_list = [[f, None] for f, _ in self.test_list]
-                self.meta = {**self.meta, "md5": None}
-            super().__init__(str(root), train=train, transform=transform, download=False)
+def load_cifar(spec: DatasetSpec, root: str | os.PathLike, split: str, verify: bool = True,
+               transform: Callable | None = None) -> ArrayImageDataset:
+    """CIFAR-10/100 from the python-pickle folder under ``root`` (``cifar-10-batches-py``, ``cifar-100-python``),
+    never downloaded. ``verify``: every file's MD5 must match the official release before anything is unpickled;
+    ``verify=False`` accepts a re-packed copy (files need only exist and be well formed). Each batch is read by
+    :func:`read_cifar_batch` (restricted unpickling, every field checked)."""
+    from torchvision.datasets.utils import check_integrity
 
-    return LocalCIFAR
+    batches, meta, label_key = _cifar_files(spec)
+    folder = Path(root) / spec.extra["folder"]
+    files = [f for f, _ in batches["train"] + batches["test"]] + [meta["filename"]]
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{spec.name}: {folder} lacks {', '.join(missing)} (the standard python-pickle "
+                                f"batches); tdbn-zoo never downloads data")
+    if verify:
+        sums = dict(batches["train"] + batches["test"], **{meta["filename"]: meta["md5"]})
+        bad = [f for f in files if not check_integrity(str(folder / f), sums[f])]
+        if bad:
+            raise InvalidFileError(f"{spec.name}: {', '.join(bad)} in {folder} do not match the official release's "
+                                   f"MD5 sums; refusing to unpickle them. If this is a deliberate re-packing you "
+                                   f"trust, pass verify=False (command line: --no-verify)")
+    parts = [read_cifar_batch(folder / f, label_key, spec.num_classes) for f, _ in batches[split]]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    names = _unpickle_cifar(folder / meta["filename"]).get(meta["key"])
+    if names is not None and (not isinstance(names, (list, tuple)) or len(names) != spec.num_classes):
+        raise InvalidFileError(f"{folder / meta['filename']}: expected {meta['key']!r} to list "
+                               f"{spec.num_classes} class names, got {type(names).__name__} of "
+                               f"{len(names) if hasattr(names, '__len__') else '?'}")
+    classes = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names] if names else None
+    return ArrayImageDataset(images, labels, transform, classes)
+
+
+def _open_image(path: str):
+    """torchvision's default image loader (PIL, converted to RGB), turning an unreadable or non-image file into
+    InvalidFileError naming it (a bad file met mid-run ends in one line, not a traceback)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise InvalidFileError(f"{path}: expected an image file PIL can read (PNG, JPEG, ...), could not "
+                               f"decode it ({type(e).__name__}: {e})") from None
+
+
+def image_folder(root: str | os.PathLike, transform: Callable | None = None):
+    """torchvision's ``ImageFolder`` on ``root`` (one sub-folder per class, sorted names = label order), its
+    files read by :func:`_open_image`; an empty folder or one without class folders raises InvalidFileError."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(root), transform=transform, loader=_open_image)
+    except FileNotFoundError as e:  # torchvision: no class folder, or a class folder without an image
+        raise InvalidFileError(f"{root}: expected an image folder, one sub-folder per class holding images "
+                               f"(torchvision ImageFolder layout): {e}") from None
 
 
 # ----------------------------------------------------------------------------------------------- transforms
@@ -506,10 +617,9 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, split: str =
             raise ValueError(f"{spec.name} holds test images only; use split='test'")
         ds = ArrayImageDataset(*load_subset(where, spec.name), tf, spec.classes)
     elif spec.kind == "cifar":
-        ds = _cifar_class(spec, verify)(where, train=split == "train", transform=tf)
+        ds = load_cifar(spec, where, split, verify, tf)
     else:
-        from torchvision.datasets import ImageFolder
-        ds = ImageFolder(str(where), transform=tf)
+        ds = image_folder(where, tf)
         if len(ds.classes) != spec.num_classes:
             import warnings
             warnings.warn(f"{where} has {len(ds.classes)} class folders, {spec.name} has {spec.num_classes}")

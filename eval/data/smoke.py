@@ -4,8 +4,8 @@ Each writer puts a handful of random samples where the real dataset's files go, 
 smoke run reads them through exactly the code that reads the real data (``eval.data.images``, ``eval.data.events``):
 
 - ``cifar10``: ``cifar-10-batches-py/data_batch_1..5``, ``test_batch``, ``batches.meta`` -- the official
-  python-pickle batches (a dict with ``data`` uint8 ``[N, 3072]`` and ``labels``), read by torchvision's
-  ``CIFAR10``. These are files written here, so unpickling them is safe; their MD5 differs from the
+  python-pickle batches (a dict with ``data`` uint8 ``[N, 3072]`` and ``labels``), read by
+  ``eval.data.images.load_cifar``. These are files written here, so unpickling them is safe; their MD5 differs from the
   official release, so the smoke passes ``--no-verify``;
 - ``imagenet-1k``: ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` (torchvision ``ImageFolder``);
 - ``mnist``, ``fashion-mnist``: the four gzipped IDX files;
