@@ -64,7 +64,7 @@ def test_smoke_chain_ships_a_checkpoint_that_loads_by_tag(tag, tmp_path, capsys)
     # every step is printed as the command that runs it alone
     train_cmd, ship_cmd = _printed(res.out, "train"), _printed(res.out, "ship")
     assert train_cmd[:5] == ["tdbn-zoo", "train", "--preset", tag, "--data-dir"] and "--resume" in train_cmd
-    assert ship_cmd[:4] == ["python", "-m", "eval.release.ship", str(run / "train")]
+    assert ship_cmd[:3] == ["tdbn-zoo", "ship", str(run / "train")]
     summary = json.loads(res.out.strip().splitlines()[-1])
     folder = run / "weights" / tag
     assert summary["checkpoint"] == str(folder) and summary["paper_top1"] == TAGS[tag].get("paper_top1")
@@ -119,9 +119,8 @@ def test_rerun_resumes_then_publishes_and_the_hub_copy_loads(hub, online, tmp_pa
 
     # the printed train and ship commands run alone (here: nothing left to train, the test set re-measured)
     from eval.cli import main
-    from eval.release.ship import main as ship_main
     assert main(_printed(second.out, "train")[1:]) == 0
-    assert ship_main(_printed(second.out, "ship")[3:]) == 0
+    assert main(_printed(second.out, "ship")[1:]) == 0
 
 
 # --- the tiny datasets are read by the real readers -------------------------------------------------------
@@ -171,7 +170,7 @@ def test_dry_run_prints_the_steps_for_one_gpu_eight_gpus_and_two_nodes(tmp_path,
     assert res.rc == 0, res.err
     train, ship, publish = res.out.strip().splitlines()
     assert train == f"tdbn-zoo train --preset {tag} --data-dir /data/imagenet --out {tmp_path}/r/train --resume"
-    assert ship == (f"python -m eval.release.ship {tmp_path}/r/train --data-dir /data/imagenet "
+    assert ship == (f"tdbn-zoo ship {tmp_path}/r/train --data-dir /data/imagenet "
                     f"--weights {tmp_path}/r/weights")
     assert publish == (f"tdbn-zoo publish {tmp_path}/r/weights/{tag} --repo me/r34 --manifest "
                        f"{tmp_path}/r/weights/manifest.json")

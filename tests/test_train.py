@@ -291,9 +291,9 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), trained(x), rtol=1e-4, atol=1e-4)
     card = (weights / "sresnet19_narrow_tdbn.fashion_mnist_t2" / "README.md").read_text()
-    assert "python -m eval.release.ship" in card
+    assert "tdbn-zoo ship" in card
     # the card's command reproduces the run: the preset plus the flags by which the run departed from it
-    assert "--preset sresnet19_narrow_tdbn.fashion_mnist_t2 --data-dir <data root> " in card
+    assert "--preset sresnet19_narrow_tdbn.fashion_mnist_t2 --data-dir '<data root>' " in card
     assert " --epochs 1 --batch-size 8`" in card and "--lr " not in card
     # the recipe as run: this CPU run trained in float32 in one process, whatever the tag's GPU recipe says
     assert meta["device"] == "cpu" and meta["amp"] is False
@@ -310,7 +310,7 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
     capsys.readouterr()
     assert ship_main([str(tmp_path / "t3"), "--data-dir", str(tmp_path), "--weights", str(weights)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m eval.release.ship: error: ") and "T=3" in err and "Traceback" not in err
+    assert err.startswith("tdbn-zoo ship: error: ") and "T=3" in err and "Traceback" not in err
     assert main(["train", "--preset", "sresnet19_narrow_tdbn.mnist_t2", "--data-dir", str(tmp_path / "none"),
                  "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err

@@ -61,11 +61,16 @@ def inside(folder: Path, name: str) -> Path:
     return dest
 
 
+def package_weights_dir() -> Path:
+    """``weights/`` beside the ``zoo`` package (the repository, or site-packages for a wheel): the checkpoints
+    shipped with tdbn-zoo, which a user's run must not overwrite unless asked (``tdbn-zoo ship --into-package``)."""
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
 def weights_dir() -> Path:
-    """The folder of shipped checkpoints: ``$TDBN_ZOO_WEIGHTS`` when set, else ``weights/`` beside the ``zoo``
-    package (the repository, or site-packages for a wheel)."""
+    """The folder of shipped checkpoints: ``$TDBN_ZOO_WEIGHTS`` when set, else :func:`package_weights_dir`."""
     env = os.environ.get("TDBN_ZOO_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+    return Path(env) if env else package_weights_dir()
 
 
 def sha256_file(path: str | Path) -> str:

@@ -1,7 +1,14 @@
 """The Hugging Face model card (README.md) of a checkpoint folder: YAML front matter from
 ``huggingface_hub.ModelCardData`` (license, library, tags, Hub dataset ids, model-index) and the card body
-(architecture, data, recipe, measured results with the commands that made them, usage, citation)."""
+(architecture, data, recipe, measured results with the commands that made them, usage, citation).
+
+A checkpoint made by a training run (``tdbn-zoo ship``) carries ``pretrained_cfg['run']``: its card states the
+run, not the paper -- the model arguments, data (a Hub dataset id only for a complete, verified official copy)
+and recipe as run, the paper's figure only as "the paper's configuration reports X" when the run departs from
+it, and usage lines that load this checkpoint (its folder, or the Hub repo it is published to)."""
 from __future__ import annotations
+
+import json
 
 # the Hub dataset ids of the datasets the tags name (a card's `datasets:` must be Hub ids to link)
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist",
@@ -15,13 +22,16 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
 
     cfg, args = config.get("pretrained_cfg", {}), config.get("model_args", {})
     dataset = cfg.get("dataset")
+    run = cfg.get("run") or {}
+    data_as_given = run.get("data") or {}
+    hub_dataset = (data_as_given.get("hub_id") if run else HUB_DATASETS.get(dataset, dataset)) if dataset else None
     evals = [EvalResult(task_type="image-classification", dataset_type=m.get("dataset", dataset or "unknown"),
                         dataset_name=m.get("dataset", dataset or "unknown"), dataset_split=m.get("split"),
                         metric_type="accuracy" if m["name"].startswith(("top", "accuracy")) else m["name"],
                         metric_name=m["name"], metric_value=m["value"]) for m in metrics]
     data = ModelCardData(library_name="timm", license=license, model_name=name,
                          tags=["image-classification", "timm", "spiking-neural-network", "snn", "tdbn", "tdbn-zoo"],
-                         datasets=[HUB_DATASETS.get(dataset, dataset)] if dataset else None,
+                         datasets=[hub_dataset] if hub_dataset else None,
                          metrics=sorted({e.metric_type for e in evals}) or ["accuracy"],
                          eval_results=evals or None)
     recipe = cfg.get("recipe") or {}
@@ -34,6 +44,8 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
         f"- Architecture: `{config['architecture']}`, {num_params:,} parameters" if num_params else
         f"- Architecture: `{config['architecture']}`",
         f"- Time steps T = {args.get('T')}; input {cfg.get('input_size')}; {config.get('num_classes')} classes",
+        *([f"- Model arguments as run: {', '.join(f'{k}={json.dumps(v)}' for k, v in run['model_kw'].items())}"]
+          if run.get("model_kw") else []),
         f"- Neuron: iterative LIF (eq. 2-3), decay {args.get('tau_decay')}, threshold {args.get('v_th')}, "
         f"hard reset to 0; output = mean over T of the classifier (eq. 11)",
         ("- **Fused** (eq. 9-10): every tdBN is folded into the conv/linear before it (convs carry the bias; "
@@ -41,15 +53,23 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
          if args.get("fused") else
          "- **Unfused** training checkpoint: tdBN layers with running statistics, for fine-tuning."),
         "", "## Data", "",
-        f"- Dataset: {dataset or 'not recorded'}",
+        f"- Dataset: {dataset or 'not recorded'}" + (f": {data_as_given['note']}" if data_as_given else ""),
         f"- Preprocessing/augmentation: {cfg.get('augment', 'not recorded')}; mean {cfg.get('mean')}, "
         f"std {cfg.get('std')}",
         "", "## Recipe", "",
     ]
-    lines += [f"- {k}: {v}" + (" (mixed precision is used on CUDA only; a CPU run trains in float32)"
-                                if k == "amp" and v else "") for k, v in recipe.items()] or ["- not recorded"]
-    if cfg.get("train_command"):
-        lines += [f"- Train: `{cfg['train_command']}`"]
+    if run:  # the recipe as run (the tag's published recipe is the paper's, which this run may not follow)
+        lines += [f"- {k}: {v}" for k, v in (run.get("recipe") or {}).items()]
+        as_run = run.get("as_run") or {}
+        lines += [f"- trained on: {as_run.get('device', 'unknown')} x{as_run.get('processes', 1)}, mixed precision "
+                  f"{'on' if as_run.get('amp') else 'off'}"]
+        if run.get("train_command"):
+            lines += [f"- Train: `{run['train_command']}`"]
+    else:
+        lines += [f"- {k}: {v}" + (" (mixed precision is used on CUDA only; a CPU run trains in float32)"
+                                    if k == "amp" and v else "") for k, v in recipe.items()] or ["- not recorded"]
+        if cfg.get("train_command"):
+            lines += [f"- Train: `{cfg['train_command']}`"]
     lines += ["", "## Measured results", ""]
     if metrics:
         lines += ["| metric | value | dataset / split | machine | command |", "|---|---|---|---|---|"]
@@ -62,12 +82,22 @@ def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], ex
     else:
         lines += ["No figure has been measured for this checkpoint yet."]
     if cfg.get("paper_top1") is not None:
-        lines += ["", f"The paper reports {cfg['paper_top1']}% top-1 for this configuration (not measured here)."]
+        if run.get("departures"):
+            lines += ["", f"The paper's configuration reports {cfg['paper_top1']}% top-1 (not measured here); this "
+                          f"run departs from it: {'; '.join(run['departures'])}."]
+        elif run:
+            lines += ["", f"The paper reports {cfg['paper_top1']}% top-1 for this configuration."]
+        else:
+            lines += ["", f"The paper reports {cfg['paper_top1']}% top-1 for this configuration (not measured here)."]
+    this = f"local-dir:{run['folder']}" if run.get("folder") else name  # the name that loads this checkpoint
+    if run:  # a run's repo is known once it is published (tdbn-zoo publish writes it into this line)
+        repo_id = run.get("repo_id") or "<owner>/<repo>"
     lines += [
         "", "## Usage", "", "```python", "import zoo  # registers the architectures with timm",
-        f"model = zoo.create('{name}', pretrained=True)  # or neuron='spikingjelly' / 'snntorch'",
+        f"model = zoo.create({this!r}, pretrained=True)  # or neuron='spikingjelly' / 'snntorch'",
         "import timm",
-        f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True)",
+        f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True)"
+        + ("  # the Hub repo it is published to (tdbn-zoo publish)" if run else ""),
         "logits = model(images)  # [N, C, H, W] (repeated over T) or [T, N, C, H, W] -> [N, classes]",
         "```", "", "## Citation", "", "```bibtex",
         "@inproceedings{zheng2021going,", "  title={Going Deeper With Directly-Trained Larger Spiking Neural Networks},",

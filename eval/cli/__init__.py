@@ -22,6 +22,8 @@ COMMANDS = {
     "export-nir": "export_nir",
     "manifest": "manifest",
     "reproduce": "reproduce",
+    "ship": "ship",
+    "models": "models",
 }
 
 

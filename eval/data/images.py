@@ -78,26 +78,28 @@ class DatasetSpec:
     train_pad: int = 4  # zero padding of the training random crop (28x28 digits and garments: 2)
     classes: tuple[str, ...] | None = None
     extra: dict = field(default_factory=dict)
+    sizes: tuple[int, int] | None = None  # (train, test) images of the official release: a complete copy has them
 
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("mnist", "idx", 10, 1, 28, (0.1307,), (0.3081,), hflip=False, env="TDBN_ZOO_MNIST",
                 train_pad=2, folders=("mnist", "MNIST"), classes=tuple(str(i) for i in range(10)),
-                extra=dict(torchvision_folder="MNIST")),
+                extra=dict(torchvision_folder="MNIST"), sizes=(60000, 10000)),
     DatasetSpec("fashion-mnist", "idx", 10, 1, 28, (0.2860,), (0.3530,), hflip=True, env="TDBN_ZOO_FASHION_MNIST",
                 train_pad=2, folders=("fashion-mnist", "FashionMNIST", "fashion_mnist"),
                 system_dirs=("/usr/share/datasets/fashion-mnist",), classes=FASHION_CLASSES,
-                extra=dict(torchvision_folder="FashionMNIST")),
+                extra=dict(torchvision_folder="FashionMNIST"), sizes=(60000, 10000)),
     DatasetSpec("fashion-mnist-subset", "npz", 10, 1, 28, (0.2860,), (0.3530,), hflip=True, env=None,
                 train_pad=2, classes=FASHION_CLASSES),
     DatasetSpec("cifar10", "cifar", 10, 3, 32, CIFAR10_MEAN, CIFAR10_STD, hflip=True, env="TDBN_ZOO_CIFAR10",
-                folders=("cifar10", "cifar-10", "CIFAR10", ""), extra=dict(folder="cifar-10-batches-py")),
+                folders=("cifar10", "cifar-10", "CIFAR10", ""), extra=dict(folder="cifar-10-batches-py"),
+                sizes=(50000, 10000)),
     DatasetSpec("cifar100", "cifar", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), hflip=True,
                 env="TDBN_ZOO_CIFAR100", folders=("cifar100", "cifar-100", "CIFAR100", ""),
-                extra=dict(folder="cifar-100-python")),
+                extra=dict(folder="cifar-100-python"), sizes=(50000, 10000)),
     DatasetSpec("imagenet", "imagefolder", 1000, 3, 224, IMAGENET_MEAN, IMAGENET_STD, hflip=True,
                 env="TDBN_ZOO_IMAGENET", folders=("imagenet", "ImageNet", "imagenet-1k", "ILSVRC2012"),
-                crop_pct=0.875),
+                crop_pct=0.875, sizes=(1281167, 50000)),
 )}
 
 
@@ -403,6 +405,11 @@ class ArrayImageDataset(Dataset):
         self.targets = np.asarray(labels).astype(np.int64)
         self.transform = transform
         self.classes = list(classes) if classes is not None else None
+
+    @property
+    def data(self) -> np.ndarray:
+        """The images, under torchvision's name (``CIFAR10.data``)."""
+        return self.images
 
     def __len__(self) -> int:
         return len(self.images)

@@ -13,7 +13,7 @@ and prints each step's command before running it, so any step can be rerun alone
    (``--nnodes M --node-rank R --master-addr HOST``) every node runs the same command with its own rank;
    ``RUN`` must then be on a filesystem all nodes share (rank 0 writes it, every rank resumes from it), and
    node 0 ships and publishes.
-2. **ship** ``python -m eval.release.ship RUN/train --data-dir D --weights RUN/weights`` -- fuse (eq. 9-10),
+2. **ship** ``tdbn-zoo ship RUN/train --data-dir D --weights RUN/weights`` -- fuse (eq. 9-10),
    evaluate unfused and fused on the full test set with the harness, write the checkpoint folder
    ``RUN/weights/TAG`` (model.safetensors, config.json, card with the measured top-1) and record it in
    ``RUN/weights/manifest.json``.
@@ -114,11 +114,21 @@ class Plan:
             return ["tdbn-zoo", *self.train_argv()]
         return [*self.launch.torchrun(), "-m", "eval.cli", *self.train_argv()]
 
+    @property
+    def into_package(self) -> bool:
+        """Whether ``--weights`` names the installed package's own ``weights/`` (asked for explicitly)."""
+        from eval.release.ship import _inside
+        from zoo.manifest import package_weights_dir
+        return _inside(self.weights, package_weights_dir())
+
+    def ship_argv(self) -> list[str]:
+        """``tdbn-zoo ship`` arguments (after the program name)."""
+        return (["ship", str(self.train_dir), *self._data(), "--weights", str(self.weights)]
+                + ([] if self.verify else ["--no-verify"]) + (["--into-package"] if self.into_package else []))
+
     def ship_command(self) -> list[str]:
-        """The ship step as a command line: ``python -m eval.release.ship RUN/train ...``."""
-        return (["python", "-m", "eval.release.ship", str(self.train_dir), *self._data(),
-                 "--weights", str(self.weights)]
-                + ([] if self.verify else ["--no-verify"]))
+        """The ship step as a command line: ``tdbn-zoo ship RUN/train ...``."""
+        return ["tdbn-zoo", *self.ship_argv()]
 
     def publish_argv(self) -> list[str]:
         """The arguments of ``tdbn-zoo publish`` for the shipped checkpoint (with ``--manifest``)."""
@@ -250,12 +260,12 @@ class StepFailed(ZooError, RuntimeError):
 
 
 def run_ship(plan: Plan) -> dict:
-    """Step 2: ``eval.release.ship.ship`` (fuse, full test set, checkpoint folder + card, manifest)."""
+    """Step 2: ``tdbn-zoo ship`` (``eval.release.ship.ship``: fuse, full test set, checkpoint folder + card, manifest)."""
     from eval.release.ship import ship
 
     _say(f"[reproduce] ship: {shlex.join(plan.ship_command())}")
     result = ship(plan.train_dir, str(plan.data_dir) if plan.data_dir is not None else None,
-                  out_weights=plan.weights, verify=plan.verify)
+                  out_weights=plan.weights, into_package=plan.into_package, verify=plan.verify)
     _say(json.dumps(result))
     return result
 

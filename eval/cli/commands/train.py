@@ -123,7 +123,7 @@ def run(args) -> int:
     kw = _model_kwargs(args.model_kw)
     model = zoo.create(args.preset, T=args.T, **kw)
     state = dict(preset=args.preset, dataset=p["dataset"], data_dir=args.data_dir, model_kw=kw,
-                 T=model.T, train_subset=args.train_subset, input_size=args.input_size)
+                 T=model.T, train_subset=args.train_subset, input_size=args.input_size, verified=not args.no_verify)
     trainer = Trainer(model, train_set, test_set, cfg, out_dir=args.out, device=device, extra_state=state)
     history = trainer.fit(resume=args.resume)
     if history and trainer.rank == 0:
