@@ -119,7 +119,7 @@ def test_bench_command(tmp_path, capsys):
     assert "check passed" in text and "ANN floor" in text and "SpikingJelly (multi-step)" not in text
     assert json.loads(out.read_text())["rows"]["zoo"]["peak_train_mib"] is None
     assert main(["bench", "--arch", "resnet18", "--reps", "1"]) == 2
-    assert "unknown architecture" in capsys.readouterr().err
+    assert "unknown model 'resnet18'. Did you mean sresnet19_tdbn" in capsys.readouterr().err
 
 
 def test_saved_for_backward_counts_distinct_activation_storages_by_hand():
@@ -269,3 +269,39 @@ def test_layer_by_layer_build_is_the_zoo_function_saving_more():
     assert rows["zoo"]["saved_for_backward_mib"] < 0.6 * rows["zoo-reference"]["saved_for_backward_mib"]
     assert res["ratios"]["saved_for_backward_vs_layer_by_layer"] == pytest.approx(
         rows["zoo"]["saved_for_backward_mib"] / rows["zoo-reference"]["saved_for_backward_mib"])
+
+
+def test_bench_times_a_checkpoint_with_its_own_weights(tmp_path, capsys):
+    """Any model name: a fused checkpoint folder is timed with its weights, T, classes and channels, and every
+    framework build is made from those weights (the same-function check compares them to the checkpoint's
+    own logits)."""
+    import zoo
+
+    torch.manual_seed(0)
+    model = zoo.create("sresnet19_narrow_tdbn", T=3, num_classes=5, stem_width=4, channels=[4, 4, 8])
+    # a trained checkpoint brings its own norm statistics: calibrate them once, as the runner does for random weights
+    from eval.measure.harness import calibrate_norms
+    calibrate_norms(model, [torch.randn(8, 1, 12, 12) for _ in range(2)])
+    folder = zoo.save_pretrained(model, tmp_path / "ckpt", tag="sresnet19_narrow_tdbn.mine",  # fused
+                                 cfg=dict(input_size=(1, 12, 12), mean=(0.5,), std=(0.5,)))
+    out = tmp_path / "b.json"
+    rc = main(["bench", str(folder), "--input-size", "12", "--batch", "4", "--reps", "1", "--warmup", "0",
+               "--builds", "zoo,snntorch,ann", "--no-memory", "--json", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads(out.read_text())
+    c = res["config"]
+    assert (c["arch"], c["T"], c["num_classes"], c["in_chans"]) == (str(folder), 3, 5, 1)
+    assert res["arch_kwargs"] == {"stem_width": 4, "channels": [4, 4, 8]}
+    assert res["check"]["max_abs_diff"]["snntorch vs zoo (eval)"] < 1e-6
+    # the zoo build is the checkpoint: its logits are the loaded fused model's
+    loaded = zoo.create(f"local-dir:{folder}", pretrained=True).eval()
+    bench_model = reference_model(BenchConfig(**{**TINY, "arch": str(folder), "T": 3, "num_classes": 5,
+                                                 "in_chans": 1, "input_size": 12}))
+    x = torch.randn(4, 1, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(bench_model(x), loaded(x), rtol=1e-4, atol=1e-4)
+    assert "(its weights)" in capsys.readouterr().out
+    assert main(["bench", str(folder), "--width", "0.5"]) == 2
+    assert "--width scales an architecture" in capsys.readouterr().err
+    assert main(["bench", "sresnet19_tdbn", "--model-kw", "width=0.5"]) == 2
+    assert "no model argument 'width'; its arguments are block, layers, channels" in capsys.readouterr().err

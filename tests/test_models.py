@@ -293,3 +293,51 @@ def test_features_only_gives_firing_rate_maps_per_stage():
     pruned = timm.create_model("sresnet34_tdbn", features_only=True, T=1, out_indices=(1, 2))
     assert not hasattr(pruned.model, "layer3") and isinstance(pruned.model.fc, nn.Identity)  # head pruned
     assert [f.shape[1] for f in pruned(torch.randn(2, 3, 64, 64))] == [64, 128]
+
+
+# ---- tdbn-zoo models: every argument and its default, the names --model-kw takes ----------------------------
+def test_models_command_lists_every_argument_with_the_default_create_gives(capsys):
+    import inspect
+    import json as _json
+
+    from eval.cli import main
+    from zoo.spiking_resnet import SpikingResNet
+
+    assert main(["models", "sresnet19_narrow_tdbn", "--json"]) == 0
+    doc = _json.loads(capsys.readouterr().out)
+    names = [k for k in inspect.signature(SpikingResNet.__init__).parameters if k != "self"]
+    assert list(doc["arguments"]) == names  # every argument, in the constructor's order
+    built = zoo.create("sresnet19_narrow_tdbn").model_args  # what zoo.create(arch) really builds
+    for k, v in doc["arguments"].items():
+        assert built[k] == v, k
+    assert doc["tags"]["sresnet19_narrow_tdbn.fashion_mnist_t2"]["model_args"] == {"stem_width": 32}
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"{a}:" in text for a in zoo.ARCH_CFGS) and "sresnet19_tdbn.cifar10_t2" in text
+    assert main(["models", "sresnet19_tdbn"]) == 0
+    assert "stem_width       128" in capsys.readouterr().out
+
+
+def test_an_unknown_model_argument_names_the_valid_ones(tmp_path, capsys):
+    from eval.cli import main
+    from zoo.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=r"no model argument 'width'; its arguments are block, layers, "
+                                                   r"channels, strides, stem_width"):
+        zoo.create("sresnet19_tdbn", width=0.25)
+    assert main(["train", "--preset", "sresnet19_tdbn.cifar10_t2", "--out", str(tmp_path / "r"),
+                 "--model-kw", "width=0.25"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no model argument 'width'" in err[0] and "stem_width" in err[0]
+    assert not (tmp_path / "r").exists()  # refused before any data or model
+
+
+def test_width_means_the_same_in_every_command():
+    """--width scales the architecture's stem and stages, as bench always did, and train/eval take it too."""
+    from eval.bench.runner import BenchConfig, _arch_kwargs
+    from eval.cli.commands._args import model_kwargs
+
+    kw = model_kwargs(["head_hidden=8"], "sresnet19_tdbn", 0.25)
+    assert kw == dict(channels=[32, 64, 128], stem_width=32, head_hidden=8)
+    assert _arch_kwargs(BenchConfig(width=0.25)) == dict(channels=(32, 64, 128), stem_width=32)
+    assert model_kwargs(["stem_width=5"], "sresnet19_tdbn", 0.25)["stem_width"] == 5  # --model-kw wins

@@ -10,12 +10,14 @@ timm wrap it for ``features_only`` (as timm's ``build_model_with_cfg`` loads bef
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 from timm.models import build_model_with_cfg, register_model, resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 
 from .checkpoints import Checkpoint
+from .errors import InvalidArgumentError
 from .naming import arch_tag
 from .pretrained import ADAPTABLE, check_args_fit, find_checkpoint, load_state_dict_into, resolve_tag
 from .spiking_resnet import ARCH_CFGS, SpikingFeatureGraphNet, SpikingResNet
@@ -33,6 +35,45 @@ def _split_cfg(cfg) -> tuple[Any, dict]:
     return {k: v for k, v in cfg.items() if k in known}, {k: v for k, v in cfg.items() if k not in known}
 
 
+# what zoo.create / timm.create_model take besides the model's own arguments
+_LOADING_ARGS = ("pretrained_model_args", "cache_dir", "force_download", "pretrained_cfg", "pretrained_cfg_overlay",
+                 *_FEATURE_ARGS)
+
+
+def model_arguments(arch: str) -> dict[str, Any]:
+    """Every argument of architecture ``arch`` with the value ``zoo.create(arch)`` gives it, in the
+    constructor's order: ``SpikingResNet``'s defaults, the architecture's layout (``ARCH_CFGS``), then its
+    default tag's ``T``, classes, input channels and ``model_args``. Another tag may change some of them."""
+    params = inspect.signature(SpikingResNet.__init__).parameters
+    out = {k: ARCH_CFGS[arch].get(k, p.default) for k, p in params.items() if k != "self"}
+    tag = resolve_tag(arch, None)
+    extras = tag_extras(arch_tag(arch, tag))
+    cfg = resolve_pretrained_cfg(arch, pretrained_cfg=tag)
+    out.update(num_classes=cfg.num_classes, in_chans=cfg.input_size[0], **(extras.get("model_args") or {}))
+    if extras.get("T") is not None:
+        out["T"] = extras["T"]
+    return out
+
+
+def width_args(arch: str, width: float) -> dict[str, Any]:
+    """``stem_width`` and ``channels`` of ``arch`` scaled by ``width`` (each at least 1 channel): the
+    ``--width`` of ``tdbn-zoo train``, ``eval`` and ``bench`` (1 = the paper's)."""
+    if not width > 0:
+        raise InvalidArgumentError(f"width must be > 0, got {width}")
+    a = ARCH_CFGS[arch]
+    scale = lambda c: max(1, int(round(c * width)))  # noqa: E731
+    return dict(channels=[scale(c) for c in a["channels"]], stem_width=scale(a["stem_width"]))
+
+
+def check_model_kwargs(arch: str, kwargs: dict) -> None:
+    """Refuse (InvalidArgumentError) an argument ``arch`` does not take, naming the valid ones."""
+    valid = model_arguments(arch)
+    unknown = [k for k in kwargs if k not in valid and k not in _LOADING_ARGS]
+    if unknown:
+        raise InvalidArgumentError(f"{arch} has no model argument {', '.join(map(repr, unknown))}; its arguments "
+                                   f"are {', '.join(valid)} (defaults: tdbn-zoo models {arch})")
+
+
 def _build_loaded(checkpoint: Checkpoint, explicit: set, **model_args) -> SpikingResNet:
     """Build the model and load the checkpoint into it (called by timm, before any feature wrapping)."""
     model = SpikingResNet(**model_args)
@@ -41,6 +82,7 @@ def _build_loaded(checkpoint: Checkpoint, explicit: set, **model_args) -> Spikin
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
+    check_model_kwargs(variant, kwargs)
     source_args = kwargs.pop("pretrained_model_args", None) or {}
     if pretrained:  # timm copied config.json's arguments (fetched apart from the weights): the checkpoint's own
         for k, v in source_args.items():  # config, from the weights' folder and commit, decides them instead

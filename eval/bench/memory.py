@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from ..measure.profiling import machine_info
-from .runner import (BUILDS, BenchConfig, check_config, check_same_function, make_builds, reference_model,
+from .runner import (BUILDS, BenchConfig, check_config, check_same_function, make_builds, model_text, reference_model,
                      training_forward_saved_bytes)
 
 __all__ = ["AffineFit", "measure_saved_bytes", "memory_budget", "format_memory_budget"]
@@ -126,8 +126,8 @@ def format_memory_budget(res: dict) -> str:
           r["largest_T"]] for r in rows.values()])
     amp = "" if c.get("amp", "off") == "off" else f", under torch.autocast({c['amp']})"
     lines = [f"What {fmt_num(budget)} MiB of activation memory (bytes saved for backward by one training forward; "
-             f"parameters, gradients, optimizer state and workspace not included) buys: {c['arch']} at width "
-             f"x{c['width']}, input {c['in_chans']}x{c['input_size']}x{c['input_size']}{amp}",
+             f"parameters, gradients, optimizer state and workspace not included) buys: {model_text(c)}, "
+             f"input {c['in_chans']}x{c['input_size']}x{c['input_size']}{amp}",
              f"affine fits from batch {c['batch']} and {2 * c['batch']} (T={c['T']}) and T={c['T']} and "
              f"{2 * c['T']} (batch {c['batch']})", "", table, ""]
     z = rows["zoo"]

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ZooError
+from zoo.factory import width_args
 
 from ..measure.harness import calibrate_norms
 from ..measure.metrics import SpikeRecorder
@@ -58,10 +59,14 @@ AMP_MODES: dict[str, torch.dtype | None] = {"off": None, "bf16": torch.bfloat16,
 
 @dataclass
 class BenchConfig:
-    """What to build and how to time it. ``width`` scales every stage's channels and the stem (the default
-    quarter-width ResNet-19 keeps one run within about two minutes on 2 CPU cores)."""
+    """What to build and how to time it. ``arch``: an architecture (random weights, norms calibrated) or any
+    model name ``zoo.create`` loads (``arch.tag``, a checkpoint folder, ``hf-hub:``, ``local-dir:``: its
+    weights, and its T, classes and input channels, :func:`checkpoint_facts`). ``width`` scales an
+    architecture's channels and stem (the default quarter-width ResNet-19 keeps one run within about two
+    minutes on 2 CPU cores); ``model_kw``: further model arguments (``tdbn-zoo models ARCH``)."""
     arch: str = "sresnet19_tdbn"
     width: float = 0.25
+    model_kw: dict = field(default_factory=dict)
     input_size: int = 32
     in_chans: int = 3
     batch: int = 8
@@ -157,26 +162,44 @@ register_build(Build("ann-cl", "ANN floor, channels-last", _channels_last(lambda
 
 
 def _arch_kwargs(cfg: BenchConfig) -> dict:
+    kw = width_args(cfg.arch, cfg.width)
+    return {**dict(kw, channels=tuple(kw["channels"])), **cfg.model_kw}
+
+
+def names_a_model(name: str) -> bool:
+    """Whether ``name`` is a model with weights (``arch.tag``, a folder, a file, ``hf-hub:``, ``local-dir:``)
+    rather than a bare architecture."""
     from zoo import ARCH_CFGS
 
-    if cfg.arch not in ARCH_CFGS:
-        raise ValueError(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCH_CFGS)}")
-    if not cfg.width > 0:
-        raise ValueError(f"width must be > 0, got {cfg.width}")
-    a = ARCH_CFGS[cfg.arch]
-    scale = lambda c: max(1, int(round(c * cfg.width)))  # noqa: E731
-    return dict(channels=tuple(scale(c) for c in a["channels"]), stem_width=scale(a["stem_width"]))
+    return name not in ARCH_CFGS
+
+
+def checkpoint_facts(name: str, **model_kw) -> dict:
+    """``{'T', 'num_classes', 'in_chans', 'input_size'}`` of the model ``name`` loads (its checkpoint's), for
+    a :class:`BenchConfig` that times that model."""
+    import zoo
+
+    model = zoo.create(name, pretrained=True, **model_kw)
+    size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size") or (model.in_chans, 32, 32)
+    return dict(T=model.T, num_classes=model.num_classes, in_chans=model.in_chans, input_size=int(size[-1]))
 
 
 def reference_model(cfg: BenchConfig) -> nn.Module:
-    """The zoo model every build copies: ``cfg.arch`` at ``cfg.width``, norms calibrated on random batches
-    (random init statistics would silence the deeper layers), in eval mode, on ``cfg.device``."""
+    """The zoo model every build copies, in eval mode on ``cfg.device``: ``cfg.arch`` at ``cfg.width`` with
+    norms calibrated on random batches (random init statistics would silence the deeper layers), or the
+    model ``cfg.arch`` names with its weights (a fused checkpoint gets its norms back by ``zoo.unfuse``, which
+    computes the same function in eval mode, so every framework builds the same network)."""
     import zoo
 
     torch.manual_seed(cfg.seed)
+    shape = (max(cfg.batch, 8), cfg.in_chans, cfg.input_size, cfg.input_size)
+    if names_a_model(cfg.arch):
+        model = zoo.create(cfg.arch, pretrained=True, T=cfg.T, neuron=cfg.zoo_neuron, **cfg.model_kw).to(cfg.device)
+        if model.fused:
+            model = zoo.unfuse(model, torch.randn(shape, device=cfg.device))
+        return model.eval()
     model = zoo.create(cfg.arch, T=cfg.T, num_classes=cfg.num_classes, in_chans=cfg.in_chans,
                        neuron=cfg.zoo_neuron, **_arch_kwargs(cfg)).to(cfg.device)
-    shape = (max(cfg.batch, 8), cfg.in_chans, cfg.input_size, cfg.input_size)
     return calibrate_norms(model, [torch.randn(shape, device=cfg.device) for _ in range(2)])
 
 
@@ -388,10 +411,18 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
             for n in names}
     if "load_avg_1min" in machine:
         machine["load_avg_1min_end"] = machine_info(device)["load_avg_1min"]
-    return dict(config=asdict(cfg), arch_kwargs={k: list(v) if isinstance(v, tuple) else v
-                                                 for k, v in _arch_kwargs(cfg).items()},
+    return dict(config=asdict(cfg), arch_kwargs={k: list(model.model_args[k]) if k == "channels" else
+                                                 model.model_args[k] for k in ("stem_width", "channels")},
                 machine=machine, seconds=time.perf_counter() - start, check=check, rows=rows,
                 ratios=_ratios(rows), notes=notes)
+
+
+def model_text(config: dict) -> str:
+    """What was timed, for a table's head: ``arch at width xW`` (random weights) or the model's name (its own
+    weights and widths)."""
+    if names_a_model(config["arch"]):
+        return f"{config['arch']} (its weights)"
+    return f"{config['arch']} at width x{config['width']}"
 
 
 def _ratios(rows: dict) -> dict:
@@ -442,7 +473,7 @@ def format_bench(res: dict) -> str:
           r["peak_train_mib"], rel(r["peak_train_mib"], zoo_mem), r.get("saved_for_backward_mib"),
           rel(r.get("saved_for_backward_mib"), ann.get("saved_for_backward_mib"))] for r in rows.values()])
     a = res["arch_kwargs"]
-    head = (f"{c['arch']} at width x{c['width']} (stem {a['stem_width']}, stages {'-'.join(map(str, a['channels']))}), "
+    head = (f"{model_text(c)} (stem {a['stem_width']}, stages {'-'.join(map(str, a['channels']))}), "
             f"input {c['in_chans']}x{c['input_size']}x{c['input_size']}, batch {c['batch']}, T={c['T']}, "
             f"{c['num_classes']} classes; medians of {c['reps']} interleaved repetitions after {c['warmup']} warm-up"
             + _amp_text(c.get("amp", "off")))
@@ -491,7 +522,7 @@ def format_summary(results: list[dict]) -> str:
     head = ""
     if results:
         c = results[0]["config"]
-        head = (f"{c['arch']} at width x{c['width']}, input {c['in_chans']}x{c['input_size']}x{c['input_size']}, "
+        head = (f"{model_text(c)}, input {c['in_chans']}x{c['input_size']}x{c['input_size']}, "
                 f"batch {c['batch']}; machine: {describe_machine(results[0]['machine'])}\n\n")
     return head + format_table(["T", "AMP", "build", "train step (ms)", "/ ANN", "inference (ms)",
                                 "saved for backward (MiB)", "peak train memory (MiB)"], rows, align="lll" + "r" * 5)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -139,3 +140,48 @@ def writable_file(text: str) -> str:
 def writable_dir(text: str) -> str:
     """argparse ``type=``: an output folder checked writable at parse time (created later by the writer)."""
     return _writable_argtype(text, "dir")
+
+
+# ---- model arguments ------------------------------------------------------------------------------------------
+
+def add_model_arguments(parser) -> None:
+    """``--model-kw KEY=JSON`` (repeatable) and ``--width W``: the model arguments every command that builds a
+    model takes, with the same names (``tdbn-zoo models ARCH`` lists each argument and its default)."""
+    parser.add_argument("--model-kw", action="append", default=[], metavar="KEY=JSON",
+                        help="a model argument, e.g. stem_width=32 or channels='[32, 64, 128]' or norm=bn "
+                             "(repeatable; tdbn-zoo models ARCH lists them with their defaults)")
+    parser.add_argument("--width", type=positive_float, default=None, metavar="W",
+                        help="scale the architecture's stem_width and channels by W (1 = the paper's; "
+                             "--model-kw stem_width/channels win)")
+
+
+def model_kwargs(items: list[str], arch: str | None = None, width: float | None = None) -> dict:
+    """``--model-kw`` words (``KEY=JSON``; a bare word is a string) and ``--width`` -> model arguments; with
+    ``arch`` every key is checked against its arguments (InvalidArgumentError naming the valid ones)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-kw expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare word, e.g. norm=bn
+    if arch is not None:
+        from zoo.factory import check_model_kwargs, width_args
+
+        check_model_kwargs(arch, out)
+        if width is not None:
+            out = {**width_args(arch, width), **out}
+    elif width is not None:
+        raise ValueError("--width scales an architecture (arch or arch.tag); a checkpoint's widths are its own")
+    return out
+
+
+def arch_of(name: str) -> str | None:
+    """The architecture ``name`` names (``arch`` or ``arch.tag``), or None (a checkpoint folder, a file,
+    ``hf-hub:``/``local-dir:``): checked by the model builder itself."""
+    from zoo import ARCH_CFGS
+
+    arch = str(name).split(".")[0]
+    return arch if arch in ARCH_CFGS and "/" not in str(name) else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._args import nonneg_int, positive_float, positive_int, torch_device, writable_file
+from ._args import add_model_arguments, model_kwargs, nonneg_int, positive_float, positive_int, torch_device, writable_file
 
 HELP = ("Time one architecture built several ways (this zoo, SpikingJelly with and without memopt, snnTorch, ANN "
         "floor) after checking they compute the same logits: train step, inference, fused inference, peak "
@@ -13,14 +13,20 @@ HELP = ("Time one architecture built several ways (this zoo, SpikingJelly with a
 
 def add_arguments(parser) -> None:
     d = _Defaults  # eval.bench.runner.BenchConfig's defaults, without importing torch for --help (see run())
-    parser.add_argument("--arch", default=d.arch, help=f"zoo architecture (default {d.arch})")
-    parser.add_argument("--width", type=positive_float, default=d.width,
-                        help=f"channel multiplier of the stem and every stage (default {d.width}; 1 = the paper's)")
-    parser.add_argument("--input-size", type=positive_int, default=d.input_size, help=f"image side (default {d.input_size})")
-    parser.add_argument("--in-chans", type=positive_int, default=d.in_chans)
+    parser.add_argument("model", nargs="?", default=None,
+                        help="the model to time: an architecture (random weights, --width), or any name with "
+                             "weights: arch.tag, a checkpoint folder, hf-hub:owner/name, local-dir:DIR (its "
+                             f"weights, T, classes and input channels; default {d.arch})")
+    parser.add_argument("--arch", default=None, help="the same as MODEL (kept for older scripts)")
+    add_model_arguments(parser)
+    parser.add_argument("--input-size", type=positive_int, default=None,
+                        help=f"image side (default {d.input_size}, or the checkpoint's)")
+    parser.add_argument("--in-chans", type=positive_int, default=None, help=f"default {d.in_chans}, or the checkpoint's")
     parser.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size N (default {d.batch})")
-    parser.add_argument("-T", "--T", dest="T", type=positive_int, default=d.T, help=f"time steps (default {d.T})")
-    parser.add_argument("--num-classes", type=positive_int, default=d.num_classes)
+    parser.add_argument("-T", "--T", dest="T", type=positive_int, default=None,
+                        help=f"time steps (default {d.T}, or the checkpoint's)")
+    parser.add_argument("--num-classes", type=positive_int, default=None, help=f"default {d.num_classes}, or the "
+                        "checkpoint's")
     parser.add_argument("--reps", type=positive_int, default=d.reps, help=f"timed repetitions (default {d.reps})")
     parser.add_argument("--warmup", type=nonneg_int, default=d.warmup, help=f"untimed warm-up rounds (default {d.warmup})")
     parser.add_argument("--device", type=torch_device, default=None, help="cpu or cuda (default: cuda when available)")
@@ -54,13 +60,28 @@ def run(args) -> int:
 
     import torch
 
-    from ...bench.runner import BenchConfig, check_config, format_bench, run_bench
+    from ...bench.runner import BenchConfig, check_config, checkpoint_facts, format_bench, names_a_model, run_bench
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = BenchConfig(arch=args.arch, width=args.width, input_size=args.input_size, in_chans=args.in_chans,
-                      batch=args.batch, T=args.T, num_classes=args.num_classes, reps=args.reps,
+    if args.model and args.arch and args.model != args.arch:
+        raise ValueError(f"name the model once: MODEL {args.model!r} or --arch {args.arch!r}")
+    name = args.model or args.arch or _Defaults.arch
+    shape = dict(T=args.T, num_classes=args.num_classes, in_chans=args.in_chans, input_size=args.input_size)
+    if names_a_model(name):  # a model with weights: its own layout; what the user set explicitly wins
+        if args.width is not None:
+            raise ValueError(f"--width scales an architecture; {name} has its own widths (time the architecture "
+                             f"{name.split('.')[0]} with --width instead)")
+        kw = model_kwargs(args.model_kw)
+        shape = {**checkpoint_facts(name, **kw), **{k: v for k, v in shape.items() if v is not None}}
+        width = _Defaults.width
+    else:
+        kw = model_kwargs(args.model_kw, name)  # --width is applied by the runner, from the architecture
+        width = _Defaults.width if args.width is None else args.width
+        shape = {k: getattr(_Defaults, k) if v is None else v for k, v in shape.items()}
+    cfg = BenchConfig(arch=name, width=width, model_kw=kw, **shape,
+                      batch=args.batch, reps=args.reps,
                       warmup=args.warmup, device=device,
                       builds=tuple(b.strip() for b in args.builds.split(",") if b.strip()),
                       zoo_neuron=args.zoo_neuron, memory=not args.no_memory, seed=args.seed, amp=args.amp)

@@ -5,8 +5,8 @@ import json
 import sys
 from pathlib import Path
 
-from ._args import (nonneg_float, nonneg_int, positive_float, positive_int, torch_device, writable_dir,
-                    writable_file)
+from ._args import (add_model_arguments, arch_of, model_kwargs, nonneg_float, nonneg_int, positive_float,
+                    positive_int, torch_device, writable_dir, writable_file)
 
 HELP = ("Evaluate a model (arch, arch.tag or checkpoint folder) on a dataset: top-1/top-5, firing rates, "
         "synaptic operations, energy, latency and memory.")
@@ -37,6 +37,7 @@ def add_arguments(parser) -> None:
                         help="event recordings whose files do not say their sensor size")
     parser.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes")
     parser.add_argument("--device", type=torch_device, default=None, help="cpu or cuda (default: cuda when available)")
+    add_model_arguments(parser)
     parser.add_argument("--random-weights", action="store_true",
                         help="build the architecture with random weights, its norm statistics calibrated on the "
                              "first --calibrate-batches batches (ops/speed only; accuracy is chance)")
@@ -73,6 +74,7 @@ def run(args) -> int:
             raise ValueError(f"{e}; or an event dataset: dvsgesture[:ROOT], cifar10dvs[:ROOT], events:PATH") from None
         spec = dataset_spec(name)
         extra = dict(num_classes=spec.num_classes, in_chans=spec.in_chans) if args.random_weights else {}
+        extra.update(model_kwargs(args.model_kw, arch_of(args.model), args.width))
         model = load_model(args.model, pretrained=not args.random_weights, arch=args.arch, **extra)
         _check_classes(args.model, model, spec.name, spec.num_classes, exact=True)
         if getattr(model, "in_chans", spec.in_chans) != spec.in_chans:
@@ -91,7 +93,7 @@ def run(args) -> int:
                               max_images=args.max_images, workers=args.workers,
                               energy=EnergyModel(args.e_ac, args.e_mac), speed_batches=args.speed_batches,
                               model_name=model_name, data_name=data_name)
-    label_names = getattr(data, "label_names", None)
+    label_names = getattr(data, "label_names", None) or getattr(data, "classes", None)  # events, images
     plots = []
     if args.plots and label_names and results[0].confusion:
         from ...measure.per_class import plot_confusion

@@ -12,7 +12,7 @@ import os
 
 from eval.train.ranges import TRAIN_FIELD_RANGES
 
-from ._args import positive_int, writable_dir
+from ._args import add_model_arguments, model_kwargs, positive_int, writable_dir
 
 HELP = "Train a spiking ResNet with a paper recipe (resumable, distributed under torchrun)."
 
@@ -36,8 +36,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--schedule", choices=("step", "cosine", "constant"), default=None)
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision even on CUDA")
     parser.add_argument("--T", type=positive_int, default=None, help="time steps (default: the preset's)")
-    parser.add_argument("--model-kw", action="append", default=[], metavar="KEY=JSON",
-                        help="extra model argument, e.g. norm='\"bn\"' or surrogate_width=0.5 (repeatable)")
+    add_model_arguments(parser)
     parser.add_argument("--train-subset", type=positive_int, default=None,
                         help="use only the first N training images")
     parser.add_argument("--input-size", type=positive_int, default=None, metavar="PIXELS",
@@ -49,19 +48,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true")
-
-
-def _model_kwargs(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--model-kw expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value  # a bare word, e.g. norm=bn
-    return out
 
 
 def _device(name: str | None):
@@ -94,6 +80,7 @@ def run(args) -> int:
 
     p = get_preset(args.preset)
     check_run_folder(args.out, args.resume)  # before any data or model is touched
+    kw = model_kwargs(args.model_kw, args.preset.split(".")[0], args.width)
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,7 +107,6 @@ def run(args) -> int:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     torch.manual_seed(cfg.seed)  # the initial weights
-    kw = _model_kwargs(args.model_kw)
     model = zoo.create(args.preset, T=args.T, **kw)
     state = dict(preset=args.preset, dataset=p["dataset"], data_dir=args.data_dir, model_kw=kw,
                  T=model.T, train_subset=args.train_subset, input_size=args.input_size, verified=not args.no_verify)
