@@ -272,7 +272,7 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
             "--out", str(out), "--epochs", "1", "--batch-size", "8", "--no-progress"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["epochs"] == 1 and 0.0 <= result["test_top1"] <= 1.0
+    assert result["epochs"] == 1 and 0.0 <= result["test_top1"] <= 100.0  # percent
     tensors, meta = read_training_checkpoint(out / "last.safetensors")
     assert meta["preset"] == "sresnet19_narrow_tdbn.fashion_mnist_t2" and meta["config"]["batch_size"] == 8
     assert meta["config"]["schedule"] == "cosine" and meta["model_args"]["T"] == 2
@@ -326,9 +326,119 @@ def test_train_report_summarises_accuracy_firing_rate_and_gradients_per_stage(tm
     s = run_summary(tmp_path)
     assert (s["norm"], s["surrogate_width"], s["epochs_done"]) == ("bn", 0.5, 2)
     last = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
-    assert s["val_acc"] == last["val"]["acc"] and s["val_firing_rate"] == last["val"]["firing_rate"]
+    assert s["val_top1"] == last["val"]["top1"] and s["val_firing_rate"] == last["val"]["firing_rate"]
     layer1 = [v for k, v in last["train"]["grad_norm"].items() if k.startswith("layer1.")]
     assert s["grad_last"]["layer1"] == pytest.approx(sum(layer1) / len(layer1))
     assert s["grad_last"]["stem"] == last["train"]["grad_norm"]["conv1.weight"]
     table = markdown([s])
-    assert "| stem | layer1 | layer2 | fc |" in table and f"{100 * s['val_acc']:.2f}%" in table
+    assert "| stem | layer1 | layer2 | fc |" in table and f"{s['val_top1']:.2f}%" in table
+
+
+# --------------------------------------------------------------------------------------------------- talking
+class _SignalAt(torch.utils.data.Dataset):
+    """``tiny_data`` that sends this process ``signum`` when item ``at`` is read (once): a kill arriving mid-run."""
+
+    def __init__(self, data, at: int, signum=signal.SIGTERM):
+        self.data, self.at, self.signum, self.sent = data, at, signum, False
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        if i == self.at and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+        return self.data[i]
+
+
+def _fit(out, train, val, epochs=2, resume=False, schedule="step", **kw):
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=0.1, schedule=schedule, lr_step_epochs=1, progress=False,
+                      **kw)
+    return Trainer(SpikingResNet(**TINY), train, val, cfg, out_dir=out, device="cpu", held_out="test").fit(resume)
+
+
+def test_sigterm_keeps_a_checkpoint_says_so_and_resume_is_exact(tmp_path, capsys):
+    from eval.train.trainer import TrainingInterrupted
+
+    _fit(tmp_path / "ref", tiny_data(24), tiny_data(6, 1))
+    capsys.readouterr()
+    # SIGTERM while the 2nd batch of epoch 1 is loaded (the sampler's order is seeded: find where item 0 falls)
+    order = [i for b in ResumableBatchSampler(24, 8, shuffle=True, seed=0) for i in b]
+    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM at epoch 1/2: checkpoint kept"):
+        _fit(tmp_path / "run", _SignalAt(tiny_data(24), order[9]), tiny_data(6, 1))
+    _, meta = read_training_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert (meta["epoch"], meta["step_in_epoch"]) == (0, 2)  # the step that was running finished, then saved
+    # SIGINT (Ctrl-C) during validation: the epoch's checkpoint was written before validation began
+    with pytest.raises(TrainingInterrupted, match="SIGINT"):
+        _fit(tmp_path / "run", tiny_data(24), _SignalAt(tiny_data(6, 1), 0, signal.SIGINT), resume=True)
+    _, meta = read_training_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert (meta["epoch"], meta["step_in_epoch"], meta["global_step"]) == (1, 0, 3)
+    _fit(tmp_path / "run", tiny_data(24), tiny_data(6, 1), resume=True)
+    a, b = (read_safetensors(tmp_path / r / "model.safetensors") for r in ("ref", "run"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers given back
+
+
+def test_resume_may_move_the_end_of_a_step_schedule_not_of_a_cosine_one(tmp_path):
+    _fit(tmp_path / "ref", tiny_data(16), None, epochs=3)
+    _fit(tmp_path / "run", tiny_data(16), None, epochs=1)
+    _fit(tmp_path / "run", tiny_data(16), None, epochs=3, resume=True)  # the end moved: the same run
+    a, b = (read_safetensors(tmp_path / r / "model.safetensors") for r in ("ref", "run"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match=r"epochs: 3 -> 2 \(3 epoch\(s\) are already trained"):
+        _fit(tmp_path / "run", tiny_data(16), None, epochs=2, resume=True)
+    _fit(tmp_path / "cos", tiny_data(16), None, epochs=1, schedule="cosine")
+    with pytest.raises(ValueError, match="cosine schedule spans the whole run"):
+        _fit(tmp_path / "cos", tiny_data(16), None, epochs=2, schedule="cosine", resume=True)
+
+
+def test_startup_summary_and_epoch_lines_name_their_split(tmp_path, capsys):
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.1, progress=True, save_every_steps=2)
+    Trainer(SpikingResNet(**TINY), tiny_data(24), tiny_data(6, 1), cfg, out_dir=tmp_path, device="cpu",
+            held_out="val").fit()
+    err = capsys.readouterr().err
+    params = sum(p.numel() for p in SpikingResNet(**TINY).parameters())
+    assert (f"train: SpikingResNet, {params:,} parameters, T=2; 24 training images, 6 val images; batch 8, 3 steps "
+            f"per epoch, epochs 1-1 of 1; device cpu; checkpoint every 2 steps and every epoch to "
+            f"{tmp_path / 'last.safetensors'}") in err
+    line = next(ln for ln in err.splitlines() if ln.startswith("epoch 1/1: "))
+    assert "train top-1 " in line and "train firing rate" in line and "val top-1 " in line and "val firing rate" in line
+    rec = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"epoch"' in l][-1]
+    assert rec["held_out"] == "val" and 0 <= rec["val"]["top1"] <= 100 and "acc" not in rec["val"]
+    assert f"val top-1 {rec['val']['top1']:.2f}%" in line
+
+
+def test_stratified_split_holds_out_each_class_in_proportion_with_a_seed():
+    from eval.train.datasets import stratified_split
+
+    labels = [0] * 50 + [1] * 30 + [2] * 20
+    train, val = stratified_split(labels, 0.2, seed=3)
+    assert sorted(train + val) == list(range(100)) and not set(train) & set(val)
+    assert [sum(labels[i] == c for i in val) for c in range(3)] == [10, 6, 4]
+    assert stratified_split(labels, 0.2, seed=3) == (train, val) and stratified_split(labels, 0.2, seed=4)[1] != val
+
+
+def test_train_val_fraction_validates_on_training_images_and_tests_once(tmp_path, capsys):
+    from eval.cli import main
+    from test_data import write_cifar10
+
+    write_cifar10(tmp_path / "data", per_batch=6)  # 30 training, 6 test images
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "sresnet19_tdbn.cifar10_t2", "--data-dir", str(tmp_path / "data"), "--out",
+                 str(out), "--epochs", "1", "--batch-size", "6", "--no-verify", "--no-progress", "--input-size",
+                 "8", "--val-fraction", "0.2", "--model-kw", "stem_width=4", "--model-kw", "channels=[4,4,4]",
+                 "--model-kw", "head_hidden=4"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) >= {"val_top1", "val_firing_rate", "test_top1", "test_firing_rate"}
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    epoch = next(r for r in records if r["kind"] == "epoch")
+    test = next(r for r in records if r["kind"] == "test")
+    # classes 0..9 hold 1, 2, 3, 4, 5, 5, 4, 3, 2, 1 training images: 20% rounds to one of each class that has
+    # two or more (a class of one stays in training)
+    assert epoch["held_out"] == "val" and epoch["val"]["n"] == 8
+    assert test["test"]["n"] == 6 and result["test_top1"] == test["test"]["top1"]
+    _, meta = read_training_checkpoint(out / "last.safetensors")
+    assert (meta["train_samples"], meta["val_images"], meta["val_fraction"]) == (22, 8, 0.2)

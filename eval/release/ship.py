@@ -110,14 +110,14 @@ def describe_data(meta: dict, test_images: int, test_verified: bool) -> dict:
 
     name = meta["dataset"]
     spec = dataset_spec(name) if name.replace("-1k", "") in DATASETS or name in DATASETS else None
-    train_n = meta.get("train_samples")
-    if meta.get("val_fraction") and train_n is not None:
-        train_n = int(meta.get("train_images", train_n))
+    val_n = int(meta.get("val_images") or 0)  # train --val-fraction: held out of the training images given
+    train_n = meta.get("train_samples") + val_n if meta.get("train_samples") is not None else None
     complete = spec is not None and spec.sizes is not None and not meta.get("train_subset") \
-        and (train_n, test_images) == (spec.sizes[0] - meta.get("val_images", 0), spec.sizes[1])
+        and (train_n, test_images) == tuple(spec.sizes)
     verified = meta.get("verified", True) and test_verified
     official = bool(complete and verified)
-    counts = f"{train_n if train_n is not None else 'an unrecorded number of'} training and {test_images} test images"
+    counts = (f"{train_n if train_n is not None else 'an unrecorded number of'} training "
+              f"{f'({val_n} of them held out for validation) ' if val_n else ''}and {test_images} test images")
     if official:
         note = f"the official {name} release ({counts})"
     else:

@@ -40,9 +40,9 @@ def run_summary(run: str | Path) -> dict:
 
     args = meta.get("model_args") or {}
     return dict(run=str(run), norm=args.get("norm"), surrogate_width=args.get("surrogate_width"),
-                epochs_done=max(epochs), epochs=meta["config"]["epochs"], val_acc=last["val"].get("acc"),
+                epochs_done=max(epochs), epochs=meta["config"]["epochs"], val_top1=last["val"].get("top1"),
                 val_firing_rate=last["val"].get("firing_rate"), train_firing_rate=last["train"]["firing_rate"],
-                best_val_acc=max(r["val"].get("acc", 0.0) for r in epochs.values()),
+                best_val_top1=max(r["val"].get("top1", 0.0) for r in epochs.values()),
                 grad_first=per_stage(first), grad_last=per_stage(last),
                 seconds=sum(r["seconds"] for r in epochs.values()))
 
@@ -51,11 +51,11 @@ def markdown(summaries: list[dict]) -> str:
     """Markdown tables of :func:`run_summary` results: one row per run, then gradient norms per stage."""
     order = {"stem": 0, "head_fc": 2, "fc": 3}  # stem, layer1..K, head: input to output
     stages = sorted({k for s in summaries for k in s["grad_last"]}, key=lambda k: (order.get(k, 1), k))
-    head = ["run", "norm", "surrogate width", "epochs", "test acc (last)", "test firing rate", "train s"]
+    head = ["run", "norm", "surrogate width", "epochs", "held-out top-1 (last)", "held-out firing rate", "train s"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summaries:
         rows.append(f"| `{s['run']}` | {s['norm']} | {s['surrogate_width']} | {s['epochs_done']}/{s['epochs']} | "
-                    f"{100 * s['val_acc']:.2f}% | {s['val_firing_rate']:.4f} | {s['seconds']:.0f} |")
+                    f"{s['val_top1']:.2f}% | {s['val_firing_rate']:.4f} | {s['seconds']:.0f} |")
     out = ["\n".join(rows), ""]
     for when in ("first", "last"):
         ghead = ["run"] + stages

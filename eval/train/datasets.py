@@ -3,9 +3,35 @@ dataset, its normalisation and augmentation, seeded per image so ``--resume`` is
 from __future__ import annotations
 
 
+def stratified_split(labels, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(train indices, held-out indices)``: ``round(fraction * n_c)`` images of each class ``c`` (at least one
+    where the class has two or more), drawn by a generator seeded with ``seed``, held out; both lists sorted.
+    The same labels, fraction and seed give the same split (a resumed run validates on the same images)."""
+    import numpy as np
+
+    from zoo.errors import InvalidArgumentError
+
+    if not 0 < fraction < 1:
+        raise InvalidArgumentError(f"--val-fraction must lie strictly between 0 and 1, got {fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = min(len(idx) - 1, max(1, int(round(fraction * len(idx))))) if len(idx) > 1 else 0
+        held += rng.permutation(idx)[:k].tolist()
+    held_set = set(held)
+    if not held:
+        raise InvalidArgumentError(f"--val-fraction {fraction} holds out no image of {len(labels)}: use a larger "
+                                   f"fraction or more training images")
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
 def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None, *,
-                   input_size: int | None = None, verify: bool = True):
-    """``(train, test)`` datasets of a preset from local files (``eval.data.images``; nothing is downloaded).
+                   input_size: int | None = None, verify: bool = True, val_fraction: float | None = None):
+    """``(train, test)`` datasets of a preset from local files (``eval.data.images``; nothing is downloaded),
+    or ``(train, val, test)`` with ``val_fraction``: that part of the training set (after ``train_subset``)
+    held out, stratified by class and seeded by ``seed`` (:func:`stratified_split`), with evaluation transforms.
 
     Every dataset gets ``eval.data.images.build_transform``'s pipeline (the preset's crop padding and flip) through
     :class:`eval.train.sampling.SeededAugment`, which draws each image's crop and flip from ``(seed, epoch,
@@ -35,9 +61,16 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
             bases[split].transform = None
     norm = dict(mean=preset["mean"], std=preset["std"], input_size=input_size)
     augment = build_transform(name, train=True, pad=preset["pad"], hflip=preset["hflip"], **norm)
-    train = SeededAugment(first(bases["train"]), augment, seed=seed)
-    test = SeededAugment(bases["test"], build_transform(name, **norm), train=False)
-    return train, test
+    evaluate = build_transform(name, **norm)
+    test = SeededAugment(bases["test"], evaluate, train=False)
+    pool = first(bases["train"])
+    if not val_fraction:
+        return SeededAugment(pool, augment, seed=seed), test
+    labels = bases["train"].targets[:len(pool)]
+    train_idx, val_idx = stratified_split(labels, val_fraction, seed)
+    subset = torch.utils.data.Subset
+    return (SeededAugment(subset(pool, train_idx), augment, seed=seed),
+            SeededAugment(subset(pool, val_idx), evaluate, train=False), test)
 
 
 def build_event_datasets(preset: dict, root: str | None, T: int, train_subset: int | None = None):

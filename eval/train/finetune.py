@@ -99,6 +99,6 @@ def finetune(model: nn.Module, train_data, test_data, cfg: TrainConfig, out_dir,
     trainer = Trainer(model, train_loader, test_loader, cfg, out_dir=out_dir, device=device, extra_state=state)
     history = trainer.fit(resume=resume)
     final = trainer.evaluate() if test_loader is not None else {}
-    return dict(model=model, test_top1=final.get("acc"), test_loss=final.get("loss"), test_n=final.get("n"),
+    return dict(model=model, test_top1=final.get("top1"), test_loss=final.get("loss"), test_n=final.get("n"),
                 firing_rate=final.get("firing_rate"), frozen=frozen, epochs=trainer.epoch,
                 trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad), history=history)

@@ -16,9 +16,17 @@ Python API (what ``tdbn-zoo train`` and ``tdbn-zoo finetune`` call)::
   ``set_epoch(epoch)`` (e.g. :class:`SeededAugment`) are told the epoch.
 - Loss: cross-entropy on the time-averaged output (eq. 11-13), i.e. on ``model(x)``.
 - Every epoch (and every ``save_every_steps`` steps) ``out_dir/last.safetensors`` is written atomically
-  (format: ``eval.train.checkpoint``); ``out_dir/metrics.jsonl`` gets one JSON line per log interval and
-  per epoch (loss, accuracy, firing rate, images/s, lr, per-layer gradient norms, validation); at the end
+  (format: ``eval.train.checkpoint``), the epoch's checkpoint *before* validation, so a kill during validation
+  loses no training; ``out_dir/metrics.jsonl`` gets one JSON line per log interval and per epoch (loss, top-1
+  in percent, firing rate, images/s, lr, per-layer gradient norms; the held-out figures under ``val``, with
+  ``held_out`` naming the split: ``'val'``, a part of the training set, or ``'test'``); at the end
   ``out_dir/model.safetensors`` holds the trained (unfused) weights with the model's arguments in its header.
+- It talks: a start-up summary (images, batch, steps per epoch, parameters, device), a tqdm bar on a terminal
+  and a plain line every 10 s otherwise, one line per epoch. SIGTERM or SIGINT (Ctrl-C) stop it after the
+  running step: the checkpoint is written, a line says where, and :class:`TrainingInterrupted` is raised
+  (``--resume`` continues exactly). A second Ctrl-C stops at once.
+- A resume may move the end (``epochs``) of a ``step`` or ``constant`` schedule (not below the epochs done);
+  the cosine schedule spans the whole run, so its end cannot move.
 - Under ``torchrun`` (``torch.distributed`` initialised) the model's tdBN layers are synchronised
   (``adapters.convert_sync_tdbn``) and wrapped in DistributedDataParallel; rank 0 writes files.
 - Mixed precision (``torch.autocast`` + GradScaler) when the device is CUDA and ``cfg.amp``.
@@ -28,7 +36,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +59,42 @@ from .sampling import ResumableBatchSampler
 SCHEDULES = ("step", "cosine", "constant")
 CHECKPOINT_NAME = "last.safetensors"
 # fields that change the trajectory: a resume with other values would not continue the same run
-_TRAJECTORY_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_step_epochs",
+# ("epochs" too, except that a step or constant schedule may move its end: Trainer.resume)
+_TRAJECTORY_FIELDS = ("batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_step_epochs",
                       "lr_gamma", "seed", "amp", "max_steps_per_epoch", "grad_clip")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by SIGTERM or SIGINT after the checkpoint was written (the message says where)."""
+
+
+class _StopSignals:
+    """While active (main thread only), SIGTERM and SIGINT set ``self.name`` instead of killing the run, so the
+    loop stops after the running step with a checkpoint; a second SIGINT raises KeyboardInterrupt at once."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self):
+        self.name: str | None = None
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.name == "SIGINT" and name == "SIGINT":
+            raise KeyboardInterrupt
+        self.name = name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for n in self.SIGNALS:
+                if hasattr(signal, n):
+                    self._old[n] = signal.signal(getattr(signal, n), self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for n, old in self._old.items():
+            signal.signal(getattr(signal, n), old)
+        self._old = {}
 
 
 @dataclass
@@ -119,8 +163,10 @@ class Trainer:
 
     def __init__(self, model: nn.Module, train_data, val_data=None, cfg: TrainConfig | None = None,
                  out_dir: str | Path | None = None, device: str | torch.device | None = None,
-                 extra_state: dict | None = None):
+                 extra_state: dict | None = None, held_out: str = "val"):
         self.cfg = cfg or TrainConfig()
+        self.held_out = held_out  # which split val_data is: 'val' (held out of training) or 'test'
+        self.stop = _StopSignals()
         self.rank, self.world = _dist()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -237,6 +283,8 @@ class Trainer:
         saved = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         changed = [f"{k}: {saved.get(k)!r} -> {getattr(self.cfg, k)!r}" for k in _TRAJECTORY_FIELDS
                    if k in saved and saved[k] != getattr(self.cfg, k)]
+        if "epochs" in saved and saved["epochs"] != self.cfg.epochs:
+            changed += self._epochs_change(saved, meta)
         now = json.loads(json.dumps(self._state()))  # as JSON stores it (tuples -> lists)
         changed += [f"{k}: {meta[k]!r} -> {now[k]!r}" for k in ("model_args", "train_samples")
                     if meta.get(k) is not None and meta[k] != now[k]]
@@ -250,6 +298,55 @@ class Trainer:
         self.saved_step = self.global_step
         self._resumed_sums = meta.get("epoch_sums")
         return True
+
+    def _epochs_change(self, saved: dict, meta: dict) -> list[str]:
+        """``[]`` when the run's end may move from ``saved['epochs']`` to ``cfg.epochs`` (a step or constant
+        schedule does not depend on it, and no more epochs were trained than the new end); else why not."""
+        old, new = saved["epochs"], self.cfg.epochs
+        if self.cfg.schedule == "cosine":
+            return [f"epochs: {old} -> {new} (the cosine schedule spans the whole run, so every step's learning "
+                    f"rate would change)"]
+        done = meta["epoch"] + (1 if meta.get("step_in_epoch") else 0)
+        if new < done:
+            return [f"epochs: {old} -> {new} ({done} epoch(s) are already trained or started)"]
+        self._say(f"resume: the run now ends after epoch {new} (was {old})")
+        return []
+
+    def _say(self, line: str) -> None:
+        """A line for the person watching (rank 0, stderr), unless ``cfg.progress is None``."""
+        if self.rank == 0 and self.cfg.progress is not None:
+            print(line, file=sys.stderr, flush=True)
+
+    def summary(self) -> str:
+        """The start-up line: what is trained on what, how (batch, steps, epochs), where it is saved."""
+        data = getattr(self.train_loader, "dataset", None)
+        held = getattr(self.val_loader, "dataset", None) if self.val_loader is not None else None
+        n_train = f"{len(data):,} training images" if hasattr(data, "__len__") else "training data"
+        n_held = (f"{len(held):,} {self.held_out} images" if hasattr(held, "__len__") else "no held-out data"
+                  if self.val_loader is None else f"{self.held_out} data")
+        params = sum(p.numel() for p in self.model.parameters())
+        arch = (getattr(self.model, "pretrained_cfg", None) or {}).get("architecture", type(self.model).__name__)
+        per = f" ({self.cfg.batch_size // self.world} per process x {self.world})" if self.world > 1 else ""
+        saves = f"every {self.cfg.save_every_steps} steps and " if self.cfg.save_every_steps else ""
+        where = f"{saves}every epoch to {self.checkpoint_path}" if self.checkpoint_path else "no checkpoint"
+        return (f"train: {arch}, {params:,} parameters, T={getattr(self.model, 'T', '?')}; {n_train}, {n_held}; "
+                f"batch {self.cfg.batch_size}{per}, {self.steps_per_epoch()} steps per epoch, epochs "
+                f"{self.epoch + 1}-{self.cfg.epochs} of {self.cfg.epochs}; device {self.device}"
+                f"{' (mixed precision)' if self.use_amp else ''}; checkpoint {where}")
+
+    def _stop_if_asked(self) -> None:
+        """After a step (or validation): on SIGTERM/SIGINT, write the checkpoint (unless this state is already
+        on disk), say where, and raise :class:`TrainingInterrupted`."""
+        if self.stop.name is None:
+            return
+        if self.saved_step != self.global_step:
+            self.save()
+        where = (f"checkpoint kept: {self.checkpoint_path} (global step {self.global_step}: {self.epoch} epoch(s) "
+                 f"and {self.step_in_epoch} step(s) done); continue exactly with the same command and --resume"
+                 if self.checkpoint_path else "no output folder: nothing kept")
+        message = f"stopped by {self.stop.name} at epoch {self.epoch + 1}/{self.cfg.epochs}: {where}"
+        self._say(message)
+        raise TrainingInterrupted(message)
 
     # loop --------------------------------------------------------------------------------------------------
     def _prepare_out_dir(self, resume: bool) -> None:
@@ -380,24 +477,26 @@ class Trainer:
                     if not (self.use_amp or math.isfinite(loss_s)):  # (AMP: the GradScaler skips overflows)
                         self._diverged(f"expected a finite training loss, got {loss_s / cnt}")
                     rec = dict(kind="train_step", epoch=self.epoch, step=self.step_in_epoch,
-                               global_step=self.global_step, lr=lr, loss=loss_s / cnt, acc=corr / cnt,
+                               global_step=self.global_step, lr=lr, loss=loss_s / cnt, top1=100 * corr / cnt,
                                firing_rate=spk / max(slt, 1), images_per_s=seen / (time.perf_counter() - t0))
                     self._log(rec)
-                if bar.bar is not None and log_now:  # this process's running figures, at log steps
+                if bar.bar is not None:  # tqdm redraws at most every mininterval; figures at log steps
                     bar.update(self.step_in_epoch, dict(
-                        loss=totals["loss"] / totals["n"], acc=totals["correct"] / totals["n"],
+                        loss=totals["loss"] / totals["n"], top1=100 * totals["correct"] / totals["n"],
                         firing_rate=totals["spikes"] / max(totals["slots"], 1),
-                        images_per_s=seen / (time.perf_counter() - t0)))
+                        images_per_s=seen / (time.perf_counter() - t0)) if log_now else None)
                 bar.tick(self.step_in_epoch, seen / (time.perf_counter() - t0))
                 if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0 \
                         and self.step_in_epoch < steps:
                     self.save()
+                if self.step_in_epoch < steps:  # (at the epoch's end fit() saves first, then stops)
+                    self._stop_if_asked()
         finally:
             bar.close()
             if isinstance(sampler, ResumableBatchSampler):
                 sampler.start_batch = 0
         loss_s, corr, cnt, spk, slt = self._reduce(*totals.values())
-        out = dict(loss=loss_s / max(cnt, 1), acc=corr / max(cnt, 1), firing_rate=spk / max(slt, 1),
+        out = dict(loss=loss_s / max(cnt, 1), top1=100 * corr / max(cnt, 1), firing_rate=spk / max(slt, 1),
                    images_per_s=seen / max(time.perf_counter() - t0, 1e-9))
         if sums["grad_count"]:
             out["grad_norm"] = {k: v / sums["grad_count"] for k, v in grad_sums.items()}
@@ -405,7 +504,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader=None) -> dict:
-        """Top-1 accuracy, loss and firing rate of the model on ``loader`` (default: the validation data)."""
+        """``{'loss', 'top1' (percent), 'firing_rate', 'n'}`` of the model on ``loader`` (default: the held-out
+        data; a Dataset is batched like the held-out data)."""
+        if loader is not None and not isinstance(loader, DataLoader):
+            loader = self._loader(loader, shuffle=False)
         loader = loader if loader is not None else self.val_loader
         if loader is None:
             return {}
@@ -421,31 +523,41 @@ class Trainer:
             cnt += len(y)
         spikes, slots = self.spike_counter.take()
         loss_s, corr, cnt, spikes, slots = self._reduce(loss_s, corr, cnt, spikes, slots)
-        return dict(loss=loss_s / max(cnt, 1), acc=corr / max(cnt, 1), firing_rate=spikes / max(slots, 1), n=int(cnt))
+        return dict(loss=loss_s / max(cnt, 1), top1=100 * corr / max(cnt, 1), firing_rate=spikes / max(slots, 1),
+                    n=int(cnt))
 
     def fit(self, resume: bool = False) -> list[dict]:
         """Train to ``cfg.epochs``; with ``resume`` continue from ``out_dir/last.safetensors`` when present.
-        Returns the epoch records (also appended to ``metrics.jsonl``)."""
+        Returns the epoch records (also appended to ``metrics.jsonl``). SIGTERM/SIGINT: see the module
+        docstring (raises :class:`TrainingInterrupted` after the checkpoint)."""
         self._prepare_out_dir(resume)
         if resume and self.resume():
             self._truncate_metrics()
             self._log(dict(kind="resume", epoch=self.epoch, step=self.step_in_epoch, global_step=self.global_step))
+            self._say(f"resume: {self.checkpoint_path} at epoch {self.epoch + 1}, step {self.step_in_epoch} "
+                      f"(global step {self.global_step})")
+        self._say(self.summary())
         history = []
-        while self.epoch < self.cfg.epochs:
-            t0 = time.perf_counter()
-            train = self.train_epoch()
-            self.epoch += 1
-            self.step_in_epoch = 0
-            self.save()
-            val = self.evaluate()
-            rec = dict(kind="epoch", epoch=self.epoch, global_step=self.global_step, seconds=time.perf_counter() - t0,
-                       train=train, val=val)
-            self._log(rec)
-            history.append(rec)
-            if self.rank == 0 and self.cfg.progress is not None:
-                v = f", val acc {val['acc']:.4f}" if val else ""
-                print(f"epoch {self.epoch}/{self.cfg.epochs}: loss {train['loss']:.4f}, acc {train['acc']:.4f}, "
-                      f"firing rate {train['firing_rate']:.3f}{v} ({rec['seconds']:.0f} s)", file=sys.stderr, flush=True)
+        with self.stop:
+            self._stop_if_asked()
+            while self.epoch < self.cfg.epochs:
+                t0 = time.perf_counter()
+                train = self.train_epoch()
+                self.epoch += 1
+                self.step_in_epoch = 0
+                self.save()  # before validation: a kill while validating loses no training
+                self._stop_if_asked()
+                val = self.evaluate()
+                rec = dict(kind="epoch", epoch=self.epoch, global_step=self.global_step,
+                           seconds=time.perf_counter() - t0, train=train, val=val, held_out=self.held_out)
+                self._log(rec)
+                history.append(rec)
+                v = (f"; {self.held_out} top-1 {val['top1']:.2f}%, {self.held_out} firing rate "
+                     f"{val['firing_rate']:.3f}" if val else "")
+                self._say(f"epoch {self.epoch}/{self.cfg.epochs}: train loss {train['loss']:.4f}, train top-1 "
+                          f"{train['top1']:.2f}%, train firing rate {train['firing_rate']:.3f}{v} "
+                          f"({rec['seconds']:.0f} s)")
+                self._stop_if_asked()
         if self.rank == 0 and self.out_dir is not None:
             self.save_model(self.out_dir / "model.safetensors")
         return history
@@ -478,7 +590,10 @@ class _Progress:
         self.lines = enabled and not self.stream.isatty()
         if enabled and not self.lines:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True)
+            # disable=None: tqdm itself turns off where the stream is no terminal; mininterval: redraws at
+            # most once a second however fast the steps are
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True,
+                            file=self.stream, disable=None, mininterval=1.0)
         self.last = initial
         self.t_start = self.t_line = clock()
         self.first = initial  # steps done before this process started the epoch (resume): not in the rate
@@ -495,13 +610,15 @@ class _Progress:
         print(f"{self.desc}: step {step}/{self.total}, {images_per_s:.1f} images/s, ETA {_duration(eta)}",
               file=self.stream, flush=True)
 
-    def update(self, step: int, rec: dict) -> None:
+    def update(self, step: int, rec: dict | None = None) -> None:
+        """Advance the bar to ``step``; ``rec`` (running loss, top-1 %, firing rate, images/s) sets its figures."""
         if self.bar is None:
             return
+        if rec is not None:
+            self.bar.set_postfix(loss=f"{rec['loss']:.3f}", top1=f"{rec['top1']:.1f}%",
+                                 fr=f"{rec['firing_rate']:.3f}", img_s=f"{rec['images_per_s']:.0f}", refresh=False)
         self.bar.update(step - self.last)
         self.last = step
-        self.bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.3f}", fr=f"{rec['firing_rate']:.3f}",
-                             img_s=f"{rec['images_per_s']:.0f}")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from eval.train.ranges import TRAIN_FIELD_RANGES
+from eval.train.ranges import TRAIN_FIELD_RANGES, NumberRange
 
 from ._args import add_model_arguments, model_kwargs, positive_int, writable_dir
 
@@ -39,6 +39,11 @@ def add_arguments(parser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--train-subset", type=positive_int, default=None,
                         help="use only the first N training images")
+    parser.add_argument("--val-fraction", type=NumberRange(float, 0, 1, open_low=True, open_high=True).argtype,
+                        default=None, metavar="F",
+                        help="hold out this part of the training set (0 < F < 1; stratified by class, seeded by "
+                             "--seed) and validate on it every epoch; the test set is then measured once, at the "
+                             "end (default: validate on the test set)")
     parser.add_argument("--input-size", type=positive_int, default=None, metavar="PIXELS",
                         help="static images: train and test at this side instead of the dataset's (e.g. a quick "
                              "run); recorded in the run, eval.release.ship evaluates at it")
@@ -77,6 +82,7 @@ def run(args) -> int:
     from eval.train.datasets import build_datasets, build_event_datasets
     from eval.train.presets import get_preset
     from eval.train.trainer import Trainer, check_run_folder
+    from zoo.errors import InvalidArgumentError
 
     p = get_preset(args.preset)
     check_run_folder(args.out, args.resume)  # before any data or model is touched
@@ -97,10 +103,15 @@ def run(args) -> int:
 
     from eval.data.events.datasets import is_tonic_name
     if is_tonic_name(p["dataset"]):  # dvs-gesture, cifar10-dvs: the paper's event pipeline
+        if args.val_fraction:
+            raise InvalidArgumentError("--val-fraction is for image datasets; the event presets validate on their "
+                                       "test split")
         train_set, test_set = build_event_datasets(p, args.data_dir, args.T or p["T"], args.train_subset)
+        val_set = None
     else:
-        train_set, test_set = build_datasets(p, args.data_dir, cfg.seed, args.train_subset,
-                                             input_size=args.input_size, verify=not args.no_verify)
+        sets = build_datasets(p, args.data_dir, cfg.seed, args.train_subset, input_size=args.input_size,
+                              verify=not args.no_verify, val_fraction=args.val_fraction)
+        train_set, val_set, test_set = sets if len(sets) == 3 else (sets[0], None, sets[1])
 
     if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -110,12 +121,22 @@ def run(args) -> int:
     model = zoo.create(args.preset, T=args.T, **kw)
     state = dict(preset=args.preset, dataset=p["dataset"], data_dir=args.data_dir, model_kw=kw,
                  T=model.T, train_subset=args.train_subset, input_size=args.input_size, verified=not args.no_verify)
-    trainer = Trainer(model, train_set, test_set, cfg, out_dir=args.out, device=device, extra_state=state)
+    if val_set is not None:
+        state.update(val_fraction=args.val_fraction, val_images=len(val_set))
+    trainer = Trainer(model, train_set, val_set if val_set is not None else test_set, cfg, out_dir=args.out,
+                      device=device, extra_state=state, held_out="val" if val_set is not None else "test")
     history = trainer.fit(resume=args.resume)
     if history and trainer.rank == 0:
         last = history[-1]
-        print(json.dumps(dict(preset=args.preset, epochs=last["epoch"], test_top1=last["val"].get("acc"),
-                              firing_rate=last["val"].get("firing_rate"), out=args.out)))
+        result = dict(preset=args.preset, epochs=last["epoch"])
+        if val_set is not None:  # the test set, touched once, at the end
+            test = trainer.evaluate(test_set)
+            trainer._log(dict(kind="test", epoch=last["epoch"], global_step=trainer.global_step, test=test))
+            result.update(val_top1=last["val"].get("top1"), val_firing_rate=last["val"].get("firing_rate"))
+        else:
+            test = last["val"]
+        result.update(test_top1=test.get("top1"), test_firing_rate=test.get("firing_rate"), out=args.out)
+        print(json.dumps(result))
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
