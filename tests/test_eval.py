@@ -240,3 +240,41 @@ def test_encoding_layer_counts_as_macs_whatever_the_batch_holds():
         per_batch.append((stem.input, stem.acs, stem.macs))
     expected_macs = 2 * 3 * 8 * 8 * 8 * conv_fan_in(model.conv1)  # T*N * out elements * fan-in
     assert per_batch == [("real", 0, expected_macs)] * 2
+
+
+def test_eval_on_your_own_image_folder_gives_per_class_accuracy_and_confusion(tmp_path, capsys):
+    """--data folder:PATH (torchvision ImageFolder layout): read with the checkpoint's channels, side and
+    normalisation; per-class accuracy and the confusion matrix equal a hand count of the model's predictions."""
+    from PIL import Image
+
+    colours = {"dark": [(20, 20, 20), (40, 30, 20)], "light": [(230, 230, 230), (200, 220, 240), (250, 240, 230)]}
+    for name, rgbs in colours.items():
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i, rgb in enumerate(rgbs):
+            Image.new("RGB", (20, 14), rgb).save(tmp_path / "imgs" / name / f"{i}.png")
+    torch.manual_seed(0)
+    model = zoo.create("sresnet19_narrow_tdbn", num_classes=2, stem_width=4, channels=[4, 4, 8], head_hidden=8)
+    calibrate_norms(model, [torch.randn(8, 1, 12, 12) for _ in range(2)])
+    folder = zoo.save_pretrained(model, tmp_path / "ckpt", tag="sresnet19_narrow_tdbn.mine",
+                                 cfg=dict(input_size=(1, 12, 12), mean=(0.5,), std=(0.25,)))
+    out = tmp_path / "plots"
+    assert main(["eval", str(folder), "--data", f"folder:{tmp_path / 'imgs'}", "--json", "-", "--plots", str(out),
+                 "--speed-batches", "0"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    # by hand: grey level of each flat image (PIL's L conversion), normalised, at 12x12
+    loaded = zoo.create(f"local-dir:{folder}", pretrained=True).eval()
+    confusion = [[0, 0], [0, 0]]
+    for label, rgbs in enumerate(colours.values()):
+        for r, g, b in rgbs:
+            grey = (r * 299 + g * 587 + b * 114) // 1000  # ITU-R 601-2 luma, as PIL's convert("L")
+            x = torch.full((1, 1, 12, 12), (grey / 255 - 0.5) / 0.25)
+            with torch.no_grad():
+                confusion[label][int(loaded(x).argmax(1))] += 1
+    assert doc["label_names"] == ["dark", "light"]
+    assert doc["results"][0]["confusion"] == confusion
+    rows = doc["per_class"][0]
+    assert [(r["name"], r["samples"], r["correct"]) for r in rows] == [
+        ("dark", 2, confusion[0][0]), ("light", 3, confusion[1][1])]
+    assert (out / "confusion.png").stat().st_size > 0
+    assert main(["eval", str(folder), "--data", f"folder:{tmp_path / 'none'}"]) == 2
+    assert "no such folder" in capsys.readouterr().err

@@ -91,3 +91,29 @@ def test_python_m_eval_release_ship_is_the_subcommand(run, capsys):
     assert TAG in manifest["models"] and (run / "w" / TAG / "model.safetensors").is_file()
     card = (run / "w" / TAG / "README.md").read_text()
     assert f"local-dir:{(run / 'w' / TAG).resolve()}" in card
+
+
+def test_train_and_ship_your_own_image_folder(tmp_path, capsys):
+    """train --data folder:PATH (PATH/train, PATH/test of class folders) and ship it: the model predicts one
+    class per folder, the card names the folder and its classes, per-class top-1 included."""
+    from PIL import Image
+
+    for split, n in (("train", 6), ("test", 2)):
+        for c, rgb in enumerate([(250, 20, 20), (20, 250, 20), (20, 20, 250)]):
+            d = tmp_path / "imgs" / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (24 + i, 20), rgb).save(d / f"{i}.png")
+    data = f"folder:{tmp_path / 'imgs'}"
+    assert main(["train", "--preset", TAG, "--data", data, "--out", str(tmp_path / "run"), "--epochs", "1",
+                 "--batch-size", "6", "--no-progress", "--input-size", "16", *TINY]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= result["test_top1"] <= 100
+    assert main(["ship", str(tmp_path / "run"), "--out", str(tmp_path / "shipped")]) == 0
+    capsys.readouterr()
+    config = json.loads((tmp_path / "shipped" / "config.json").read_text())
+    assert config["num_classes"] == 3 and config["pretrained_cfg"]["dataset"] == data
+    assert config["label_names"] == ["class0", "class1", "class2"]
+    card = (tmp_path / "shipped" / "README.md").read_text()
+    assert f"a local copy of {data}" in card and "18 training and 6 test images" in card
+    assert "Per-class top-1" in card and "class2" in card

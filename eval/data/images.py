@@ -29,6 +29,7 @@ these are local files the user put there; by default their MD5 sums must match t
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import pickle
@@ -46,7 +47,8 @@ from zoo.errors import InvalidArgumentError, InvalidFileError
 from zoo.fileio import atomic_path
 from zoo.tags import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["DATASETS", "DatasetSpec", "ArrayImageDataset", "build_dataset", "build_transform", "check_images_labels",
+__all__ = ["DATASETS", "DatasetSpec", "ArrayImageDataset", "build_dataset", "build_folder_dataset", "build_transform",
+           "check_images_labels", "folder_transform",
            "dataset_spec", "find_root", "load_idx_pair", "load_subset", "parse_data_spec", "read_idx",
            "read_npz_arrays", "write_subset", "SUBSET_PATH"]
 
@@ -114,8 +116,14 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 def parse_data_spec(spec: str) -> tuple[str, str | None]:
-    """``'name'`` or ``'name:root'`` (the command line's ``--data``) -> ``(name, root or None)``."""
+    """``'name'`` or ``'name:root'`` (the command line's ``--data``) -> ``(name, root or None)``; ``'folder:PATH'``
+    is a folder of your own images (:func:`build_folder_dataset`) and needs its PATH."""
     name, sep, root = str(spec).partition(":")
+    if name == FOLDER:
+        if not root:
+            raise InvalidArgumentError("--data folder:PATH needs the folder: one sub-folder per class (or train/ and "
+                                       "test/ folders of them)")
+        return name, root
     dataset_spec(name)  # fail early on a bad name
     return name, (root if sep and root else None)
 
@@ -532,29 +540,80 @@ def load_cifar(spec: DatasetSpec, root: str | os.PathLike, split: str, verify: b
     return ArrayImageDataset(images, labels, transform, classes)
 
 
-def _open_image(path: str):
-    """torchvision's default image loader (PIL, converted to RGB), turning an unreadable or non-image file into
-    InvalidFileError naming it (a bad file met mid-run ends in one line, not a traceback)."""
+def _open_image(path: str, mode: str = "RGB"):
+    """torchvision's default image loader (PIL, converted to ``mode``), turning an unreadable or non-image file
+    into InvalidFileError naming it (a bad file met mid-run ends in one line, not a traceback)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
+            return Image.open(f).convert(mode)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise InvalidFileError(f"{path}: expected an image file PIL can read (PNG, JPEG, ...), could not "
                                f"decode it ({type(e).__name__}: {e})") from None
 
 
-def image_folder(root: str | os.PathLike, transform: Callable | None = None):
+def image_folder(root: str | os.PathLike, transform: Callable | None = None, mode: str = "RGB"):
     """torchvision's ``ImageFolder`` on ``root`` (one sub-folder per class, sorted names = label order), its
-    files read by :func:`_open_image`; an empty folder or one without class folders raises InvalidFileError."""
+    files read by :func:`_open_image` as ``mode`` (``'RGB'``, ``'L'``); an empty folder or one without class
+    folders raises InvalidFileError."""
     from torchvision.datasets import ImageFolder
 
     try:
-        return ImageFolder(str(root), transform=transform, loader=_open_image)
+        return ImageFolder(str(root), transform=transform, loader=functools.partial(_open_image, mode=mode))
     except FileNotFoundError as e:  # torchvision: no class folder, or a class folder without an image
         raise InvalidFileError(f"{root}: expected an image folder, one sub-folder per class holding images "
                                f"(torchvision ImageFolder layout): {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------- your own images
+FOLDER = "folder"  # --data folder:PATH
+
+
+def folder_split(root: str | os.PathLike, split: str) -> Path:
+    """The class folders of ``split`` in an image folder ``root``: ``root/train`` for training, ``root/test`` (or
+    ``root/val``) for testing; a ``root`` holding only class folders is one set, for evaluation (testing)."""
+    _check_split(split)
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"folder:{root}: no such folder (expected one sub-folder per class, or train/ and "
+                                f"test/ folders of them)")
+    names = ("train",) if split == "train" else ("test", "val")
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    if split == "test" and not (root / "train").is_dir():
+        return root
+    raise FileNotFoundError(f"folder:{root}: expected a {' or '.join(n + '/' for n in names)} folder of class folders "
+                            f"for the {split} split")
+
+
+def folder_transform(size: int, mean: Sequence[float], std: Sequence[float], *, train: bool = False, pad: int = 0,
+                     hflip: bool = False) -> Callable:
+    """Images of any size -> float32 ``[C, size, size]`` normalised by ``mean``/``std``: resized (both sides)
+    to ``size``; ``train`` adds a random crop after ``pad`` pixels of zero padding and, with ``hflip``, a
+    horizontal flip."""
+    from torchvision.transforms import v2
+
+    ops: list = [v2.ToImage(), v2.Resize((size, size), antialias=True)]
+    if train and pad:
+        ops.append(v2.RandomCrop(size, padding=pad))
+    if train and hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(tuple(mean), tuple(std))])
+
+
+def build_folder_dataset(root: str | os.PathLike, split: str = "test", *, in_chans: int = 3,
+                         transform: Callable | None = None):
+    """Your own images in torchvision's ``ImageFolder`` layout (``--data folder:PATH``): one sub-folder per
+    class (sorted names = label order; see :func:`folder_split` for train/test), read as ``in_chans`` 1
+    (grey) or 3 (RGB) channels. ``.classes`` names the classes; ``.spec`` is None (no fixed facts)."""
+    if in_chans not in (1, 3):
+        raise InvalidArgumentError(f"an image folder is read as 1 (grey) or 3 (RGB) channels, the model takes "
+                                   f"{in_chans}")
+    ds = image_folder(folder_split(root, split), transform, mode="L" if in_chans == 1 else "RGB")
+    ds.spec = None
+    return ds
 
 
 # ----------------------------------------------------------------------------------------------- transforms

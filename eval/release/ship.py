@@ -120,6 +120,8 @@ def describe_data(meta: dict, test_images: int, test_verified: bool) -> dict:
               f"{f'({val_n} of them held out for validation) ' if val_n else ''}and {test_images} test images")
     if official:
         note = f"the official {name} release ({counts})"
+    elif spec is None:  # your own images (train --data folder:PATH)
+        note = f"a local copy of {name}, your own data: {counts}"
     else:
         why = [w for w, bad in (("not verified against the official release (--no-verify)", not verified),
                                 ("a subset or partial copy", not complete)) if bad]
@@ -165,8 +167,16 @@ def recipe_as_run(meta: dict) -> dict:
 def _test_set(meta: dict, data_dir: str | None, model, verify: bool):
     """The run's full test set: event data framed by the paper's pipeline for ``model`` (eval.data.events), static
     images at the run's input size (train --input-size); ``verify=False``: CIFAR re-packed locally."""
-    from eval.data.images import build_dataset
+    from eval.data.images import FOLDER, build_dataset, build_folder_dataset, folder_transform, parse_data_spec
     from eval.data.events.loading import parse_event_spec
+    from eval.train.presets import get_preset
+
+    name, root = parse_data_spec(meta["dataset"]) if meta["dataset"].startswith(FOLDER + ":") else (None, None)
+    if name == FOLDER:  # train --data folder:PATH: PATH/test, read as the run was (the preset's normalisation)
+        p = get_preset(meta["preset"])
+        size = meta.get("input_size") or p["input_size"][-1]
+        return build_folder_dataset(root, "test", in_chans=model.in_chans,
+                                    transform=folder_transform(size, p["mean"], p["std"]))
 
     event = parse_event_spec(meta["dataset"])  # 'dvs-gesture' -> ('dvsgesture', None); None for static data
     if event is not None:
@@ -241,8 +251,10 @@ def ship(run: str | Path, data_dir: str | None = None, *, out: str | Path | None
         recipe = {**(tag_extras(preset).get("recipe") or {}), "as_run": as_run}  # the tag's recipe, and this run
         target = Path(out) if out is not None else Path(tmp) / preset
         run_cfg["folder"] = str((Path(out_weights) / preset if out is None else target).resolve())
+        own = dict(dataset=meta["dataset"], label_names=list(test.classes)) if not data["official"] and \
+            getattr(test, "classes", None) else {}  # your data: its name and classes, not the tag's
         folder = save_pretrained(model, target, tag=preset, metrics=metrics, card_extra=extra,
-                                 cfg=dict(recipe=recipe, run=run_cfg))
+                                 cfg=dict(recipe=recipe, run=run_cfg, **own))
         if out_weights is not None:
             manifest.record(preset, folder, ship=True, manifest_path=Path(out_weights) / manifest.MANIFEST_NAME)
     return dict(preset=preset, unfused_top1=results["unfused"]["top1"], fused_top1=fused["top1"],

@@ -2,6 +2,8 @@
 dataset, its normalisation and augmentation, seeded per image so ``--resume`` is exact."""
 from __future__ import annotations
 
+from zoo.errors import InvalidFileError
+
 
 def stratified_split(labels, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """``(train indices, held-out indices)``: ``round(fraction * n_c)`` images of each class ``c`` (at least one
@@ -28,7 +30,8 @@ def stratified_split(labels, fraction: float, seed: int) -> tuple[list[int], lis
 
 
 def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None, *,
-                   input_size: int | None = None, verify: bool = True, val_fraction: float | None = None):
+                   input_size: int | None = None, verify: bool = True, val_fraction: float | None = None,
+                   folder: str | None = None):
     """``(train, test)`` datasets of a preset from local files (``eval.data.images``; nothing is downloaded),
     or ``(train, val, test)`` with ``val_fraction``: that part of the training set (after ``train_subset``)
     held out, stratified by class and seeded by ``seed`` (:func:`stratified_split`), with evaluation transforms.
@@ -36,16 +39,16 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
     Every dataset gets ``eval.data.images.build_transform``'s pipeline (the preset's crop padding and flip) through
     :class:`eval.train.sampling.SeededAugment`, which draws each image's crop and flip from ``(seed, epoch,
     index)``, so ``--resume`` is exact.
-    """
-    import torch
 
+    ``folder``: train on your own images instead (``--data folder:PATH``, ``PATH/train`` and ``PATH/test`` of
+    class folders, :func:`eval.data.images.build_folder_dataset`), read with the preset's channels,
+    normalisation and side (or ``input_size``), augmented with its crop padding and flip.
+    """
     from eval.data.images import (ArrayImageDataset, build_dataset, build_transform, dataset_spec, find_root,
                                   load_idx_pair)
-    from eval.train.sampling import SeededAugment
 
-    def first(ds):  # --train-subset: the first N training images
-        return torch.utils.data.Subset(ds, range(min(train_subset, len(ds)))) if train_subset else ds
-
+    if folder is not None:
+        return _folder_datasets(preset, folder, seed, train_subset, input_size, val_fraction)
     name = preset["dataset"]
     try:
         spec = dataset_spec(name)
@@ -62,8 +65,19 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
     norm = dict(mean=preset["mean"], std=preset["std"], input_size=input_size)
     augment = build_transform(name, train=True, pad=preset["pad"], hflip=preset["hflip"], **norm)
     evaluate = build_transform(name, **norm)
+    return _assemble(bases, augment, evaluate, seed, train_subset, val_fraction)
+
+
+def _assemble(bases: dict, augment, evaluate, seed: int, train_subset: int | None, val_fraction: float | None):
+    """``(train, test)`` or ``(train, val, test)`` from the untransformed ``bases['train'|'test']``."""
+    import torch
+
+    from eval.train.sampling import SeededAugment
+
     test = SeededAugment(bases["test"], evaluate, train=False)
-    pool = first(bases["train"])
+    pool = bases["train"]
+    if train_subset:  # --train-subset: the first N training images
+        pool = torch.utils.data.Subset(pool, range(min(train_subset, len(pool))))
     if not val_fraction:
         return SeededAugment(pool, augment, seed=seed), test
     labels = bases["train"].targets[:len(pool)]
@@ -71,6 +85,21 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
     subset = torch.utils.data.Subset
     return (SeededAugment(subset(pool, train_idx), augment, seed=seed),
             SeededAugment(subset(pool, val_idx), evaluate, train=False), test)
+
+
+def _folder_datasets(preset: dict, folder: str, seed: int, train_subset, input_size, val_fraction):
+    """:func:`build_datasets` on an image folder (``folder:PATH``)."""
+    from eval.data.images import build_folder_dataset, folder_transform
+
+    chans = preset["input_size"][0]
+    bases = {split: build_folder_dataset(folder, split, in_chans=chans) for split in ("train", "test")}
+    if bases["train"].classes != bases["test"].classes:
+        raise InvalidFileError(f"folder:{folder}: train/ and test/ must hold the same class folders, got "
+                               f"{bases['train'].classes} and {bases['test'].classes}")
+    size = input_size or preset["input_size"][-1]
+    norm = dict(mean=preset["mean"], std=preset["std"])
+    augment = folder_transform(size, train=True, pad=preset["pad"], hflip=preset["hflip"], **norm)
+    return _assemble(bases, augment, folder_transform(size, **norm), seed, train_subset, val_fraction)
 
 
 def build_event_datasets(preset: dict, root: str | None, T: int, train_subset: int | None = None):

@@ -17,6 +17,7 @@ def add_arguments(parser) -> None:
                                       "(config.json + model.safetensors) or a .safetensors file (with --arch)")
     parser.add_argument("--data", required=True, metavar="NAME[:ROOT]",
                         help="dataset: mnist, fashion-mnist, fashion-mnist-subset, cifar10, cifar100, imagenet, "
+                             "folder:PATH (your images, one sub-folder per class; or train/ and test/ of them), "
                              "or events: dvsgesture, cifar10dvs (tonic's layout; the paper's framing); "
                              "optionally :ROOT (else TDBN_ZOO_<NAME> / TDBN_ZOO_DATA / ./data); or events:PATH "
                              "(a folder with labels.csv, an .npz, or a make-events output folder)")
@@ -57,7 +58,7 @@ def run(args) -> int:
 
     from torch.utils.data import DataLoader
 
-    from ...data.images import build_dataset, dataset_spec, parse_data_spec
+    from ...data.images import FOLDER, build_dataset, dataset_spec, parse_data_spec
     from ...data.events.loading import parse_event_spec
     from ...measure.harness import evaluate_over_T, load_model
     from ...measure.report import format_eval
@@ -72,16 +73,22 @@ def run(args) -> int:
             name, root = parse_data_spec(args.data)
         except ValueError as e:
             raise ValueError(f"{e}; or an event dataset: dvsgesture[:ROOT], cifar10dvs[:ROOT], events:PATH") from None
-        spec = dataset_spec(name)
-        extra = dict(num_classes=spec.num_classes, in_chans=spec.in_chans) if args.random_weights else {}
-        extra.update(model_kwargs(args.model_kw, arch_of(args.model), args.width))
-        model = load_model(args.model, pretrained=not args.random_weights, arch=args.arch, **extra)
-        _check_classes(args.model, model, spec.name, spec.num_classes, exact=True)
-        if getattr(model, "in_chans", spec.in_chans) != spec.in_chans:
-            raise ValueError(f"{args.model} takes {model.in_chans}-channel images but {spec.name} has "
-                             f"{spec.in_chans} channel(s)")
-        data = build_dataset(spec.name, root, args.split, input_size=args.input_size, verify=not args.no_verify)
-        data_name, loader = f"{spec.name} ({args.split})", DataLoader(data, batch_size=args.batch_size, shuffle=False)
+        extra = model_kwargs(args.model_kw, arch_of(args.model), args.width)
+        if name == FOLDER:  # your own images: the model decides channels, size and normalisation
+            model, data = _folder_model_and_data(args, root, extra)
+            data_name = f"folder:{root} ({args.split}, {len(data)} images, {len(data.classes)} classes)"
+        else:
+            spec = dataset_spec(name)
+            if args.random_weights:
+                extra.update(num_classes=spec.num_classes, in_chans=spec.in_chans)
+            model = load_model(args.model, pretrained=not args.random_weights, arch=args.arch, **extra)
+            _check_classes(args.model, model, spec.name, spec.num_classes, exact=True)
+            if getattr(model, "in_chans", spec.in_chans) != spec.in_chans:
+                raise ValueError(f"{args.model} takes {model.in_chans}-channel images but {spec.name} has "
+                                 f"{spec.in_chans} channel(s)")
+            data = build_dataset(spec.name, root, args.split, input_size=args.input_size, verify=not args.no_verify)
+            data_name = f"{spec.name} ({args.split})"
+        loader = DataLoader(data, batch_size=args.batch_size, shuffle=False)
         Ts = args.T or [model.T]
     if args.random_weights:
         from itertools import islice
@@ -124,6 +131,27 @@ def run(args) -> int:
     for p in plots:
         print(f"wrote {p}", file=sys.stderr if args.json == "-" else sys.stdout)
     return 0
+
+
+def _folder_model_and_data(args, root: str, model_kw: dict):
+    """``--data folder:PATH``: the model (random weights: shaped by the folder's classes) and the folder's split,
+    read with the model's channels, input side and normalisation (its pretrained config)."""
+    from ...data.images import build_folder_dataset, folder_transform
+    from ...measure.harness import load_model
+
+    classes = build_folder_dataset(root, args.split).classes  # a listing: no image is read yet
+    if args.random_weights:
+        model_kw = {"num_classes": len(classes), **model_kw}
+    model = load_model(args.model, pretrained=not args.random_weights, arch=args.arch, **model_kw)
+    _check_classes(args.model, model, f"folder:{root}", len(classes), exact=True)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = args.input_size or int((cfg.get("input_size") or (0, 32, 32))[-1])
+    chans = model.in_chans
+    mean, std = (list(cfg.get(k) or [0.5] * chans) for k in ("mean", "std"))
+    if len(mean) != chans:  # a config written for another channel count: the grey mean of its colours
+        mean, std = [sum(mean) / len(mean)] * chans, [sum(std) / len(std)] * chans
+    data = build_folder_dataset(root, args.split, in_chans=chans, transform=folder_transform(size, mean, std))
+    return model, data
 
 
 def _check_classes(model_spec: str, model, data: str, num_classes: int, exact: bool) -> None:

@@ -22,6 +22,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="data root: the dataset's folder or its parent (else the data-root search: "
                              "$TDBN_ZOO_<DATASET>, $TDBN_ZOO_DATA, ./data)")
+    parser.add_argument("--data", default=None, metavar="folder:PATH",
+                        help="train on your own images instead of the preset's dataset: PATH/train/<class>/ and "
+                             "PATH/test/<class>/ (torchvision ImageFolder layout); read with the preset's channels, "
+                             "normalisation and side (or --input-size); the model gets one class per folder")
     parser.add_argument("--out", required=True, type=writable_dir,
                         help="run folder: last.safetensors, metrics.jsonl, model.safetensors")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.safetensors")
@@ -53,6 +57,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def _folder(spec: str | None) -> str | None:
+    """``--data folder:PATH`` -> PATH (None without --data)."""
+    from eval.data.images import FOLDER, parse_data_spec
+
+    if spec is None:
+        return None
+    name, root = parse_data_spec(spec)
+    if name != FOLDER:
+        raise ValueError(f"--data takes folder:PATH (your own images); to train on {name}, choose its preset and "
+                         f"pass --data-dir")
+    return root
 
 
 def _device(name: str | None):
@@ -87,6 +104,7 @@ def run(args) -> int:
     p = get_preset(args.preset)
     check_run_folder(args.out, args.resume)  # before any data or model is touched
     kw = model_kwargs(args.model_kw, args.preset.split(".")[0], args.width)
+    folder = _folder(args.data)
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,7 +128,9 @@ def run(args) -> int:
         val_set = None
     else:
         sets = build_datasets(p, args.data_dir, cfg.seed, args.train_subset, input_size=args.input_size,
-                              verify=not args.no_verify, val_fraction=args.val_fraction)
+                              verify=not args.no_verify, val_fraction=args.val_fraction, folder=folder)
+        if folder is not None:  # one class per folder
+            kw.setdefault("num_classes", len(sets[-1].base.classes))
         train_set, val_set, test_set = sets if len(sets) == 3 else (sets[0], None, sets[1])
 
     if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
@@ -119,7 +139,7 @@ def run(args) -> int:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     torch.manual_seed(cfg.seed)  # the initial weights
     model = zoo.create(args.preset, T=args.T, **kw)
-    state = dict(preset=args.preset, dataset=p["dataset"], data_dir=args.data_dir, model_kw=kw,
+    state = dict(preset=args.preset, dataset=args.data if folder else p["dataset"], data_dir=args.data_dir, model_kw=kw,
                  T=model.T, train_subset=args.train_subset, input_size=args.input_size, verified=not args.no_verify)
     if val_set is not None:
         state.update(val_fraction=args.val_fraction, val_images=len(val_set))
