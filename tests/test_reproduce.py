@@ -163,9 +163,40 @@ def test_smoke_cifar10_dvs_layout(tmp_path):
 
 
 # --- the launch lines ---------------------------------------------------------------------------------------
-def test_dry_run_prints_the_steps_for_one_gpu_eight_gpus_and_two_nodes(tmp_path, capsys):
+def test_dry_run_checks_what_the_real_run_needs_and_prints_its_exact_commands(tmp_path, capsys):
+    """--dry-run reads the data as the run will: missing data, a re-packed CIFAR copy without --no-verify and an
+    unwritable output are refused (exit 2, one line); with --no-verify both steps carry it; the recipe
+    overrides reach the train command; a failed step names a checkpoint only where one exists."""
+    from eval.release.reproduce import StepFailed, make_plan
+    from test_data import write_cifar10
+
+    tag = "sresnet19_tdbn.cifar10_t2"
+    res = run_cli(["reproduce", tag, "--data-dir", tmp_path / "none", "--out", tmp_path / "r", "--dry-run"], capsys)
+    assert res.rc == 2 and "cifar10 (train split) not found" in res.err and res.out == ""
+    write_cifar10(tmp_path / "data")
+    res = run_cli(["reproduce", tag, "--data-dir", tmp_path / "data", "--out", tmp_path / "r", "--dry-run"], capsys)
+    assert res.rc == 2 and "MD5" in res.err and "--no-verify" in res.err
+    res = run_cli(["reproduce", tag, "--data-dir", tmp_path / "data", "--out", tmp_path / "r", "--dry-run",
+                   "--no-verify", "--epochs", "2", "--model-kw", "channels=[32, 64, 128]", "--width", "0.25"], capsys)
+    assert res.rc == 0, res.err
+    train, ship = (shlex.split(line) for line in res.out.strip().splitlines())
+    assert "--no-verify" in train and "--no-verify" in ship
+    assert train[train.index("--epochs") + 1] == "2" and train[train.index("--model-kw") + 1] == "channels=[32, 64, 128]"
+    assert train[train.index("--width") + 1] == "0.25"
+    res = run_cli(["reproduce", tag, "--data-dir", tmp_path / "data", "--out", tmp_path / "r", "--dry-run",
+                   "--no-verify", "--model-kw", "width=2"], capsys)
+    assert res.rc == 2 and "no model argument 'width'" in res.err
+    (tmp_path / "file").write_text("x")
+    res = run_cli(["reproduce", tag, "--data-dir", tmp_path / "data", "--out", tmp_path / "file" / "r",
+                   "--dry-run", "--no-verify"], capsys)
+    assert res.rc == 2 and "--out" in res.err
+    plan = make_plan(tag, tmp_path / "r", data_dir=tmp_path / "data", verify=False)
+    assert "does not exist), so training starts afresh" in str(StepFailed("train", 2, plan))
+
+
+def test_print_only_prints_the_steps_for_one_gpu_eight_gpus_and_two_nodes(tmp_path, capsys):
     tag = "sresnet34_tdbn.in1k_t6"
-    res = run_cli(["reproduce", tag, "--data-dir", "/data/imagenet", "--out", tmp_path / "r", "--dry-run",
+    res = run_cli(["reproduce", tag, "--data-dir", "/data/imagenet", "--out", tmp_path / "r", "--print-only",
                    "--publish", "me/r34"], capsys)
     assert res.rc == 0, res.err
     train, ship, publish = res.out.strip().splitlines()
@@ -175,10 +206,10 @@ def test_dry_run_prints_the_steps_for_one_gpu_eight_gpus_and_two_nodes(tmp_path,
     assert publish == (f"tdbn-zoo publish {tmp_path}/r/weights/{tag} --repo me/r34 --manifest "
                        f"{tmp_path}/r/weights/manifest.json")
 
-    res = run_cli(["reproduce", tag, "--data-dir", "/d", "--out", "r", "--dry-run", "--gpus", "8"], capsys)
+    res = run_cli(["reproduce", tag, "--data-dir", "/d", "--out", "r", "--print-only", "--gpus", "8"], capsys)
     assert res.out.splitlines()[0] == (f"torchrun --standalone --nproc_per_node=8 -m eval.cli train --preset {tag} "
                                        f"--data-dir /d --out r/train --resume")
-    res = run_cli(["reproduce", tag, "--data-dir", "/d", "--out", "r", "--dry-run", "--gpus", "8", "--nnodes", "2",
+    res = run_cli(["reproduce", tag, "--data-dir", "/d", "--out", "r", "--print-only", "--gpus", "8", "--nnodes", "2",
                    "--node-rank", "1", "--master-addr", "10.0.0.1"], capsys)
     assert res.out.splitlines()[0].startswith(
         "torchrun --nnodes=2 --node_rank=1 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 "
@@ -206,7 +237,7 @@ def test_the_recipe_global_batch_is_split_over_the_processes():
     (["--publish", "not a repo"], [r"--publish expects a Hub repo id", "not a repo"]),
     (["--smoke", "--data-dir", "x"], [r"--smoke writes its own"]),
     (["--data-dir", "NOWHERE"], [r"cifar10 \(train split\) not found", "NOWHERE"]),
-    (["--gpus", "2", "--data-dir", "SMOKE"], [r"needs CUDA devices|CUDA device\(s\)"]),
+    (["--gpus", "2", "--data-dir", "SMOKE", "--no-verify"], [r"needs CUDA devices|CUDA device\(s\)"]),
 ])
 def test_bad_arguments_are_one_line_errors(extra, needles, tmp_path, capsys):
     if "SMOKE" in extra:  # real data present, so the GPU check is what fails

@@ -145,14 +145,15 @@ class Plan:
 def make_plan(tag: str, out: str | Path, *, data_dir: str | Path | None = None, launch: Launch | None = None,
               publish: str | None = None, smoke: bool = False, weights: str | Path | None = None,
               verify: bool = True, threads: int | None = None, device: str | None = None,
-              check_machine: bool = True) -> Plan:
+              check_machine: bool = True, overrides: list[str] | None = None) -> Plan:
     """Check every argument (before any work) and return the :class:`Plan`.
 
     ``tag``: a pretrained ``arch.tag`` (``zoo.list_pretrained()``); ``out``: the run folder; ``data_dir``:
     the dataset root (``--smoke``: none, the smoke data is written in ``out/smoke-data``); ``weights``: where
     the checkpoint folder and manifest go (default ``out/weights``; the package's ``weights/`` ships it).
-    ``check_machine=False`` (``--dry-run``) skips looking for the data and the GPUs, to print the commands
-    for another machine.
+    ``check_machine``: check what the real run needs here before any work (the data present, complete and
+    verified, the GPUs); False (``--print-only``) prints the commands for another machine. ``overrides``:
+    ``tdbn-zoo train`` flags that change the recipe (``--epochs 4 --model-kw stem_width=32``), passed on.
     """
     from eval.train.presets import get_preset
 
@@ -177,7 +178,10 @@ def make_plan(tag: str, out: str | Path, *, data_dir: str | Path | None = None, 
         except HFValidationError as e:
             raise ValueError(f"--publish expects a Hub repo id org/name, got {publish!r} ({e})") from None
     flags = [*SMOKE_TRAIN_FLAGS] if smoke else []
+    overrides = list(overrides or [])
     batch = 2 if smoke else preset["train"].batch_size
+    if "--batch-size" in overrides[:-1]:
+        batch = int(overrides[overrides.index("--batch-size") + 1])
     if batch % launch.world_size:
         raise ValueError(f"the global batch ({batch}: {'--smoke' if smoke else 'the recipe'}) cannot be split "
                          f"evenly over {launch.world_size} processes (--gpus x --nnodes)")
@@ -189,9 +193,10 @@ def make_plan(tag: str, out: str | Path, *, data_dir: str | Path | None = None, 
         if dataset in SMOKE_INPUT_SIZE:
             flags += ["--input-size", str(SMOKE_INPUT_SIZE[dataset])]
     elif check_machine:
-        _check_data(dataset, data_dir)
+        _check_data(dataset, data_dir, verify)
     if launch.world_size > 1 and check_machine:
         _check_devices(launch, smoke)
+    flags += overrides
     flags += ["--no-progress"] if smoke else []
     flags += ["--threads", str(threads)] if threads else []
     flags += ["--device", device] if device else []
@@ -200,13 +205,18 @@ def make_plan(tag: str, out: str | Path, *, data_dir: str | Path | None = None, 
                 smoke=smoke, train_flags=flags, verify=verify and not (smoke and dataset == "cifar10"))
 
 
-def _check_data(dataset: str, data_dir) -> None:
-    """The dataset's train and test splits must be found before hours of work start (FileNotFoundError
-    listing where they were looked for)."""
+def _check_data(dataset: str, data_dir, verify: bool = True) -> None:
+    """The dataset's train and test splits must be found, and read as the run will read them (every IDX and CIFAR
+    file checked; CIFAR's MD5 sums unless ``verify`` is False), before hours of work start: FileNotFoundError
+    listing where they were looked for, InvalidFileError naming a bad file (or the --no-verify a re-packed CIFAR
+    copy needs)."""
     if dataset in STATIC_DATASETS:
-        from eval.data.images import find_root
+        from eval.data.images import build_dataset, dataset_spec, find_root
+        name = STATIC_DATASETS[dataset]
         for split in ("train", "test"):
-            find_root(STATIC_DATASETS[dataset], data_dir, split)
+            find_root(name, data_dir, split)
+            if dataset_spec(name).kind in ("idx", "cifar"):  # (ImageNet's 1.3 M files: found, not opened)
+                build_dataset(name, data_dir, split, verify=verify)
     elif dataset in EVENT_DATASETS:
         from eval.data.events import build_event_dataset
         name = EVENT_DATASETS[dataset]
@@ -254,8 +264,11 @@ class StepFailed(ZooError, RuntimeError):
     """A step exited non-zero (its own error line is already printed)."""
 
     def __init__(self, step: str, rc: int, plan: Plan):
+        checkpoint = plan.train_dir / "last.safetensors"
+        again = (f"training resumes from {checkpoint}" if checkpoint.is_file() else
+                 f"nothing was trained yet ({checkpoint} does not exist), so training starts afresh")
         super().__init__(f"the {step} step failed (exit {rc}); fix the cause above and run the same command "
-                         f"again: training resumes from {plan.train_dir / 'last.safetensors'}")
+                         f"again: {again}")
         self.rc = rc
 
 

@@ -10,7 +10,8 @@ Example (CIFAR-10, ResNet-19, T=6, one GPU; the CIFAR-10 python batches under ``
 """
 from __future__ import annotations
 
-from eval.cli.commands._args import nonneg_int, positive_int
+from eval.cli.commands._args import add_model_arguments, model_kwargs, nonneg_int, positive_int
+from eval.train.ranges import TRAIN_FIELD_RANGES
 
 HELP = "Reproduce a paper result: train with the tag's recipe (resumable, torchrun), ship, optionally publish."
 
@@ -34,7 +35,18 @@ def add_arguments(parser) -> None:
                         "(MD5 differs from the official release; they are unpickled)")
     parser.add_argument("--smoke", action="store_true", help="the same chain in seconds on a tiny dataset written "
                         "in the real layout (OUT/smoke-data), 1 step at batch 2")
-    parser.add_argument("--dry-run", action="store_true", help="print the steps' commands, run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check everything the real run needs here (the data present, complete and verified, "
+                             "the GPUs, the output folders writable), then print the steps' exact commands; run "
+                             "nothing")
+    parser.add_argument("--print-only", action="store_true",
+                        help="print the steps' commands without checking this machine (for another machine)")
+    # the recipe overrides of tdbn-zoo train, passed on to its command
+    for name in ("epochs", "batch-size", "lr", "max-steps-per-epoch"):
+        allowed = TRAIN_FIELD_RANGES[name.replace("-", "_")]
+        parser.add_argument(f"--{name}", type=allowed.argtype, default=None,
+                            help=f"override the recipe's value ({allowed.describe()}); see tdbn-zoo train")
+    add_model_arguments(parser)
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads for training")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
 
@@ -47,13 +59,19 @@ def run(args) -> int:
 
     launch = Launch(gpus=args.gpus, nnodes=args.nnodes, node_rank=args.node_rank, master_addr=args.master_addr,
                     master_port=args.master_port)
+    model_kwargs(args.model_kw, args.tag.split(".")[0], args.width)  # names checked here, not hours later
+    overrides = [w for f in ("epochs", "batch_size", "lr", "max_steps_per_epoch") if getattr(args, f) is not None
+                 for w in (f"--{f.replace('_', '-')}", str(getattr(args, f)))]
+    overrides += [w for kw in args.model_kw for w in ("--model-kw", kw)]
+    overrides += ["--width", str(args.width)] if args.width is not None else []
     plan = make_plan(args.tag, args.out, data_dir=args.data_dir, launch=launch, publish=args.publish,
                      smoke=args.smoke, weights=args.weights, verify=not args.no_verify, threads=args.threads,
-                     device=args.device, check_machine=not args.dry_run)
-    if args.dry_run:
+                     device=args.device, check_machine=not args.print_only, overrides=overrides)
+    if not args.print_only:
+        ensure_writable_dir(plan.run, "--out")  # before hours of training, not after
+        ensure_writable_dir(plan.weights, "--weights")
+    if args.dry_run or args.print_only:
         print("\n".join(plan.commands()))
         return 0
-    ensure_writable_dir(plan.run, "--out")  # before hours of training, not after
-    ensure_writable_dir(plan.weights, "--weights")
     print(json.dumps(reproduce(plan)))
     return 0
