@@ -120,3 +120,24 @@ def test_export_nir_command_on_a_checkpoint_folder(tmp_path):
     torch.testing.assert_close(run_imported(import_from_nir(nir.read(str(out))), x), fused.forward_steps(x),
                                rtol=0, atol=1e-5)
     assert cli(["export-nir", str(folder / "model.safetensors"), str(out)]) == 2  # a file, not a folder
+
+
+def test_run_nir_on_a_batch_matches_the_models_predictions(tmp_path):
+    """The documented way to run an export (zoo.to_nir.run_nir, snnTorch's importer): on a static batch it
+    gives the fused model's logits (eq. 11: mean over T) and predictions, and on frames its per-step outputs."""
+    from zoo.to_nir import run_nir
+
+    fused = fused_small()
+    path = export_nir(fused, tmp_path / "net.nir", input_size=(3, 8, 8))
+    images = torch.rand(5, 3, 8, 8) * 2
+    with torch.no_grad():
+        want = fused(images)
+    got = run_nir(path, images)  # T from the graph's metadata
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert torch.equal(got.argmax(1), want.argmax(1))
+    frames = (torch.rand(4, 2, 3, 8, 8) < 0.4).float()
+    logits, steps = run_nir(nir.read(str(path)), frames, steps=True)
+    torch.testing.assert_close(steps, fused.forward_steps(frames), rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits, steps.mean(0))
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\] or \[T, N, C, H, W\]"):
+        run_nir(path, torch.rand(3, 8, 8))

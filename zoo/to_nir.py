@@ -13,7 +13,21 @@ for a tdBN on an identity shortcut, ``nir.AvgPool2d`` + ``nir.Flatten`` (global 
 (fc layers). The model writes its stem and head here; each residual block writes itself (``block.to_nir``,
 see ``adapters.nir_export``, which also derives the exact LIF mapping ``tau = dt / (1 - k)``,
 ``r = 1 / (1 - k)``). ``dt`` defaults to 1e-4, the step snnTorch's NIR importer assumes, and is stored in
-the graph's metadata.
+the graph's metadata (with ``T``).
+
+Running an exported graph on a batch (snnTorch's importer; :func:`run_nir` does this)::
+
+    import zoo
+    from zoo.to_nir import export_nir, run_nir
+    model = zoo.create('sresnet19_narrow_tdbn.fashion_mnist_t2', pretrained=True).eval()
+    export_nir(model, 'net.nir', input_size=(1, 28, 28))
+    logits = run_nir('net.nir', images)   # images [N, C, H, W] (or frames [T, N, C, H, W]) -> [N, K]
+    assert (logits.argmax(1) == model(images).argmax(1)).all()
+
+The imported network holds the state of one sample (NIR shapes carry no batch dimension): it is reset before
+each sample and stepped over T with its state passed back in, ``out, state = net(x[t, n:n + 1], state)``.
+Calling it on a whole batch fails ("mat1 and mat2 shapes cannot be multiplied"), and stepping several samples
+without a reset carries one sample's membranes into the next.
 """
 from __future__ import annotations
 
@@ -30,7 +44,7 @@ from adapters.nir_export import lif_node as _lif_node
 from .fileio import atomic_path
 from .spiking_resnet import SpikingResNet
 
-__all__ = ["to_nir", "export_nir", "lif_params"]
+__all__ = ["to_nir", "export_nir", "run_nir", "lif_params"]
 
 DEFAULT_DT = 1e-4
 _ = _lif_node  # re-exported: the LIF node of one neuron (tests check the mapping on it)
@@ -93,3 +107,44 @@ def export_nir(model: SpikingResNet, path: str | Path, input_size=None, dt: floa
     with atomic_path(path) as tmp:  # a reader never sees a half-written file
         nir.write(str(tmp), graph)
     return path
+
+
+def run_nir(graph, x, T: int | None = None, *, steps: bool = False):
+    """Run an exported graph (a ``nir.NIRGraph`` or the path of a ``.nir`` file) with snnTorch's NIR importer
+    on a batch: each sample from a reset state, stepped over ``T`` with the state passed back in.
+
+    Args:
+        graph: the graph, or a path ``nir.read`` opens.
+        x: ``[N, C, H, W]`` (a static image, fed at every step, as the model repeats it) or ``[T, N, C, H, W]``.
+        T: steps for a static ``x`` (default: the graph's ``metadata['T']``, written by :func:`to_nir`).
+        steps: also return the per-step outputs.
+
+    Returns:
+        ``logits [N, K]``, the mean over T of the graph's outputs (eq. 11, as the model's forward), and with
+        ``steps`` the outputs ``[T, N, K]`` as well.
+    """
+    import nir
+    import snntorch.utils
+    import torch
+    from snntorch.import_nir import import_from_nir
+
+    graph = nir.read(str(graph)) if isinstance(graph, (str, Path)) else graph
+    if x.dim() == 4:
+        T = int(T or graph.metadata.get("T") or 0)
+        if T < 1:
+            raise ValueError("run_nir: a static batch [N, C, H, W] needs T (the graph's metadata has none)")
+        x = x.unsqueeze(0).expand(T, *x.shape)
+    elif x.dim() != 5:
+        raise ValueError(f"run_nir expects [N, C, H, W] or [T, N, C, H, W], got shape {tuple(x.shape)}")
+    net = import_from_nir(graph)
+    outs = []
+    with torch.no_grad():
+        for n in range(x.shape[1]):
+            snntorch.utils.reset(net)  # the imported network holds one sample's state
+            state, seq = None, []
+            for t in range(x.shape[0]):
+                out, state = net(x[t, n:n + 1], state)
+                seq.append(out.reshape(-1))
+            outs.append(torch.stack(seq))
+    per_step = torch.stack(outs, 1)  # [T, N, K]
+    return (per_step.mean(0), per_step) if steps else per_step.mean(0)
