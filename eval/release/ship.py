@@ -225,7 +225,7 @@ def ship(run: str | Path, data_dir: str | None = None, *, out: str | Path | None
                      + ([] if verify else ["--no-verify"]) + (["--into-package"] if into_package else []))
     fused = results["fused"]
     data = describe_data(meta, fused["images"], verify)
-    where = f"{machine()}; {data['note']}"
+    where = f"{machine()}; {fused['images']} test images"  # (the data section of the card says which)
     metrics = [dict(name="top1", value=round(fused["top1"], 2), unit="%", dataset=meta["dataset"], split="test",
                     command=cmd, machine=where),
                dict(name="mean_firing_rate", value=round(fused["mean_firing_rate"], 4), dataset=meta["dataset"],
