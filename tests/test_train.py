@@ -442,3 +442,23 @@ def test_train_val_fraction_validates_on_training_images_and_tests_once(tmp_path
     assert test["test"]["n"] == 6 and result["test_top1"] == test["test"]["top1"]
     _, meta = read_training_checkpoint(out / "last.safetensors")
     assert (meta["train_samples"], meta["val_images"], meta["val_fraction"]) == (22, 8, 0.2)
+
+
+def test_progress_bar_on_a_terminal_advances_every_step():
+    """On a terminal the bar is tqdm's (redrawn at most once a second) and counts every step, not only log steps."""
+    import io
+
+    from eval.train.trainer import _Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    bar = _Progress(5, 0, "epoch 1/1", enabled=True, stream=term)
+    assert bar.bar is not None and bar.bar.mininterval == 1.0
+    for step in range(1, 6):
+        bar.update(step, dict(loss=1.0, top1=50.0, firing_rate=0.1, images_per_s=10.0) if step == 5 else None)
+    bar.close()
+    assert "5/5" in term.getvalue() and "top1=50.0%" in term.getvalue()
+    assert _Progress(5, 0, "e", enabled=True, stream=io.StringIO()).bar is None  # no terminal: plain lines
