@@ -233,8 +233,9 @@ def _check_promise(path: Path, shape: tuple[int, ...], dtype: np.dtype, item_sha
                                f"{_shape_text(shape)}")
     n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if n_bytes > MAX_ARRAY_BYTES:
-        raise InvalidFileError(f"{path}: the header promises shape {_shape_text(shape)} of {dtype} ({n_bytes} bytes), "
-                               f"more than the {MAX_ARRAY_BYTES} bytes this reader accepts; the file is corrupt or hostile")
+        raise InvalidFileError(f"{path}: the header promises shape {_shape_text(shape)} of {dtype} ({n_bytes} "
+                               f"bytes), more than the {MAX_ARRAY_BYTES} bytes this reader accepts; the file is "
+                               f"corrupt or hostile")
     return n_bytes
 
 
@@ -276,8 +277,8 @@ def read_idx(path: str | os.PathLike, *, item_shape: Sequence[int] | None = None
             head = f.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
                 types = "|".join(f"{c:02x}" for c in _IDX_DTYPES)
-                raise InvalidFileError(f"{path}: not an IDX file (expected the magic number 00 00 <type {types}> <ndim>, "
-                                       f"got {head.hex(' ') or 'nothing'})")
+                raise InvalidFileError(f"{path}: not an IDX file (expected the magic number 00 00 <type {types}> "
+                                       f"<ndim>, got {head.hex(' ') or 'nothing'})")
             ndim, dtype = head[3], np.dtype(_IDX_DTYPES[head[2]])
             if ndim == 0:
                 raise InvalidFileError(f"{path}: the IDX header declares 0 dimensions (expected at least 1)")
@@ -295,8 +296,9 @@ def read_idx(path: str | os.PathLike, *, item_shape: Sequence[int] | None = None
             if len(data) < n_bytes:
                 raise _size_error(path, shape, n_bytes, len(data))
             if f.read(1):
-                raise InvalidFileError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({n_bytes} bytes of "
-                                       f"data) but more bytes follow them; corrupt or hostile (read no further)")
+                raise InvalidFileError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({n_bytes} "
+                                       f"bytes of data) but more bytes follow them; corrupt or hostile (read no "
+                                       f"further)")
     except FileNotFoundError:
         raise
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
@@ -305,8 +307,8 @@ def read_idx(path: str | os.PathLike, *, item_shape: Sequence[int] | None = None
 
 
 def _size_error(path: Path, shape: tuple[int, ...], expected: int, got) -> InvalidFileError:
-    return InvalidFileError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({expected} bytes of data) but "
-                            f"the file holds {got}; truncated or corrupt")
+    return InvalidFileError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({expected} bytes of data) "
+                            f"but the file holds {got}; truncated or corrupt")
 
 
 def read_npz_arrays(path: str | os.PathLike, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -333,7 +335,8 @@ def read_npz_arrays(path: str | os.PathLike, names: Sequence[str]) -> dict[str, 
                                    else np.lib.format.read_array_header_2_0)
                     shape, _, dtype = read_header(f)
                 if dtype.hasobject:
-                    raise InvalidFileError(f"{path}: array {name!r} holds Python objects ({dtype}); refusing to unpickle")
+                    raise InvalidFileError(f"{path}: array {name!r} holds Python objects ({dtype}); refusing to "
+                                           f"unpickle")
                 _check_promise(Path(f"{path}[{name}]"), shape, dtype, None)
                 with zf.open(name + ".npy") as f:
                     out[name] = np.lib.format.read_array(f, allow_pickle=False)

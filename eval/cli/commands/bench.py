@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._args import add_model_arguments, model_kwargs, nonneg_int, positive_float, positive_int, torch_device, writable_file
+from ._args import (add_model_arguments, model_kwargs, nonneg_int, positive_float, positive_int, torch_device,
+                    writable_file)
 
 HELP = ("Time one architecture built several ways (this zoo, SpikingJelly with and without memopt, snnTorch, ANN "
         "floor) after checking they compute the same logits: train step, inference, fused inference, peak "
@@ -21,7 +22,8 @@ def add_arguments(parser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--input-size", type=positive_int, default=None,
                         help=f"image side (default {d.input_size}, or the checkpoint's)")
-    parser.add_argument("--in-chans", type=positive_int, default=None, help=f"default {d.in_chans}, or the checkpoint's")
+    parser.add_argument("--in-chans", type=positive_int, default=None,
+                        help=f"default {d.in_chans}, or the checkpoint's")
     parser.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size N (default {d.batch})")
     parser.add_argument("-T", "--T", dest="T", type=positive_int, default=None,
                         help=f"time steps (default {d.T}, or the checkpoint's)")
