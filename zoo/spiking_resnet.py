@@ -1,6 +1,7 @@
 """Spiking ResNets of Table 4 (Zheng et al., AAAI 2021), registered with timm.
 
-Names are ``sresnet{17,19,34,34_large,50}_tdbn``; pretrained tags are ``arch.tag`` (see ``zoo.tags``).
+Names are ``sresnet{17,19,34,34_large,50}_tdbn``; pretrained tags are ``arch.tag`` (see ``zoo.tags``); the
+timm cfgs and entrypoints are in ``zoo.models``.
 A model maps ``[N, C, H, W]`` (a static image fed at every step) or ``[T, N, C, H, W]`` (event frames) to
 logits ``[N, num_classes]``: the mean over T of the last layer's output (eq. 11).
 
@@ -16,12 +17,12 @@ A user's own neuron class (``neuron=MyNeuron``) traces once registered the same 
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d, register_notrace_function, register_notrace_module
-from timm.models import FeatureGraphNet
+from timm.models import FeatureGraphNet, checkpoint_seq
+from timm.models._features import feature_take_indices
 from torch import nn
 
 from adapters import (LIF, BasicBlock, Bottleneck, ChannelAffine, MultiStepNorm, SnnTorchNeuron, SpikingJellyNeuron,
@@ -29,9 +30,6 @@ from adapters import (LIF, BasicBlock, Bottleneck, ChannelAffine, MultiStepNorm,
 from adapters._checks import check_finite, check_int, check_tensor
 from adapters.blocks import conv_bias
 from adapters.fusion import NormSlot
-
-from .naming import split_arch_tag
-from .tags import make_default_cfgs, tag_extras
 
 __all__ = ["SpikingResNet", "ARCH_CFGS"]
 
@@ -119,16 +117,6 @@ class SpikingFeatureGraphNet(FeatureGraphNet):
     def forward(self, x: torch.Tensor):
         out = {k: v.mean(0) for k, v in self.graph_module(x).items()}
         return out if self.return_dict else list(out.values())
-
-
-def _reduction(name: str) -> int:
-    """Total stride of ``arch.tag``'s last stage (a tag's own ``model_args`` may change the stem)."""
-    arch = split_arch_tag(name)[0]
-    cfg = {**ARCH_CFGS[arch], **(tag_extras(name).get("model_args") or {})}
-    return cfg["stem_stride"] * math.prod(cfg["strides"])
-
-
-default_cfgs = make_default_cfgs(_reduction)  # read by timm's register_model (zoo.factory's entrypoints)
 
 
 class SpikingResNet(nn.Module):
@@ -281,8 +269,6 @@ class SpikingResNet(nn.Module):
                               output_fmt: str = "NCHW", intermediates_only: bool = False):
         """timm's feature API: the stem's and each stage's spikes as firing-rate maps ``[N, C, H, W]`` (the mean
         over T), index 0 = stem. Returns the list, or ``(last-stage spikes [T, N, C, H, W], list)``."""
-        from timm.models._features import feature_take_indices
-
         if output_fmt != "NCHW":
             raise ValueError(f"only output_fmt='NCHW' is supported, got {output_fmt!r}")
         take, max_index = feature_take_indices(self.num_stages + 1, indices)
@@ -298,8 +284,6 @@ class SpikingResNet(nn.Module):
 
     def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
         """Drop the stages after the last requested feature (and the head); returns the kept indices."""
-        from timm.models._features import feature_take_indices
-
         take, max_index = feature_take_indices(self.num_stages + 1, indices)
         for i in range(max_index + 1, self.num_stages + 1):
             delattr(self, f"layer{i}")
@@ -319,7 +303,6 @@ class SpikingResNet(nn.Module):
         for i in range(1, self.num_stages + 1):
             stage = getattr(self, f"layer{i}")
             if self.grad_checkpointing and self.training:
-                from timm.models import checkpoint_seq
                 x = checkpoint_seq(stage, x)
             else:
                 x = stage(x)

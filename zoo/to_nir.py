@@ -28,6 +28,7 @@ from adapters.nir_export import NIRGraphBuilder
 from adapters.nir_export import lif_node as _lif_node
 
 from .fileio import atomic_path
+from .fuse import fuse
 from .spiking_resnet import SpikingResNet
 
 __all__ = ["to_nir", "export_nir", "lif_params"]
@@ -84,8 +85,6 @@ def to_nir(model: SpikingResNet, input_size=None, dt: float = DEFAULT_DT):
 def export_nir(model: SpikingResNet, path: str | Path, input_size=None, dt: float = DEFAULT_DT) -> Path:
     """Fuse ``model`` if needed, convert it with ``to_nir`` and write ``path`` (HDF5, ``nir.write``)."""
     import nir
-
-    from .fuse import fuse
 
     model = model if getattr(model, "fused", False) else fuse(model)
     graph = to_nir(model, input_size, dt)

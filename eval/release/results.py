@@ -137,7 +137,7 @@ it is refused."""
     import torch
     from safetensors.torch import load_file
 
-    from zoo import create, manifest
+    from zoo import TAGS, create, manifest
     from zoo.checkpoints import CARD_NAME, CONFIG_NAME, save_pretrained
 
     for name, (ckpt, dataset) in shipped(weights).items():
@@ -154,7 +154,7 @@ it is refused."""
             # the shipped weights file stays as it is (its header predates newer default model_args fields)
             for f in (CONFIG_NAME, CARD_NAME):
                 shutil.copyfile(new / f, ckpt / f)
-        manifest.record(name, ckpt, ship=True,
+        manifest.record(name, ckpt, known=TAGS, ship=True,
                         manifest_path=(Path(weights) if weights else manifest.weights_dir()) / manifest.MANIFEST_NAME)
 
 

@@ -87,10 +87,11 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
     ``weights/``), recorded in the manifest. Returns the results."""
     from eval.measure.harness import evaluate
     from eval.train.checkpoint import read_training_checkpoint
-    from zoo import create, manifest
+    from zoo import TAGS, create, manifest
     from zoo.checkpoints import save_pretrained
     from zoo.fuse import fuse
-    from zoo.pretrained import load_state_dict_into, read_safetensors
+    from zoo.checkpoints import read_safetensors
+    from zoo.pretrained import load_state_dict_into
     from zoo.tags import tag_extras
 
     run = Path(run)
@@ -138,7 +139,7 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
         folder = save_pretrained(model, Path(tmp) / preset, tag=preset, metrics=metrics, card_extra=extra,
                                  cfg=dict(recipe=recipe))
         mpath = Path(out_weights) / manifest.MANIFEST_NAME if out_weights else None
-        manifest.record(preset, folder, ship=True, manifest_path=mpath)
+        manifest.record(preset, folder, known=TAGS, ship=True, manifest_path=mpath)
     return dict(preset=preset, unfused_top1=results["unfused"]["top1"], fused_top1=fused["top1"],
                 mean_firing_rate=fused["mean_firing_rate"], acs_per_image=fused["acs"], macs_per_image=fused["macs"])
 
