@@ -10,14 +10,14 @@ refuses NaN/Inf inputs. ``TDBN_ZOO_CHECK_VALUES=1`` (before import), ``set_value
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 
+from . import settings
+
 VALUE_CHECKS_ENV = "TDBN_ZOO_CHECK_VALUES"
-_ENV_VALUE = os.environ.get(VALUE_CHECKS_ENV, "").strip().lower()
 # True: every check; False: none; None (default): input checks in inference only
-_value_checks: bool | None = None if not _ENV_VALUE else _ENV_VALUE not in ("0", "false", "no", "off")
+_value_checks: bool | None = settings.get(VALUE_CHECKS_ENV)
 
 
 def value_checks_enabled() -> bool:

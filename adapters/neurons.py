@@ -124,6 +124,10 @@ class SnnTorchNeuron(nn.Module):
         raise _not_lif(self)
 
 
+# the neuron modules the zoo builds (make_neuron's backends), named once; is_neuron also knows users' own
+NEURON_CLASSES = (LIF, SpikingJellyNeuron, SnnTorchNeuron)
+
+
 def _reset_snntorch(neuron: nn.Module) -> None:
     if not hasattr(neuron, "reset_mem"):
         raise TypeError(f"{type(neuron).__name__} has no reset_mem(); cannot clear its state between sequences")

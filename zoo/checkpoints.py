@@ -21,7 +21,7 @@ from safetensors.torch import save as safetensors_bytes
 from timm.models import get_pretrained_cfg
 from timm.models._hub import save_config_for_hf
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InvalidArgumentError
 from .fileio import atomic_write
 from .fuse import fuse as fuse_model
 from .manifest import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
@@ -234,13 +234,13 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
         raise TypeError(f"save_pretrained expects a SpikingResNet, got {type(model).__name__}")
     arch, t = _arch_and_tag(model, tag)
     if arch not in ARCH_CFGS:
-        raise ValueError(f"cannot tell the architecture of this model ({arch!r}); pass tag='arch.tag' with arch "
-                         f"one of {', '.join(ARCH_CFGS)}")
+        raise InvalidArgumentError(f"cannot tell the architecture of this model ({arch!r}); pass tag='arch.tag' with arch "
+                                   f"one of {', '.join(ARCH_CFGS)}")
     name = arch_tag(arch, t)
     for m in metrics or []:
         missing = [k for k in ("name", "value", "command") if k not in m]
         if missing:
-            raise ValueError(f"metric {m!r} lacks {missing}: every figure needs the command that measured it")
+            raise InvalidArgumentError(f"metric {m!r} lacks {missing}: every figure needs the command that measured it")
     out = fuse_model(model) if (fuse and not model.fused) else copy.copy(model)  # copy: cfg set below
     out.pretrained_cfg = {**_base_cfg(model, name, cfg), "architecture": arch, "tag": t, "fused": out.fused}
     labels = LABEL_NAMES.get(out.pretrained_cfg.get("dataset"))

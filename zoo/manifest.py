@@ -27,6 +27,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from adapters import settings
+
 from .errors import CheckpointError
 from .fileio import _umask, atomic_write
 from .naming import HUB_ORG, did_you_mean
@@ -63,8 +65,7 @@ def inside(folder: Path, name: str) -> Path:
 def weights_dir() -> Path:
     """The folder of shipped checkpoints: ``$TDBN_ZOO_WEIGHTS`` when set, else ``weights/`` beside the ``zoo``
     package (the repository, or site-packages for a wheel)."""
-    env = os.environ.get("TDBN_ZOO_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+    return settings.get("TDBN_ZOO_WEIGHTS") or Path(__file__).resolve().parent.parent / "weights"
 
 
 def sha256_file(path: str | Path) -> str:

@@ -76,6 +76,15 @@ def _split_cfg(cfg) -> tuple[Any, dict]:
     return {k: v for k, v in cfg.items() if k in known}, {k: v for k, v in cfg.items() if k not in known}
 
 
+def _carried(config: dict) -> dict:
+    """What a checkpoint's ``config.json`` says about its data, carried onto the model's ``pretrained_cfg``:
+    the class names (``label_names``, where timm keeps them) and, for a checkpoint fine-tuned on its own data
+    (``tdbn-zoo finetune``: it records its ``event_framing``), the dataset, the framing and the split."""
+    stored = {**(config.get("pretrained_cfg") or {}), **{k: config[k] for k in ("label_names",) if k in config}}
+    keys = ("dataset", "label_names", "event_framing", "split") if "event_framing" in stored else ("label_names",)
+    return {k: stored[k] for k in keys if k in stored}
+
+
 def _build_loaded(checkpoint: Checkpoint, explicit: set, **model_args) -> SpikingResNet:
     """Build the model and load the checkpoint into it (called by timm, before any feature wrapping)."""
     model = SpikingResNet(**model_args)
@@ -115,10 +124,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
         for k, v in checkpoint.model_args.items():
             kwargs.setdefault(k, v)  # arguments given explicitly win
         kwargs.setdefault("fused", checkpoint.fused)
-        config = checkpoint.config or {}
-        stored = {**(config.get("pretrained_cfg") or {}), **{k: config[k] for k in ("label_names",) if k in config}}
-        if "event_framing" in stored:  # a fine-tuned checkpoint's own data (tdbn-zoo finetune) describe it
-            extras.update({k: stored[k] for k in ("dataset", "label_names", "event_framing", "split") if k in stored})
+        extras.update(_carried(checkpoint.config or {}))
     if extras.get("T") is not None:
         kwargs.setdefault("T", extras["T"])
     for k, v in (extras.get("model_args") or {}).items():  # a tag's own layout (e.g. a wider stem)
@@ -126,6 +132,8 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
     model_args = {**ARCH_CFGS[variant], **{k: v for k, v in kwargs.items() if v is not None}}
     model_args.setdefault("num_classes", cfg.num_classes)  # what timm's build_model_with_cfg would default
     model_args.setdefault("in_chans", cfg.input_size[0])
+    if len(extras.get("label_names") or ()) not in (0, model_args["num_classes"]):  # a new classifier: other classes
+        del extras["label_names"]
     builder = SpikingResNet
     if pretrained:
         checkpoint.check_fits(variant, fused=bool(model_args.get("fused", False)))

@@ -107,7 +107,10 @@ def load_state_dict_into(model: torch.nn.Module, state_dict: dict, source: str, 
     if adapt:
         key = f"{first_conv}.weight"
         sd[key] = adapt_input_conv(own[key][1][1], sd[key], base_chans=sd[key].shape[1])
-    model.load_state_dict(sd, strict=False)
+    try:
+        model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # torch's size mismatch: plan_load checked the shapes, so a tensor changed since
+        raise CheckpointError(f"{source}: the weights do not load into the model built: {e}") from e
     if fresh:
         _log.warning("%s: new classifier %s of %d classes, not trained (num_classes was "
                                             "given)", source, ", ".join(fresh), own[fresh[0]][1][0])

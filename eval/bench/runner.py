@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.errors import ZooError
+from zoo.errors import InvalidArgumentError, ZooError
 
 from ..measure.harness import calibrate_norms
 from ..measure.metrics import SpikeRecorder
@@ -160,9 +160,9 @@ def _arch_kwargs(cfg: BenchConfig) -> dict:
     from zoo import ARCH_CFGS
 
     if cfg.arch not in ARCH_CFGS:
-        raise ValueError(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCH_CFGS)}")
+        raise InvalidArgumentError(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCH_CFGS)}")
     if not cfg.width > 0:
-        raise ValueError(f"width must be > 0, got {cfg.width}")
+        raise InvalidArgumentError(f"width must be > 0, got {cfg.width}")
     a = ARCH_CFGS[cfg.arch]
     scale = lambda c: max(1, int(round(c * cfg.width)))  # noqa: E731
     return dict(channels=tuple(scale(c) for c in a["channels"]), stem_width=scale(a["stem_width"]))
@@ -174,8 +174,13 @@ def reference_model(cfg: BenchConfig) -> nn.Module:
     import zoo
 
     torch.manual_seed(cfg.seed)
-    model = zoo.create(cfg.arch, T=cfg.T, num_classes=cfg.num_classes, in_chans=cfg.in_chans,
-                       neuron=cfg.zoo_neuron, **_arch_kwargs(cfg)).to(cfg.device)
+    try:
+        model = zoo.create(cfg.arch, T=cfg.T, num_classes=cfg.num_classes, in_chans=cfg.in_chans,
+                           neuron=cfg.zoo_neuron, **_arch_kwargs(cfg)).to(cfg.device)
+    except RuntimeError as e:  # torch's CPU allocator has no error type of its own: give it one (MemoryError)
+        if "can't allocate memory" not in str(e):
+            raise
+        raise MemoryError(f"{cfg.arch} at width {cfg.width}: {e}") from e
     shape = (max(cfg.batch, 8), cfg.in_chans, cfg.input_size, cfg.input_size)
     return calibrate_norms(model, [torch.randn(shape, device=cfg.device) for _ in range(2)])
 
@@ -288,17 +293,17 @@ def check_config(cfg: BenchConfig) -> torch.device:
     model is built; returns the device."""
     unknown = [b for b in cfg.builds if b not in BUILDS]
     if unknown or "zoo" not in cfg.builds:
-        raise ValueError(f"builds must include 'zoo' and be among {', '.join(BUILDS)}; got {', '.join(cfg.builds)}")
+        raise InvalidArgumentError(f"builds must include 'zoo' and be among {', '.join(BUILDS)}; got {', '.join(cfg.builds)}")
     if min(cfg.batch, cfg.T, cfg.reps, cfg.input_size) < 1 or cfg.warmup < 0:
-        raise ValueError("batch, T, reps and input size must be >= 1 and warmup >= 0")
+        raise InvalidArgumentError("batch, T, reps and input size must be >= 1 and warmup >= 0")
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
+        raise InvalidArgumentError("--device cuda was asked for but no CUDA device is available")
     if cfg.amp not in AMP_MODES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}; got {cfg.amp!r}")
+        raise InvalidArgumentError(f"amp must be one of {', '.join(AMP_MODES)}; got {cfg.amp!r}")
     if cfg.amp == "fp16" and device.type != "cuda":
-        raise ValueError(f"--amp fp16 needs a CUDA device (fp16 autocast with a GradScaler), got device "
-                         f"{cfg.device!r}; use --amp bf16 on the CPU")
+        raise InvalidArgumentError(f"--amp fp16 needs a CUDA device (fp16 autocast with a GradScaler), got device "
+                                   f"{cfg.device!r}; use --amp bf16 on the CPU")
     return device
 
 

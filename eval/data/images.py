@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from adapters import settings
+from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
 from zoo.fileio import atomic_path
 from zoo.tags import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
@@ -104,7 +106,7 @@ def dataset_spec(name: str) -> DatasetSpec:
     key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100",
            "imagenet-1k": "imagenet", "in1k": "imagenet"}.get(key, key)
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise InvalidArgumentError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[key]
 
 
@@ -118,7 +120,8 @@ def parse_data_spec(spec: str) -> tuple[str, str | None]:
 # ----------------------------------------------------------------------------------------------- locating data
 def env_data_dir(env: str | None) -> list[Path]:
     """``[$env]`` when that variable (a dataset's own folder, e.g. ``TDBN_ZOO_MNIST``) is set, else ``[]``."""
-    return [Path(os.environ[env]).expanduser()] if env and os.environ.get(env) else []
+    path = settings.get(env) if env else None
+    return [path] if path else []
 
 
 def shared_data_dirs() -> list[Path]:
@@ -192,13 +195,13 @@ def find_root(name: str, root: str | os.PathLike | None = None, split: str = "te
            + (f", or set {spec.env} or TDBN_ZOO_DATA" if spec.env else ""))
     if spec.kind == "npz":
         how = f"Regenerate it with: python -m eval.data.images make-subset --src <fashion-mnist folder>"
-    raise FileNotFoundError(f"{spec.name} ({split} split) not found: looked for {what} in "
+    raise MissingFileError(f"{spec.name} ({split} split) not found: looked for {what} in "
                             f"{', '.join(str(c.absolute()) for c in cands)}. {how}. tdbn-zoo never downloads data.")
 
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise InvalidArgumentError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
 
 
 # ----------------------------------------------------------------------------------------------- readers
@@ -216,12 +219,12 @@ def _shape_text(shape: Sequence[int]) -> str:
 def _check_promise(path: Path, shape: tuple[int, ...], dtype: np.dtype, item_shape: tuple[int, ...] | None) -> int:
     """The number of data bytes a header's ``shape`` and ``dtype`` promise, after refusing absurd ones."""
     if item_shape is not None and tuple(shape[1:]) != tuple(item_shape):
-        raise ValueError(f"{path}: expected shape {_shape_text(('N', *item_shape))}, the header says "
-                         f"{_shape_text(shape)}")
+        raise InvalidFileError(f"{path}: expected shape {_shape_text(('N', *item_shape))}, the header says "
+                               f"{_shape_text(shape)}")
     n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if n_bytes > MAX_ARRAY_BYTES:
-        raise ValueError(f"{path}: the header promises shape {_shape_text(shape)} of {dtype} ({n_bytes} bytes), "
-                         f"more than the {MAX_ARRAY_BYTES} bytes this reader accepts; the file is corrupt or hostile")
+        raise InvalidFileError(f"{path}: the header promises shape {_shape_text(shape)} of {dtype} ({n_bytes} bytes), "
+                               f"more than the {MAX_ARRAY_BYTES} bytes this reader accepts; the file is corrupt or hostile")
     return n_bytes
 
 
@@ -263,15 +266,15 @@ def read_idx(path: str | os.PathLike, *, item_shape: Sequence[int] | None = None
             head = f.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
                 types = "|".join(f"{c:02x}" for c in _IDX_DTYPES)
-                raise ValueError(f"{path}: not an IDX file (expected the magic number 00 00 <type {types}> <ndim>, "
-                                 f"got {head.hex(' ') or 'nothing'})")
+                raise InvalidFileError(f"{path}: not an IDX file (expected the magic number 00 00 <type {types}> <ndim>, "
+                                       f"got {head.hex(' ') or 'nothing'})")
             ndim, dtype = head[3], np.dtype(_IDX_DTYPES[head[2]])
             if ndim == 0:
-                raise ValueError(f"{path}: the IDX header declares 0 dimensions (expected at least 1)")
+                raise InvalidFileError(f"{path}: the IDX header declares 0 dimensions (expected at least 1)")
             raw_dims = f.read(4 * ndim)
             if len(raw_dims) < 4 * ndim:
-                raise ValueError(f"{path}: truncated IDX header (expected {ndim} dimensions of 4 bytes, got "
-                                 f"{len(raw_dims)} bytes)")
+                raise InvalidFileError(f"{path}: truncated IDX header (expected {ndim} dimensions of 4 bytes, got "
+                                       f"{len(raw_dims)} bytes)")
             shape = tuple(int.from_bytes(raw_dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
             n_bytes = _check_promise(path, shape, dtype, None if item_shape is None else tuple(item_shape))
             if not gz:  # a plain file's size is known before reading it
@@ -282,18 +285,18 @@ def read_idx(path: str | os.PathLike, *, item_shape: Sequence[int] | None = None
             if len(data) < n_bytes:
                 raise _size_error(path, shape, n_bytes, len(data))
             if f.read(1):
-                raise ValueError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({n_bytes} bytes of "
-                                 f"data) but more bytes follow them; corrupt or hostile (read no further)")
+                raise InvalidFileError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({n_bytes} bytes of "
+                                       f"data) but more bytes follow them; corrupt or hostile (read no further)")
     except FileNotFoundError:
         raise
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise ValueError(f"{path}: cannot read IDX file ({type(e).__name__}: {e})") from e
+        raise InvalidFileError(f"{path}: cannot read IDX file ({type(e).__name__}: {e})") from e
     return np.frombuffer(data, dtype).reshape(shape)  # bytearray-backed: writable, owns its memory
 
 
-def _size_error(path: Path, shape: tuple[int, ...], expected: int, got) -> ValueError:
-    return ValueError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({expected} bytes of data) but "
-                      f"the file holds {got}; truncated or corrupt")
+def _size_error(path: Path, shape: tuple[int, ...], expected: int, got) -> InvalidFileError:
+    return InvalidFileError(f"{path}: the IDX header promises shape {_shape_text(shape)} ({expected} bytes of data) "
+                            f"but the file holds {got}; truncated or corrupt")
 
 
 def read_npz_arrays(path: str | os.PathLike, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -304,15 +307,15 @@ def read_npz_arrays(path: str | os.PathLike, names: Sequence[str]) -> dict[str, 
     file, the array and what was wrong; FileNotFoundError when there is no such file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingFileError(f"{path}: no such file")
     out = {}
     try:
         with zipfile.ZipFile(path) as zf:
             members = {m[:-4] for m in zf.namelist() if m.endswith(".npy")}
             missing = [n for n in names if n not in members]
             if missing:
-                raise ValueError(f"{path}: expected arrays {', '.join(map(repr, names))}, found "
-                                 f"{', '.join(sorted(map(repr, members))) or 'none'}")
+                raise InvalidFileError(f"{path}: expected arrays {', '.join(map(repr, names))}, found "
+                                       f"{', '.join(sorted(map(repr, members))) or 'none'}")
             for name in names:
                 with zf.open(name + ".npy") as f:
                     version = np.lib.format.read_magic(f)
@@ -320,12 +323,12 @@ def read_npz_arrays(path: str | os.PathLike, names: Sequence[str]) -> dict[str, 
                                    else np.lib.format.read_array_header_2_0)
                     shape, _, dtype = read_header(f)
                 if dtype.hasobject:
-                    raise ValueError(f"{path}: array {name!r} holds Python objects ({dtype}); refusing to unpickle")
+                    raise InvalidFileError(f"{path}: array {name!r} holds Python objects ({dtype}); refusing to unpickle")
                 _check_promise(Path(f"{path}[{name}]"), shape, dtype, None)
                 with zf.open(name + ".npy") as f:
                     out[name] = np.lib.format.read_array(f, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e})") from e
+        raise InvalidFileError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e})") from e
     return out
 
 
@@ -342,30 +345,30 @@ def check_images_labels(spec: DatasetSpec, images: np.ndarray, labels: np.ndarra
     labels_src = images_src if labels_src is None else labels_src
     size = spec.image_size
     if images.ndim != 3 or images.shape[1:] != (size, size):
-        raise ValueError(f"{images_src}: expected {spec.name} images of shape [N, {size}, {size}], got "
-                         f"{_shape_text(images.shape)}")
+        raise InvalidFileError(f"{images_src}: expected {spec.name} images of shape [N, {size}, {size}], got "
+                               f"{_shape_text(images.shape)}")
     if len(images) == 0:
-        raise ValueError(f"{images_src}: holds no images (expected at least 1 {spec.name} image)")
+        raise InvalidFileError(f"{images_src}: holds no images (expected at least 1 {spec.name} image)")
     if images.dtype != np.uint8:
         if images.dtype.kind not in "iu":
-            raise ValueError(f"{images_src}: expected uint8 images (0..255), got {images.dtype.name}; a "
-                             f"floating-point image's scale (0..1 or 0..255) is ambiguous, so it is not "
-                             f"converted: convert the images to uint8 yourself")
+            raise InvalidFileError(f"{images_src}: expected uint8 images (0..255), got {images.dtype.name}; a "
+                                   f"floating-point image's scale (0..1 or 0..255) is ambiguous, so it is not "
+                                   f"converted: convert the images to uint8 yourself")
         lo, hi = int(images.min()), int(images.max())
         if lo < 0 or hi > 255:
-            raise ValueError(f"{images_src}: expected pixel values in 0..255, found {lo if lo < 0 else hi}")
+            raise InvalidFileError(f"{images_src}: expected pixel values in 0..255, found {lo if lo < 0 else hi}")
         images = images.astype(np.uint8)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise ValueError(f"{labels_src}: expected integer labels of shape [N], got {labels.dtype.name} "
-                         f"{_shape_text(labels.shape)}")
+        raise InvalidFileError(f"{labels_src}: expected integer labels of shape [N], got {labels.dtype.name} "
+                               f"{_shape_text(labels.shape)}")
     if len(labels) != len(images):
-        raise ValueError(f"{labels_src}: expected one label per image ({len(images)} in {images_src}), got "
-                         f"{len(labels)} labels")
+        raise InvalidFileError(f"{labels_src}: expected one label per image ({len(images)} in {images_src}), got "
+                               f"{len(labels)} labels")
     bad = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
     if len(bad):
-        raise ValueError(f"{labels_src}: expected labels in 0..{spec.num_classes - 1} ({spec.name} has "
-                         f"{spec.num_classes} classes), found {int(labels[bad[0]])} at index {int(bad[0])} "
-                         f"({len(bad)} out of range)")
+        raise InvalidFileError(f"{labels_src}: expected labels in 0..{spec.num_classes - 1} ({spec.name} has "
+                               f"{spec.num_classes} classes), found {int(labels[bad[0]])} at index {int(bad[0])} "
+                               f"({len(bad)} out of range)")
     return images, labels.astype(np.int64)
 
 
@@ -387,9 +390,9 @@ class ArrayImageDataset(Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None,
                  classes: Sequence[str] | None = None):
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise ValueError(f"images must be uint8 [N, H, W] or [N, H, W, C], got {images.dtype} {images.shape}")
+            raise InvalidArgumentError(f"images must be uint8 [N, H, W] or [N, H, W, C], got {images.dtype} {images.shape}")
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise InvalidArgumentError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
         self.targets = np.asarray(labels).astype(np.int64)
         self.transform = transform
@@ -421,15 +424,15 @@ def _cifar_class(spec: DatasetSpec, verify: bool):
             files = [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
             missing = [f for f in files if not (folder / f).is_file()]
             if missing:
-                raise FileNotFoundError(f"{spec.name}: {folder} lacks {', '.join(missing)} (the standard "
+                raise MissingFileError(f"{spec.name}: {folder} lacks {', '.join(missing)} (the standard "
                                         f"python-pickle batches); tdbn-zoo never downloads data")
             if verify:
                 sums = dict(self.train_list + self.test_list, **{self.meta["filename"]: self.meta["md5"]})
                 bad = [f for f in files if not check_integrity(str(folder / f), sums[f])]
                 if bad:
-                    raise ValueError(f"{spec.name}: {', '.join(bad)} in {folder} do not match the official "
-                                     f"release's MD5 sums; refusing to unpickle them. If this is a deliberate "
-                                     f"re-packing you trust, pass verify=False (command line: --no-verify)")
+                    raise InvalidArgumentError(f"{spec.name}: {', '.join(bad)} in {folder} do not match the official "
+                                               f"release's MD5 sums; refusing to unpickle them. If this is a deliberate "
+                                               f"re-packing you trust, pass verify=False (command line: --no-verify)")
             else:  # check_integrity(path, None) only checks that the file exists
                 self.train_list = [[f, None] for f, _ in self.train_list]
                 self.test_list = [[f, None] for f, _ in self.test_list]
@@ -456,7 +459,7 @@ def build_transform(name: str, *, train: bool = False, input_size: int | None = 
     mean = tuple(mean if mean is not None else spec.mean)
     std = tuple(std if std is not None else spec.std)
     if len(mean) != spec.in_chans or len(std) != spec.in_chans:
-        raise ValueError(f"{spec.name} has {spec.in_chans} channel(s); got mean {mean} and std {std}")
+        raise InvalidArgumentError(f"{spec.name} has {spec.in_chans} channel(s); got mean {mean} and std {std}")
     ops: list = [v2.ToImage()]
     if spec.kind == "imagefolder":
         crop_pct = float(crop_pct or spec.crop_pct)
@@ -503,7 +506,7 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, split: str =
         ds = ArrayImageDataset(*load_idx_pair(spec.name, *where), tf, spec.classes)
     elif spec.kind == "npz":
         if split != "test":
-            raise ValueError(f"{spec.name} holds test images only; use split='test'")
+            raise InvalidArgumentError(f"{spec.name} holds test images only; use split='test'")
         ds = ArrayImageDataset(*load_subset(where, spec.name), tf, spec.classes)
     elif spec.kind == "cifar":
         ds = _cifar_class(spec, verify)(where, train=split == "train", transform=tf)
@@ -533,7 +536,7 @@ def write_subset(src: str | os.PathLike | None = None, out: str | os.PathLike = 
     images_path, labels_path = find_root("fashion-mnist", src, "test")
     images, labels = load_idx_pair("fashion-mnist", images_path, labels_path)
     if not 0 < n <= len(images):
-        raise ValueError(f"n must lie in 1..{len(images)}, got {n}")
+        raise InvalidArgumentError(f"n must lie in 1..{len(images)}, got {n}")
     out = Path(out)
     with atomic_path(out, suffix=".tmp.npz") as tmp:  # numpy appends .npz to a name without it
         np.savez_compressed(tmp, images=images[:n].copy(), labels=labels[:n].astype(np.uint8),

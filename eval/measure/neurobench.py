@@ -42,12 +42,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from adapters import LIF, SnnTorchNeuron, SpikingJellyNeuron
+from adapters.neurons import neuron_modules
 
 LAYOUTS = ("static", "frames")
-# The outermost neuron modules a zoo model holds (NeuroBench stops at the first registered class on the way
-# down, so the multi-step wrappers are hooked, not the single-step node inside them).
-NEURON_CLASSES = (LIF, SpikingJellyNeuron, SnnTorchNeuron)
 INSTALL_HINT = "NeuroBench is an optional dependency: pip install 'tdbn-zoo[neurobench]' (neurobench>=2.3)"
 
 
@@ -80,13 +77,14 @@ def wrap(model: nn.Module, layout: str = "static"):
             return self.net(batch)
 
     nb = ZooNeuroBenchModel(model)
-    for cls in NEURON_CLASSES:
+    # the classes of the outermost neurons the neuron protocol finds (NeuroBench stops at the first registered
+    # class on the way down, so the multi-step wrappers are hooked, not the single-step node inside them)
+    for cls in dict.fromkeys(type(m) for _, m in neuron_modules(model)):
         nb.add_activation_module(cls)
-    found = nb.activation_layers()
-    if not found:  # a user's own neuron class: NeuroBench would report no spikes at all
-        raise ValueError(f"{type(model).__name__} has no neuron NeuroBench can hook (registered: "
-                         f"{', '.join(c.__name__ for c in NEURON_CLASSES)}); call add_activation_module on the "
-                         f"result with your neuron class")
+    if not nb.activation_layers():
+        raise ValueError(f"{type(model).__name__} has no neuron NeuroBench can hook (none that the neuron protocol, "
+                         f"adapters.neurons.is_neuron, knows); give your neuron class is_spiking_neuron = True, or "
+                         f"call add_activation_module on the result with it")
     return nb
 
 

@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from zoo.errors import MissingFileError
+
 # one row per checkpoint; ops, energy are per image over all T steps; latency is one batch on the eval machine
 COLUMNS = ("model", "dataset", "images", "top1", "top5", "T", "params", "acs_per_image", "macs_per_image",
            "energy_uj_per_image", "ann_energy_uj_per_image", "mean_firing_rate", "latency_ms", "batch_size")
@@ -99,7 +101,7 @@ def rows_from(out: Path, weights: str | Path | None = None) -> list[dict]:
     for name, (ckpt, _) in shipped(weights).items():
         path = out / f"{name}.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no eval output for {name}; run without --from-json to evaluate it")
+            raise MissingFileError(f"{path}: no eval output for {name}; run without --from-json to evaluate it")
         rows.append(row(name, json.loads(path.read_text()), params_of(ckpt)))
     return rows
 

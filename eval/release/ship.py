@@ -91,6 +91,7 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
     from zoo.checkpoints import save_pretrained
     from zoo.fuse import fuse
     from zoo.checkpoints import read_safetensors
+    from zoo.errors import InvalidArgumentError
     from zoo.pretrained import load_state_dict_into
     from zoo.tags import tag_extras
 
@@ -98,12 +99,12 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
     _, meta = read_training_checkpoint(run / "last.safetensors")
     preset, kw = meta["preset"], meta.get("model_kw") or {}
     if meta["epoch"] < meta["config"]["epochs"]:
-        raise ValueError(f"{run} has trained {meta['epoch']} of {meta['config']['epochs']} epochs; finish it first "
-                         f"(the same train command with --resume)")
+        raise InvalidArgumentError(f"{run} has trained {meta['epoch']} of {meta['config']['epochs']} epochs; finish "
+                                   f"it first (the same train command with --resume)")
     tag_T, run_T = tag_extras(preset).get("T"), meta["model_args"]["T"]
     if tag_T is not None and run_T != tag_T:  # the folder is named by the tag, whose card and cfg state its T
-        raise ValueError(f"{run} was trained at T={run_T} but the tag {preset} is T={tag_T}; ship it under a tag "
-                         f"with T={run_T} (train with that tag's preset)")
+        raise InvalidArgumentError(f"{run} was trained at T={run_T} but the tag {preset} is T={tag_T}; ship it under "
+                                   f"a tag with T={run_T} (train with that tag's preset)")
     model = create(preset, T=run_T, **kw)
     load_state_dict_into(model, read_safetensors(run / "model.safetensors"), str(run / "model.safetensors"))
     model.eval()

@@ -61,6 +61,7 @@ def run(args) -> int:
     from ...measure.harness import evaluate_over_T, load_model
     from ...measure.report import format_eval
     from ...measure.synops import EnergyModel
+    from zoo.errors import InvalidArgumentError
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if parse_event_spec(args.data) is not None:
@@ -70,14 +71,14 @@ def run(args) -> int:
         try:
             name, root = parse_data_spec(args.data)
         except ValueError as e:
-            raise ValueError(f"{e}; or an event dataset: dvsgesture[:ROOT], cifar10dvs[:ROOT], events:PATH") from None
+            raise InvalidArgumentError(f"{e}; or an event dataset: dvsgesture[:ROOT], cifar10dvs[:ROOT], events:PATH") from None
         spec = dataset_spec(name)
         extra = dict(num_classes=spec.num_classes, in_chans=spec.in_chans) if args.random_weights else {}
         model = load_model(args.model, pretrained=not args.random_weights, arch=args.arch, **extra)
         _check_classes(args.model, model, spec.name, spec.num_classes, exact=True)
         if getattr(model, "in_chans", spec.in_chans) != spec.in_chans:
-            raise ValueError(f"{args.model} takes {model.in_chans}-channel images but {spec.name} has "
-                             f"{spec.in_chans} channel(s)")
+            raise InvalidArgumentError(f"{args.model} takes {model.in_chans}-channel images but {spec.name} has "
+                                       f"{spec.in_chans} channel(s)")
         data = build_dataset(spec.name, root, args.split, input_size=args.input_size, verify=not args.no_verify)
         data_name, loader = f"{spec.name} ({args.split})", DataLoader(data, batch_size=args.batch_size, shuffle=False)
         Ts = args.T or [model.T]
@@ -125,10 +126,12 @@ def run(args) -> int:
 
 
 def _check_classes(model_spec: str, model, data: str, num_classes: int, exact: bool) -> None:
+    from zoo.errors import InvalidArgumentError
+
     have = getattr(model, "num_classes", num_classes)
     if have < num_classes or (exact and have != num_classes):
-        raise ValueError(f"{model_spec} predicts {have} classes but {data} has {num_classes}; evaluate it on the "
-                         f"data it was trained for")
+        raise InvalidArgumentError(f"{model_spec} predicts {have} classes but {data} has {num_classes}; evaluate it on the "
+                                   f"data it was trained for")
 
 
 def _event_model_and_data(args):
@@ -139,11 +142,12 @@ def _event_model_and_data(args):
 
     from ...data.events.loading import model_info, recordings_for_model
     from ...data.events.recordings import is_recordings_folder
+    from zoo.errors import InvalidArgumentError
 
     name, root = parse_event_spec(args.data)
     if name == "events" and is_recordings_folder(root):  # your own recordings: the model's stored framing
         if args.random_weights:
-            raise ValueError("--random-weights does not apply to a recordings folder (it needs a model's framing)")
+            raise InvalidArgumentError("--random-weights does not apply to a recordings folder (it needs a model's framing)")
         model = load_model(args.model, arch=args.arch)
         data = recordings_for_model(
             Path(root).expanduser(), model_info(model), args.split, T=args.T[0] if args.T else None,

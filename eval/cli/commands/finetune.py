@@ -94,11 +94,12 @@ def _subset(dataset, n, seed: int = 0):
     """``n`` samples of ``dataset`` drawn per class in proportion (stratified, deterministic from ``seed``)."""
     import numpy as np
     from torch.utils.data import Subset
+    from zoo.errors import InvalidArgumentError
 
     if n is None:
         return dataset
     if n < 1:
-        raise ValueError(f"subset sizes must be at least 1, got {n}")
+        raise InvalidArgumentError(f"subset sizes must be at least 1, got {n}")
     targets = np.asarray(dataset.targets)
     if n >= len(targets):
         return dataset
@@ -123,7 +124,7 @@ def run(args) -> int:
     import zoo
     from eval.data.events import open_event_dataset
     from eval.data.events.augment import augment_training, parse_augment
-    from zoo.errors import PretrainedUnavailableError
+    from zoo.errors import InvalidArgumentError, PretrainedUnavailableError
     from eval.train.finetune import finetune
     from eval.train.trainer import TrainConfig
     from zoo.fileio import atomic_write
@@ -138,16 +139,16 @@ def run(args) -> int:
     train_ds = open_event_dataset(args.dataset, train=True, **common)
     test_ds = open_event_dataset(args.test_dataset or args.dataset, train=False, **common)
     if tuple(train_ds.sensor_size) != tuple(test_ds.sensor_size):
-        raise ValueError(f"sensor size mismatch: training recordings are {tuple(train_ds.sensor_size)}, test "
-                         f"recordings {tuple(test_ds.sensor_size)}")
+        raise InvalidArgumentError(f"sensor size mismatch: training recordings are {tuple(train_ds.sensor_size)}, test "
+                                   f"recordings {tuple(test_ds.sensor_size)}")
     framing = _framing(args, train_ds)
     train_ds.transform = test_ds.transform = framing
     num_classes = max(train_ds.num_classes, test_ds.num_classes)
     unused = sorted(set(range(num_classes)) - {int(y) for y in train_ds.targets})
     if unused:  # labels {1, 5} would silently make a 6-class head with 4 classes never seen
-        raise ValueError(f"{args.dataset}: labels must be the class ids 0..K-1, each with training recordings; the "
-                         f"labels span 0..{num_classes - 1} but {unused[:10]} have none; renumber them, or use a "
-                         f"folder per class (class names become the ids)")
+        raise InvalidArgumentError(f"{args.dataset}: labels must be the class ids 0..K-1, each with training recordings; the "
+                                   f"labels span 0..{num_classes - 1} but {unused[:10]} have none; renumber them, or use a "
+                                   f"folder per class (class names become the ids)")
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
@@ -207,14 +208,15 @@ def _check_args(args) -> None:
 
     # numeric ranges are checked by argparse (eval.cli.commands._args); what spans several flags is checked here
     from eval.data.events.augment import parse_augment
+    from zoo.errors import InvalidArgumentError
 
     parse_augment(args.augment)
     if not 0 < args.test_fraction < 1:
-        raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+        raise InvalidArgumentError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.sensor_size is not None and (min(args.sensor_size) < 1 or args.sensor_size[2] not in (1, 2)):
-        raise ValueError(f"--sensor-size W H P needs positive W, H and P 1 or 2, got {args.sensor_size}")
+        raise InvalidArgumentError(f"--sensor-size W H P needs positive W, H and P 1 or 2, got {args.sensor_size}")
     if args.tag is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_]*", args.tag):
-        raise ValueError(f"--tag must be lower-case letters, digits and _ (it becomes arch.TAG), got {args.tag!r}")
+        raise InvalidArgumentError(f"--tag must be lower-case letters, digits and _ (it becomes arch.TAG), got {args.tag!r}")
 
 
 def run_recordings(args) -> int:
@@ -236,19 +238,19 @@ def run_recordings(args) -> int:
     from eval.cli.commands._args import ensure_writable_dir
     from eval.train.trainer import TrainConfig
     from zoo.checkpoints import save_pretrained
-    from zoo.errors import PretrainedUnavailableError
+    from zoo.errors import InvalidArgumentError, PretrainedUnavailableError
     from zoo.fileio import atomic_write
     from zoo.naming import arch_tag, split_arch_tag
 
     if args.test_dataset or args.data_root:
-        raise ValueError("a recordings folder holds both splits (--split); --test-dataset and --data-root do not apply")
+        raise InvalidArgumentError("a recordings folder holds both splits (--split); --test-dataset and --data-root do not apply")
     root = Path(args.dataset).expanduser()
     out = ensure_writable_dir(args.out, "--out")
     # 1. data, labels and framing, before any model or Hub access
     info = model_input(args.checkpoint or args.model)
     arch = info["arch"]
     if args.checkpoint and split_arch_tag(args.model)[0] != arch:
-        raise ValueError(f"--checkpoint {args.checkpoint} holds {arch}, not {args.model}")
+        raise InvalidArgumentError(f"--checkpoint {args.checkpoint} holds {arch}, not {args.model}")
     recs, names = scan_recordings(root)
     load_recordings(recs, args.sensor_size)
     split = split_recordings(recs, args.split, args.test_fraction, args.seed)
@@ -260,8 +262,8 @@ def run_recordings(args) -> int:
     train_ds, test_ds = parts["train"], parts["test"]
     empty = [names[c] for c in range(len(names)) if c not in set(train_ds.targets)]
     if empty:
-        raise ValueError(f"the classes {empty} have no training samples (recordings shorter than one window, or every "
-                         f"recording of the class went to test); add recordings or change --split/--slice-ms")
+        raise InvalidArgumentError(f"the classes {empty} have no training samples (recordings shorter than one window, or every "
+                                   f"recording of the class went to test); add recordings or change --split/--slice-ms")
     framing = train_ds.transform
     tag = args.tag or ("ft_" + (re.sub(r"[^a-z0-9_]+", "_", root.resolve().name.lower()).strip("_") or "events"))
     name = arch_tag(arch, tag)

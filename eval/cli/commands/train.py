@@ -52,11 +52,13 @@ def add_arguments(parser) -> None:
 
 
 def _model_kwargs(items: list[str]) -> dict:
+    from zoo.errors import InvalidArgumentError
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--model-kw expects KEY=VALUE, got {item!r}")
+            raise InvalidArgumentError(f"--model-kw expects KEY=VALUE, got {item!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -67,17 +69,18 @@ def _model_kwargs(items: list[str]) -> dict:
 def _device(name: str | None):
     """``--device`` as a torch.device that exists here (None: the trainer's default); a ValueError otherwise."""
     import torch
+    from zoo.errors import InvalidArgumentError
 
     if name is None:
         return None
     try:
         device = torch.device(name)
     except RuntimeError as e:
-        raise ValueError(f"--device: expected cpu, cuda, cuda:N or another torch device, got {name!r} ({e})") from None
+        raise InvalidArgumentError(f"--device: expected cpu, cuda, cuda:N or another torch device, got {name!r} ({e})") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
-            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s)")
+            raise InvalidArgumentError(f"--device {name}: this machine has {count} CUDA device(s)")
     return device
 
 
