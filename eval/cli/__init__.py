@@ -22,6 +22,11 @@ COMMANDS = {
     "export-nir": "export_nir",
     "manifest": "manifest",
     "reproduce": "reproduce",
+    "results": "results",
+    "compare-runs": "compare_runs",
+    "make-subset": "make_subset",
+    "synops": "synops",
+    "neurobench": "neurobench",
 }
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ import torch
 from torch.utils.data import Dataset
 
 from adapters import settings
+from eval.cli import main as cli_main
 from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
 from zoo.fileio import atomic_path
 from zoo.tags import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
@@ -194,7 +196,7 @@ def find_root(name: str, root: str | os.PathLike | None = None, split: str = "te
     how = (f"Pass root=... (tdbn-zoo eval: --data {spec.name}:PATH; train, reproduce: --data-dir PATH)"
            + (f", or set {spec.env} or TDBN_ZOO_DATA" if spec.env else ""))
     if spec.kind == "npz":
-        how = f"Regenerate it with: python -m eval.data.images make-subset --src <fashion-mnist folder>"
+        how = f"Regenerate it with: tdbn-zoo make-subset --src <fashion-mnist folder>"
     raise MissingFileError(f"{spec.name} ({split} split) not found: looked for {what} in "
                             f"{', '.join(str(c.absolute()) for c in cands)}. {how}. tdbn-zoo never downloads data.")
 
@@ -546,24 +548,8 @@ def write_subset(src: str | os.PathLike | None = None, out: str | os.PathLike = 
 
 
 def _main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from eval.cli import report_user_errors
-    from eval.cli.commands._args import positive_int
-
-    p = argparse.ArgumentParser(prog="python -m eval.data.images", description="Data utilities.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("make-subset", help="write weights/data/fashion_mnist_test_subset.npz from the IDX files")
-    m.add_argument("--src", default=None, help="folder with t10k-images-idx3-ubyte.gz (default: the usual search)")
-    m.add_argument("--out", default=str(SUBSET_PATH))
-    m.add_argument("--n", type=positive_int, default=SUBSET_SIZE)
-    args = p.parse_args(argv)
-
-    def run() -> int:
-        out = write_subset(args.src, args.out, args.n)
-        print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
-        return 0
-    return report_user_errors("python -m eval.data.images make-subset", run)  # one line per user error, exit 2
+    """``python -m eval.data.images make-subset ...``: the same as ``tdbn-zoo make-subset ...``."""
+    return cli_main(sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":
