@@ -96,3 +96,18 @@ def test_readers_wrap_the_library_errors_naming_the_file(tmp_path):
             read(path)
         assert str(path) in str(info.value) and isinstance(info.value, ZooError)
         assert info.value.__cause__ is not None  # the library's own exception is kept as the cause
+
+
+def test_a_layer_argument_refused_by_adapters_is_the_callers_error_in_the_zoo():
+    """adapters (which does not import zoo) raises its own type for a bad layer argument; the zoo's builder turns
+    exactly that type into InvalidArgumentError naming the model, so the CLI prints it as one line."""
+    from adapters import LIF
+    from adapters._checks import ArgumentError
+    from zoo.errors import InvalidArgumentError
+
+    with pytest.raises(ArgumentError, match="v_th must be > 0, got -1") as raw:
+        LIF(v_th=-1)
+    assert not isinstance(raw.value, ZooError) and isinstance(raw.value, ValueError)
+    with pytest.raises(InvalidArgumentError, match="sresnet19_narrow_tdbn: v_th must be > 0, got -1") as info:
+        zoo.create("sresnet19_narrow_tdbn", v_th=-1)
+    assert isinstance(info.value.__cause__, ArgumentError)

@@ -23,8 +23,11 @@ from typing import Any
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 
+from adapters._checks import ArgumentError
+
 from . import manifest
 from .checkpoints import Checkpoint
+from .errors import InvalidArgumentError
 from .naming import HUB_ORG, arch_tag, split_arch_tag
 from .pretrained import ADAPTABLE, check_args_fit, find_checkpoint, load_state_dict_into, loadable, resolve_tag
 from .spiking_resnet import ARCH_CFGS, SpikingFeatureGraphNet, SpikingResNet
@@ -140,8 +143,11 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> SpikingResNet:
         check_args_fit(checkpoint, model_args, explicit)  # before allocating anything
         builder = functools.partial(_build_loaded, checkpoint, explicit)
     feature_cfg = dict(feature_cls="getter", out_indices=tuple(range(len(model_args["layers"]) + 1)))  # stem + stages
-    model = build_model_with_cfg(builder, variant, pretrained=False, pretrained_cfg=pretrained_cfg,
-                                 pretrained_cfg_overlay=overlay, feature_cfg=feature_cfg, **features, **model_args)
+    try:
+        model = build_model_with_cfg(builder, variant, pretrained=False, pretrained_cfg=pretrained_cfg,
+                                     pretrained_cfg_overlay=overlay, feature_cfg=feature_cfg, **features, **model_args)
+    except ArgumentError as e:  # a layer refused an argument the caller gave: the caller's error, by its type
+        raise InvalidArgumentError(f"{variant}: {e}") from e
     model.pretrained_cfg = {**model.pretrained_cfg, **extras}
     model.default_cfg = model.pretrained_cfg
     return model

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from eval.cli import main as cli_main
 from eval.train.checkpoint import read_training_checkpoint
+from zoo.errors import InvalidFileError
 from zoo.naming import stage_of
 
 
@@ -28,7 +29,7 @@ def run_summary(run: str | Path) -> dict:
         if rec.get("kind") == "epoch":
             epochs[rec["epoch"]] = rec  # a resumed run may log an epoch twice: the last one counts
     if not epochs:
-        raise ValueError(f"{run}/metrics.jsonl has no finished epoch yet")
+        raise InvalidFileError(f"{run}/metrics.jsonl has no finished epoch yet")
     _, meta = read_training_checkpoint(run / "last.safetensors")
     first, last = epochs[min(epochs)], epochs[max(epochs)]
 

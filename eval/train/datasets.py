@@ -16,6 +16,7 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
     from eval.data.images import (ArrayImageDataset, build_dataset, build_transform, dataset_spec, find_root,
                                   load_idx_pair)
     from eval.train.sampling import SeededAugment
+    from zoo.errors import InvalidArgumentError
 
     def first(ds):  # --train-subset: the first N training images
         return torch.utils.data.Subset(ds, range(min(train_subset, len(ds)))) if train_subset else ds
@@ -24,8 +25,8 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
     try:
         spec = dataset_spec(name)
     except ValueError:
-        raise ValueError(f"preset {preset['model']} trains on {name}, an event dataset: build it with eval.data.events "
-                         f"and train with eval.train.trainer.Trainer (or `tdbn-zoo finetune`)") from None
+        raise InvalidArgumentError(f"preset {preset['model']} trains on {name}, an event dataset: build it with eval.data.events "
+                                   f"and train with eval.train.trainer.Trainer (or `tdbn-zoo finetune`)") from None
     bases = {}
     for split in ("train", "test"):
         if spec.kind == "idx":
