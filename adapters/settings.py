@@ -71,7 +71,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TDBN_ZOO_CHECK_VALUES", None,
             "1: every value check runs (NaN/Inf inputs, spike-valued inputs), training included; 0: none; unset: "
             "input checks in inference only. Read at import.", on_unless_off,
-            switch="adapters.set_value_checks(True | False | None), adapters.value_checks()"),
+            switch="adapters._checks.set_value_checks(True, False or None), adapters._checks.value_checks()"),
     Setting("TDBN_ZOO_LEAN_TRAINING", True,
             "0: train with the plain autograd path instead of the memory-lean one (bool-saved spike inputs, "
             "fused norm+LIF). Read at import.", on_unless_off, switch="adapters.memory_lean.set_lean_training(bool)"),

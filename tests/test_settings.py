@@ -74,4 +74,5 @@ def test_the_reference_table_lists_each_setting_once():
     table = settings.reference_table().splitlines()
     assert len(table) == 2 + len(settings.SETTINGS)
     assert all(f"`{s.name}`" in row for s, row in zip(settings.SETTINGS, table[2:]))
+    assert all(row.count("|") == 4 for row in table)  # three cells a row: no stray pipe in a meaning
     assert not math.isnan(settings.get("TDBN_ZOO_HUB_TIMEOUT", environ={}))
