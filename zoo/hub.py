@@ -23,7 +23,6 @@ from adapters import settings
 from .checkpoints import CARD_NAME, FILES, Checkpoint
 from .errors import CheckpointError, InvalidArgumentError, PretrainedUnavailableError, PublishError
 
-DEFAULT_TIMEOUT_S = 30.0
 TIMEOUT_ENV = "TDBN_ZOO_HUB_TIMEOUT"
 _local = threading.local()
 _hooked = False
@@ -39,7 +38,8 @@ class _DeadlinePassed(Exception):
 
 
 def hub_timeout() -> float:
-    """The deadline of one zoo Hub call in seconds: ``TDBN_ZOO_HUB_TIMEOUT`` (a positive number) or 30."""
+    """The deadline of one zoo Hub call in seconds: ``TDBN_ZOO_HUB_TIMEOUT`` (a positive number; its default in
+    ``adapters.settings``: 30)."""
     try:
         return settings.get(TIMEOUT_ENV)
     except ValueError as e:  # the variable's text: a user's setting
