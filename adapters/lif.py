@@ -35,7 +35,7 @@ def check_lif_params(tau_decay: float, v_th: float, surrogate_width: float) -> N
         >>> check_lif_params(1.5, 0.5, 1.0)
         Traceback (most recent call last):
         ...
-        ValueError: tau_decay must lie in [0, 1], got 1.5
+        adapters._checks.ArgumentError: tau_decay must lie in [0, 1], got 1.5
     """
     if not 0.0 <= tau_decay <= 1.0:
         raise ArgumentError(f"tau_decay must lie in [0, 1], got {tau_decay}")
