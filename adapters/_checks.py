@@ -10,14 +10,20 @@ refuses NaN/Inf inputs. ``TDBN_ZOO_CHECK_VALUES=1`` (before import), ``set_value
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 
+from . import settings
+
 VALUE_CHECKS_ENV = "TDBN_ZOO_CHECK_VALUES"
-_ENV_VALUE = os.environ.get(VALUE_CHECKS_ENV, "").strip().lower()
+
+
+class ArgumentError(ValueError):
+    """A layer argument out of range or of the wrong kind. ``adapters`` does not import ``zoo``; the zoo turns
+    this type into ``zoo.errors.InvalidArgumentError`` where it builds a model (``zoo.models``)."""
+
 # True: every check; False: none; None (default): input checks in inference only
-_value_checks: bool | None = None if not _ENV_VALUE else _ENV_VALUE not in ("0", "false", "no", "off")
+_value_checks: bool | None = settings.get(VALUE_CHECKS_ENV)
 
 
 def value_checks_enabled() -> bool:
@@ -88,5 +94,5 @@ def check_int(value, *, name: str, minimum: int, owner: str) -> int:
         raise TypeError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r} "
                         f"({type(value).__name__})")
     if value < minimum:
-        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value}")
+        raise ArgumentError(f"{owner}: {name} must be an integer >= {minimum}, got {value}")
     return int(value)

@@ -21,6 +21,8 @@ import sys
 import threading
 from pathlib import Path
 
+from . import settings
+
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict = {}  # "lif", "lif_cuda": the module or None (a lasting failure); "warned...": fallback logged
@@ -45,7 +47,7 @@ def _once(key: str, load):
     with _lock:
         if key in _state:
             return _state[key]
-        if os.environ.get(DISABLE_ENV):
+        if settings.get(DISABLE_ENV):
             _state[key] = None
             return None
         module, lasting = load()

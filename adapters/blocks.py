@@ -27,7 +27,7 @@ from typing import Callable, Union
 import torch
 from torch import nn
 
-from ._checks import check_tensor
+from ._checks import ArgumentError, check_tensor
 from .fused import FoldedNorm
 from .fusion import NormSlot
 from .memory_lean import SpikeConv2d
@@ -61,8 +61,8 @@ def norm_factory(norm: NormSpec = "tdbn", *, v_th: float = 0.5, dim: int = 2) ->
         return lambda num_features, alpha=1.0: cls(num_features, alpha=alpha, v_th=v_th)
     if norm == "bn":
         return MultiStepBatchNorm2d if dim == 2 else MultiStepBatchNorm1d
-    raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)} or pass a callable "
-                     f"norm(num_features, alpha=...)")
+    raise ArgumentError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)} or pass a callable "
+                        f"norm(num_features, alpha=...)")
 
 
 def _layers(norm: NormSpec, neuron: NeuronSpec, lif: dict) -> tuple[Callable, Callable]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_tensor
+from ._checks import ArgumentError, check_tensor
 
 
 class ChannelAffine(nn.Module):
@@ -19,7 +19,7 @@ class ChannelAffine(nn.Module):
     def __init__(self, num_features: int):
         super().__init__()
         if num_features <= 0:
-            raise ValueError(f"num_features must be positive, got {num_features}")
+            raise ArgumentError(f"num_features must be positive, got {num_features}")
         self.num_features = int(num_features)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))

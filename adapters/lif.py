@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_tensor
+from ._checks import ArgumentError, check_tensor
 from .surrogate import RectSurrogate
 
 
@@ -35,14 +35,14 @@ def check_lif_params(tau_decay: float, v_th: float, surrogate_width: float) -> N
         >>> check_lif_params(1.5, 0.5, 1.0)
         Traceback (most recent call last):
         ...
-        ValueError: tau_decay must lie in [0, 1], got 1.5
+        adapters._checks.ArgumentError: tau_decay must lie in [0, 1], got 1.5
     """
     if not 0.0 <= tau_decay <= 1.0:
-        raise ValueError(f"tau_decay must lie in [0, 1], got {tau_decay}")
+        raise ArgumentError(f"tau_decay must lie in [0, 1], got {tau_decay}")
     if not v_th > 0:
-        raise ValueError(f"v_th must be > 0, got {v_th}")
+        raise ArgumentError(f"v_th must be > 0, got {v_th}")
     if not surrogate_width > 0:
-        raise ValueError(f"surrogate_width must be > 0, got {surrogate_width}")
+        raise ArgumentError(f"surrogate_width must be > 0, got {surrogate_width}")
 
 
 def lif_reference(x: torch.Tensor, tau_decay: float = 0.25, v_th: float = 0.5, surrogate_width: float = 1.0,

@@ -18,17 +18,16 @@ on the same values, only later). ``TDBN_ZOO_LEAN_TRAINING=0`` (before import), `
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _checks
+from . import _checks, settings
 from .onednn_workarounds import unit_stride
 
 LEAN_TRAINING_ENV = "TDBN_ZOO_LEAN_TRAINING"
-_lean = os.environ.get(LEAN_TRAINING_ENV, "").strip().lower() not in ("0", "false", "no", "off")
+_lean = settings.get(LEAN_TRAINING_ENV)
 
 
 def lean_training_enabled() -> bool:

@@ -38,7 +38,7 @@ from typing import Callable, Union
 import torch
 from torch import nn
 
-from ._checks import check_tensor
+from ._checks import ArgumentError, check_tensor
 from .lif import LIF, check_lif_params
 from .surrogate import RectSurrogate
 
@@ -124,6 +124,10 @@ class SnnTorchNeuron(nn.Module):
         raise _not_lif(self)
 
 
+# the neuron modules the zoo builds (make_neuron's backends), named once; is_neuron also knows users' own
+NEURON_CLASSES = (LIF, SpikingJellyNeuron, SnnTorchNeuron)
+
+
 def _reset_snntorch(neuron: nn.Module) -> None:
     if not hasattr(neuron, "reset_mem"):
         raise TypeError(f"{type(neuron).__name__} has no reset_mem(); cannot clear its state between sequences")
@@ -148,7 +152,7 @@ def make_neuron(backend: str = "native", *, tau_decay: float = 0.25, v_th: float
         return LIF(tau_decay, v_th, surrogate_width, detach_reset)
     if backend == "spikingjelly":
         if tau_decay >= 1.0:
-            raise ValueError("the SpikingJelly backend needs tau_decay < 1 (its tau = 1 / (1 - tau_decay))")
+            raise ArgumentError("the SpikingJelly backend needs tau_decay < 1 (its tau = 1 / (1 - tau_decay))")
         from spikingjelly.activation_based import neuron, surrogate
 
         node = neuron.LIFNode(tau=1.0 / (1.0 - tau_decay), decay_input=False, v_threshold=v_th, v_reset=0.0,
@@ -162,8 +166,8 @@ def make_neuron(backend: str = "native", *, tau_decay: float = 0.25, v_th: float
         leaky = snntorch.Leaky(beta=tau_decay, threshold=v_th, reset_mechanism="zero",
                                spike_grad=RectSurrogate(surrogate_width), reset_delay=detach_reset)
         return SnnTorchNeuron(leaky)
-    raise ValueError(f"unknown neuron backend {backend!r}; choose one of {', '.join(BACKENDS)}, "
-                     f"or pass a SpikingJelly/snnTorch neuron instance or factory")
+    raise ArgumentError(f"unknown neuron backend {backend!r}; choose one of {', '.join(BACKENDS)}, "
+                        f"or pass a SpikingJelly/snnTorch neuron instance or factory")
 
 
 def wrap_neuron(module: nn.Module) -> nn.Module:

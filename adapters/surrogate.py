@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import ArgumentError
+
 
 class _RectSpike(torch.autograd.Function):
     @staticmethod
@@ -27,7 +29,7 @@ class RectSurrogate:
 
     def __init__(self, width: float = 1.0):
         if not width > 0:
-            raise ValueError(f"surrogate_width must be > 0, got {width}")
+            raise ArgumentError(f"surrogate_width must be > 0, got {width}")
         self.width = float(width)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

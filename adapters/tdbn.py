@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _checks
-from ._checks import check_finite, check_tensor
+from ._checks import ArgumentError, check_finite, check_tensor
 
 
 class _MultiStepNorm(nn.Module):
@@ -23,7 +23,7 @@ class _MultiStepNorm(nn.Module):
     def __init__(self, num_features: int, *, scale: float, eps: float = 1e-5, momentum: float | None = 0.1):
         super().__init__()
         if num_features <= 0:
-            raise ValueError(f"num_features must be positive, got {num_features}")
+            raise ArgumentError(f"num_features must be positive, got {num_features}")
         self.num_features = int(num_features)
         self.scale = float(scale)
         self.eps = float(eps)
@@ -144,7 +144,7 @@ class _TdBatchNorm(_MultiStepNorm):
     def __init__(self, num_features: int, alpha: float = 1.0, v_th: float = 0.5, eps: float = 1e-5,
                  momentum: float | None = 0.1):
         if not (alpha > 0 and v_th > 0):
-            raise ValueError(f"tdBN needs alpha > 0 and v_th > 0, got alpha={alpha}, v_th={v_th}")
+            raise ArgumentError(f"tdBN needs alpha > 0 and v_th > 0, got alpha={alpha}, v_th={v_th}")
         super().__init__(num_features, scale=alpha * v_th, eps=eps, momentum=momentum)
         self.alpha = float(alpha)
         self.v_th = float(v_th)

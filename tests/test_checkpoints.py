@@ -160,3 +160,24 @@ def test_bare_weights_file_is_self_describing(saved):
     got = zoo.create(str(out / "model.safetensors"), pretrained=True).eval()
     assert got.fused and got.T == 2 and got.model_args["channels"] == [8, 16]
     torch.testing.assert_close(got(X), model(X), rtol=0, atol=1e-6)
+
+
+def test_the_loaded_model_carries_the_class_names_its_config_json_gives(tmp_path):
+    """timm keeps a checkpoint's class names in ``pretrained_cfg['label_names']``: a shipped checkpoint, the same
+    folder named as a path and as ``local-dir:``, and a folder of one's own all carry config.json's list; a new
+    classifier (``num_classes`` given) has other classes, so none."""
+    from zoo.manifest import weights_dir
+
+    name = "sresnet19_narrow_tdbn.fashion_mnist_t4"
+    folder = weights_dir() / name
+    names = json.loads((folder / "config.json").read_text())["label_names"]
+    assert names[0] == "T-shirt/top" and len(names) == 10  # Fashion-MNIST's classes, in label order
+    assert zoo.create(name, pretrained=True).pretrained_cfg["label_names"] == names
+    assert zoo.create(str(folder), pretrained=True).pretrained_cfg["label_names"] == names
+    assert timm.create_model(f"local-dir:{folder}", pretrained=True).pretrained_cfg["label_names"] == names
+    assert "label_names" not in zoo.create(name, pretrained=True, num_classes=3).pretrained_cfg
+    own = ["cat", "dog", "bird"]
+    zoo.save_pretrained(trained_tiny(num_classes=3), tmp_path / "own", tag="sresnet19_tdbn.pets_t2",
+                        cfg=dict(dataset="pets", input_size=(3, 8, 8), label_names=own))
+    assert json.loads((tmp_path / "own" / "config.json").read_text())["label_names"] == own
+    assert zoo.create(str(tmp_path / "own"), pretrained=True).pretrained_cfg["label_names"] == own

@@ -13,7 +13,7 @@ from adapters import TdBatchNorm2d
 from eval.cli import main
 from eval.data.events import EVENT_DTYPE, EventFraming, collate_frames, open_event_dataset, save_event_npz
 from eval.train.finetune import freeze_modules
-from zoo.pretrained import read_safetensors
+from zoo.checkpoints import read_safetensors
 
 ARCH = "sresnet19_narrow_tdbn"
 

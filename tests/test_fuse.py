@@ -7,7 +7,6 @@ import torch
 import zoo
 from adapters import ChannelAffine, MultiStepBatchNorm2d, TdBatchNorm1d, TdBatchNorm2d
 from zoo import SpikingResNet
-from zoo.fuse import fold_state_dict
 
 NEURON = re.compile(r"(^|\.)(act\d+|head_act)$")
 NORMS = (TdBatchNorm2d, TdBatchNorm1d, MultiStepBatchNorm2d)
@@ -96,7 +95,7 @@ def test_fold_is_eq_9_10():
         bn.running_var.uniform_(0.5, 2.0)
         bn.weight.uniform_(0.5, 1.5)
         bn.bias.normal_()
-    sd = fold_state_dict(model)
+    sd = zoo.fuse(model).state_dict()
     lam, beta, mu, var = bn.weight, bn.bias, bn.running_mean, bn.running_var
     scale = lam * bn.alpha * bn.v_th / torch.sqrt(var + bn.eps)
     assert bn.alpha == pytest.approx(2 ** -0.5) and bn.v_th == 0.5
@@ -111,7 +110,7 @@ def test_fused_layout_builds_from_its_config():
     rebuilt = SpikingResNet(**fused.model_args)  # model_args is JSON data: what config.json records
     assert rebuilt.fused
     own = {k: v.shape for k, v in rebuilt.state_dict().items()}
-    assert own == {k: v.shape for k, v in fold_state_dict(model).items()}
+    assert own == {k: v.shape for k, v in fused.state_dict().items()}
     assert "conv1.bias" in own and "layer1.0.shortcut.bn.weight" in own and "head_fc.bias" in own
     assert not any("running" in k for k in own)
 

@@ -335,7 +335,7 @@ def reference(tmp_path_factory) -> Path:
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
-    from zoo.pretrained import read_safetensors
+    from zoo.checkpoints import read_safetensors
     wa, wb = read_safetensors(a / "model.safetensors"), read_safetensors(b / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -429,7 +429,7 @@ def test_resume_refuses_another_training_set_or_model(tmp_path):
 def _rewrite(path: Path, edit_meta=None, edit_tensors=None) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
-    from zoo.pretrained import read_safetensors
+    from zoo.checkpoints import read_safetensors
     tensors = read_safetensors(path)
     with safe_open(str(path), framework="pt") as f:
         header = dict(f.metadata())

@@ -17,6 +17,7 @@ from eval.data.events import EVENT_DTYPE, save_event_npz, write_nmnist_file
 from eval.data.events.readers import read_recording
 from eval.data.events.recordings import scan_recordings, split_recordings, load_recordings
 from tests.hostile import assert_cli_user_error, assert_user_error, run_cli
+from zoo.errors import InvalidFileError
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "events"
 if not REAL.is_dir():
@@ -308,8 +309,8 @@ def test_make_events_failure_keeps_the_old_dataset_whole(tmp_path, capsys, monke
     real = simulate.events_from_images
 
     def fail_on_test(images, sensor, seed=0, stream=0):
-        if stream == 1:
-            raise ValueError("simulated failure in the test split")
+        if stream == 1:  # a user error (a bad input found late): one line, and the old output stays whole
+            raise InvalidFileError("simulated failure in the test split")
         return real(images, sensor, seed=seed, stream=stream)
     monkeypatch.setattr(simulate, "events_from_images", fail_on_test)
     result = run_cli([*args, "--seed", "7"], capsys)

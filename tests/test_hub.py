@@ -97,6 +97,8 @@ def test_download_into_clean_cache_gives_identical_weights_and_outputs(published
     timm_model = timm.create_model(f"hf-hub:{REPO}", pretrained=True).eval()  # timm reads the same repo
     assert timm_model.fused and timm_model.T == 2
     torch.testing.assert_close(timm_model(X), got(X), rtol=0, atol=0)
+    names = json.loads((folder / "config.json").read_text())["label_names"]  # what the card's config says
+    assert len(names) == 10 and got.pretrained_cfg["label_names"] == timm_model.pretrained_cfg["label_names"] == names
 
 
 def test_offline_uses_the_cache_and_explains_when_it_cannot(published, online, monkeypatch):

@@ -16,7 +16,7 @@ import zoo
 from eval.data.smoke import write_smoke_data
 from hostile import assert_cli_user_error, run_cli
 from test_hub import hub, online  # noqa: F401  (the local Hub-protocol server, a private cache and weights/)
-from zoo.pretrained import read_safetensors
+from zoo.checkpoints import read_safetensors
 from zoo.tags import TAGS
 
 PAPER_TAGS = [t for t in TAGS if TAGS[t].get("paper_top1") is not None]

@@ -18,7 +18,7 @@ from eval.train.checkpoint import atomic_save_safetensors, read_training_checkpo
 from eval.train.sampling import ResumableBatchSampler, SeededAugment
 from zoo import SpikingResNet, TAGS
 from zoo.errors import CheckpointError
-from zoo.pretrained import read_safetensors
+from zoo.checkpoints import read_safetensors
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(layers=(1, 1), channels=(4, 8), strides=(1, 2), stem_width=4, head_hidden=None, in_chans=1,

@@ -10,13 +10,15 @@ import fnmatch
 from pathlib import Path
 
 import timm
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from torch import nn
 
-from . import factory  # noqa: F401  (registers the architectures with timm)
+from . import manifest, models  # noqa: F401  (models registers the architectures with timm)
 from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, Checkpoint
 from .errors import CheckpointError, UnknownModelError
+from .hub import download, split_revision
 from .naming import arch_tag, did_you_mean, split_arch_tag
-from .pretrained import resolve_tag
+from .pretrained import loadable, resolve_tag
 from .spiking_resnet import ARCH_CFGS
 from .tags import TAGS
 
@@ -87,11 +89,6 @@ def _resolve_path(path: Path, arch: str | None) -> tuple[str, dict]:
 
 
 def _resolve_hub(repo_ref: str, pretrained: bool, force_download: bool) -> str:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    from . import manifest
-    from .hub import download, split_revision
-
     repo, revision = split_revision(repo_ref)
     try:
         validate_repo_id(repo)
@@ -134,7 +131,6 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     checkpoint can be loaded here (shipped, or cached from the Hub)."""
     if not pretrained:
         return sorted(a for a in ARCH_CFGS if fnmatch.fnmatch(a, pattern))
-    from .pretrained import loadable
     return sorted(t for t in TAGS if fnmatch.fnmatch(t, pattern) and loadable(t))
 
 

@@ -15,14 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
+from timm.models import get_pretrained_cfg
+from timm.models._hub import save_config_for_hf
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InvalidArgumentError
 from .fileio import atomic_write
+from .fuse import fuse as fuse_model
 from .manifest import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from .model_card import model_card
-from .naming import arch_tag, split_arch_tag
+from .naming import HUB_ORG, arch_tag, split_arch_tag
 from .spiking_resnet import ARCH_CFGS, SpikingResNet
+from .tags import TAGS, tag_extras
 
 FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
 _RUNTIME_ARGS = ("neuron", "drop_rate")  # chosen at load time, not part of the weights' meaning
@@ -47,12 +53,31 @@ def weights_metadata(arch: str | None, model_args: dict, **extra: str) -> dict[s
             "fused": str(bool(args.get("fused", False))).lower(), **{k: str(v) for k, v in extra.items()}}
 
 
-def read_header(path: str | Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, str]]:
-    """``({tensor: (dtype, shape)}, metadata)`` of a safetensors file, from its JSON header only (no tensor
-    is read, nothing is unpickled). A file that is not safetensors is a CheckpointError."""
-    from safetensors import safe_open
+# safetensors' own limit on the JSON header (MAX_HEADER_SIZE): checked before the library reads anything
+MAX_HEADER_BYTES = 100_000_000
 
+
+def _check_header_size(path: Path) -> None:
+    """Refuse a file whose declared header (the first 8 bytes, little-endian) is longer than the file or
+    than ``MAX_HEADER_BYTES``, before any of it is read."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read: {e.strerror or e}") from e
+    n = int.from_bytes(head, "little") if len(head) == 8 else None
+    if n is None or n > size - 8 or n > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{path} is not a valid safetensors file (corrupt or truncated?): a header of "
+                              f"{'?' if n is None else n} bytes in a {size}-byte file")
+
+
+def read_header(path: str | Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, str]]:
+    """``({tensor: (dtype, shape)}, metadata)`` of a safetensors file, from its JSON header only
+    (``safe_open``: no tensor is read, nothing is unpickled). A file that is not safetensors is a
+    CheckpointError naming it."""
     path = Path(path)
+    _check_header_size(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {}
@@ -61,6 +86,21 @@ def read_header(path: str | Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]
                 tensors[k] = (str(s.get_dtype()), tuple(int(d) for d in s.get_shape()))
             return tensors, dict(f.metadata() or {})
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad header
+        raise CheckpointError(f"{path} is not a valid safetensors file (corrupt or truncated?): {e}") from e
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, turning a corrupt or truncated file into a clear CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path} is not a .safetensors file; tdbn-zoo loads safetensors only "
+                              f"(pickled checkpoints are never loaded)")
+    _check_header_size(path)
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ... for a corrupt file
         raise CheckpointError(f"{path} is not a valid safetensors file (corrupt or truncated?): {e}") from e
 
 
@@ -104,7 +144,6 @@ class Checkpoint:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors of the weights file, read once (safetensors only; a corrupt file is a CheckpointError)."""
         if self._state is None:
-            from .pretrained import read_safetensors
             self._state = read_safetensors(self.weights)
         return self._state
 
@@ -156,9 +195,6 @@ def _base_cfg(model: SpikingResNet, name: str, cfg: dict | None = None) -> dict:
     """The model's pretrained_cfg over the registered cfg of ``name`` (which fills what a model built
     directly lacks: input size, mean/std, dataset, recipe). For a tag that is not registered (a user's own),
     only the architecture's fields are kept; ``cfg`` (the caller's dataset fields) wins over both."""
-    from timm.models import get_pretrained_cfg
-
-    from .tags import TAGS, tag_extras
     arch = split_arch_tag(name)[0]
     try:
         base = get_pretrained_cfg(name if "." in name else f"{name}.")
@@ -194,22 +230,17 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
             tag the model started from is copied.
     Returns: ``out_dir`` as a Path.
     """
-    from timm.models._hub import save_config_for_hf
-
-    from .fuse import fuse as fuse_model
-    from .tags import HUB_ORG
-
     if not isinstance(model, SpikingResNet):
         raise TypeError(f"save_pretrained expects a SpikingResNet, got {type(model).__name__}")
     arch, t = _arch_and_tag(model, tag)
     if arch not in ARCH_CFGS:
-        raise ValueError(f"cannot tell the architecture of this model ({arch!r}); pass tag='arch.tag' with arch "
-                         f"one of {', '.join(ARCH_CFGS)}")
+        raise InvalidArgumentError(f"cannot tell the architecture of this model ({arch!r}); pass tag='arch.tag' with arch "
+                                   f"one of {', '.join(ARCH_CFGS)}")
     name = arch_tag(arch, t)
     for m in metrics or []:
         missing = [k for k in ("name", "value", "command") if k not in m]
         if missing:
-            raise ValueError(f"metric {m!r} lacks {missing}: every figure needs the command that measured it")
+            raise InvalidArgumentError(f"metric {m!r} lacks {missing}: every figure needs the command that measured it")
     out = fuse_model(model) if (fuse and not model.fused) else copy.copy(model)  # copy: cfg set below
     out.pretrained_cfg = {**_base_cfg(model, name, cfg), "architecture": arch, "tag": t, "fused": out.fused}
     labels = LABEL_NAMES.get(out.pretrained_cfg.get("dataset"))

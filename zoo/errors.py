@@ -51,3 +51,8 @@ class PublishError(HubError):
 class OutputNotWritableError(ZooError, ValueError):
     """An output path (file or folder) that cannot or must not be written (it is an input, an existing
     checkpoint, inside the shipped ``weights/``): checked before the work starts."""
+
+
+class MissingFileError(ZooError, FileNotFoundError):
+    """A file or folder the user named, or one a dataset's layout expects, that does not exist: the message
+    names it and what was looked for (no download is ever attempted)."""

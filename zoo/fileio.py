@@ -1,4 +1,4 @@
-"""File IO shared by the zoo and the harness: atomic writes and safetensors header reads.
+"""File IO shared by the zoo and the harness: atomic writes (safetensors are read by ``zoo.checkpoints``).
 
 Every file the project writes goes through :func:`atomic_write` (bytes or text) or :func:`atomic_path` (for
 writers that want a file name, e.g. ``nir.write`` or matplotlib): the data is written to a temporary file in
@@ -8,13 +8,12 @@ half-written file and a failed write leaves the old file as it was.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_write", "atomic_path", "read_safetensors_metadata"]
+__all__ = ["atomic_write", "atomic_path"]
 
 
 def _umask() -> int:
@@ -61,27 +60,3 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         f.write(data.encode() if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
-    """The ``__metadata__`` of a ``.safetensors`` file (string to string), reading its JSON header only:
-    no tensor is loaded and nothing is unpickled. Raises ``ValueError`` naming the file if it is not one."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
-        n = int.from_bytes(head, "little")
-        size = path.stat().st_size
-        if n > size - 8 or n > 100_000_000:
-            raise ValueError(f"{path}: not a safetensors file (header of {n} bytes in a {size}-byte file)")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a safetensors file (header is not JSON: {e})") from None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    if meta is None:
-        return {}
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise ValueError(f"{path}: safetensors __metadata__ must map strings to strings")
-    return dict(meta)

@@ -27,19 +27,11 @@ from __future__ import annotations
 
 import copy
 
-import torch
-
 from adapters.fusion import fuse_norms_
 
 from .spiking_resnet import SpikingResNet
 
-__all__ = ["fuse", "fold_state_dict"]
-
-
-def fold_state_dict(model: SpikingResNet) -> dict[str, torch.Tensor]:
-    """The state dict of ``fuse(model)``: each norm folded into its conv or linear (eq. 9-10), or kept as a
-    per-channel affine ``weight``/``bias`` where no conv precedes it; everything else unchanged."""
-    return {k: v.detach().clone() for k, v in fuse(model).state_dict().items()}
+__all__ = ["fuse"]
 
 
 def fuse(model: SpikingResNet) -> SpikingResNet:

@@ -10,7 +10,6 @@ so a server that accepts connections and never answers costs at most that long p
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -19,10 +18,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .checkpoints import CARD_NAME, FILES, Checkpoint
-from .errors import PretrainedUnavailableError, PublishError
+from adapters import settings
 
-DEFAULT_TIMEOUT_S = 30.0
+from .checkpoints import CARD_NAME, FILES, Checkpoint
+from .errors import CheckpointError, InvalidArgumentError, PretrainedUnavailableError, PublishError
+
 TIMEOUT_ENV = "TDBN_ZOO_HUB_TIMEOUT"
 _local = threading.local()
 _hooked = False
@@ -38,17 +38,12 @@ class _DeadlinePassed(Exception):
 
 
 def hub_timeout() -> float:
-    """The deadline of one zoo Hub call in seconds: ``TDBN_ZOO_HUB_TIMEOUT`` (a positive number) or 30."""
-    raw = os.environ.get(TIMEOUT_ENV)
-    if raw is None or raw == "":
-        return DEFAULT_TIMEOUT_S
+    """The deadline of one zoo Hub call in seconds: ``TDBN_ZOO_HUB_TIMEOUT`` (a positive number; its default in
+    ``adapters.settings``: 30)."""
     try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (0 < value < float("inf")):
-        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
-    return value
+        return settings.get(TIMEOUT_ENV)
+    except ValueError as e:  # the variable's text: a user's setting
+        raise InvalidArgumentError(str(e)) from None
 
 
 def _request_hook(request) -> None:
@@ -175,11 +170,11 @@ def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, pr
     folder = Path(folder)
     ckpt = Checkpoint.from_path(folder)
     if ckpt.config is None:
-        raise ValueError(f"{folder} has no config.json: write checkpoint folders with zoo.save_pretrained")
+        raise CheckpointError(f"{folder} has no config.json: write checkpoint folders with zoo.save_pretrained")
     ckpt.state_dict()  # refuse to publish a corrupt file
     missing = [f for f in FILES if not (folder / f).is_file()]
     if missing:
-        raise ValueError(f"{folder} lacks {', '.join(missing)}: write checkpoint folders with zoo.save_pretrained")
+        raise CheckpointError(f"{folder} lacks {', '.join(missing)}: write checkpoint folders with zoo.save_pretrained")
     api = HfApi(token=token)
     try:
         with deadline() as seconds, tempfile.TemporaryDirectory() as tmp:

@@ -27,9 +27,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from adapters import settings
+
 from .errors import CheckpointError
 from .fileio import _umask, atomic_write
-from .naming import did_you_mean
+from .naming import HUB_ORG, did_you_mean
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
@@ -42,13 +44,12 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
-def check_name(name: str) -> str:
-    """``name`` if it is a registered ``arch.tag``, the only names that become folders in weights/."""
-    from .tags import TAGS
-
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name not in TAGS:
-        hint = did_you_mean(name, TAGS) if isinstance(name, str) else ""
-        raise CheckpointError(f"{name!r} is not a registered arch.tag (one of {', '.join(sorted(TAGS))}); only "
+def check_name(name: str, known) -> str:
+    """``name`` if it is one of the ``known`` (registered) ``arch.tag`` names (``zoo.TAGS``), the only names
+    that become folders in weights/."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name not in known:
+        hint = did_you_mean(name, known) if isinstance(name, str) else ""
+        raise CheckpointError(f"{name!r} is not a registered arch.tag (one of {', '.join(sorted(known))}); only "
                               f"those name checkpoints in the manifest and folders in weights/.{hint}")
     return name
 
@@ -69,8 +70,7 @@ def package_weights_dir() -> Path:
 
 def weights_dir() -> Path:
     """The folder of shipped checkpoints: ``$TDBN_ZOO_WEIGHTS`` when set, else :func:`package_weights_dir`."""
-    env = os.environ.get("TDBN_ZOO_WEIGHTS")
-    return Path(env) if env else package_weights_dir()
+    return settings.get("TDBN_ZOO_WEIGHTS") or package_weights_dir()
 
 
 def sha256_file(path: str | Path) -> str:
@@ -139,11 +139,6 @@ def _check_entry(path: Path, name: str, e) -> None:
             raise CheckpointError(f"{where}: files[{f!r}] must hold a 64-hex sha256, got {d!r}")
 
 
-def entry(name: str, manifest: dict | None = None) -> dict | None:
-    """The entry of ``arch.tag``, or None."""
-    return (manifest or read_manifest())["models"].get(name)
-
-
 def entry_for_repo(repo_id: str, manifest: dict | None = None) -> tuple[str, dict] | None:
     """``(name, entry)`` of the checkpoint published as ``repo_id``, or None."""
     for name, e in (manifest or read_manifest())["models"].items():
@@ -171,18 +166,17 @@ def verify(folder: str | Path, files: dict[str, dict], origin: str, fix: str = "
                 f"regenerate the manifest entry with `tdbn-zoo manifest add` if the change is intended.")
 
 
-def record(name: str, folder: str | Path, *, repo_id: str | None = None, revision: str | None = None,
+def record(name: str, folder: str | Path, *, known, repo_id: str | None = None, revision: str | None = None,
            ship: bool = False, manifest_path: str | Path | None = None) -> dict:
     """Add or replace the manifest entry of ``arch.tag`` from a checkpoint folder; returns the entry.
 
     ``ship=True`` copies the folder into ``weights/<name>/`` (atomically: copy, then rename) and records
-    that path; ``name`` must be a registered ``arch.tag``. ``repo_id`` defaults to ``tdbn-zoo/<name>``;
+    that path; ``name`` must be one of the ``known`` registered ``arch.tag`` names (``zoo.TAGS``).
+    ``repo_id`` defaults to ``tdbn-zoo/<name>``;
     ``revision`` pins a Hub commit. Without ``ship`` an already shipped copy is kept when its weights and
     config are the folder's (else a CheckpointError: ship the new folder, or record it under another name).
     """
-    from .tags import HUB_ORG
-
-    check_name(name)
+    check_name(name, known)
     folder = Path(folder)
     missing = [f for f in VERIFIED if not (folder / f).is_file()]
     if missing:

@@ -9,6 +9,7 @@ it, and usage lines that load this checkpoint (its folder, or the Hub repo it is
 from __future__ import annotations
 
 import json
+from huggingface_hub import EvalResult, ModelCardData
 
 # the Hub dataset ids of the datasets the tags name (a card's `datasets:` must be Hub ids to link)
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist",
@@ -18,7 +19,6 @@ HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fash
 def model_card(config: dict, *, name: str, repo_id: str, metrics: list[dict], extra: str = "",
                license: str = "mit", num_params: int | None = None) -> str:
     """README.md text: YAML front matter (huggingface_hub's ``ModelCardData``) and the card body."""
-    from huggingface_hub import EvalResult, ModelCardData
 
     cfg, args = config.get("pretrained_cfg", {}), config.get("model_args", {})
     dataset = cfg.get("dataset")

@@ -1,19 +1,21 @@
 """Resolving tags and loading pretrained weights into a built model (safetensors only)."""
 from __future__ import annotations
 
-from pathlib import Path
+import logging
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from huggingface_hub import try_to_load_from_cache
+from timm.models import adapt_input_conv
 
 from . import manifest
 from .checkpoints import FLOAT_DTYPES, Checkpoint
 from .errors import CheckpointError, PretrainedUnavailableError, UnknownTagError
 from .hub import download, split_revision
-from .naming import arch_tag, did_you_mean, split_arch_tag
+from .naming import HUB_ORG, arch_tag, did_you_mean, split_arch_tag
 from .spiking_resnet import SpikingResNet
 from .tags import TAGS
+
+_log = logging.getLogger(__name__)
 
 
 def tags_of(arch: str) -> list[str]:
@@ -36,20 +38,6 @@ def resolve_tag(arch: str, tag: str | None) -> str:
         raise UnknownTagError(f"unknown pretrained tag {arch_tag(arch, tag)}; {arch} has: "
                               f"{', '.join(arch_tag(arch, t) for t in tags)}.{hint}")
     return tag
-
-
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, turning a corrupt or truncated file into a clear CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path} is not a .safetensors file; tdbn-zoo loads safetensors only "
-                              f"(pickled checkpoints are never loaded)")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path} is not a valid safetensors file (corrupt or truncated?): {e}") from e
 
 
 ADAPTABLE = ("num_classes", "in_chans")  # the arguments timm adapts a checkpoint to, when asked explicitly
@@ -107,8 +95,6 @@ def load_state_dict_into(model: torch.nn.Module, state_dict: dict, source: str, 
     """Load ``state_dict`` into ``model`` after ``plan_load`` (``explicit``: the arguments of ``ADAPTABLE``
     the user gave). Refuses NaN/Inf weights naming the tensor; the adapted first conv and the fresh
     classifier follow timm."""
-    from timm.models import adapt_input_conv
-
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     first_conv, classifier = cfg.get("first_conv") or "conv1", cfg.get("classifier") or "fc"
     tensors = {k: (_DTYPE_NAMES.get(v.dtype, str(v.dtype)), tuple(v.shape)) for k, v in state_dict.items()}
@@ -121,10 +107,12 @@ def load_state_dict_into(model: torch.nn.Module, state_dict: dict, source: str, 
     if adapt:
         key = f"{first_conv}.weight"
         sd[key] = adapt_input_conv(own[key][1][1], sd[key], base_chans=sd[key].shape[1])
-    model.load_state_dict(sd, strict=False)
+    try:
+        model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # torch's size mismatch: plan_load checked the shapes, so a tensor changed since
+        raise CheckpointError(f"{source}: the weights do not load into the model built: {e}") from e
     if fresh:
-        import logging
-        logging.getLogger(__name__).warning("%s: new classifier %s of %d classes, not trained (num_classes was "
+        _log.warning("%s: new classifier %s of %d classes, not trained (num_classes was "
                                             "given)", source, ", ".join(fresh), own[fresh[0]][1][0])
 
 
@@ -206,24 +194,20 @@ def find_checkpoint(cfg: dict, cache_dir=None, force_download: bool = False):
                                      f"it has no Hub repo.{_unavailable_hint(cfg)}")
 
 
-def loadable(name: str) -> bool:
-    """Whether ``arch.tag`` has a checkpoint that loads here without a network: shipped in ``weights/``
-    (listed in the manifest and present), or its Hub files (the manifest's repo at its pinned commit) in
-    the local Hugging Face cache."""
-    from huggingface_hub import try_to_load_from_cache
-    from timm.models import get_pretrained_cfg
-
-    man = manifest.read_manifest()
+def loadable(name: str, manifest_data: dict | None = None) -> bool:
+    """Whether the registered ``arch.tag`` ``name`` has a checkpoint that loads here without a network:
+    shipped in ``weights/`` (listed in the manifest and present), or its Hub files (the manifest's repo at
+    its pinned commit, else ``tdbn-zoo/<arch.tag>``) in the local Hugging Face cache."""
+    man = manifest_data or manifest.read_manifest()
     entry = man["models"].get(name)
     if entry and entry.get("path"):
         folder = manifest.weights_dir() / entry["path"]
         if all((folder / f).is_file() for f in manifest.VERIFIED):
             return True
-    try:
-        cfg = get_pretrained_cfg(name, allow_unregistered=False)
-    except RuntimeError:  # not a registered arch.tag
+    if name not in TAGS:
         return False
-    source = hub_source({**cfg.to_dict(), "architecture": split_arch_tag(name)[0]}, man) if cfg else None
+    arch, tag = split_arch_tag(name)
+    source = hub_source(dict(architecture=arch, tag=tag, hf_hub_id=f"{HUB_ORG}/{name}"), man)
     if not source:
         return False
     repo, revision, _ = source

@@ -1,6 +1,7 @@
 """Spiking ResNets of Table 4 (Zheng et al., AAAI 2021), registered with timm.
 
-Names are ``sresnet{17,19,34,34_large,50}_tdbn``; pretrained tags are ``arch.tag`` (see ``zoo.tags``).
+Names are ``sresnet{17,19,34,34_large,50}_tdbn``; pretrained tags are ``arch.tag`` (see ``zoo.tags``); the
+timm cfgs and entrypoints are in ``zoo.models``.
 A model maps ``[N, C, H, W]`` (a static image fed at every step) or ``[T, N, C, H, W]`` (event frames) to
 logits ``[N, num_classes]``: the mean over T of the last layer's output (eq. 11).
 
@@ -16,22 +17,21 @@ A user's own neuron class (``neuron=MyNeuron``) traces once registered the same 
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d, register_notrace_function, register_notrace_module
-from timm.models import FeatureGraphNet
+from timm.models import FeatureGraphNet, checkpoint_seq
+from timm.models._features import feature_take_indices
 from torch import nn
 
-from adapters import (LIF, BasicBlock, Bottleneck, ChannelAffine, MultiStepNorm, SnnTorchNeuron, SpikingJellyNeuron,
-                      fire, neuron_factory, norm_factory, seq_apply)
+from adapters import BasicBlock, Bottleneck, ChannelAffine, MultiStepNorm, fire, neuron_factory, norm_factory, seq_apply
 from adapters._checks import check_finite, check_int, check_tensor
 from adapters.blocks import conv_bias
 from adapters.fusion import NormSlot
+from adapters.neurons import NEURON_CLASSES
 
-from .naming import split_arch_tag
-from .tags import make_default_cfgs, tag_extras
+from .errors import InvalidArgumentError
 
 __all__ = ["SpikingResNet", "ARCH_CFGS"]
 
@@ -42,7 +42,7 @@ POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "fast", "fastavg", "fastmax",
 
 # torch.fx: stateful multi-step layers run as single graph nodes (their forwards loop over T and check ranks),
 # and the input checks are leaf calls, so tracing never branches on a Proxy.
-for _leaf in (LIF, SpikingJellyNeuron, SnnTorchNeuron, MultiStepNorm, ChannelAffine):
+for _leaf in (*NEURON_CLASSES, MultiStepNorm, ChannelAffine):
     register_notrace_module(_leaf)
 register_notrace_function(check_tensor)
 
@@ -76,19 +76,19 @@ def check_model_input(x: torch.Tensor, T: int, in_chans: int, dtype: torch.dtype
         raise TypeError(f"{name} expects a floating-point input, got dtype {x.dtype}; "
                         f"convert (and normalise) it first")
     if x.dim() not in (4, 5):
-        raise ValueError(f"{name} expects [N, C, H, W] (static image, repeated over T={T} steps) or "
-                         f"[T, N, C, H, W] (event frames), got shape {tuple(x.shape)}")
+        raise InvalidArgumentError(f"{name} expects [N, C, H, W] (static image, repeated over T={T} steps) or "
+                                   f"[T, N, C, H, W] (event frames), got shape {tuple(x.shape)}")
     c = x.shape[-3]
     if c != in_chans:
-        raise ValueError(f"{name} expects {in_chans} input channels, got {c} (input shape "
-                         f"{tuple(x.shape)}); create the model with in_chans={c} to adapt it")
+        raise InvalidArgumentError(f"{name} expects {in_chans} input channels, got {c} (input shape "
+                                   f"{tuple(x.shape)}); create the model with in_chans={c} to adapt it")
     if x.dim() == 5 and x.shape[0] != T:
-        raise ValueError(f"{name} runs T={T} time steps but the input has T={x.shape[0]} "
-                         f"(shape {tuple(x.shape)}); pass T={x.shape[0]} when creating the model or set "
-                         f"model.T = {x.shape[0]}")
+        raise InvalidArgumentError(f"{name} runs T={T} time steps but the input has T={x.shape[0]} "
+                                   f"(shape {tuple(x.shape)}); pass T={x.shape[0]} when creating the model or set "
+                                   f"model.T = {x.shape[0]}")
     if x.numel() == 0:  # an empty batch or image: refused rather than returning an empty result silently
-        raise ValueError(f"{name} got an empty input of shape {tuple(x.shape)}; expected at least one "
-                         f"sample (N >= 1) and H, W >= 1")
+        raise InvalidArgumentError(f"{name} got an empty input of shape {tuple(x.shape)}; expected at least one "
+                                   f"sample (N >= 1) and H, W >= 1")
     if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"{name} has {dtype} weights but the input is {x.dtype}; convert the input with "
                         f"x.to({dtype}) (or the model with model.to({x.dtype}))")
@@ -121,16 +121,6 @@ class SpikingFeatureGraphNet(FeatureGraphNet):
         return out if self.return_dict else list(out.values())
 
 
-def _reduction(name: str) -> int:
-    """Total stride of ``arch.tag``'s last stage (a tag's own ``model_args`` may change the stem)."""
-    arch = split_arch_tag(name)[0]
-    cfg = {**ARCH_CFGS[arch], **(tag_extras(name).get("model_args") or {})}
-    return cfg["stem_stride"] * math.prod(cfg["strides"])
-
-
-default_cfgs = make_default_cfgs(_reduction)  # read by timm's register_model (zoo.factory's entrypoints)
-
-
 class SpikingResNet(nn.Module):
     """Spiking ResNet with tdBN and the modified shortcut.
 
@@ -159,9 +149,9 @@ class SpikingResNet(nn.Module):
                  global_pool: str = "avg", fused: bool = False):
         super().__init__()
         if block not in BLOCKS:
-            raise ValueError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
+            raise InvalidArgumentError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
         if not (len(layers) == len(channels) == len(strides)):
-            raise ValueError("layers, channels and strides need one entry per stage")
+            raise InvalidArgumentError("layers, channels and strides need one entry per stage")
         T = check_int(T, name="T", minimum=1, owner=type(self).__name__)
         num_classes = check_int(num_classes, name="num_classes", minimum=0, owner=type(self).__name__)
         in_chans = check_int(in_chans, name="in_chans", minimum=1, owner=type(self).__name__)
@@ -281,10 +271,8 @@ class SpikingResNet(nn.Module):
                               output_fmt: str = "NCHW", intermediates_only: bool = False):
         """timm's feature API: the stem's and each stage's spikes as firing-rate maps ``[N, C, H, W]`` (the mean
         over T), index 0 = stem. Returns the list, or ``(last-stage spikes [T, N, C, H, W], list)``."""
-        from timm.models._features import feature_take_indices
-
         if output_fmt != "NCHW":
-            raise ValueError(f"only output_fmt='NCHW' is supported, got {output_fmt!r}")
+            raise InvalidArgumentError(f"only output_fmt='NCHW' is supported, got {output_fmt!r}")
         take, max_index = feature_take_indices(self.num_stages + 1, indices)
         x = self.forward_stem(x)
         intermediates = [x.mean(0)] if 0 in take else []
@@ -298,8 +286,6 @@ class SpikingResNet(nn.Module):
 
     def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
         """Drop the stages after the last requested feature (and the head); returns the kept indices."""
-        from timm.models._features import feature_take_indices
-
         take, max_index = feature_take_indices(self.num_stages + 1, indices)
         for i in range(max_index + 1, self.num_stages + 1):
             delattr(self, f"layer{i}")
@@ -319,7 +305,6 @@ class SpikingResNet(nn.Module):
         for i in range(1, self.num_stages + 1):
             stage = getattr(self, f"layer{i}")
             if self.grad_checkpointing and self.training:
-                from timm.models import checkpoint_seq
                 x = checkpoint_seq(stage, x)
             else:
                 x = stage(x)
@@ -387,8 +372,8 @@ def _make_pool(global_pool: str) -> SelectAdaptivePool2d:
 def _check_pool(global_pool, num_classes: int) -> None:
     """timm's pooling types only; without pooling there is no classifier (a Linear needs pooled features)."""
     if not isinstance(global_pool, str) or global_pool.lower() not in POOL_TYPES:
-        raise ValueError(f"global_pool must be one of timm's pooling types {', '.join(map(repr, POOL_TYPES))}, "
-                         f"got {global_pool!r}")
+        raise InvalidArgumentError(f"global_pool must be one of timm's pooling types {', '.join(map(repr, POOL_TYPES))}, "
+                                   f"got {global_pool!r}")
     if global_pool == "" and num_classes:
-        raise ValueError(f"global_pool='' keeps the spatial map [N, C, H, W], which a classifier cannot take: "
-                         f"pass num_classes=0 with it (got num_classes={num_classes})")
+        raise InvalidArgumentError(f"global_pool='' keeps the spatial map [N, C, H, W], which a classifier cannot take: "
+                                   f"pass num_classes=0 with it (got num_classes={num_classes})")

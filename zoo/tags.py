@@ -2,19 +2,16 @@
 
 Each ``arch.tag`` becomes a timm pretrained cfg (input size, mean/std, classes, Hub repo id) and keeps
 the fields timm has no slot for (T, paper_top1, dataset, recipe, train command) in ``TAGS``; the model's
-``pretrained_cfg`` carries both.
+``pretrained_cfg`` carries both. Pure data: the timm cfgs are made where the models register
+(``zoo.models``), which also decides which tags have weights.
 """
 from __future__ import annotations
 
 import copy
-import math
-from typing import Callable
 
-from timm.models import generate_default_cfgs
+from .naming import HUB_ORG
 
-from .naming import split_arch_tag
-
-HUB_ORG = "tdbn-zoo"
+__all__ = ["TAGS", "HUB_ORG", "PAPER", "TIMM_FIELDS", "tag_extras", "train_command"]
 PAPER = dict(paper_name="Going Deeper With Directly-Trained Larger Spiking Neural Networks",
              paper_ids="arXiv:2011.05280", origin_url="https://arxiv.org/abs/2011.05280")
 
@@ -96,7 +93,7 @@ TAGS: dict[str, dict] = {
         _FASHION, T=4, recipe=_recipe(64, 1, None, **_FASHION_RECIPE, epochs=12)),
 }
 
-_TIMM_FIELDS = ("input_size", "mean", "std", "num_classes", "crop_pct")
+TIMM_FIELDS = ("input_size", "mean", "std", "num_classes", "crop_pct")
 
 
 def train_command(name: str) -> str:
@@ -112,49 +109,6 @@ def tag_extras(name: str) -> dict:
     """The non-timm fields of ``arch.tag`` (a copy), or ``{}`` for an unknown name."""
     if name not in TAGS:
         return {}
-    extras = {k: copy.deepcopy(v) for k, v in TAGS[name].items() if k not in _TIMM_FIELDS}
+    extras = {k: copy.deepcopy(v) for k, v in TAGS[name].items() if k not in TIMM_FIELDS}
     extras["train_command"] = train_command(name)
     return extras
-
-
-def _timm_cfg(name: str, reduction: int) -> dict:
-    fields = TAGS[name]
-    _, h, w = fields["input_size"]
-    # pool_size: the last stage's map at input_size (every strided conv pads k // 2, so ceil(size / stride))
-    return dict(hf_hub_id=f"{HUB_ORG}/{name}", first_conv="conv1", classifier="fc", license="mit",
-                interpolation="bilinear", crop_pct=fields.get("crop_pct", 1.0), fixed_input_size=False,
-                pool_size=(math.ceil(h / reduction), math.ceil(w / reduction)),
-                **{k: fields[k] for k in ("input_size", "mean", "std", "num_classes")}, **PAPER)
-
-
-def make_default_cfgs(reduction: Callable[[str], int]):
-    """timm's ``default_cfgs`` for every tag; ``reduction(arch.tag)`` is the last stage's total stride.
-    The first tag of an architecture is its default (timm's convention): the paper's headline result."""
-    return generate_default_cfgs({name: _timm_cfg(name, reduction(name)) for name in TAGS})
-
-
-def has_checkpoint(name: str) -> bool:
-    """Whether ``arch.tag`` has weights anywhere: shipped in ``weights/`` or published on the Hub (both
-    recorded in the manifest), or its Hub files cached here."""
-    from . import manifest
-    from .pretrained import loadable
-
-    return name in manifest.read_manifest()["models"] or loadable(name)
-
-
-def sync_timm_pretrained() -> list[str]:
-    """Make ``timm.list_pretrained`` / ``timm.list_models(pretrained=True)`` name exactly the tags with a
-    checkpoint (``has_checkpoint``; timm's convention: a listed tag loads), plus an architecture's bare
-    name when its default tag has one. Tags without weights stay registered: ``pretrained=True`` on them
-    raises the zoo's error naming the command that trains them. Run at import; returns the listed tags."""
-    from timm.models import _registry  # the registry keeps no public setter for this set
-
-    listed = sorted(t for t in TAGS if has_checkpoint(t))
-    defaults = {}
-    for name in TAGS:
-        defaults.setdefault(split_arch_tag(name)[0], name)
-    for name in list(TAGS) + list(defaults):
-        _registry._model_has_pretrained.discard(name)
-    _registry._model_has_pretrained.update(listed)
-    _registry._model_has_pretrained.update(arch for arch, tag in defaults.items() if tag in listed)
-    return listed

@@ -41,7 +41,9 @@ from adapters.neurons import lif_params
 from adapters.nir_export import NIRGraphBuilder
 from adapters.nir_export import lif_node as _lif_node
 
+from .errors import InvalidArgumentError
 from .fileio import atomic_path
+from .fuse import fuse
 from .spiking_resnet import SpikingResNet
 
 __all__ = ["to_nir", "export_nir", "run_nir", "lif_params"]
@@ -61,18 +63,18 @@ def to_nir(model: SpikingResNet, input_size=None, dt: float = DEFAULT_DT):
     if not isinstance(model, SpikingResNet):
         raise TypeError(f"NIR export expects a SpikingResNet, got {type(model).__name__}")
     if not model.fused:
-        raise ValueError("NIR has no batch norm: export the fused model, zoo.fuse(model) (eq. 9-10)")
+        raise InvalidArgumentError("NIR has no batch norm: export the fused model, zoo.fuse(model) (eq. 9-10)")
     if not (isinstance(dt, (int, float)) and not isinstance(dt, bool) and math.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be a finite number > 0 (the Euler step of the time constants), got {dt!r}")
+        raise InvalidArgumentError(f"dt must be a finite number > 0 (the Euler step of the time constants), got {dt!r}")
     if input_size is None:
         input_size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
         if input_size is None:
-            raise ValueError("pass input_size=(C, H, W): the model has no pretrained_cfg input size")
+            raise InvalidArgumentError("pass input_size=(C, H, W): the model has no pretrained_cfg input size")
     c, h, w = (int(v) for v in input_size)
     if c != model.in_chans:
-        raise ValueError(f"input_size has {c} channels but the model takes {model.in_chans}")
+        raise InvalidArgumentError(f"input_size has {c} channels but the model takes {model.in_chans}")
     if not isinstance(model.fc, nn.Linear):
-        raise ValueError("NIR export needs a classifier (num_classes > 0)")
+        raise InvalidArgumentError("NIR export needs a classifier (num_classes > 0)")
     g = NIRGraphBuilder(dt)
     src = g.add("input", nir.Input(input_type=np.array([c, h, w])))
     # stem: the encoding conv (fused) and its neurons
@@ -98,8 +100,6 @@ def to_nir(model: SpikingResNet, input_size=None, dt: float = DEFAULT_DT):
 def export_nir(model: SpikingResNet, path: str | Path, input_size=None, dt: float = DEFAULT_DT) -> Path:
     """Fuse ``model`` if needed, convert it with ``to_nir`` and write ``path`` (HDF5, ``nir.write``)."""
     import nir
-
-    from .fuse import fuse
 
     model = model if getattr(model, "fused", False) else fuse(model)
     graph = to_nir(model, input_size, dt)
@@ -132,10 +132,10 @@ def run_nir(graph, x, T: int | None = None, *, steps: bool = False):
     if x.dim() == 4:
         T = int(T or graph.metadata.get("T") or 0)
         if T < 1:
-            raise ValueError("run_nir: a static batch [N, C, H, W] needs T (the graph's metadata has none)")
+            raise InvalidArgumentError("run_nir: a static batch [N, C, H, W] needs T (the graph's metadata has none)")
         x = x.unsqueeze(0).expand(T, *x.shape)
     elif x.dim() != 5:
-        raise ValueError(f"run_nir expects [N, C, H, W] or [T, N, C, H, W], got shape {tuple(x.shape)}")
+        raise InvalidArgumentError(f"run_nir expects [N, C, H, W] or [T, N, C, H, W], got shape {tuple(x.shape)}")
     net = import_from_nir(graph)
     outs = []
     with torch.no_grad():

@@ -29,6 +29,7 @@ import torch
 from adapters.blocks import norm_factory
 from adapters.fusion import NormSlot, observe_norm_inputs, unfuse_norms_
 
+from .errors import InvalidArgumentError
 from .spiking_resnet import SpikingResNet
 
 __all__ = ["unfuse"]
@@ -48,11 +49,11 @@ def unfuse(model: SpikingResNet, calibration: torch.Tensor, norm: str | None = N
     if not model.fused:
         return copy.deepcopy(model)
     if not torch.is_tensor(calibration) or calibration.dim() not in (4, 5) or calibration.numel() == 0:
-        raise ValueError("zoo.unfuse needs a non-empty calibration batch [T, N, C, H, W] or [N, C, H, W], got "
-                         f"{tuple(calibration.shape) if torch.is_tensor(calibration) else type(calibration).__name__}")
+        raise InvalidArgumentError("zoo.unfuse needs a non-empty calibration batch [T, N, C, H, W] or [N, C, H, W], got "
+                                   f"{tuple(calibration.shape) if torch.is_tensor(calibration) else type(calibration).__name__}")
     norm = norm or model.model_args.get("norm") or "tdbn"
     if norm not in ("tdbn", "bn"):
-        raise ValueError(f"zoo.unfuse: norm must be 'tdbn' or 'bn', got {norm!r}")
+        raise InvalidArgumentError(f"zoo.unfuse: norm must be 'tdbn' or 'bn', got {norm!r}")
     v_th = model.model_args.get("v_th", 0.5)
 
     def norm_layer(slot: NormSlot, num_features: int):

@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from zoo.errors import InvalidArgumentError
+
 from ..measure.profiling import machine_info
 from .runner import (BUILDS, BenchConfig, check_config, check_same_function, make_builds, model_text, reference_model,
                      training_forward_saved_bytes)
@@ -48,7 +50,7 @@ class AffineFit:
         """
         (v1, b1), (v2, b2) = p1, p2
         if v1 == v2:
-            raise ValueError(f"two different points are needed, got v = {v1} twice")
+            raise InvalidArgumentError(f"two different points are needed, got v = {v1} twice")
         slope = Fraction(b2 - b1, v2 - v1)
         return cls(slope, b1 - slope * v1, (p1, p2))
 
@@ -58,8 +60,8 @@ class AffineFit:
     def largest_within(self, budget_bytes: int) -> int:
         """The largest integer ``v >= 0`` with ``self(v) <= budget_bytes`` (0: not even one fits)."""
         if self.slope <= 0:
-            raise ValueError(f"activation memory does not grow with the variable (slope {float(self.slope)} bytes); "
-                             f"points {self.points}")
+            raise InvalidArgumentError(f"activation memory does not grow with the variable (slope {float(self.slope)} bytes); "
+                                       f"points {self.points}")
         return max(0, math.floor((budget_bytes - self.intercept) / self.slope))
 
     def as_dict(self) -> dict:
@@ -90,7 +92,7 @@ def memory_budget(cfg: BenchConfig, budget_mib: float, log: Callable[[str], None
     say = log or (lambda s: None)
     device = check_config(cfg)
     if not (budget_mib > 0 and math.isfinite(budget_mib)):
-        raise ValueError(f"the budget must be a finite number of MiB > 0, got {budget_mib}")
+        raise InvalidArgumentError(f"the budget must be a finite number of MiB > 0, got {budget_mib}")
     budget = int(budget_mib * MIB)
     b1, b2, t1, t2 = cfg.batch, 2 * cfg.batch, cfg.T, 2 * cfg.T
     model = reference_model(cfg)

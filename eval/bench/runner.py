@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.errors import ZooError
-from zoo.factory import width_args
+from zoo.errors import InvalidArgumentError, ZooError
+from zoo.models import width_args
 
 from ..measure.harness import calibrate_norms
 from ..measure.metrics import SpikeRecorder
@@ -198,8 +198,13 @@ def reference_model(cfg: BenchConfig) -> nn.Module:
         if model.fused:
             model = zoo.unfuse(model, torch.randn(shape, device=cfg.device))
         return model.eval()
-    model = zoo.create(cfg.arch, T=cfg.T, num_classes=cfg.num_classes, in_chans=cfg.in_chans,
-                       neuron=cfg.zoo_neuron, **_arch_kwargs(cfg)).to(cfg.device)
+    try:
+        model = zoo.create(cfg.arch, T=cfg.T, num_classes=cfg.num_classes, in_chans=cfg.in_chans,
+                           neuron=cfg.zoo_neuron, **_arch_kwargs(cfg)).to(cfg.device)
+    except RuntimeError as e:  # torch's CPU allocator has no error type of its own: give it one (MemoryError)
+        if "can't allocate memory" not in str(e):
+            raise
+        raise MemoryError(f"{cfg.arch} at width {cfg.width}: {e}") from e
     return calibrate_norms(model, [torch.randn(shape, device=cfg.device) for _ in range(2)])
 
 
@@ -311,17 +316,17 @@ def check_config(cfg: BenchConfig) -> torch.device:
     model is built; returns the device."""
     unknown = [b for b in cfg.builds if b not in BUILDS]
     if unknown or "zoo" not in cfg.builds:
-        raise ValueError(f"builds must include 'zoo' and be among {', '.join(BUILDS)}; got {', '.join(cfg.builds)}")
+        raise InvalidArgumentError(f"builds must include 'zoo' and be among {', '.join(BUILDS)}; got {', '.join(cfg.builds)}")
     if min(cfg.batch, cfg.T, cfg.reps, cfg.input_size) < 1 or cfg.warmup < 0:
-        raise ValueError("batch, T, reps and input size must be >= 1 and warmup >= 0")
+        raise InvalidArgumentError("batch, T, reps and input size must be >= 1 and warmup >= 0")
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
+        raise InvalidArgumentError("--device cuda was asked for but no CUDA device is available")
     if cfg.amp not in AMP_MODES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}; got {cfg.amp!r}")
+        raise InvalidArgumentError(f"amp must be one of {', '.join(AMP_MODES)}; got {cfg.amp!r}")
     if cfg.amp == "fp16" and device.type != "cuda":
-        raise ValueError(f"--amp fp16 needs a CUDA device (fp16 autocast with a GradScaler), got device "
-                         f"{cfg.device!r}; use --amp bf16 on the CPU")
+        raise InvalidArgumentError(f"--amp fp16 needs a CUDA device (fp16 autocast with a GradScaler), got device "
+                                   f"{cfg.device!r}; use --amp bf16 on the CPU")
     return device
 
 

@@ -24,6 +24,11 @@ COMMANDS = {
     "reproduce": "reproduce",
     "ship": "ship",
     "models": "models",
+    "results": "results",
+    "compare-runs": "compare_runs",
+    "make-subset": "make_subset",
+    "synops": "synops",
+    "neurobench": "neurobench",
 }
 
 
@@ -69,15 +74,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report_user_errors(prog: str, fn) -> int:
-    """Run ``fn()`` as a command: user errors become one line naming the problem (exit 2), not a traceback;
-    set TDBN_ZOO_DEBUG=1 for the traceback.
+    """Run ``fn()`` as a command: user and environment errors become one line naming the problem (exit 2),
+    not a traceback; set TDBN_ZOO_DEBUG=1 for the traceback.
 
-    User errors are the zoo's own (``ZooError``, and ``ValueError``/``TypeError``/``FileNotFoundError`` raised
-    by argument checks), plus, as a last resort for what the readers and loaders do not convert at their
-    boundary, the classes in ``user_error_message``. Anything else is a bug and keeps its traceback.
+    Classified by type only (``user_error_message``): the zoo's errors (``zoo.errors.ZooError``: readers,
+    loaders, the Hub and argument checks raise them where input enters, wrapping the library's exception
+    with the file or repo named), the environment's ``OSError`` that names a file (permission denied, disk
+    full, a missing file) and running out of memory. Anything else is a bug in the zoo and keeps its
+    traceback.
     """
-    import os
-
     try:
         return int(fn() or 0)
     except KeyboardInterrupt:
@@ -85,53 +90,39 @@ def report_user_errors(prog: str, fn) -> int:
         return 130
     except Exception as e:
         message = user_error_message(e)
-        if message is None or os.environ.get("TDBN_ZOO_DEBUG"):
+        if message is None:
+            raise
+        from adapters import settings  # imports torch: only once a command has failed
+
+        if settings.get("TDBN_ZOO_DEBUG"):
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
 
 
-# Exceptions from these libraries come from the user's files, network or Hub repo (a corrupt .safetensors, an
-# unreadable HDF5/event file, a Hub that is offline or refuses): matched by module so none is imported here.
-_USER_ERROR_MODULES = ("safetensors", "huggingface_hub", "httpx", "httpx2", "requests", "h5py", "tonic",
-                       "aedat", "faery", "expelliarmus", "nir")
-# torch RuntimeErrors caused by the user's checkpoint or sizes, not by the zoo's code
-_TORCH_USER_ERRORS = ("Error(s) in loading state_dict", "size mismatch for", "out of memory",
-                      "can't allocate memory", "Torch not compiled with CUDA", "invalid device ordinal",
-                      "Found no NVIDIA driver", "device type at start of device string")
+def _is_instance(e: BaseException, module: str, name: str) -> bool:
+    """``isinstance(e, module.name)`` without importing ``module`` (not imported: ``e`` cannot be one)."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls is not None and isinstance(e, cls)
 
 
 def user_error_message(e: BaseException) -> str | None:
     """One line describing ``e`` if it is a user or environment error, else ``None`` (a bug: keep the
-    traceback)."""
-    import zipfile
-    import zlib
-
-    from zoo.errors import ZooError
-
+    traceback). By type: a ``ZooError``; an ``OSError`` naming a file (``filename``); ``MemoryError`` or
+    torch's ``OutOfMemoryError``."""
     kind = None
-    if isinstance(e, (ZooError, ValueError, TypeError, FileNotFoundError)):
+    if _is_instance(e, "zoo.errors", "ZooError"):
         text = str(e)
-    elif isinstance(e, OSError):  # read-only folder, disk full, file too large, permission denied, network
+    elif isinstance(e, OSError) and e.filename is not None:  # read-only, disk full, permission, missing file
         kind = "I/O error"
-        text = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)
+        text = f"{e.strerror}: {e.filename}" if e.strerror else str(e)
         if e.filename2:
             text += f" -> {e.filename2}"
-    elif isinstance(e, (zlib.error, zipfile.BadZipFile, EOFError)):
-        kind, text = "corrupt or truncated file", str(e)
-    elif isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and any(p in str(e) for p in _TORCH_USER_ERRORS)):
-        kind, text = "", str(e)
-        if "memory" in text.lower() or isinstance(e, MemoryError):
-            kind = "out of memory (try a smaller batch, input size or width)"
-    elif any(c.__module__.split(".")[0] in _USER_ERROR_MODULES for c in type(e).__mro__ if c is not Exception):
-        kind, text = type(e).__name__, str(e)
+    elif isinstance(e, MemoryError) or _is_instance(e, "torch", "OutOfMemoryError"):
+        kind, text = "out of memory (try a smaller batch, input size or width)", str(e)
     else:
         return None
     text = " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(e).__name__
-    head, *more = text.split(" size mismatch for ")  # torch lists every mismatched tensor: the first says it
-    if more:
-        text = f"{head} size mismatch for {more[0]}" + (f" (and {len(more) - 1} more)" if len(more) > 1 else "")
     if len(text) > 1000:
         text = text[:1000] + " ..."
     return f"{kind}: {text}" if kind else text
-

@@ -33,6 +33,7 @@ import functools
 import gzip
 import os
 import pickle
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from zoo.errors import InvalidArgumentError, InvalidFileError
+from adapters import settings
+from eval.cli import main as cli_main
+from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
 from zoo.fileio import atomic_path
 from zoo.tags import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
@@ -131,7 +134,8 @@ def parse_data_spec(spec: str) -> tuple[str, str | None]:
 # ----------------------------------------------------------------------------------------------- locating data
 def env_data_dir(env: str | None) -> list[Path]:
     """``[$env]`` when that variable (a dataset's own folder, e.g. ``TDBN_ZOO_MNIST``) is set, else ``[]``."""
-    return [Path(os.environ[env]).expanduser()] if env and os.environ.get(env) else []
+    path = settings.get(env) if env else None
+    return [path] if path else []
 
 
 def shared_data_dirs() -> list[Path]:
@@ -204,8 +208,8 @@ def find_root(name: str, root: str | os.PathLike | None = None, split: str = "te
     how = (f"Pass root=... (tdbn-zoo eval: --data {spec.name}:PATH; train, reproduce: --data-dir PATH)"
            + (f", or set {spec.env} or TDBN_ZOO_DATA" if spec.env else ""))
     if spec.kind == "npz":
-        how = f"Regenerate it with: python -m eval.data.images make-subset --src <fashion-mnist folder>"
-    raise FileNotFoundError(f"{spec.name} ({split} split) not found: looked for {what} in "
+        how = f"Regenerate it with: tdbn-zoo make-subset --src <fashion-mnist folder>"
+    raise MissingFileError(f"{spec.name} ({split} split) not found: looked for {what} in "
                             f"{', '.join(str(c.absolute()) for c in cands)}. {how}. tdbn-zoo never downloads data.")
 
 
@@ -319,7 +323,7 @@ def read_npz_arrays(path: str | os.PathLike, names: Sequence[str]) -> dict[str, 
     file, the array and what was wrong; FileNotFoundError when there is no such file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingFileError(f"{path}: no such file")
     out = {}
     try:
         with zipfile.ZipFile(path) as zf:
@@ -409,9 +413,9 @@ class ArrayImageDataset(Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None,
                  classes: Sequence[str] | None = None):
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise ValueError(f"images must be uint8 [N, H, W] or [N, H, W, C], got {images.dtype} {images.shape}")
+            raise InvalidArgumentError(f"images must be uint8 [N, H, W] or [N, H, W, C], got {images.dtype} {images.shape}")
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise InvalidArgumentError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
         self.targets = np.asarray(labels).astype(np.int64)
         self.transform = transform
@@ -522,7 +526,7 @@ def load_cifar(spec: DatasetSpec, root: str | os.PathLike, split: str, verify: b
     files = [f for f, _ in batches["train"] + batches["test"]] + [meta["filename"]]
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{spec.name}: {folder} lacks {', '.join(missing)} (the standard python-pickle "
+        raise MissingFileError(f"{spec.name}: {folder} lacks {', '.join(missing)} (the standard python-pickle "
                                 f"batches); tdbn-zoo never downloads data")
     if verify:
         sums = dict(batches["train"] + batches["test"], **{meta["filename"]: meta["md5"]})
@@ -579,7 +583,7 @@ def folder_split(root: str | os.PathLike, split: str) -> Path:
     _check_split(split)
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"folder:{root}: no such folder (expected one sub-folder per class, or train/ and "
+        raise MissingFileError(f"folder:{root}: no such folder (expected one sub-folder per class, or train/ and "
                                 f"test/ folders of them)")
     names = ("train",) if split == "train" else ("test", "val")
     for name in names:
@@ -587,7 +591,7 @@ def folder_split(root: str | os.PathLike, split: str) -> Path:
             return root / name
     if split == "test" and not (root / "train").is_dir():
         return root
-    raise FileNotFoundError(f"folder:{root}: expected a {' or '.join(n + '/' for n in names)} folder of class folders "
+    raise MissingFileError(f"folder:{root}: expected a {' or '.join(n + '/' for n in names)} folder of class folders "
                             f"for the {split} split")
 
 
@@ -636,7 +640,7 @@ def build_transform(name: str, *, train: bool = False, input_size: int | None = 
     mean = tuple(mean if mean is not None else spec.mean)
     std = tuple(std if std is not None else spec.std)
     if len(mean) != spec.in_chans or len(std) != spec.in_chans:
-        raise ValueError(f"{spec.name} has {spec.in_chans} channel(s); got mean {mean} and std {std}")
+        raise InvalidArgumentError(f"{spec.name} has {spec.in_chans} channel(s); got mean {mean} and std {std}")
     ops: list = [v2.ToImage()]
     if spec.kind == "imagefolder":
         crop_pct = float(crop_pct or spec.crop_pct)
@@ -683,7 +687,7 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, split: str =
         ds = ArrayImageDataset(*load_idx_pair(spec.name, *where), tf, spec.classes)
     elif spec.kind == "npz":
         if split != "test":
-            raise ValueError(f"{spec.name} holds test images only; use split='test'")
+            raise InvalidArgumentError(f"{spec.name} holds test images only; use split='test'")
         ds = ArrayImageDataset(*load_subset(where, spec.name), tf, spec.classes)
     elif spec.kind == "cifar":
         ds = load_cifar(spec, where, split, verify, tf)
@@ -712,7 +716,7 @@ def write_subset(src: str | os.PathLike | None = None, out: str | os.PathLike = 
     images_path, labels_path = find_root("fashion-mnist", src, "test")
     images, labels = load_idx_pair("fashion-mnist", images_path, labels_path)
     if not 0 < n <= len(images):
-        raise ValueError(f"n must lie in 1..{len(images)}, got {n}")
+        raise InvalidArgumentError(f"n must lie in 1..{len(images)}, got {n}")
     out = Path(out)
     with atomic_path(out, suffix=".tmp.npz") as tmp:  # numpy appends .npz to a name without it
         np.savez_compressed(tmp, images=images[:n].copy(), labels=labels[:n].astype(np.uint8),
@@ -722,24 +726,8 @@ def write_subset(src: str | os.PathLike | None = None, out: str | os.PathLike = 
 
 
 def _main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from eval.cli import report_user_errors
-    from eval.cli.commands._args import positive_int
-
-    p = argparse.ArgumentParser(prog="python -m eval.data.images", description="Data utilities.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("make-subset", help="write weights/data/fashion_mnist_test_subset.npz from the IDX files")
-    m.add_argument("--src", default=None, help="folder with t10k-images-idx3-ubyte.gz (default: the usual search)")
-    m.add_argument("--out", default=str(SUBSET_PATH))
-    m.add_argument("--n", type=positive_int, default=SUBSET_SIZE)
-    args = p.parse_args(argv)
-
-    def run() -> int:
-        out = write_subset(args.src, args.out, args.n)
-        print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
-        return 0
-    return report_user_errors("python -m eval.data.images make-subset", run)  # one line per user error, exit 2
+    """``python -m eval.data.images make-subset ...``: the same as ``tdbn-zoo make-subset ...``."""
+    return cli_main(sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from zoo.errors import InvalidArgumentError
+
 from .metrics import SpikeRecorder, topk_correct
 from .profiling import machine_info, median, peak_memory, time_call
 from .synops import EnergyModel, OpCounter
@@ -74,10 +76,10 @@ def _frame_for(model: nn.Module, data, T: int | None):
     name = _describe(model)
     in_chans = getattr(model, "in_chans", None)
     if in_chans is not None and in_chans != framing.sensor_size[2]:
-        raise ValueError(f"{name} takes {in_chans}-channel input but the event frames have {framing.sensor_size[2]} "
-                         f"(polarity channels); build it with in_chans={framing.sensor_size[2]} (zoo.create(..., "
-                         f"in_chans={framing.sensor_size[2]}) adapts the first conv) and fine-tune it on events "
-                         f"(tdbn-zoo finetune)")
+        raise InvalidArgumentError(f"{name} takes {in_chans}-channel input but the event frames have {framing.sensor_size[2]} "
+                                   f"(polarity channels); build it with in_chans={framing.sensor_size[2]} (zoo.create(..., "
+                                   f"in_chans={framing.sensor_size[2]}) adapts the first conv) and fine-tune it on events "
+                                   f"(tdbn-zoo finetune)")
     if T is not None:
         if int(T) != framing.T:
             data = copy.copy(data)  # same recordings, other framing
@@ -85,10 +87,10 @@ def _frame_for(model: nn.Module, data, T: int | None):
         return data, int(T)
     model_T = getattr(model, "T", framing.T)
     if model_T != framing.T:
-        raise ValueError(f"{name} runs T={model_T} time steps but the event frames have T={framing.T} "
-                         f"({framing.time_window / 1000:g} ms each); pass T={framing.T} (command line: -T "
-                         f"{framing.T}) to run the model at the data's T, or T={model_T} (-T {model_T}) to frame "
-                         f"the first {model_T * framing.time_window / 1000:g} ms into {model_T} frames")
+        raise InvalidArgumentError(f"{name} runs T={model_T} time steps but the event frames have T={framing.T} "
+                                   f"({framing.time_window / 1000:g} ms each); pass T={framing.T} (command line: -T "
+                                   f"{framing.T}) to run the model at the data's T, or T={model_T} (-T {model_T}) to frame "
+                                   f"the first {model_T * framing.time_window / 1000:g} ms into {model_T} frames")
     return data, framing.T
 
 
@@ -126,7 +128,7 @@ def evaluate(model: nn.Module, data: Dataset | Iterable, *, T: int | None = None
     old_T = getattr(model, "T", None)
     if T is not None:
         if old_T is None:
-            raise ValueError(f"{type(model).__name__} has no attribute T; cannot run it at T={T}")
+            raise InvalidArgumentError(f"{type(model).__name__} has no attribute T; cannot run it at T={T}")
         model.T = int(T)
     try:
         n = 0
@@ -151,7 +153,7 @@ def evaluate(model: nn.Module, data: Dataset | Iterable, *, T: int | None = None
                 confusion = counts if confusion is None else confusion + counts
                 n += len(y)
         if n == 0:
-            raise ValueError("no images to evaluate (empty dataset or max_images=0)")
+            raise InvalidArgumentError("no images to evaluate (empty dataset or max_images=0)")
         num_classes = logits.shape[-1]
         per = ops.per_image()
         speed = measure_speed(model, first, device, speed_batches) if speed_batches > 0 else {}

@@ -31,23 +31,21 @@ are the zoo's ``acs`` (both per image, all T steps summed) and ``1 - ActivationS
 the zoo counts them densely; ``Dense`` counts every synapse of the SNN at every step (T times), where the
 zoo's ``ann_macs`` is the same network run once as an ANN.
 
-Run ``python -m eval.measure.neurobench --help`` for the side-by-side table on a checkpoint.
+Run ``tdbn-zoo neurobench --help`` for the side-by-side table on a checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Iterable
 
 import torch
 from torch import nn
 
-from adapters import LIF, SnnTorchNeuron, SpikingJellyNeuron
+from adapters.neurons import neuron_modules
+from eval.cli import main as cli_main
+from zoo.errors import InvalidArgumentError
 
 LAYOUTS = ("static", "frames")
-# The outermost neuron modules a zoo model holds (NeuroBench stops at the first registered class on the way
-# down, so the multi-step wrappers are hooked, not the single-step node inside them).
-NEURON_CLASSES = (LIF, SpikingJellyNeuron, SnnTorchNeuron)
 INSTALL_HINT = "NeuroBench is an optional dependency: pip install 'tdbn-zoo[neurobench]' (neurobench>=2.3)"
 
 
@@ -65,7 +63,7 @@ def wrap(model: nn.Module, layout: str = "static"):
     and returning logits ``[N, num_classes]`` (use :func:`argmax` as NeuroBench post-processor), with every
     zoo neuron class registered as an activation module."""
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        raise InvalidArgumentError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a zoo model (torch.nn.Module), got {type(model).__name__}")
     TorchModel = _torch_model_cls()
@@ -74,19 +72,20 @@ def wrap(model: nn.Module, layout: str = "static"):
         def __call__(self, batch: torch.Tensor) -> torch.Tensor:
             if layout == "frames":
                 if batch.dim() != 5:
-                    raise ValueError(f"layout='frames' takes NeuroBench's [N, T, C, H, W], got shape "
-                                     f"{tuple(batch.shape)}")
+                    raise InvalidArgumentError(f"layout='frames' takes NeuroBench's [N, T, C, H, W], got shape "
+                                               f"{tuple(batch.shape)}")
                 batch = batch.transpose(0, 1)  # -> the zoo's [T, N, C, H, W]
             return self.net(batch)
 
     nb = ZooNeuroBenchModel(model)
-    for cls in NEURON_CLASSES:
+    # the classes of the outermost neurons the neuron protocol finds (NeuroBench stops at the first registered
+    # class on the way down, so the multi-step wrappers are hooked, not the single-step node inside them)
+    for cls in dict.fromkeys(type(m) for _, m in neuron_modules(model)):
         nb.add_activation_module(cls)
-    found = nb.activation_layers()
-    if not found:  # a user's own neuron class: NeuroBench would report no spikes at all
-        raise ValueError(f"{type(model).__name__} has no neuron NeuroBench can hook (registered: "
-                         f"{', '.join(c.__name__ for c in NEURON_CLASSES)}); call add_activation_module on the "
-                         f"result with your neuron class")
+    if not nb.activation_layers():
+        raise InvalidArgumentError(f"{type(model).__name__} has no neuron NeuroBench can hook (none that the neuron protocol, "
+                                   f"adapters.neurons.is_neuron, knows); give your neuron class is_spiking_neuron = True, or "
+                                   f"call add_activation_module on the result with it")
     return nb
 
 
@@ -142,31 +141,8 @@ def compare(model: nn.Module, loader, layout: str = "static") -> list[tuple[str,
 
 
 def _main(argv: list[str] | None = None) -> int:
-    from torch.utils.data import DataLoader
-
-    from ..data.images import build_dataset
-    from .harness import load_model
-    from .profiling import machine_info
-
-    p = argparse.ArgumentParser(prog="python -m eval.measure.neurobench",
-                                description="NeuroBench 2.3 and the zoo's harness side by side on one model.")
-    p.add_argument("model", help="arch.tag (its checkpoint) or a checkpoint folder")
-    p.add_argument("--data", default="fashion-mnist-subset", help="a dataset spec of eval.data.images "
-                   "(default: %(default)s)")
-    p.add_argument("--layout", choices=LAYOUTS, default="static")
-    p.add_argument("--batch-size", type=int, default=100)
-    args = p.parse_args(argv)
-    if args.batch_size < 1:
-        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    model = load_model(args.model)
-    loader = DataLoader(build_dataset(args.data), batch_size=args.batch_size)
-    rows = compare(model, loader, args.layout)
-    print(f"{args.model} on {args.data} ({len(loader.dataset)} images, T={model.T}, layout={args.layout}); "
-          f"machine: {machine_info(torch.device('cpu')).get('cpu', 'cpu')}")
-    print("| figure | NeuroBench 2.3 | zoo harness | note |\n|---|---|---|---|")
-    for name, a, b, note in rows:
-        print(f"| {name} | {a:,.4f} | {b:,.4f} | {note} |")
-    return 0
+    """``python -m eval.measure.neurobench MODEL ...``: the same as ``tdbn-zoo neurobench MODEL ...``."""
+    return cli_main(["neurobench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

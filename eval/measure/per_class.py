@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from .report import format_table
+
 
 def per_class(confusion: Sequence[Sequence[int]], label_names: Sequence[str] | None = None) -> list[dict]:
     """``confusion[true][pred]`` counts -> one row per class: name, samples, correct, accuracy (% or None)."""
@@ -17,16 +19,20 @@ def per_class(confusion: Sequence[Sequence[int]], label_names: Sequence[str] | N
     return rows
 
 
-def format_per_class(confusion, label_names=None) -> str:
-    """A Markdown table of per-class accuracy, then the confusion matrix (rows: true class)."""
-    from .report import format_table
-
+def per_class_tables(confusion, label_names=None) -> tuple[str, str]:
+    """Two Markdown tables: per-class accuracy, and the confusion matrix (rows: true class)."""
     rows = per_class(confusion, label_names)
     names = [r["name"] for r in rows]
     acc = format_table(["class", "samples", "correct", "top-1 %"],
                        [[r["name"], r["samples"], r["correct"],
                          "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}"] for r in rows])
     matrix = format_table(["true \\ predicted", *names], [[n, *map(int, row)] for n, row in zip(names, confusion)])
+    return acc, matrix
+
+
+def format_per_class(confusion, label_names=None) -> str:
+    """The per-class accuracy table, then the confusion matrix (rows: true class), each under a plain title."""
+    acc, matrix = per_class_tables(confusion, label_names)
     return f"per-class accuracy:\n{acc}\n\nconfusion matrix (rows: true class):\n{matrix}"
 
 

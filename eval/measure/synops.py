@@ -17,11 +17,14 @@ E_MAC x MACs`` with the usual 45 nm figures, 0.9 pJ per accumulate and 4.6 pJ pe
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from eval.cli import main as cli_main
 
 from .metrics import HookContext
 
@@ -193,19 +196,8 @@ class EnergyModel:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """``python -m eval.measure.synops ARCH [--input-size C H W]``: the ANN-equivalent MACs per image (Table 6)."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m eval.measure.synops", description=_main.__doc__)
-    p.add_argument("arch", nargs="+", help="zoo architectures, e.g. sresnet19_tdbn sresnet34_large_tdbn")
-    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
-                   help="default: each architecture's default tag input size")
-    args = p.parse_args(argv)
-    for arch in args.arch:
-        model = shape_only_model(arch)
-        size = tuple(args.input_size or model.pretrained_cfg["input_size"])
-        print(f"{arch} at {'x'.join(map(str, size))}: {ann_macs(model, size):,} ANN MACs per image")
-    return 0
+    """``python -m eval.measure.synops ARCH...``: the same as ``tdbn-zoo synops ARCH...``."""
+    return cli_main(["synops", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.errors import InvalidArgumentError, ZooError
 
 SMOKE_TRAIN_FLAGS = ("--epochs", "1", "--batch-size", "2", "--max-steps-per-epoch", "1", "--log-every-steps", "1")
 # static images at a small side (ImageNet's 224x224 costs minutes a step on a CPU); MNIST's 28x28 and the event
@@ -162,33 +162,33 @@ def make_plan(tag: str, out: str | Path, *, data_dir: str | Path | None = None, 
     for name, value, low in (("--gpus", launch.gpus, 1), ("--nnodes", launch.nnodes, 1),
                              ("--node-rank", launch.node_rank, 0), ("--master-port", launch.master_port, 1)):
         if value < low:
-            raise ValueError(f"{name} must be at least {low}, got {value}")
+            raise InvalidArgumentError(f"{name} must be at least {low}, got {value}")
     if launch.node_rank >= launch.nnodes:
-        raise ValueError(f"--node-rank must lie in 0..{launch.nnodes - 1} for --nnodes {launch.nnodes}, "
-                         f"got {launch.node_rank}")
+        raise InvalidArgumentError(f"--node-rank must lie in 0..{launch.nnodes - 1} for --nnodes {launch.nnodes}, "
+                                   f"got {launch.node_rank}")
     if launch.nnodes > 1 and not launch.master_addr:
-        raise ValueError(f"--nnodes {launch.nnodes} needs --master-addr (the address of the node with rank 0)")
+        raise InvalidArgumentError(f"--nnodes {launch.nnodes} needs --master-addr (the address of the node with rank 0)")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; expected a run folder (new or from an earlier reproduce)")
+        raise InvalidArgumentError(f"--out {out} is a file; expected a run folder (new or from an earlier reproduce)")
     if publish is not None:
         from huggingface_hub.utils import HFValidationError, validate_repo_id
         try:
             validate_repo_id(publish)
         except HFValidationError as e:
-            raise ValueError(f"--publish expects a Hub repo id org/name, got {publish!r} ({e})") from None
+            raise InvalidArgumentError(f"--publish expects a Hub repo id org/name, got {publish!r} ({e})") from None
     flags = [*SMOKE_TRAIN_FLAGS] if smoke else []
     overrides = list(overrides or [])
     batch = 2 if smoke else preset["train"].batch_size
     if "--batch-size" in overrides[:-1]:
         batch = int(overrides[overrides.index("--batch-size") + 1])
     if batch % launch.world_size:
-        raise ValueError(f"the global batch ({batch}: {'--smoke' if smoke else 'the recipe'}) cannot be split "
-                         f"evenly over {launch.world_size} processes (--gpus x --nnodes)")
+        raise InvalidArgumentError(f"the global batch ({batch}: {'--smoke' if smoke else 'the recipe'}) cannot be split "
+                                   f"evenly over {launch.world_size} processes (--gpus x --nnodes)")
     dataset = preset["dataset"]
     if smoke:
         if data_dir is not None:
-            raise ValueError("--smoke writes its own tiny dataset (into OUT/smoke-data); drop --data-dir")
+            raise InvalidArgumentError("--smoke writes its own tiny dataset (into OUT/smoke-data); drop --data-dir")
         data_dir = out / "smoke-data"
         if dataset in SMOKE_INPUT_SIZE:
             flags += ["--input-size", str(SMOKE_INPUT_SIZE[dataset])]
@@ -223,17 +223,17 @@ def _check_data(dataset: str, data_dir, verify: bool = True) -> None:
         for split in ("train", "test"):
             build_event_dataset(f"{name}:{data_dir}" if data_dir is not None else name, split)
     else:
-        raise ValueError(f"reproduce does not know the dataset {dataset!r}")
+        raise InvalidArgumentError(f"reproduce does not know the dataset {dataset!r}")
 
 
 def _check_devices(launch: Launch, smoke: bool) -> None:
     import torch
     if torch.cuda.is_available():
         if torch.cuda.device_count() < launch.gpus:
-            raise ValueError(f"--gpus {launch.gpus} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise InvalidArgumentError(f"--gpus {launch.gpus} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif not smoke:
-        raise ValueError(f"--gpus {launch.gpus} needs CUDA devices and this machine has none (--smoke runs the "
-                         f"processes on the CPU, to try the launch)")
+        raise InvalidArgumentError(f"--gpus {launch.gpus} needs CUDA devices and this machine has none (--smoke runs the "
+                                   f"processes on the CPU, to try the launch)")
 
 
 def _say(line: str) -> None:

@@ -1,6 +1,6 @@
 """The results table of the shipped checkpoints (timm's ``results/*.csv`` in spirit), from ``tdbn-zoo eval``.
 
-    python -m eval.release.results --data-dir ../shared/data --out results/ --threads 1
+    tdbn-zoo results --data-dir ../shared/data --out results/ --threads 1   (or python -m eval.release.results)
 
 runs ``tdbn-zoo eval weights/<tag> --data <its dataset>:<data dir> --device cpu --json results/<tag>.json``
 for every checkpoint in ``weights/manifest.json`` (full test set), then writes ``results/results.csv`` and
@@ -12,7 +12,6 @@ by ``zoo.manifest.record``.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -21,6 +20,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from eval.cli import main as cli_main
+from zoo.errors import MissingFileError
 
 # one row per checkpoint; ops, energy are per image over all T steps; latency is one batch on the eval machine
 COLUMNS = ("model", "dataset", "images", "top1", "top5", "T", "params", "acs_per_image", "macs_per_image",
@@ -99,7 +101,7 @@ def rows_from(out: Path, weights: str | Path | None = None) -> list[dict]:
     for name, (ckpt, _) in shipped(weights).items():
         path = out / f"{name}.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no eval output for {name}; run without --from-json to evaluate it")
+            raise MissingFileError(f"{path}: no eval output for {name}; run without --from-json to evaluate it")
         rows.append(row(name, json.loads(path.read_text()), params_of(ckpt)))
     return rows
 
@@ -137,7 +139,7 @@ it is refused."""
     import torch
     from safetensors.torch import load_file
 
-    from zoo import create, manifest
+    from zoo import TAGS, create, manifest
     from zoo.checkpoints import CARD_NAME, CONFIG_NAME, save_pretrained
 
     for name, (ckpt, dataset) in shipped(weights).items():
@@ -154,40 +156,14 @@ it is refused."""
             # the shipped weights file stays as it is (its header predates newer default model_args fields)
             for f in (CONFIG_NAME, CARD_NAME):
                 shutil.copyfile(new / f, ckpt / f)
-        manifest.record(name, ckpt, ship=True,
+        manifest.record(name, ckpt, known=TAGS, ship=True,
                         manifest_path=(Path(weights) if weights else manifest.weights_dir()) / manifest.MANIFEST_NAME)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m eval.release.results``: evaluate every shipped checkpoint (or read ``OUT/*.json``), write
-    ``results.csv`` and ``results.md``, optionally re-render the cards. Returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m eval.release.results", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", help="data root holding each shipped checkpoint's dataset (see eval.data.images)")
-    p.add_argument("--out", default="results", help="folder for the JSON outputs, results.csv and results.md")
-    p.add_argument("--weights", default=None, help="weights folder (default: the package's weights/)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--from-json", action="store_true", help="rebuild the table from OUT/*.json, no evaluation")
-    p.add_argument("--cards", action="store_true", help="also re-render the shipped cards from the measured figures")
-    args = p.parse_args(argv)
-    if not args.from_json and not args.data_dir:
-        p.error("--data-dir is required unless --from-json")
-    if args.data_dir and not Path(args.data_dir).is_dir():
-        p.error(f"--data-dir expects a folder, got {args.data_dir!r} (not a folder)")
-    if args.threads < 1:
-        p.error(f"--threads expects a positive integer, got {args.threads}")
-    out = Path(args.out)
-
-    def run() -> int:
-        if not args.from_json:
-            run_evals(args.data_dir, out, args.weights, args.threads)
-        rows = build(out, args.weights)
-        if args.cards:
-            rewrite_cards(out, args.weights)
-        print(to_markdown(rows), end="")
-        return 0
-
-    from eval.cli import report_user_errors
-    return report_user_errors("python -m eval.release.results", run)
+    """``python -m eval.release.results ...``: the same as ``tdbn-zoo results ...`` (one parser, in
+    ``eval.cli.commands.results``). Returns the exit code."""
+    return cli_main(["results", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

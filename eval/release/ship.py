@@ -195,10 +195,12 @@ def ship(run: str | Path, data_dir: str | None = None, *, out: str | Path | None
     Returns the results and the folder written."""
     from eval.measure.harness import evaluate
     from eval.train.checkpoint import read_training_checkpoint
-    from zoo import create, manifest
+    from zoo import TAGS, create, manifest
     from zoo.checkpoints import save_pretrained
     from zoo.fuse import fuse
-    from zoo.pretrained import load_state_dict_into, read_safetensors
+    from zoo.checkpoints import read_safetensors
+    from zoo.errors import InvalidArgumentError
+    from zoo.pretrained import load_state_dict_into
     from zoo.tags import tag_extras
 
     run = Path(run)

@@ -22,9 +22,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from zoo.checkpoints import read_safetensors
 from zoo.errors import CheckpointError, ZooError
 from zoo.fileio import atomic_write
-from zoo.pretrained import read_safetensors
 
 FORMAT = "tdbn-zoo-train/1"
 META_KEY = "tdbn_zoo_train"

@@ -1,6 +1,6 @@
 """Compare training runs from their ``metrics.jsonl``: accuracy, firing rate and gradient norm per layer.
 
-    python -m eval.train.compare_runs runs/cmp_tdbn runs/cmp_bn_w0.5 runs/cmp_bn_w1.0 runs/cmp_bn_w2.0
+    tdbn-zoo compare-runs runs/cmp_tdbn runs/cmp_bn_w0.5 runs/cmp_bn_w1.0 runs/cmp_bn_w2.0
 
 Prints a Markdown table per run group (used for the tdBN vs. Ledinauskas et al. BN comparison in
 MODEL_CARD.md). Gradient norms are the trainer's per-layer ``||dL/dW||`` of conv/linear weights, averaged over
@@ -9,12 +9,13 @@ last epoch: vanishing or exploding gradients show as a fall or rise from the cla
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from eval.cli import main as cli_main
 from eval.train.checkpoint import read_training_checkpoint
+from zoo.errors import InvalidFileError
 from zoo.naming import stage_of
 
 
@@ -28,7 +29,7 @@ def run_summary(run: str | Path) -> dict:
         if rec.get("kind") == "epoch":
             epochs[rec["epoch"]] = rec  # a resumed run may log an epoch twice: the last one counts
     if not epochs:
-        raise ValueError(f"{run}/metrics.jsonl has no finished epoch yet")
+        raise InvalidFileError(f"{run}/metrics.jsonl has no finished epoch yet")
     _, meta = read_training_checkpoint(run / "last.safetensors")
     first, last = epochs[min(epochs)], epochs[max(epochs)]
 
@@ -68,14 +69,8 @@ def markdown(summaries: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m eval.train.compare_runs RUN...``: print the tables (or ``--json``). Returns 0."""
-    p = argparse.ArgumentParser(prog="python -m eval.train.compare_runs", description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="training run folders")
-    p.add_argument("--json", action="store_true", help="print the summaries as JSON instead")
-    args = p.parse_args(argv)
-    summaries = [run_summary(r) for r in args.runs]
-    print(json.dumps(summaries, indent=2) if args.json else markdown(summaries))
-    return 0
+    """``python -m eval.train.compare_runs RUN...``: the same as ``tdbn-zoo compare-runs RUN...``."""
+    return cli_main(["compare-runs", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

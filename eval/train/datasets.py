@@ -2,7 +2,7 @@
 dataset, its normalisation and augmentation, seeded per image so ``--resume`` is exact."""
 from __future__ import annotations
 
-from zoo.errors import InvalidFileError
+from zoo.errors import InvalidArgumentError, InvalidFileError
 
 
 def stratified_split(labels, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -10,8 +10,6 @@ def stratified_split(labels, fraction: float, seed: int) -> tuple[list[int], lis
     where the class has two or more), drawn by a generator seeded with ``seed``, held out; both lists sorted.
     The same labels, fraction and seed give the same split (a resumed run validates on the same images)."""
     import numpy as np
-
-    from zoo.errors import InvalidArgumentError
 
     if not 0 < fraction < 1:
         raise InvalidArgumentError(f"--val-fraction must lie strictly between 0 and 1, got {fraction}")
@@ -53,8 +51,8 @@ def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int 
     try:
         spec = dataset_spec(name)
     except ValueError:
-        raise ValueError(f"preset {preset['model']} trains on {name}, an event dataset: build it with eval.data.events "
-                         f"and train with eval.train.trainer.Trainer (or `tdbn-zoo finetune`)") from None
+        raise InvalidArgumentError(f"preset {preset['model']} trains on {name}, an event dataset: build it with eval.data.events "
+                                   f"and train with eval.train.trainer.Trainer (or `tdbn-zoo finetune`)") from None
     bases = {}
     for split in ("train", "test"):
         if spec.kind == "idx":

@@ -3,8 +3,8 @@
 A preset is the tag's recipe turned into a :class:`eval.train.trainer.TrainConfig` plus the data settings (dataset,
 T, input size, mean/std, augmentation). The paper (Appendix C) fixes SGD lr 0.1, momentum 0.9, x0.1 step
 decay every 35 epochs (45 for ResNet-50, 1000 for ResNet-17), the batch sizes of Table 5 and mixed
-precision; it does not state the number of epochs or the weight decay. Those are filled here, as our
-documented choice (``UNSTATED_FILLS``), unless the tag's recipe gives them.
+precision; it does not state the number of epochs or the weight decay. Every tag's recipe fills those, as our
+documented choice with its reasons, in one place (``zoo.tags``: ``_unstated``, the ``unstated`` field).
 """
 from __future__ import annotations
 
@@ -13,12 +13,6 @@ from zoo.naming import did_you_mean
 from zoo.tags import TAGS
 
 from .trainer import TrainConfig
-
-# Our choices for what the paper leaves open: three decays of the step schedule (capped at 200 epochs, so
-# ResNet-17's x0.1 every 1000 epochs means a constant rate in practice), and ResNet's usual 1e-4.
-UNSTATED_FILLS = dict(epochs=lambda r: min(3 * r["lr_step_epochs"], 200) if r.get("lr_step_epochs") else 100,
-                      weight_decay=lambda r: 1e-4)
-
 
 def _crop_pad(dataset: str) -> int:
     """Zero padding of the training random crop: the dataset's ``train_pad`` (eval.data.images), 0 for the rest."""
@@ -35,10 +29,7 @@ def get_preset(name: str) -> dict:
     if name not in TAGS:
         raise UnknownTagError(f"unknown preset {name!r}.{did_you_mean(name, TAGS)} Presets: {', '.join(TAGS)}")
     tag = TAGS[name]
-    recipe = dict(tag["recipe"])
-    for key, fill in UNSTATED_FILLS.items():
-        if recipe.get(key) is None:
-            recipe[key] = fill(recipe)
+    recipe = tag["recipe"]  # epochs and weight decay included: zoo.tags fills what the paper leaves open
     train = TrainConfig(epochs=int(recipe["epochs"]), batch_size=recipe["batch_size_per_gpu"] * recipe["gpus"],
                         lr=recipe["lr"], momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
                         schedule=recipe.get("schedule", "step"), lr_step_epochs=recipe.get("lr_step_epochs"),

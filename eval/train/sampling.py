@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from zoo.errors import InvalidArgumentError
+
 
 class ResumableBatchSampler(Sampler[list[int]]):
     """Batches of indices ``[B / world]`` for this rank; the order depends on ``(seed, epoch)`` only.
@@ -26,11 +28,11 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool = True):
         if batch_size <= 0 or batch_size % world_size:
-            raise ValueError(f"the global batch size ({batch_size}) must be positive and divisible by the "
-                             f"number of processes ({world_size})")
+            raise InvalidArgumentError(f"the global batch size ({batch_size}) must be positive and divisible by the "
+                                       f"number of processes ({world_size})")
         if num_samples < (batch_size if drop_last else 1):
-            raise ValueError(f"{num_samples} samples cannot fill one global batch of {batch_size}: expected a batch "
-                             f"size of at most {num_samples} (or more data)")
+            raise InvalidArgumentError(f"{num_samples} samples cannot fill one global batch of {batch_size}: expected a batch "
+                                       f"size of at most {num_samples} (or more data)")
         self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0

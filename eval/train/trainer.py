@@ -48,6 +48,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from zoo.errors import InvalidArgumentError, OutputNotWritableError
 from zoo.fileio import atomic_write
 
 from .device_counters import DeviceSpikeCounter
@@ -119,9 +120,9 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+            raise InvalidArgumentError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.schedule == "step" and not self.lr_step_epochs:
-            raise ValueError("schedule='step' needs lr_step_epochs")
+            raise InvalidArgumentError("schedule='step' needs lr_step_epochs")
         for name, allowed in TRAIN_FIELD_RANGES.items():
             value = getattr(self, name)
             if not (value is None and name in OPTIONAL_TRAIN_FIELDS):
@@ -144,12 +145,12 @@ class TrainConfig:
 
 
 def check_run_folder(out_dir: str | Path, resume: bool) -> None:
-    """Refuse (ValueError) to start a new run in ``out_dir`` when it holds one: the new run would overwrite its
-    checkpoint. With ``resume`` the old run is continued instead, so anything goes."""
+    """Refuse (``OutputNotWritableError``) to start a new run in ``out_dir`` when it holds one: the new run
+    would overwrite its checkpoint. With ``resume`` the old run is continued instead, so anything goes."""
     checkpoint = Path(out_dir) / CHECKPOINT_NAME
     if not resume and checkpoint.is_file():
-        raise ValueError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); a new run would overwrite it: "
-                         f"continue it with --resume (resume=True), or choose another output folder")
+        raise OutputNotWritableError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); a new run would overwrite "
+                                     f"it: continue it with --resume (resume=True), or choose another output folder")
 
 
 def _dist() -> tuple[int, int]:
@@ -172,9 +173,9 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra_state = extra_state or {}  # JSON data recorded in checkpoints (preset, data, command)
         if getattr(model, "fused", False):
-            raise ValueError("the model is fused (BN-free inference layout, eq. 9-10): with no norm left it does "
-                             "not train; give its norms back first with zoo.unfuse(model, batch) (tdbn-zoo "
-                             "finetune does this)")
+            raise InvalidArgumentError("the model is fused (BN-free inference layout, eq. 9-10): with no norm left it does "
+                                       "not train; give its norms back first with zoo.unfuse(model, batch) (tdbn-zoo "
+                                       "finetune does this)")
         self.model = model.to(self.device)
         if self.world > 1:
             from adapters import convert_sync_tdbn
@@ -289,11 +290,11 @@ class Trainer:
         changed += [f"{k}: {meta[k]!r} -> {now[k]!r}" for k in ("model_args", "train_samples")
                     if meta.get(k) is not None and meta[k] != now[k]]
         if changed:
-            raise ValueError(f"cannot resume {path} exactly: the run's settings changed ({'; '.join(changed)}); "
-                             f"use the original settings or another output folder")
+            raise InvalidArgumentError(f"cannot resume {path} exactly: the run's settings changed ({'; '.join(changed)}); "
+                                       f"use the original settings or another output folder")
         if meta.get("world_size", 1) != self.world:
-            raise ValueError(f"{path} was written by a {meta.get('world_size')}-process run; resume it with "
-                             f"the same number of processes ({self.world} now)")
+            raise InvalidArgumentError(f"{path} was written by a {meta.get('world_size')}-process run; resume it "
+                                       f"with the same number of processes ({self.world} now)")
         self.epoch, self.step_in_epoch, self.global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
         self.saved_step = self.global_step
         self._resumed_sums = meta.get("epoch_sums")

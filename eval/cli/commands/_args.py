@@ -158,23 +158,25 @@ def add_model_arguments(parser) -> None:
 def model_kwargs(items: list[str], arch: str | None = None, width: float | None = None) -> dict:
     """``--model-kw`` words (``KEY=JSON``; a bare word is a string) and ``--width`` -> model arguments; with
     ``arch`` every key is checked against its arguments (InvalidArgumentError naming the valid ones)."""
+    from zoo.errors import InvalidArgumentError
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--model-kw expects KEY=VALUE, got {item!r}")
+            raise InvalidArgumentError(f"--model-kw expects KEY=VALUE, got {item!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value  # a bare word, e.g. norm=bn
     if arch is not None:
-        from zoo.factory import check_model_kwargs, width_args
+        from zoo.models import check_model_kwargs, width_args
 
         check_model_kwargs(arch, out)
         if width is not None:
             out = {**width_args(arch, width), **out}
     elif width is not None:
-        raise ValueError("--width scales an architecture (arch or arch.tag); a checkpoint's widths are its own")
+        raise InvalidArgumentError("--width scales an architecture (arch or arch.tag); a checkpoint's widths are its own")
     return out
 
 

@@ -63,18 +63,19 @@ def run(args) -> int:
     import torch
 
     from ...bench.runner import BenchConfig, check_config, checkpoint_facts, format_bench, names_a_model, run_bench
+    from zoo.errors import InvalidArgumentError
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.model and args.arch and args.model != args.arch:
-        raise ValueError(f"name the model once: MODEL {args.model!r} or --arch {args.arch!r}")
+        raise InvalidArgumentError(f"name the model once: MODEL {args.model!r} or --arch {args.arch!r}")
     name = args.model or args.arch or _Defaults.arch
     shape = dict(T=args.T, num_classes=args.num_classes, in_chans=args.in_chans, input_size=args.input_size)
     if names_a_model(name):  # a model with weights: its own layout; what the user set explicitly wins
         if args.width is not None:
-            raise ValueError(f"--width scales an architecture; {name} has its own widths (time the architecture "
-                             f"{name.split('.')[0]} with --width instead)")
+            raise InvalidArgumentError(f"--width scales an architecture; {name} has its own widths (time the "
+                                       f"architecture {name.split('.')[0]} with --width instead)")
         kw = model_kwargs(args.model_kw)
         shape = {**checkpoint_facts(name, **kw), **{k: v for k, v in shape.items() if v is not None}}
         width = _Defaults.width

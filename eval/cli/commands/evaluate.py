@@ -63,6 +63,7 @@ def run(args) -> int:
     from ...measure.harness import evaluate_over_T, load_model
     from ...measure.report import format_eval
     from ...measure.synops import EnergyModel
+    from zoo.errors import InvalidArgumentError
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if parse_event_spec(args.data) is not None:
@@ -72,7 +73,7 @@ def run(args) -> int:
         try:
             name, root = parse_data_spec(args.data)
         except ValueError as e:
-            raise ValueError(f"{e}; or an event dataset: dvsgesture[:ROOT], cifar10dvs[:ROOT], events:PATH") from None
+            raise InvalidArgumentError(f"{e}; or an event dataset: dvsgesture[:ROOT], cifar10dvs[:ROOT], events:PATH") from None
         extra = model_kwargs(args.model_kw, arch_of(args.model), args.width)
         if name == FOLDER:  # your own images: the model decides channels, size and normalisation
             model, data = _folder_model_and_data(args, root, extra)
@@ -84,7 +85,7 @@ def run(args) -> int:
             model = load_model(args.model, pretrained=not args.random_weights, arch=args.arch, **extra)
             _check_classes(args.model, model, spec.name, spec.num_classes, exact=True)
             if getattr(model, "in_chans", spec.in_chans) != spec.in_chans:
-                raise ValueError(f"{args.model} takes {model.in_chans}-channel images but {spec.name} has "
+                raise InvalidArgumentError(f"{args.model} takes {model.in_chans}-channel images but {spec.name} has "
                                  f"{spec.in_chans} channel(s)")
             data = build_dataset(spec.name, root, args.split, input_size=args.input_size, verify=not args.no_verify)
             data_name = f"{spec.name} ({args.split})"
@@ -155,10 +156,12 @@ def _folder_model_and_data(args, root: str, model_kw: dict):
 
 
 def _check_classes(model_spec: str, model, data: str, num_classes: int, exact: bool) -> None:
+    from zoo.errors import InvalidArgumentError
+
     have = getattr(model, "num_classes", num_classes)
     if have < num_classes or (exact and have != num_classes):
-        raise ValueError(f"{model_spec} predicts {have} classes but {data} has {num_classes}; evaluate it on the "
-                         f"data it was trained for")
+        raise InvalidArgumentError(f"{model_spec} predicts {have} classes but {data} has {num_classes}; evaluate it on the "
+                                   f"data it was trained for")
 
 
 def _event_model_and_data(args):
@@ -169,11 +172,12 @@ def _event_model_and_data(args):
 
     from ...data.events.loading import model_info, recordings_for_model
     from ...data.events.recordings import is_recordings_folder
+    from zoo.errors import InvalidArgumentError
 
     name, root = parse_event_spec(args.data)
     if name == "events" and is_recordings_folder(root):  # your own recordings: the model's stored framing
         if args.random_weights:
-            raise ValueError("--random-weights does not apply to a recordings folder (it needs a model's framing)")
+            raise InvalidArgumentError("--random-weights does not apply to a recordings folder (it needs a model's framing)")
         model = load_model(args.model, arch=args.arch)
         data = recordings_for_model(
             Path(root).expanduser(), model_info(model), args.split, T=args.T[0] if args.T else None,

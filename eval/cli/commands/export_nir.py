@@ -21,13 +21,14 @@ def run(args) -> int:
     import timm
 
     import zoo
+    from zoo.errors import InvalidArgumentError
     from zoo.to_nir import DEFAULT_DT, export_nir
 
     if Path(args.model).is_dir():
         model = timm.create_model(f"local-dir:{args.model}", pretrained=True)
     elif Path(args.model).exists():
-        raise ValueError(f"{args.model} is a file: pass a checkpoint folder (model.safetensors + config.json) "
-                         f"or an arch.tag")
+        raise InvalidArgumentError(f"{args.model} is a file: pass a checkpoint folder (model.safetensors + config.json) "
+                                   f"or an arch.tag")
     else:
         model = zoo.create(args.model, pretrained=True)
     path = export_nir(model.eval(), args.out, args.input_size, DEFAULT_DT if args.dt is None else args.dt)

@@ -23,14 +23,14 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from zoo import manifest
+    from zoo import TAGS, manifest
 
     from .publish import checkpoint_name
 
     path = Path(args.manifest) if args.manifest else manifest.weights_dir() / manifest.MANIFEST_NAME
     if args.action == "add":
-        name = manifest.check_name(args.tag) if args.tag else checkpoint_name(args.folder)
-        e = manifest.record(name, args.folder, repo_id=args.repo, revision=args.revision, ship=args.ship,
+        name = manifest.check_name(args.tag, TAGS) if args.tag else checkpoint_name(args.folder)
+        e = manifest.record(name, args.folder, known=TAGS, repo_id=args.repo, revision=args.revision, ship=args.ship,
                             manifest_path=path)
         print(f"{path}: {name} -> {e['repo_id']}" + (f"@{e['revision']}" if e["revision"] else "")
               + (f", shipped in {path.parent / e['path']}" if e.get("path") else "")

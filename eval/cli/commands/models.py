@@ -19,8 +19,8 @@ def add_arguments(parser) -> None:
 
 def describe(arch: str) -> dict:
     """``{'arch', 'summary', 'arguments': {name: default}, 'tags': {arch.tag: {...}}}`` of ``arch``."""
-    import zoo.factory
-    from zoo.factory import model_arguments
+    import zoo.models
+    from zoo.models import model_arguments
     from zoo.tags import TAGS
 
     tags = {}
@@ -29,7 +29,7 @@ def describe(arch: str) -> dict:
             tags[name] = dict(dataset=t.get("dataset"), T=t.get("T"), input_size=list(t.get("input_size", [])),
                               num_classes=t.get("num_classes"), paper_top1=t.get("paper_top1"),
                               model_args=t.get("model_args") or {})
-    doc = (getattr(zoo.factory, arch).__doc__ or "").strip().splitlines()
+    doc = (getattr(zoo.models, arch).__doc__ or "").strip().splitlines()
     args = {k: list(v) if isinstance(v, tuple) else v for k, v in model_arguments(arch).items()}
     return dict(arch=arch, summary=doc[0] if doc else "", arguments=args, tags=tags)
 

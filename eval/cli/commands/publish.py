@@ -21,19 +21,20 @@ def add_arguments(parser) -> None:
 
 def checkpoint_name(folder) -> str:
     """The ``arch.tag`` a checkpoint folder's ``config.json`` names (a registered one, checked)."""
-    from zoo import manifest
+    from zoo import TAGS, manifest
     from zoo.checkpoints import Checkpoint
+    from zoo.errors import InvalidFileError
     from zoo.naming import arch_tag
 
     cfg = Checkpoint.from_path(folder).config
     if cfg is None:
-        raise ValueError(f"{folder} has no config.json: pass --tag arch.tag, or write it with zoo.save_pretrained")
+        raise InvalidFileError(f"{folder} has no config.json: pass --tag arch.tag, or write it with zoo.save_pretrained")
     tag = (cfg.get("pretrained_cfg") or {}).get("tag")
-    return manifest.check_name(arch_tag(cfg["architecture"], tag))
+    return manifest.check_name(arch_tag(cfg["architecture"], tag), TAGS)
 
 
 def run(args) -> int:
-    from zoo import manifest
+    from zoo import TAGS, manifest
     from zoo.hub import publish
 
     name = None
@@ -45,6 +46,6 @@ def run(args) -> int:
     repo_id = info.repo_url.repo_id  # the full owner/name, also when --repo was a bare name
     print(f"published {args.folder} to {repo_id} at commit {info.oid}: {info.commit_url}")
     if args.manifest:
-        manifest.record(name, args.folder, repo_id=repo_id, revision=info.oid, manifest_path=args.manifest)
+        manifest.record(name, args.folder, known=TAGS, repo_id=repo_id, revision=info.oid, manifest_path=args.manifest)
         print(f"recorded {name} -> {repo_id}@{info.oid} in {args.manifest}")
     return 0

@@ -62,30 +62,32 @@ def add_arguments(parser) -> None:
 def _folder(spec: str | None) -> str | None:
     """``--data folder:PATH`` -> PATH (None without --data)."""
     from eval.data.images import FOLDER, parse_data_spec
+    from zoo.errors import InvalidArgumentError
 
     if spec is None:
         return None
     name, root = parse_data_spec(spec)
     if name != FOLDER:
-        raise ValueError(f"--data takes folder:PATH (your own images); to train on {name}, choose its preset and "
-                         f"pass --data-dir")
+        raise InvalidArgumentError(f"--data takes folder:PATH (your own images); to train on {name}, choose "
+                                   f"its preset and pass --data-dir")
     return root
 
 
 def _device(name: str | None):
     """``--device`` as a torch.device that exists here (None: the trainer's default); a ValueError otherwise."""
     import torch
+    from zoo.errors import InvalidArgumentError
 
     if name is None:
         return None
     try:
         device = torch.device(name)
     except RuntimeError as e:
-        raise ValueError(f"--device: expected cpu, cuda, cuda:N or another torch device, got {name!r} ({e})") from None
+        raise InvalidArgumentError(f"--device: expected cpu, cuda, cuda:N or another torch device, got {name!r} ({e})") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
-            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s)")
+            raise InvalidArgumentError(f"--device {name}: this machine has {count} CUDA device(s)")
     return device
 
 
