@@ -258,7 +258,8 @@ def ship(run: str | Path, data_dir: str | None = None, *, out: str | Path | None
         folder = save_pretrained(model, target, tag=preset, metrics=metrics, card_extra=extra,
                                  cfg=dict(recipe=recipe, run=run_cfg, **own))
         if out_weights is not None:
-            manifest.record(preset, folder, ship=True, manifest_path=Path(out_weights) / manifest.MANIFEST_NAME)
+            manifest.record(preset, folder, known=TAGS, ship=True,
+                            manifest_path=Path(out_weights) / manifest.MANIFEST_NAME)
     return dict(preset=preset, unfused_top1=results["unfused"]["top1"], fused_top1=fused["top1"],
                 mean_firing_rate=fused["mean_firing_rate"], acs_per_image=fused["acs"], macs_per_image=fused["macs"],
                 folder=run_cfg["folder"])
