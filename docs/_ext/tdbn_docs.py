@@ -1,0 +1,279 @@
+"""Sphinx extension: write the pages that must never go stale into ``docs/_generated/`` when a build starts.
+
+Each page is computed from the code or from committed JSON, never copied by hand:
+
+- ``api.md``: one ``automodule`` section per public module of ``adapters``, ``zoo`` and ``eval`` (a new module
+  appears on its own; autodoc + napoleon render its reStructuredText docstrings);
+- ``cli.md``: one sphinx-argparse section per ``tdbn-zoo`` command in ``eval.cli.COMMANDS``;
+- ``models.md``: every architecture (parameters, ANN-equivalent MACs, input) and every pretrained tag
+  (dataset, T, the paper's top-1, where its weights are) from ``zoo`` itself;
+- ``environment.md``: every ``TDBN_ZOO_*`` variable, from ``adapters.settings.SETTINGS`` when that module
+  exists, else from the source (each name with the lines that read it);
+- ``results.md`` and ``benchmarks.md``: the tables and figures of ``results/*.json`` and ``benchmarks/*.json``,
+  each with the command that made it and the machine it ran on.
+
+A file is rewritten only when its text changes, so incremental builds stay incremental.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1]
+ROOT = DOCS.parent
+GENERATED = DOCS / "_generated"
+PACKAGES = ("adapters", "zoo", "eval")
+ENV_RE = re.compile(r"TDBN_ZOO_[A-Z0-9_]*[A-Z0-9]|TDBN_ZOO_<[A-Z_]+>")
+
+
+def cli_parser():
+    """The full ``tdbn-zoo`` parser, every command's arguments filled in (for sphinx-argparse)."""
+    from eval.cli import build_parser
+
+    return build_parser()[0]
+
+
+def _write(name: str, text: str) -> None:
+    path = GENERATED / name
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+           ["| " + " | ".join(str(c) for c in r) + " |" for r in rows] + [""]
+
+
+# ---------------------------------------------------------------------------------------------------- API
+def public_modules() -> list[str]:
+    """Dotted names of every public module of the packages (no ``_private`` files, no ``__main__``)."""
+    names = []
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if any(p.startswith("_") and p != "__init__" for p in parts) or "csrc" in parts:
+                continue
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def api_page() -> str:
+    lines = ["# API reference", "",
+             "Every public module of `adapters` (layers), `zoo` (models, checkpoints, Hub) and `eval` (harness, "
+             "training, data, CLI), generated from the docstrings at every build. Shapes are written "
+             "`[T, N, C, H, W]` (time steps, batch, channels, height, width).", ""]
+    for pkg in PACKAGES:
+        lines += [f"## `{pkg}`", ""]
+        for mod in (m for m in public_modules() if m.split(".")[0] == pkg):
+            lines += [f"### `{mod}`", "", "```{eval-rst}", f".. automodule:: {mod}", "```", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def cli_page() -> str:
+    from eval.cli import COMMANDS
+
+    lines = ["# Command line: `tdbn-zoo`", "",
+             "Every command and option below is read from the parser itself (`eval.cli.build_parser`), so this "
+             "page cannot lag behind the code. `tdbn-zoo COMMAND --help` prints the same text. A user error "
+             "(bad flag, file or setting) is one line on stderr with exit code 2; `TDBN_ZOO_DEBUG=1` shows the "
+             "traceback.", "",
+             "```{argparse}", ":module: tdbn_docs", ":func: cli_parser", ":prog: tdbn-zoo", ":nosubcommands:",
+             "```", ""]
+    for name in COMMANDS:
+        lines += [f"(cli-{name})=", f"## `tdbn-zoo {name}`", "",
+                  "```{argparse}", ":module: tdbn_docs", ":func: cli_parser", ":prog: tdbn-zoo",
+                  f":path: {name}", "```", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- models
+def models_page() -> str:
+    import zoo
+    from eval.measure.synops import ann_macs, shape_only_model
+    from zoo import manifest
+
+    lines = ["# Model table", "",
+             "Generated at build time from `zoo.list_models()`, `zoo.TAGS` and `weights/manifest.json`. "
+             "*Parameters*: every parameter of the unfused model at its default tag (`numel`, norms included); "
+             "*ANN MACs*: the multiply-accumulates of the same network run once as an ANN at the default tag's "
+             "input (`eval.measure.synops.ann_macs`, shape-only).", "", "## Architectures", ""]
+    rows = []
+    for arch in zoo.list_models():
+        model = shape_only_model(arch)
+        size = tuple(model.pretrained_cfg["input_size"])
+        tag = model.pretrained_cfg.get("tag", "")
+        rows.append([f"`{arch}`", f"{sum(p.numel() for p in model.parameters()):,}",
+                     f"{ann_macs(model, size):,}", "x".join(map(str, size)), f"`{tag}`"])
+    lines += _table(["architecture", "parameters", "ANN MACs / image", "input (C x H x W)", "default tag"], rows)
+    shipped = set(zoo.list_models(pretrained=True))
+    records = manifest.read_manifest().get("models", {})
+    lines += ["## Pretrained tags", "",
+              "One tag per result of the paper (Tables 1-3) plus the tags trained here. *Weights*: `shipped` tags "
+              "load offline from `weights/`; the others name the command that trains them "
+              "(`zoo.create(tag, pretrained=True)` raises `PretrainedUnavailableError` with it).", ""]
+    rows = []
+    for name, cfg in zoo.TAGS.items():
+        paper = cfg.get("paper_top1")
+        rows.append([f"`{name}`", cfg.get("dataset", ""), cfg.get("T", ""),
+                     "x".join(map(str, cfg.get("input_size", ()))), f"{paper}" if paper is not None else "-",
+                     "shipped" if name in shipped else ("manifest" if name in records else "train it")])
+    lines += _table(["tag", "dataset", "T", "input", "paper top-1 (%)", "weights"], rows)
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------- environment
+def _settings_from_module() -> list[dict] | None:
+    """``adapters.settings.SETTINGS`` as rows, or None when that module does not exist."""
+    try:
+        settings = importlib.import_module("adapters.settings")
+    except ModuleNotFoundError as e:
+        if e.name not in ("adapters.settings",):
+            raise
+        return None
+    items = settings.SETTINGS
+    items = list(items.values()) if isinstance(items, dict) else list(items)
+    rows = []
+    for s in items:
+        get = (lambda k, s=s: s.get(k)) if isinstance(s, dict) else (lambda k, s=s: getattr(s, k, None))
+        doc = next((get(k) for k in ("help", "doc", "description", "meaning") if get(k)), "")
+        rows.append({"name": get("name") or get("env") or get("var"), "default": get("default"), "doc": doc})
+    return rows
+
+
+def _settings_from_source() -> list[dict]:
+    """Every ``TDBN_ZOO_*`` name in the packages' source, with the places that read it."""
+    found: dict[str, list[str]] = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for i, line in enumerate(path.read_text().splitlines(), 1):
+                for name in ENV_RE.findall(line):
+                    found.setdefault(name, []).append(f"`{path.relative_to(ROOT)}:{i}`")
+    return [{"name": n, "default": None, "doc": "read in " + ", ".join(sorted(set(w))[:4])}
+            for n, w in sorted(found.items())]
+
+
+def environment_page() -> str:
+    rows = _settings_from_module()
+    source = "`adapters.settings.SETTINGS`" if rows is not None else "a scan of the source for `TDBN_ZOO_*`"
+    rows = rows if rows is not None else _settings_from_source()
+    lines = ["# Environment variables and settings", "",
+             f"Every `TDBN_ZOO_*` variable, generated at build time from {source}.", ""]
+    lines += _table(["variable", "default", "meaning"],
+                    [[f"`{r['name']}`", "-" if r["default"] in (None, "") else f"`{r['default']}`",
+                      str(r["doc"]).replace("|", "\\|").replace("\n", " ")] for r in rows])
+    lines += ["The usual variables of the libraries apply as they document them: `HF_HUB_OFFLINE`, "
+              "`HF_HUB_CACHE` / `HF_HOME`, `HF_ENDPOINT` and `HF_TOKEN` (huggingface_hub), `OMP_NUM_THREADS` and "
+              "`OMP_WAIT_POLICY` (OpenMP; set `OMP_WAIT_POLICY=PASSIVE` on a shared machine), "
+              "`TRITON_INTERPRET` (Triton), and torchrun's `RANK` / `WORLD_SIZE` / `LOCAL_RANK`.", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ results, benchmarks
+def _machine(m: dict) -> str:
+    if not m:
+        return "not recorded"
+    load = m.get("load_avg_1min")
+    return (f"{m.get('cpu', '?')} ({m.get('cpu_count', '?')} cores), {m.get('device', 'cpu')}, "
+            f"{m.get('torch_threads', '?')} torch threads, torch {m.get('torch', '?')}, Python {m.get('python', '?')}"
+            + (f", load average {load}" if load is not None else ""))
+
+
+def _eval_command(args: dict) -> str:
+    cmd = f"tdbn-zoo eval {args['model']} --data {args['data']}"
+    for flag in ("split", "batch_size", "device", "json"):
+        if args.get(flag) not in (None, False, "test"):
+            cmd += f" --{flag.replace('_', '-')} {args[flag]}"
+    return cmd
+
+
+def _firing_rate_figure(doc: dict, name: str) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = doc["results"][0]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(range(1, len(r["layers"]) + 1), [a["spikes_per_neuron"] for a in r["layers"]])
+    ax.set_xlabel("neuron layer")
+    ax.set_ylabel("spikes per neuron (over T)")
+    ax.set_title(f"{name} on {r['data']}, T={r['T']}")
+    out = f"firing_rates_{name}.png"
+    fig.savefig(GENERATED / out, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def results_page() -> str:
+    from eval.release import results
+
+    folder = ROOT / "results"
+    lines = ["# Results of the shipped checkpoints", "",
+             "Generated at build time from the committed `results/*.json` (each a `tdbn-zoo eval --json` "
+             "output) with `eval.release.results`, the code that writes `results/results.csv`. Every shipped "
+             "checkpoint on its full test set. `acs`: spike-driven accumulates, `macs`: real-valued "
+             "multiply-accumulates, per image over all T steps; energy at 0.9 pJ/AC and 4.6 pJ/MAC.", "",
+             results.to_markdown(results.rows_from(folder)), "",
+             "Regenerate the JSON files and the table (needs the MNIST / Fashion-MNIST test files):", "",
+             "```bash", "python -m eval.release.results --data-dir DATA --out results/ --threads 1 --cards",
+             "python -m eval.release.results --out results/ --from-json   # the table from results/*.json",
+             "```", ""]
+    for path in sorted(folder.glob("*.json")):
+        doc = json.loads(path.read_text())
+        name, r = path.stem, doc["results"][0]
+        lines += [f"## `{name}`", "",
+                  f"top-1 {r['top1']:.2f}% on {r['images']:,} images of {r['data']}, T={r['T']}, mean firing rate "
+                  f"{r['mean_firing_rate']:.4f}.", "",
+                  f"- command: `{_eval_command(doc['args'])}`", f"- machine: {_machine(r.get('machine', {}))}", "",
+                  f"![firing rates of {name}]({_firing_rate_figure(doc, name)})", ""]
+    return "\n".join(lines)
+
+
+def _bench_command(cfg: dict, path: Path) -> str:
+    return (f"tdbn-zoo bench --width {cfg['width']} --batch {cfg['batch']} -T {cfg['T']} --input-size "
+            f"{cfg['input_size']} --reps {cfg['reps']} --warmup {cfg['warmup']} --builds {','.join(cfg['builds'])} "
+            f"--device {cfg['device']} --amp {cfg['amp']}" + ("" if cfg.get("memory", True) else " --no-memory")
+            + f" --json {path.relative_to(ROOT)}")
+
+
+def benchmarks_page() -> str:
+    from eval.bench.runner import format_bench
+
+    lines = ["# Benchmarks", "",
+             "Generated at build time from the committed `benchmarks/*.json`. **No GPU figure is measured yet**: "
+             "every number here is from a CPU (see {doc}`../how-to/gpu`).", ""]
+    for path in sorted((ROOT / "benchmarks").glob("*.json")):
+        doc = json.loads(path.read_text())
+        if "rows" in doc and isinstance(doc["rows"], dict):  # a `tdbn-zoo bench --json` output
+            lines += [f"## `{path.name}`: this zoo vs SpikingJelly, snnTorch and the ANN floor", "",
+                      f"- command (rebuilt from the file's config): `{_bench_command(doc['config'], path)}`",
+                      f"- machine: {_machine(doc.get('machine', {}))}; whole run {doc.get('seconds', 0):.0f} s", "",
+                      "```text", format_bench(doc).rstrip(), "```", ""]
+        elif "rows" in doc:  # benchmarks/train_throughput.py
+            rows = [[f"`{r['tag']}`", "x".join(map(str, r["input"])), r["T"], r["batch"], f"{r['images_per_s']:.3f}",
+                     f"{r['images_per_epoch']:,}", r["epochs"], f"{r['projected_hours']:,.0f} h"] for r in doc["rows"]]
+            lines += [f"## `{path.name}`: training throughput and projected CPU time", "",
+                      f"- command: `{doc.get('command', '?')}`",
+                      f"- machine: {doc['rows'][0].get('machine', '?') if doc['rows'] else '?'}", "",
+                      "Images/s are measured (one training step at the tag's input size, after a warm-up); the "
+                      "time is a **projection** to the recipe's epochs, nothing was trained to the end.", ""]
+            lines += _table(["tag", "input", "T", "batch", "images/s", "images/epoch", "epochs", "projected"], rows)
+    return "\n".join(lines)
+
+
+PAGES = {"api.md": api_page, "cli.md": cli_page, "models.md": models_page, "environment.md": environment_page,
+         "results.md": results_page, "benchmarks.md": benchmarks_page}
+
+
+def generate(app=None) -> None:
+    """Write every generated page (Sphinx calls this at ``builder-inited``)."""
+    GENERATED.mkdir(exist_ok=True)
+    for name, page in PAGES.items():
+        _write(name, page())
+
+
+def setup(app):
+    app.connect("builder-inited", generate)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
