@@ -7,8 +7,8 @@ from typing import Callable, Iterable
 
 __all__ = ["arch_tag", "split_arch_tag", "did_you_mean", "STEM", "stage_of"]
 
-# SpikingResNet's encoding layer (``forward_stem``): the top-level modules before the first residual stage,
-# the last of them the stem's feature_info module (tests/test_fileio.py checks this against every model)
+#: SpikingResNet's encoding layer (``forward_stem``): the top-level modules before the first residual stage,
+#: the last of them the stem's feature_info module (tests/test_fileio.py checks this against every model)
 STEM = ("conv1", "bn1", "act1")
 
 

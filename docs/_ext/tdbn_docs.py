@@ -67,8 +67,62 @@ def api_page() -> str:
     for pkg in PACKAGES:
         lines += [f"## `{pkg}`", ""]
         for mod in (m for m in public_modules() if m.split(".")[0] == pkg):
-            lines += [f"### `{mod}`", "", "```{eval-rst}", f".. automodule:: {mod}", "```", ""]
+            lines += [f"### `{mod}`", ""] + _automodule(mod)
     return "\n".join(lines)
+
+
+def _automodule(mod: str) -> list[str]:
+    """A module's section; a package (``__init__``) lists what it re-exports, linked to where it is defined,
+    so every object is described once."""
+    module = importlib.import_module(mod)
+    if not hasattr(module, "__path__"):
+        return ["```{eval-rst}", f".. automodule:: {mod}", "```", ""]
+    lines = ["```{eval-rst}", f".. automodule:: {mod}", "   :no-members:", "```", ""]
+    exports = []
+    for name in getattr(module, "__all__", []):
+        obj = getattr(module, name)
+        home = getattr(obj, "__module__", None)
+        if home and home.split(".")[0] in PACKAGES and home != mod and hasattr(obj, "__qualname__"):
+            exports.append(f"{{py:obj}}`{mod}.{name} <{home}.{obj.__qualname__}>`")
+        else:
+            exports.append(f"`{mod}.{name}`")
+    if exports:
+        lines += ["Exports: " + ", ".join(exports) + ".", ""]
+    return lines
+
+
+def resolve_short_names(app, env, node, contnode):
+    """Resolve a docstring's short Python reference (``:class:`EventFraming```) to the one documented object
+    whose full name ends with it, as ``:class:`.EventFraming``` would; ambiguous or unknown names still warn."""
+    if node.get("refdomain") != "py" or node.get("refspecific"):
+        return None
+    target = _home_of(node["reftarget"]) or node["reftarget"]
+    node["refspecific"] = True
+    try:
+        return env.domains["py"].resolve_xref(env, node["refdoc"], app.builder, node["reftype"], target, node,
+                                              contnode)
+    finally:
+        node["refspecific"] = False
+
+
+def _home_of(target: str) -> str | None:
+    """``pkg.name`` of a re-exported object -> ``home_module.qualname``, where autodoc describes it."""
+    parts = target.split(".")
+    if parts[0] not in PACKAGES:
+        return None
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[i:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            return None
+        home, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+        return f"{home}.{qualname}" if home and qualname else None
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -263,8 +317,22 @@ def benchmarks_page() -> str:
     return "\n".join(lines)
 
 
+def gpu_scripts_include() -> str:
+    """The prepared GPU scripts in ``benchmarks/`` (``*.sh``) with their header comments, for how-to/gpu.md."""
+    lines = []
+    for path in sorted((ROOT / "benchmarks").glob("*.sh")):
+        header = []
+        for line in path.read_text().splitlines()[1:]:
+            if not line.startswith("#"):
+                break
+            header.append(line.lstrip("# ").rstrip())
+        lines += [f"`{path.relative_to(ROOT)}`", ": " + (" ".join(header) or "(no header comment)"), ""]
+    return "\n".join(lines or ["(no prepared GPU script in `benchmarks/`)", ""])
+
+
 PAGES = {"api.md": api_page, "cli.md": cli_page, "models.md": models_page, "environment.md": environment_page,
-         "results.md": results_page, "benchmarks.md": benchmarks_page}
+         "results.md": results_page, "benchmarks.md": benchmarks_page,
+         "gpu_scripts.inc": gpu_scripts_include}  # .inc: included by how-to/gpu.md, not a page of its own
 
 
 def generate(app=None) -> None:
@@ -276,4 +344,5 @@ def generate(app=None) -> None:
 
 def setup(app):
     app.connect("builder-inited", generate)
+    app.connect("missing-reference", resolve_short_names)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

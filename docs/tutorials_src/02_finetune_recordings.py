@@ -23,7 +23,9 @@ from eval.data.events.simulate import SaccadeSensor, events_from_images
 
 work = Path(tempfile.mkdtemp())
 recordings = work / "recordings"
-subset = np.load(Path("weights/data/fashion_mnist_test_subset.npz"))  # the shipped test images, uint8
+from zoo.manifest import weights_dir
+
+subset = np.load(weights_dir() / "data" / "fashion_mnist_test_subset.npz")  # the shipped test images, uint8
 images, labels = subset["images"] / 255.0, subset["labels"]
 classes = {0: "tshirt", 1: "trouser"}  # two Fashion-MNIST classes, six images each
 picked = {c: np.flatnonzero(labels == c)[:6] for c in classes}

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from ...train.sampling import sample_seed
 
+#: the names ``--augment`` accepts
 AUGMENTATIONS = ("jitter", "drop", "timejitter", "flip")
 
 
