@@ -16,6 +16,7 @@ A file is rewritten only when its text changes, so incremental builds stay incre
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import re
@@ -140,7 +141,54 @@ def cli_page() -> str:
         lines += [f"(cli-{name})=", f"## `tdbn-zoo {name}`", "",
                   "```{argparse}", ":module: tdbn_docs", ":func: cli_parser", ":prog: tdbn-zoo",
                   f":path: {name}", "```", ""]
+    lines += ["## Module commands (`python -m ...`)", "",
+              "Release and measurement tools that run as modules; found in the source by their "
+              "`argparse.ArgumentParser(prog=\"python -m ...\")`.", ""]
+    for module, func in module_clis():
+        attr = "parser_" + module.replace(".", "_")
+        globals()[attr] = lambda module=module, func=func: _captured_parser(module, func)
+        lines += [f"(cli-{module.replace('.', '-')})=", f"### `python -m {module}`", "",
+                  "```{argparse}", ":module: tdbn_docs", f":func: {attr}", f":prog: python -m {module}", "```", ""]
     return "\n".join(lines)
+
+
+def module_clis() -> list[tuple[str, str]]:
+    """``(module, function)`` of every function of the packages that builds an ``ArgumentParser`` with a
+    ``prog="python -m ..."``."""
+    found = []
+    for mod in public_modules():
+        path = ROOT / (mod.replace(".", "/") + ".py")
+        source = path.read_text() if path.is_file() else ""
+        if 'prog="python -m ' not in source:
+            continue
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef) and 'prog="python -m ' in ast.get_source_segment(source, node):
+                found.append((mod, node.name))
+    return found
+
+
+class _Parser(Exception):
+    def __init__(self, parser):
+        super().__init__(parser.prog)
+        self.parser = parser
+
+
+def _captured_parser(module: str, func: str):
+    """The parser ``module.func`` builds, taken at its ``parse_args`` call (nothing after it runs)."""
+    import argparse
+
+    def capture(self, *args, **kwargs):
+        raise _Parser(self)
+
+    original = argparse.ArgumentParser.parse_args
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        getattr(importlib.import_module(module), func)([])
+    except _Parser as e:
+        return e.parser
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    raise RuntimeError(f"{module}.{func} did not parse its arguments")
 
 
 # ------------------------------------------------------------------------------------------------- models

@@ -45,8 +45,8 @@ from eval.cli import main
 
 out = work / "finetuned"
 rc = main(["finetune", "--dataset", str(recordings), "--model", "sresnet19_narrow_tdbn.fashion_mnist_t2",
-           "--slice-ms", "100", "--sensor-size", "34", "34", "2", "--out", str(out), "--epochs", "1", "--max-steps-per-epoch", "3",
-           "--batch-size", "8", "--no-progress"])
+           "--slice-ms", "100", "--sensor-size", "34", "34", "2", "--out", str(out),
+           "--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "8", "--no-progress"])
 assert rc == 0, "finetune failed"
 print(sorted(p.name for p in out.iterdir()))
 

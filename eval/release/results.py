@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results", help="folder for the JSON outputs, results.csv and results.md")
     p.add_argument("--weights", default=None, help="weights folder (default: the package's weights/)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--from-json", action="store_true", help="rebuild the table from OUT/*.json, no evaluation")
+    p.add_argument("--from-json", action="store_true", help="rebuild the table from OUT's JSON files, no evaluation")
     p.add_argument("--cards", action="store_true", help="also re-render the shipped cards from the measured figures")
     args = p.parse_args(argv)
     if not args.from_json and not args.data_dir:
