@@ -39,7 +39,9 @@ myst_heading_anchors = 3
 # MathJax is loaded by the reader's browser; the build itself is offline
 mathjax_path = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
 
-autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
+# members defined in the module (a name re-exported through __all__ is described once, where it is defined)
+autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True,
+                           "ignore-module-all": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # signatures keep the names; types are in the docstrings (no offline intersphinx)
 napoleon_google_docstring = True

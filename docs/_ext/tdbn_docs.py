@@ -60,16 +60,33 @@ def public_modules() -> list[str]:
     return names
 
 
-def api_page() -> str:
-    lines = ["# API reference", "",
+def _api_group(mod: str) -> str:
+    """The API page a module is on: its top-level package, or ``eval.<sub-package>`` for the harness."""
+    parts = mod.split(".")
+    return ".".join(parts[:2]) if parts[0] == "eval" and len(parts) > 1 else parts[0]
+
+
+def api_pages() -> dict[str, str]:
+    """``api.md`` (the index: every module with its summary) and one page per group, ``api/<group>.md``."""
+    groups: dict[str, list[str]] = {}
+    for mod in public_modules():
+        groups.setdefault(_api_group(mod), []).append(mod)
+    index = ["# API reference", "",
              "Every public module of `adapters` (layers), `zoo` (models, checkpoints, Hub) and `eval` (harness, "
              "training, data, CLI), generated from the docstrings at every build. Shapes are written "
-             "`[T, N, C, H, W]` (time steps, batch, channels, height, width).", ""]
-    for pkg in PACKAGES:
-        lines += [f"## `{pkg}`", ""]
-        for mod in (m for m in public_modules() if m.split(".")[0] == pkg):
-            lines += [f"### `{mod}`", ""] + _automodule(mod)
-    return "\n".join(lines)
+             "`[T, N, C, H, W]` (time steps, batch, channels, height, width).", "",
+             "```{toctree}", ":maxdepth: 1", ""] + [f"api/{g}" for g in groups] + ["```", ""]
+    rows = []
+    pages = {}
+    for group, mods in groups.items():
+        lines = [f"# `{group}`", ""]
+        for mod in mods:
+            lines += [f"## `{mod}`", ""] + _automodule(mod)
+            doc = (importlib.import_module(mod).__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+            rows.append([f"{{py:mod}}`{mod}`", doc.replace("|", "\\|")])
+        pages[f"api/{group}.md"] = "\n".join(lines)
+    pages["api.md"] = "\n".join(index + _table(["module", "summary"], rows))
+    return pages
 
 
 def _automodule(mod: str) -> list[str]:
@@ -259,8 +276,13 @@ def _settings_from_source() -> list[dict]:
 
 def environment_page() -> str:
     rows = _settings_from_module()
-    source = "`adapters.settings.SETTINGS`" if rows is not None else "a scan of the source for `TDBN_ZOO_*`"
-    rows = rows if rows is not None else _settings_from_source()
+    scanned = _settings_from_source()
+    if rows is None or not all(r["name"] for r in rows):
+        rows, source = scanned, "a scan of the source for `TDBN_ZOO_*`"
+    else:  # the settings module, plus any name the source reads that it does not list
+        known = {r["name"] for r in rows}
+        rows += [dict(r, doc=f"(not in adapters.settings) {r['doc']}") for r in scanned if r["name"] not in known]
+        source = "`adapters.settings.SETTINGS`"
     lines = ["# Environment variables and settings", "",
              f"Every `TDBN_ZOO_*` variable, generated at build time from {source}.", ""]
     lines += _table(["variable", "default", "meaning"],
@@ -333,6 +355,26 @@ def results_page() -> str:
     return "\n".join(lines)
 
 
+def _bench_figure(doc: dict, path: Path) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(doc["rows"].values())
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    ys = range(len(rows))
+    ax.barh([y - 0.2 for y in ys], [r["train_ms"] for r in rows], height=0.4, label="train step")
+    ax.barh([y + 0.2 for y in ys], [r["infer_ms"] for r in rows], height=0.4, label="inference")
+    ax.set_yticks(list(ys), [r["label"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("ms, median")
+    ax.legend()
+    out = f"bench_{path.stem}.png"
+    fig.savefig(GENERATED / out, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
 def _bench_command(cfg: dict, path: Path) -> str:
     return (f"tdbn-zoo bench --width {cfg['width']} --batch {cfg['batch']} -T {cfg['T']} --input-size "
             f"{cfg['input_size']} --reps {cfg['reps']} --warmup {cfg['warmup']} --builds {','.join(cfg['builds'])} "
@@ -352,7 +394,8 @@ def benchmarks_page() -> str:
             lines += [f"## `{path.name}`: this zoo vs SpikingJelly, snnTorch and the ANN floor", "",
                       f"- command (rebuilt from the file's config): `{_bench_command(doc['config'], path)}`",
                       f"- machine: {_machine(doc.get('machine', {}))}; whole run {doc.get('seconds', 0):.0f} s", "",
-                      "```text", format_bench(doc).rstrip(), "```", ""]
+                      "```text", format_bench(doc).rstrip(), "```", "",
+                      f"![train step and inference time per build]({_bench_figure(doc, path)})", ""]
         elif "rows" in doc:  # benchmarks/train_throughput.py
             rows = [[f"`{r['tag']}`", "x".join(map(str, r["input"])), r["T"], r["batch"], f"{r['images_per_s']:.3f}",
                      f"{r['images_per_epoch']:,}", r["epochs"], f"{r['projected_hours']:,.0f} h"] for r in doc["rows"]]
@@ -378,14 +421,16 @@ def gpu_scripts_include() -> str:
     return "\n".join(lines or ["(no prepared GPU script in `benchmarks/`)", ""])
 
 
-PAGES = {"api.md": api_page, "cli.md": cli_page, "models.md": models_page, "environment.md": environment_page,
+PAGES = {"cli.md": cli_page, "models.md": models_page, "environment.md": environment_page,
          "results.md": results_page, "benchmarks.md": benchmarks_page,
          "gpu_scripts.inc": gpu_scripts_include}  # .inc: included by how-to/gpu.md, not a page of its own
 
 
 def generate(app=None) -> None:
     """Write every generated page (Sphinx calls this at ``builder-inited``)."""
-    GENERATED.mkdir(exist_ok=True)
+    (GENERATED / "api").mkdir(parents=True, exist_ok=True)
+    for name, text in api_pages().items():
+        _write(name, text)
     for name, page in PAGES.items():
         _write(name, page())
 
