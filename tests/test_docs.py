@@ -190,3 +190,24 @@ def test_readme_checkpoint_table_is_the_results_table():
     for r in rows:
         line = next(l for l in readme.splitlines() if l.startswith(f"| `{r['model']}` |"))
         assert line.endswith(f"| {r['T']} | {float(r['top1']):.2f}% |"), line
+
+
+def test_environment_page_prefers_adapters_settings(monkeypatch):
+    """The environment page reads ``adapters.settings.SETTINGS`` when that module exists (here a stand-in), and
+    still lists, marked, every variable the source reads that SETTINGS does not; without it, the source scan."""
+    import types
+
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import tdbn_docs
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    fake = types.ModuleType("adapters.settings")
+    fake.SETTINGS = [types.SimpleNamespace(name="TDBN_ZOO_DEBUG", default="0", help="show tracebacks")]
+    monkeypatch.setitem(sys.modules, "adapters.settings", fake)
+    page = tdbn_docs.environment_page()
+    assert "from `adapters.settings.SETTINGS`" in page
+    assert "| `TDBN_ZOO_DEBUG` | `0` | show tracebacks |" in page
+    assert "| `TDBN_ZOO_HUB_TIMEOUT` | - | (not in adapters.settings) read in `" in page
+    monkeypatch.setitem(sys.modules, "adapters.settings", None)  # import fails: ModuleNotFoundError
+    assert "from a scan of the source" in tdbn_docs.environment_page()
