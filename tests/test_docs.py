@@ -211,3 +211,14 @@ def test_environment_page_prefers_adapters_settings(monkeypatch):
     assert "| `TDBN_ZOO_HUB_TIMEOUT` | - | (not in adapters.settings) read in `" in page
     monkeypatch.setitem(sys.modules, "adapters.settings", None)  # import fails: ModuleNotFoundError
     assert "from a scan of the source" in tdbn_docs.environment_page()
+
+
+@pytest.mark.slow
+def test_readme_quick_start_runs(capsys):
+    """The README's Python quick start runs as written (shipped checkpoint and data, offline)."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) == 1 and "zoo.create" in blocks[0] and "evaluate(" in blocks[0]
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    top1, rate = capsys.readouterr().out.split()[:2]
+    assert 80 < float(top1) <= 100 and 0 < float(rate) < 1
