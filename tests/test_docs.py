@@ -192,16 +192,22 @@ def test_readme_checkpoint_table_is_the_results_table():
         assert line.endswith(f"| {r['T']} | {float(r['top1']):.2f}% |"), line
 
 
-def test_environment_page_prefers_adapters_settings(monkeypatch):
-    """The environment page reads ``adapters.settings.SETTINGS`` when that module exists (here a stand-in), and
-    still lists, marked, every variable the source reads that SETTINGS does not; without it, the source scan."""
-    import types
-
+def _generator():
+    """docs/_ext/tdbn_docs.py, the extension that writes the generated pages."""
     sys.path.insert(0, str(DOCS / "_ext"))
     try:
         import tdbn_docs
     finally:
         sys.path.remove(str(DOCS / "_ext"))
+    return tdbn_docs
+
+
+def test_environment_page_prefers_adapters_settings(monkeypatch):
+    """The environment page reads ``adapters.settings.SETTINGS`` when that module exists (here a stand-in), and
+    still lists, marked, every variable the source reads that SETTINGS does not; without it, the source scan."""
+    import types
+
+    tdbn_docs = _generator()
     fake = types.ModuleType("adapters.settings")
     fake.SETTINGS = [types.SimpleNamespace(name="TDBN_ZOO_DEBUG", default="0", help="show tracebacks")]
     monkeypatch.setitem(sys.modules, "adapters.settings", fake)
@@ -222,3 +228,14 @@ def test_readme_quick_start_runs(capsys):
     exec(compile(blocks[0], "README.md", "exec"), {})
     top1, rate = capsys.readouterr().out.split()[:2]
     assert 80 < float(top1) <= 100 and 0 < float(rate) < 1
+
+
+def test_gpu_statement_follows_the_committed_benchmarks(tmp_path, monkeypatch):
+    """'No GPU figure is measured yet' is generated: it holds for the committed files and turns into the GPU's
+    name once a benchmark JSON measured on one is committed."""
+    tdbn_docs = _generator()
+    assert "No GPU figure is measured yet" in tdbn_docs.gpu_status()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "bench_t4.json").write_text('{"machine": {"gpu": "NVIDIA H100 80GB HBM3"}}')
+    monkeypatch.setattr(tdbn_docs, "ROOT", tmp_path)
+    assert tdbn_docs.gpu_status() == "GPU figures committed: NVIDIA H100 80GB HBM3 (`bench_t4.json`)."

@@ -297,12 +297,13 @@ def environment_page() -> str:
 
 # ------------------------------------------------------------------------------------ results, benchmarks
 def _machine(m: dict) -> str:
-    if not m:
+    """The machine of a figure, as the harness describes it (``eval.measure.profiling.describe_machine``)."""
+    from eval.measure.profiling import describe_machine
+
+    try:
+        return describe_machine(m)
+    except KeyError:  # a file written before the harness recorded machines
         return "not recorded"
-    load = m.get("load_avg_1min")
-    return (f"{m.get('cpu', '?')} ({m.get('cpu_count', '?')} cores), {m.get('device', 'cpu')}, "
-            f"{m.get('torch_threads', '?')} torch threads, torch {m.get('torch', '?')}, Python {m.get('python', '?')}"
-            + (f", load average {load}" if load is not None else ""))
 
 
 def _eval_command(args: dict) -> str:
@@ -376,18 +377,33 @@ def _bench_figure(doc: dict, path: Path) -> str:
 
 
 def _bench_command(cfg: dict, path: Path) -> str:
-    return (f"tdbn-zoo bench --width {cfg['width']} --batch {cfg['batch']} -T {cfg['T']} --input-size "
-            f"{cfg['input_size']} --reps {cfg['reps']} --warmup {cfg['warmup']} --builds {','.join(cfg['builds'])} "
-            f"--device {cfg['device']} --amp {cfg['amp']}" + ("" if cfg.get("memory", True) else " --no-memory")
-            + f" --json {path.relative_to(ROOT)}")
+    flags = dict(arch="--arch", width="--width", batch="--batch", T="-T", input_size="--input-size",
+                 reps="--reps", warmup="--warmup", device="--device", amp="--amp")
+    words = [f"{flag} {cfg[key]}" for key, flag in flags.items() if key in cfg]
+    words += [f"--builds {','.join(cfg['builds'])}"] if "builds" in cfg else []
+    words += [] if cfg.get("memory", True) else ["--no-memory"]
+    return " ".join(["tdbn-zoo bench", *words, f"--json {path.relative_to(ROOT)}"])
+
+
+def gpu_status() -> str:
+    """One sentence: which committed benchmark files were measured on a GPU (none yet, so far)."""
+    gpus = []
+    for path in sorted((ROOT / "benchmarks").glob("*.json")):
+        machine = json.loads(path.read_text()).get("machine")
+        if isinstance(machine, dict) and machine.get("gpu"):
+            gpus.append(f"{machine['gpu']} (`{path.name}`)")
+    if not gpus:
+        return ("**No GPU figure is measured yet**: every committed benchmark (`benchmarks/*.json`) ran on a CPU; "
+                "the CUDA paths are tested on the CPU only (Triton's interpreter).")
+    return "GPU figures committed: " + ", ".join(gpus) + "."
 
 
 def benchmarks_page() -> str:
     from eval.bench.runner import format_bench
 
     lines = ["# Benchmarks", "",
-             "Generated at build time from the committed `benchmarks/*.json`. **No GPU figure is measured yet**: "
-             "every number here is from a CPU (see {doc}`../how-to/gpu`).", ""]
+             "Generated at build time from the committed `benchmarks/*.json`. " + gpu_status() +
+             " See {doc}`../how-to/gpu`.", ""]
     for path in sorted((ROOT / "benchmarks").glob("*.json")):
         doc = json.loads(path.read_text())
         if "rows" in doc and isinstance(doc["rows"], dict):  # a `tdbn-zoo bench --json` output
@@ -405,6 +421,9 @@ def benchmarks_page() -> str:
                       "Images/s are measured (one training step at the tag's input size, after a warm-up); the "
                       "time is a **projection** to the recipe's epochs, nothing was trained to the end.", ""]
             lines += _table(["tag", "input", "T", "batch", "images/s", "images/epoch", "epochs", "projected"], rows)
+        else:  # a format this page does not know yet: say so rather than drop it
+            lines += [f"## `{path.name}`", "", f"A JSON document with the keys {', '.join(map(str, doc))}; "
+                      "`docs/_ext/tdbn_docs.py` (`benchmarks_page`) does not render this format yet.", ""]
     return "\n".join(lines)
 
 
@@ -416,9 +435,9 @@ def gpu_scripts_include() -> str:
         for line in path.read_text().splitlines()[1:]:
             if not line.startswith("#"):
                 break
-            header.append(line.lstrip("# ").rstrip())
-        lines += [f"`{path.relative_to(ROOT)}`", ": " + (" ".join(header) or "(no header comment)"), ""]
-    return "\n".join(lines or ["(no prepared GPU script in `benchmarks/`)", ""])
+            header.append(line[1:].strip())
+        lines += [f"`{path.relative_to(ROOT)}`:", "", "```text", *(header or ["(no header comment)"]), "```", ""]
+    return "\n".join([gpu_status(), ""] + (lines or ["(no prepared GPU script in `benchmarks/`)", ""]))
 
 
 PAGES = {"cli.md": cli_page, "models.md": models_page, "environment.md": environment_page,
