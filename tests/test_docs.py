@@ -242,3 +242,15 @@ def test_gpu_statement_follows_the_committed_benchmarks(tmp_path, monkeypatch):
     (tmp_path / "benchmarks" / "bench_t4.json").write_text('{"machine": {"gpu": "NVIDIA H100 80GB HBM3"}}')
     monkeypatch.setattr(tdbn_docs, "ROOT", tmp_path)
     assert tdbn_docs.gpu_status() == "GPU figures committed: NVIDIA H100 80GB HBM3 (`bench_t4.json`)."
+
+
+def test_readme_model_table_lists_every_architecture_and_tag():
+    import zoo
+
+    rows = {line.split("|")[1].strip(" `"): line for line in (ROOT / "README.md").read_text().splitlines()
+            if line.startswith("| `sresnet")}
+    for arch in zoo.list_models():
+        assert arch in rows, f"README's model table lacks {arch}"
+    for name in zoo.list_pretrained():
+        arch, tag = name.split(".", 1)
+        assert f"`{tag}`" in rows[arch], f"README's model table lacks {name}"
