@@ -1,23 +1,30 @@
 """The API reference is complete and its examples run.
 
-- every public module, function, class and method of the packages docs/gen_api.py documents (``adapters``,
-  ``zoo``) and of ``eval`` has a docstring (read with ``ast``, as gen_api does, so a name cannot hide behind
-  an import);
+- every public module, function, class and method of ``adapters``, ``zoo`` and ``eval`` has a docstring (read
+  with ``ast``, so a name cannot hide behind an import; the API pages of the docs site are built from them);
 - every ``>>>`` example in a docstring of ``adapters``, ``zoo`` or ``eval`` runs and prints what it says
   (``doctest``, offline, torch seeded per module).
 """
 import ast
 import doctest
 import importlib
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "docs"))
-import gen_api  # noqa: E402
+PACKAGES = ("adapters", "zoo")
+
+
+def public_nodes(tree: ast.Module) -> list[ast.AST]:
+    """The module's public functions and classes: ``__all__`` where it has one, else the names without ``_``."""
+    names = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            names = set(ast.literal_eval(node.value))
+    return [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+            and (n.name in names if names is not None else not n.name.startswith("_"))]
 
 # methods whose contract is their base class's (nn.Module, timm's model API), documented there
 INHERITED = {"forward", "extra_repr", "get_classifier", "reset_classifier", "set_grad_checkpointing",
@@ -39,7 +46,7 @@ def undocumented(path: Path, root: Path = ROOT) -> list[str]:
     mod = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
     command = parts[:3] == ("eval", "cli", "commands")
     missing = [] if ast.get_docstring(tree) else [mod]
-    for node in gen_api._public(tree):
+    for node in public_nodes(tree):
         if command and node.name in COMMAND_PROTOCOL:
             continue
         if not ast.get_docstring(node):
@@ -51,7 +58,7 @@ def undocumented(path: Path, root: Path = ROOT) -> list[str]:
     return missing
 
 
-API_FILES = [p for pkg in gen_api.PACKAGES for p in sorted((ROOT / pkg).glob("*.py")) if not p.name.startswith("_")]
+API_FILES = [p for pkg in PACKAGES for p in sorted((ROOT / pkg).glob("*.py")) if not p.name.startswith("_")]
 EVAL_FILES = [p for p in sorted((ROOT / "eval").rglob("*.py"))
               if p.name == "__init__.py" or not p.name.startswith("_")]
 

@@ -63,7 +63,7 @@ _FASHION = dict(_GREY, dataset="fashion-mnist", mean=(0.2860,), std=(0.3530,), p
                 model_args=dict(stem_width=32), augment="hflip+normalize")
 _FASHION_RECIPE = {**_CPU_BUDGET, "weight_decay": 1e-4}
 
-# arch.tag -> fields. T, paper_top1 and recipe come from the paper (Tables 1-3, 5 and Appendix C).
+#: arch.tag -> fields. T, paper_top1 and recipe come from the paper (Tables 1-3, 5 and Appendix C).
 TAGS: dict[str, dict] = {
     "sresnet19_tdbn.cifar10_t6": dict(_CIFAR, T=6, paper_top1=93.16, recipe=_recipe(36, 1, 35, **_unstated(35))),
     "sresnet19_tdbn.cifar10_t4": dict(_CIFAR, T=4, paper_top1=92.92, recipe=_recipe(36, 1, 35, **_unstated(35))),

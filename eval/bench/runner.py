@@ -210,7 +210,7 @@ def reference_model(cfg: BenchConfig) -> nn.Module:
 
 @torch.no_grad()
 def check_same_function(models: dict[str, nn.Module], x: torch.Tensor, tol: float = 1e-6) -> dict:
-    """Max |logit difference| of each spiking build against ``models['zoo']`` (eval mode, float64; also
+    """Max ``|logit difference|`` of each spiking build against ``models['zoo']`` (eval mode, float64; also
     train mode where ``Build.train_equal``) and of each build's fused copy (``Build.fuse``, made from a
     float64 copy, so float32 folding round-off cannot flip a spike) against its unfused model. Raises
     BenchCheckError on a difference above ``tol`` (relative to the logits' scale) or when a neuron layer of

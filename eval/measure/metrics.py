@@ -39,7 +39,7 @@ class LayerActivity:
 
     @property
     def firing_rate(self) -> float:
-        r"""Spikes per neuron per step: :math:`r = \frac{\text{spikes}}{\text{neurons} \cdot N \cdot T}`."""
+        r"""Spikes per neuron per step, :math:`r = \frac{\text{spikes}}{\text{neurons} \cdot N \cdot T}`."""
         return self.spikes / max(1, self.neurons * self.images * self.steps)
 
     @property

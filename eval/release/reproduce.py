@@ -56,7 +56,7 @@ class Launch:
 
     @property
     def world_size(self) -> int:
-        """Processes in the training run: GPUs per node times nodes."""
+        """Processes in the training run (GPUs per node times nodes)."""
         return self.gpus * self.nnodes
 
     def torchrun(self) -> list[str]:
@@ -90,7 +90,7 @@ class Plan:
 
     @property
     def checkpoint(self) -> Path:
-        """The shipped checkpoint folder: ``zoo.create(TAG, pretrained=True,
+        """The shipped checkpoint folder; ``zoo.create(TAG, pretrained=True,
         pretrained_cfg_overlay=dict(file=plan.checkpoint))`` loads it."""
         return self.weights / self.tag
 

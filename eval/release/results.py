@@ -133,7 +133,7 @@ def card_metrics(doc: dict, dataset: str) -> list[dict]:
 def rewrite_cards(out: Path, weights: str | Path | None = None) -> None:
     """Re-render each shipped card and config.json with ``save_pretrained`` from ``out/<tag>.json``, keeping the
     card's training section; the weights file is not rewritten, and a card whose re-rendered tensors differ from
-it is refused."""
+    it is refused."""
     import shutil
 
     import torch

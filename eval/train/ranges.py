@@ -66,7 +66,7 @@ class NumberRange:
 
 POSITIVE_INT = NumberRange(int, 1)
 
-# every numeric field of TrainConfig; the optional ones (None = off) are checked when set
+#: every numeric field of TrainConfig; the optional ones (None = off) are checked when set
 TRAIN_FIELD_RANGES: dict[str, NumberRange] = dict(
     epochs=POSITIVE_INT, batch_size=POSITIVE_INT, lr=NumberRange(float, 0, open_low=True),
     momentum=NumberRange(float, 0, 1, open_high=True), weight_decay=NumberRange(float, 0),

@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from ._args import writable_dir
 
@@ -40,7 +41,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
 
     from eval.data.images import build_dataset, dataset_spec, parse_data_spec
     from eval.data.events import SaccadeSensor

@@ -31,7 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="results", help="folder for the JSON outputs, results.csv and results.md")
     parser.add_argument("--weights", default=None, help="weights folder (default: the package's weights/)")
     parser.add_argument("--threads", type=_threads, default=1)
-    parser.add_argument("--from-json", action="store_true", help="rebuild the table from OUT/*.json, no evaluation")
+    parser.add_argument("--from-json", action="store_true", help="rebuild the table from the JSON files in OUT, no evaluation")
     parser.add_argument("--cards", action="store_true",
                         help="also re-render the shipped cards from the measured figures")
 

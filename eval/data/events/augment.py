@@ -27,6 +27,7 @@ from zoo.errors import InvalidArgumentError
 
 from ...train.sampling import sample_seed
 
+#: the names ``--augment`` accepts
 AUGMENTATIONS = ("jitter", "drop", "timejitter", "flip")
 
 

@@ -24,7 +24,7 @@ from .framing import CIFAR10_DVS, DVS_GESTURE
 from .readers import library_errors
 from .recordings import MAX_CLASSES, _inside
 
-# tonic's event layout for files this package writes: x, y int16, t int64 (µs), p bool
+#: tonic's event layout for files this package writes (x, y int16, t int64 in µs, p bool)
 EVENT_DTYPE = tonic.io.events_struct
 
 

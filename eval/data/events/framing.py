@@ -155,9 +155,9 @@ class EventFraming:
 
 # The paper's pipelines (Zheng et al. 2021, Appendix B); sensor 128x128 with 2 polarities.
 DVS_GESTURE = EventFraming(sensor_size=(128, 128, 2), target_size=(32, 32), time_window=30_000, T=40)
-"""DVS-Gesture: 128x128 -> 32x32, one 30 ms slice per step, T=40: the first 1200 ms of each recording."""
+"""The paper's DVS-Gesture framing (128x128 -> 32x32, one 30 ms slice per step, T=40), the first 1200 ms."""
 CIFAR10_DVS = EventFraming(sensor_size=(128, 128, 2), target_size=(42, 42), time_window=5_000, T=10)
-"""DVS-CIFAR10: 128x128 -> 42x42, events accumulated in 5 ms frames, T=10: the first 50 ms."""
+"""The paper's DVS-CIFAR10 framing (128x128 -> 42x42, events accumulated in 5 ms frames, T=10), the first 50 ms."""
 
 
 def collate_frames(batch) -> tuple[torch.Tensor, torch.Tensor]:

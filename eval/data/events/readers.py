@@ -1,17 +1,17 @@
 """Read one event recording from any common file format, through the field's libraries.
 
-==========================  ===============================================  =============================
-suffix                      library                                          sensor size
-==========================  ===============================================  =============================
-``.raw`` (Prophesee EVT2/3) ``faery.events_stream_from_file``                the file's header
-``.dat`` (Prophesee DAT)    faery (CD type), else ``expelliarmus`` (2D type)  header (faery), else given
-``.es`` (Event Stream)      faery                                            the file's header
-``.aedat4`` (AEDAT 4)       faery                                            the file's header
-``.csv`` (t,x,y,p header)   faery's CSV decoder                              given (``--sensor-size``)
-``.aedat`` (AEDAT 2/3.1)    ``tonic.io`` (DVS128 addresses)                  128x128 (the address layout)
-``.bin`` (N-MNIST)          ``tonic.io.read_mnist_file``                     given, else N-MNIST's 34x34
-``.npy`` / ``.npz``         numpy (``allow_pickle=False``)                   ``sensor_size`` in the .npz, else given
-==========================  ===============================================  =============================
+===========================  ================================================  =======================================
+suffix                       library                                           sensor size
+===========================  ================================================  =======================================
+``.raw`` (Prophesee EVT2/3)  ``faery.events_stream_from_file``                 the file's header
+``.dat`` (Prophesee DAT)     faery (CD type), else ``expelliarmus`` (2D type)  header (faery), else given
+``.es`` (Event Stream)       faery                                             the file's header
+``.aedat4`` (AEDAT 4)        faery                                             the file's header
+``.csv`` (t,x,y,p header)    faery's CSV decoder                               given (``--sensor-size``)
+``.aedat`` (AEDAT 2/3.1)     ``tonic.io`` (DVS128 addresses)                   128x128 (the address layout)
+``.bin`` (N-MNIST)           ``tonic.io.read_mnist_file``                      given, else N-MNIST's 34x34
+``.npy`` / ``.npz``          numpy (``allow_pickle=False``)                    ``sensor_size`` in the .npz, else given
+===========================  ================================================  =======================================
 
 Every reader returns tonic's structured array (:data:`EVENT_DTYPE`: ``x, y`` int16, ``t`` int64 µs,
 ``p`` bool ON) and the sensor size ``(W, H)``. A file whose header does not say its size needs the size
@@ -154,8 +154,9 @@ def read_recording(path, sensor_size=None) -> tuple[np.ndarray, tuple[int, int]]
     Returns:
         ``(events, (W, H))``: tonic's structured array sorted by time (``t`` µs), and the sensor size.
     Raises:
-        FileNotFoundError: no such file. ValueError: unknown suffix, unreadable/corrupt file (naming the
-        format expected), no sensor size, events outside the sensor.
+        FileNotFoundError: no such file.
+        ValueError: unknown suffix, unreadable/corrupt file (naming the format expected), no sensor size,
+            events outside the sensor.
     """
     path = Path(path)
     if not path.is_file():
