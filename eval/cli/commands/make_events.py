@@ -41,7 +41,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-
     from eval.data.images import build_dataset, dataset_spec, parse_data_spec
     from eval.data.events import SaccadeSensor
     from zoo.errors import InvalidArgumentError
