@@ -181,3 +181,20 @@ def test_the_loaded_model_carries_the_class_names_its_config_json_gives(tmp_path
                         cfg=dict(dataset="pets", input_size=(3, 8, 8), label_names=own))
     assert json.loads((tmp_path / "own" / "config.json").read_text())["label_names"] == own
     assert zoo.create(str(tmp_path / "own"), pretrained=True).pretrained_cfg["label_names"] == own
+
+
+@pytest.mark.parametrize("backend", ["spikingjelly", "snntorch"])
+def test_a_shipped_checkpoint_loads_on_every_neuron_backend_with_the_same_logits(backend):
+    """``zoo.create(tag, pretrained=True, neuron=...)``: the shape check before loading builds the model on the
+    meta device, where snnTorch's Leaky cannot be built (it calls ``.item()``); the loaded model must give the
+    native model's logits on real shipped images (float64, so the backends' arithmetic cannot flip a spike)."""
+    import numpy as np
+
+    tag = "sresnet19_narrow_tdbn.fashion_mnist_t2"
+    data = np.load(zoo.manifest.package_weights_dir() / "data" / "fashion_mnist_test_subset.npz")
+    native = zoo.create(tag, pretrained=True).double().eval()
+    mean, std = native.pretrained_cfg["mean"][0], native.pretrained_cfg["std"][0]
+    x = (torch.from_numpy(data["images"][:8]).double().div(255).unsqueeze(1) - mean) / std
+    other = zoo.create(tag, pretrained=True, neuron=backend).double().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), native(x), rtol=0, atol=1e-9)

@@ -124,10 +124,14 @@ def check_args_fit(checkpoint, model_args: dict, explicit=(), first_conv: str = 
     """Before building: the model ``model_args`` would give (built on the meta device, no memory) must
     fit the checkpoint's header shapes, so that arguments from a config can never allocate a model the
     weights do not describe."""
+    # Neurons keep no persistent state (adapters.neurons makes a backend's buffers non-persistent), so the
+    # native neuron gives the same state_dict; a backend such as snnTorch's Leaky calls .item() on its
+    # parameters when built, which the meta device cannot answer.
+    shape_args = {**model_args, "neuron": "native"}
     try:
         with torch.device("meta"):
             shapes = {k: (v.is_floating_point(), tuple(v.shape))
-                      for k, v in SpikingResNet(**model_args).state_dict().items()}
+                      for k, v in SpikingResNet(**shape_args).state_dict().items()}
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{checkpoint.origin}: its model arguments do not build a model: {e}") from e
     plan_load(shapes, checkpoint.tensors, checkpoint.origin, explicit, first_conv, classifier)
