@@ -16,6 +16,13 @@ from . import _checks
 from ._checks import check_finite, check_tensor
 
 
+def kernel_updates_running_stats(device: torch.device) -> bool:
+    """Whether ``torch.native_batch_norm`` given the running statistics is the kernel whose ``y`` the lean path
+    rebuilds bit for bit (the CPU kernel); elsewhere the running statistics are updated by tensor ops from the
+    batch statistics. A function, so that tests force either branch on CPU."""
+    return device.type == "cpu"
+
+
 class _MultiStepNorm(nn.Module):
     ranks: tuple[int, ...] = ()
     layout: str = ""
@@ -42,10 +49,22 @@ class _MultiStepNorm(nn.Module):
         self.running_var.fill_(1)
         self.num_batches_tracked.zero_()
 
-    def _momentum(self) -> float:
-        if self.momentum is None:  # cumulative moving average, as torch's BatchNorm
-            return 1.0 / float(self.num_batches_tracked)
+    def _momentum(self) -> float | torch.Tensor:
+        """The running statistics' update weight: ``momentum``, or ``1 / num_batches_tracked`` (a tensor: no
+        host sync) for the cumulative moving average of ``momentum=None``, as torch's BatchNorm."""
+        if self.momentum is None:
+            return 1.0 / self.num_batches_tracked.to(self.running_mean.dtype)
         return self.momentum
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        """``running = (1 - m) * running + m * batch`` for the batch's ``[C]`` mean and unbiased variance, with
+        ordinary in-place tensor ops: ``torch.compile`` keeps them (a buffer mutation it sees), unlike
+        ``torch.batch_norm_update_stats``, whose schema does not declare the buffers mutated, so
+        functionalization drops the call and a compiled run keeps mean 0 / variance 1."""
+        m = self._momentum()
+        self.running_mean.mul_(1 - m).add_(m * mean.to(self.running_mean.dtype))
+        self.running_var.mul_(1 - m).add_(m * unbiased_var.to(self.running_var.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, N, C, ...] -> [T, N, C, ...]``."""
@@ -77,21 +96,26 @@ class _MultiStepNorm(nn.Module):
     def _local_batch_norm(self, flat: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Training-mode norm of ``[T*N, C, ...]`` with this process's statistics, running statistics updated.
 
-        ``y`` comes from ``torch.native_batch_norm`` without running statistics, exactly the call with which
-        ``adapters.norm_lif`` recomputes it in backward (a kernel given running statistics may round
-        differently on some devices). On CPU the one call with running statistics is that same kernel (the op
-        ``F.batch_norm`` runs; tests hold it bit-equal), so the update costs no extra pass there.
+        One statistics pass on every device. On CPU with a float momentum, ``torch.native_batch_norm`` given the
+        running statistics updates them itself (the op ``F.batch_norm`` runs; compile keeps the update, and
+        ``adapters.norm_lif`` rebuilds the same ``y`` bit for bit from the statistics, tests hold it). Elsewhere
+        (another device, or ``momentum=None``) ``y`` comes from ``native_batch_norm`` without running statistics
+        -- exactly the call with which ``adapters.norm_lif`` recomputes it in backward (a kernel given running
+        statistics may round differently on some devices) -- and the running statistics are updated by tensor
+        ops from the ``(mean, invstd)`` it returned: the biased variance is ``invstd**-2 - eps``.
         The batch's ``(mean, invstd)`` stay in ``self.batch_stats`` until the next training forward (two
         ``[C]`` tensors): ``adapters.norm_lif``'s backward reuses them instead of a second statistics pass.
         """
         F._verify_batch_size(flat.size())  # F.batch_norm's "more than 1 value per channel" error
-        if flat.device.type == "cpu":
+        if self.momentum is not None and kernel_updates_running_stats(flat.device):
             y, mean, invstd = torch.native_batch_norm(flat, weight, self.bias, self.running_mean, self.running_var,
-                                                      True, self._momentum(), self.eps)
+                                                      True, self.momentum, self.eps)
         else:
-            with torch.no_grad():
-                torch.batch_norm_update_stats(flat, self.running_mean, self.running_var, self._momentum())
             y, mean, invstd = torch.native_batch_norm(flat, weight, self.bias, None, None, True, 0.0, self.eps)
+            n = flat.numel() // flat.shape[1]
+            with torch.no_grad():
+                var = torch.reciprocal(invstd * invstd) - self.eps
+                self._update_running_stats(mean, var * (n / (n - 1)))
         self.batch_stats = (mean.detach(), invstd.detach())
         return y
 
@@ -121,11 +145,7 @@ class _MultiStepNorm(nn.Module):
         mean = sums[:C] / n
         centered = x32 - mean.view(shape)
         var = all_reduce_sum((centered * centered).sum(dims), self.process_group) / n
-        with torch.no_grad():
-            m = self._momentum()
-            self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
-            unbiased = var.detach() * (n / (n - 1).clamp_min(1))
-            self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        self._update_running_stats(mean.detach(), var.detach() * (n / (n - 1).clamp_min(1)))
         inv = torch.rsqrt(var + self.eps)
         y = centered * (weight.float() * inv).view(shape) + self.bias.float().view(shape)
         return y.to(x.dtype)

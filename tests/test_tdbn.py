@@ -194,3 +194,88 @@ def test_sync_tdbn_keeps_float32_statistics_for_half_inputs(tmp_path):
             torch.testing.assert_close(p["rm"], ref.running_mean, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(p["rv"], ref.running_var, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(p["wgrad"], ref.weight.grad, atol=tol * 100, rtol=tol)
+
+
+# --- running statistics under torch.compile, through every branch -------------------------------------------
+class _NormLayers(torch.nn.Module):
+    """conv -> tdBN -> LIF with a normed shortcut (the lean path's fused node when lean training is on), then a
+    plain tdBN: ``[T, N, 2, 4, 4] -> [T, N, 3, 4, 4]``."""
+
+    def __init__(self, momentum):
+        super().__init__()
+        from adapters import LIF
+        self.conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+        self.bn, self.bn_s = TdBatchNorm2d(3, momentum=momentum), TdBatchNorm2d(3, momentum=momentum)
+        self.lif = LIF()
+        self.out = MultiStepBatchNorm2d(3, momentum=momentum)
+
+    def forward(self, x):
+        from adapters.norm_lif import Residual, fire
+        z = self.conv(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        s = fire(self.lif, self.bn, z, Residual(z * 0.5, self.bn_s, binary=False))
+        return self.out(s + z)
+
+
+def _compiled_statistics_match_eager(backend, momentum):
+    import copy
+
+    torch._dynamo.reset()
+    eager = _NormLayers(momentum)
+    model = copy.deepcopy(eager)
+    compiled = torch.compile(model, backend=backend, fullgraph=True)  # float(tensor) would break the graph
+    for step in range(2):
+        x = torch.randn(2, 3, 2, 4, 4, generator=torch.Generator().manual_seed(step)) * 2 + 1
+        compiled(x).square().sum().backward()
+        eager(x).square().sum().backward()
+    buffers = dict(eager.named_buffers())
+    assert not torch.equal(eager.bn.running_mean, torch.zeros(3))  # the statistics moved
+    # aot_eager runs eager's kernels: equal. inductor computes the batch statistics with its own reductions (another
+    # summation order): equal to float32 rounding; a dropped update would leave mean 0 / variance 1
+    tol = dict(rtol=0, atol=0) if backend == "aot_eager" else dict(rtol=1e-6, atol=1e-7)
+    for name, b in model.named_buffers():
+        torch.testing.assert_close(b, buffers[name], **tol, msg=lambda m, name=name: f"buffer {name}: {m}")
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("lean", [True, False])
+@pytest.mark.parametrize("kernel_branch", [True, False])
+def test_compiled_training_updates_running_statistics_as_eager(monkeypatch, kernel_branch, lean, momentum):
+    """aot_eager: the running statistics of every norm (fused node or layer by layer; the CPU kernel's own update
+    or the tensor-op update every other device takes, forced here on CPU) equal eager's after two steps. The
+    tensor-op branch replaces ``torch.batch_norm_update_stats``, which functionalization dropped."""
+    from adapters import lean_training, tdbn
+    monkeypatch.setattr(tdbn, "kernel_updates_running_stats", lambda device: kernel_branch)
+    with lean_training(lean):
+        _compiled_statistics_match_eager("aot_eager", momentum)
+
+
+@pytest.mark.slow
+def test_inductor_training_updates_running_statistics_as_eager(monkeypatch):
+    """inductor generates its own kernels for the statistics and the tensor-op update: equal to eager to float32
+    rounding, both branches, lean and layer by layer, the cumulative average included."""
+    from adapters import lean_training, tdbn
+    for kernel_branch in (True, False):
+        monkeypatch.setattr(tdbn, "kernel_updates_running_stats", lambda device: kernel_branch)
+        for lean in (True, False):
+            with lean_training(lean):
+                _compiled_statistics_match_eager("inductor", None if kernel_branch else 0.1)
+
+
+@pytest.mark.parametrize("kernel_branch", [True, False])
+def test_running_statistics_both_branches_match_the_equations(monkeypatch, kernel_branch):
+    """Either branch: running mean/variance as torch's BatchNorm defines them (unbiased variance), for a float
+    momentum and the cumulative average of ``momentum=None`` (1/k at step k)."""
+    from adapters import tdbn
+    monkeypatch.setattr(tdbn, "kernel_updates_running_stats", lambda device: kernel_branch)
+    xs = [torch.randn(3, 4, 2, 5, 5, dtype=torch.float64) * 3 + 2 for _ in range(3)]
+    n = xs[0].numel() / 2
+    for momentum in (0.1, None):
+        bn = TdBatchNorm2d(2, momentum=momentum).double()
+        rm, rv = torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+        for k, x in enumerate(xs, 1):
+            bn(x)
+            _, mu, var = reference_tdbn(x, torch.ones(2), torch.zeros(2), 1.0, 0.5)
+            m = 0.1 if momentum is not None else 1 / k
+            rm, rv = (1 - m) * rm + m * mu, (1 - m) * rv + m * var * n / (n - 1)
+            torch.testing.assert_close(bn.running_mean, rm, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(bn.running_var, rv, rtol=1e-12, atol=1e-12)
