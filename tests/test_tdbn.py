@@ -279,3 +279,17 @@ def test_running_statistics_both_branches_match_the_equations(monkeypatch, kerne
             rm, rv = (1 - m) * rm + m * mu, (1 - m) * rv + m * var * n / (n - 1)
             torch.testing.assert_close(bn.running_mean, rm, rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(bn.running_var, rv, rtol=1e-12, atol=1e-12)
+
+
+def test_default_value_check_reads_cpu_inputs_only():
+    """By default inference refuses a NaN CPU input, but never reads a device tensor's values on the host (on a
+    GPU that read would synchronise every batch): a meta tensor, which has no values to read, passes; with value
+    checks turned on it is read (and cannot be)."""
+    from adapters._checks import check_finite
+    bad = torch.tensor([1.0, float("nan")])
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="NaN"):
+            check_finite(bad, layer="L")
+        check_finite(torch.empty(2, device="meta"), layer="L")
+        with value_checks(), pytest.raises((RuntimeError, NotImplementedError)):
+            check_finite(torch.empty(2, device="meta"), layer="L")
