@@ -11,6 +11,8 @@ spike-identical and gradient-equal to the reference.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -60,10 +62,28 @@ def lif_reference(x: torch.Tensor, tau_decay: float = 0.25, v_th: float = 0.5, s
     return torch.stack(spikes)
 
 
+_kernels_on = True
+
+
+@contextlib.contextmanager
+def pytorch_path():
+    """``with pytorch_path(): model(x)`` runs the LIF's PyTorch path inside the block on every device, no
+    kernel: the reference a device's kernels are checked against (``eval.bench.runner.check_kernels``)."""
+    global _kernels_on
+    previous, _kernels_on = _kernels_on, False
+    try:
+        yield
+    finally:
+        _kernels_on = previous
+
+
 def _use_kernel(x: torch.Tensor):
     """The LIF kernel module for ``x``: compiled C++ for float32/float64 CPU tensors, Triton for
-    float32/float16/bfloat16 CUDA tensors; None (the PyTorch path) otherwise or when it is unavailable."""
+    float32/float16/bfloat16 CUDA tensors; None (the PyTorch path) otherwise, when it is unavailable or inside
+    :func:`pytorch_path`."""
     from ._kernels import lif_cpu, lif_cuda
+    if not _kernels_on:
+        return None
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         return lif_cpu()
     if x.device.type == "cuda" and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
