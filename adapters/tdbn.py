@@ -131,24 +131,11 @@ class _MultiStepNorm(nn.Module):
                     and dist.get_world_size(self.process_group) > 1)
 
     def _sync_batch_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Batch statistics over every process of ``process_group``, in float32 whatever ``x``'s dtype (as
-        ``torch.nn.SyncBatchNorm``: a half-precision count of T*N*H*W overflows at 65,504); the result is cast
-        back to ``x.dtype``. Two differentiable all-reduces: the sum and count, then the squared deviations
-        from the global mean (no cancellation in E[x^2] - E[x]^2)."""
-        dims = [0] + list(range(2, x.dim()))
-        x32 = x.float()
-        count = torch.full((1,), float(x.numel() // x.shape[1]), dtype=torch.float32, device=x.device)
-        sums = all_reduce_sum(torch.cat([x32.sum(dims), count]), self.process_group)
-        C = self.num_features
-        n = sums[-1]
-        shape = [1, C] + [1] * (x.dim() - 2)
-        mean = sums[:C] / n
-        centered = x32 - mean.view(shape)
-        var = all_reduce_sum((centered * centered).sum(dims), self.process_group) / n
-        self._update_running_stats(mean.detach(), var.detach() * (n / (n - 1).clamp_min(1)))
-        inv = torch.rsqrt(var + self.eps)
-        y = centered * (weight.float() * inv).view(shape) + self.bias.float().view(shape)
-        return y.to(x.dtype)
+        """Training-mode norm of ``[T*N, C, ...]`` with statistics over every process of ``process_group``
+        (:class:`_SyncNorm`), running statistics updated from them."""
+        y, mean, var, n = _SyncNorm.apply(x, weight, self.bias, self.eps, self.process_group)
+        self._update_running_stats(mean, var * (n / (n - 1).clamp_min(1)))
+        return y
 
     @torch.no_grad()
     def folded_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,28 +196,58 @@ class MultiStepBatchNorm1d(MultiStepBatchNorm2d):
     layout = "[T, N, C] or [T, N, C, L]"
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over the processes of a group; the gradient of a sum is the sum of the gradients (every
-    process's loss depends on every process's statistics)."""
+class _SyncNorm(torch.autograd.Function):
+    """Batch norm of ``x`` ``[M, C, ...]`` with statistics over the processes of ``group``: what
+    ``torch.nn.SyncBatchNorm`` computes (its forward and backward reductions), with all-reduces of sums.
+
+    Statistics and arithmetic run in ``x``'s dtype promoted to at least float32, never down (a half-precision
+    count of T*N*H*W overflows at 65,504; float64 stays float64); ``y`` and ``dL/dx`` come back in ``x``'s
+    dtype. Forward: one all-reduce of the per-channel sums and the count, one of the squared deviations from
+    the global mean (no cancellation in E[x^2] - E[x]^2). Saved for backward: ``x`` and four ``[C]``
+    tensors, no normalised or centred copy. Backward: one all-reduce of ``sum(dy)`` and ``sum(dy * (x - mean))``
+    (every process's loss depends on every process's statistics); ``weight`` and ``bias`` get this process's
+    share, which DistributedDataParallel sums.
+    Returns ``(y, mean, var, count)``: the biased global variance and count for the running statistics.
+    """
 
     @staticmethod
-    def forward(ctx, x, group):
+    def forward(ctx, x, weight, bias, eps, group):
+        acc = torch.promote_types(x.dtype, torch.float32)
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        xa = x.to(acc)
+        C = x.shape[1]
+        sums = torch.cat([xa.sum(dims), xa.new_full((1,), x.numel() // C)])
+        dist.all_reduce(sums, group=group)
+        n = sums[C:]
+        mean = sums[:C] / n
+        var = (xa - mean.view(shape)).square_().sum(dims)
+        dist.all_reduce(var, group=group)
+        var /= n
+        invstd = torch.rsqrt(var + eps)
+        y = (xa - mean.view(shape)).mul_((invstd * weight.to(acc)).view(shape)).add_(bias.to(acc).view(shape))
         ctx.group = group
-        x = x.clone()
-        dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
-        return x
+        ctx.save_for_backward(x, weight, mean, invstd, n)
+        ctx.mark_non_differentiable(mean, var, n)
+        return y.to(x.dtype), mean, var, n
 
     @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
-        return grad, None
-
-
-def all_reduce_sum(x: torch.Tensor, group=None) -> torch.Tensor:
-    """Differentiable ``dist.all_reduce(SUM)`` out of place (replaces the deprecated
-    ``torch.distributed.nn.functional.all_reduce``)."""
-    return _AllReduceSum.apply(x, group)
+    def backward(ctx, dy, _mean, _var, _n):
+        x, weight, mean, invstd, n = ctx.saved_tensors
+        acc = mean.dtype
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        C = x.shape[1]
+        dya = dy.to(acc)
+        xmu = x.to(acc) - mean.view(shape)
+        sums = torch.cat([dya.sum(dims), (dya * xmu).sum(dims)])
+        grad_weight = (sums[C:] * invstd).to(weight.dtype)  # this process's share, before the all-reduce
+        grad_bias = sums[:C].clone().to(weight.dtype)
+        dist.all_reduce(sums, group=ctx.group)
+        mean_dy, mean_dy_xmu = sums[:C] / n, sums[C:] / n
+        dx = (dya - mean_dy.view(shape)).sub_(xmu.mul_((invstd * invstd * mean_dy_xmu).view(shape)))
+        dx.mul_((invstd * weight.to(acc)).view(shape))
+        return dx.to(x.dtype), grad_weight, grad_bias, None, None
 
 
 MultiStepNorm = _MultiStepNorm
