@@ -295,52 +295,26 @@ def test_default_value_check_reads_cpu_inputs_only():
             check_finite(torch.empty(2, device="meta"), layer="L")
 
 
-def _sync_fire_worker(rank, world, x, g, out_dir):
-    """float64 norm -> LIF (``adapters.norm_lif.fire``) with synchronised statistics, lean and layer by layer."""
-    import torch.distributed as dist
-
-    from adapters import LIF, lean_training
-    from adapters.norm_lif import fire
-
-    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    n = x.shape[1] // world
-    for lean in (True, False):
-        bn = convert_sync_tdbn(torch.nn.Sequential(TdBatchNorm2d(3, alpha=0.7, v_th=0.5).double()))[0]
-        xs = x[:, rank * n:(rank + 1) * n].clone().requires_grad_(True)
-        with lean_training(lean):
-            s = fire(LIF(), bn, xs)
-            (s * g[:, rank * n:(rank + 1) * n]).sum().backward()
-        dist.all_reduce(bn.weight.grad)
-        dist.all_reduce(bn.bias.grad)
-        torch.save(dict(s=s.detach(), xgrad=xs.grad, wgrad=bn.weight.grad, bgrad=bn.bias.grad, rm=bn.running_mean,
-                        rv=bn.running_var), os.path.join(out_dir, f"r{rank}_{lean}.pt"))
-    dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)  # see _sync_worker
-
-
 def test_sync_tdbn_in_float64_equals_one_process_to_1e12(tmp_path):
     """Synchronised statistics keep float64 (never cast down): two processes on halves of the batch give the
     spikes, input and parameter gradients and running statistics of one process on the whole batch, to 1e-12,
-    through ``fire`` with the lean path on and off."""
+    through ``fire`` with the lean path on and off (the GPU check's 2-process run, here over gloo on CPU)."""
     from adapters import LIF
     from adapters.norm_lif import fire
+    from eval.bench.gpu_check import sync_fire_results
 
     x = torch.randn(3, 4, 3, 4, 4, dtype=torch.float64) * 0.6 + 0.3
     g = torch.randn_like(x)
-    mp.start_processes(_sync_fire_worker, args=(2, x, g, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    results = sync_fire_results(x, g, 2, str(tmp_path))
     ref = TdBatchNorm2d(3, alpha=0.7, v_th=0.5).double()
     xr = x.clone().requires_grad_(True)
     s = fire(LIF(), ref, xr)
     (s * g).sum().backward()
     assert 0 < float(s.detach().mean()) < 1 and float(xr.grad.abs().max()) > 0
-    tol = dict(atol=1e-12, rtol=1e-12)
-    for lean in (True, False):
-        parts = [torch.load(tmp_path / f"r{r}_{lean}.pt") for r in range(2)]
-        assert torch.equal(torch.cat([p["s"] for p in parts], 1), s.detach())
-        torch.testing.assert_close(torch.cat([p["xgrad"] for p in parts], 1), xr.grad, **tol)
-        for p in parts:
-            for key, expected in (("wgrad", ref.weight.grad), ("bgrad", ref.bias.grad), ("rm", ref.running_mean),
-                                  ("rv", ref.running_var)):
-                torch.testing.assert_close(p[key], expected, **tol, msg=lambda m, key=key: f"{key}: {m}")
+    expected = dict(xgrad=xr.grad, wgrad=ref.weight.grad, bgrad=ref.bias.grad, rm=ref.running_mean,
+                    rv=ref.running_var)
+    for lean, got in results.items():
+        assert torch.equal(got["s"], s.detach())
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, atol=1e-12, rtol=1e-12,
+                                       msg=lambda m, key=key, lean=lean: f"{key} (lean={lean}): {m}")

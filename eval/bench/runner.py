@@ -287,12 +287,13 @@ def autocast(amp: str, device: torch.device | str):
     return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: str = "off",
-                scaler: torch.amp.GradScaler | None = None) -> None:
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: str = "off",
+               scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD step: forward and loss under ``autocast(amp)``, backward and step outside it (as torch's AMP
-    recipe), through ``scaler`` where one is given (fp16)."""
+    recipe), through ``scaler`` where one is given (fp16). Returns the (detached) logits and loss."""
     with autocast(amp, x.device):
-        loss = F.cross_entropy(model(x), y)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -300,6 +301,7 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
     else:
         loss.backward()
         opt.step()
+    return logits.detach(), loss.detach()
 
 
 def saved_for_backward_bytes(fn: Callable[[], object], model: nn.Module | None = None) -> int:
@@ -406,7 +408,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     def train(n):
         models[n].train()
         opts[n].zero_grad(set_to_none=True)
-        _train_step(models[n], opts[n], x, y, cfg.amp, scalers[n])
+        train_step(models[n], opts[n], x, y, cfg.amp, scalers[n])
 
     @torch.no_grad()
     def infer(m):
@@ -436,7 +438,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
         for n in names:
             models[n].train()
             opts[n].zero_grad(set_to_none=True)
-            memory[n] = peak_memory(lambda: _train_step(models[n], opts[n], x, y, cfg.amp, scalers[n]),
+            memory[n] = peak_memory(lambda: train_step(models[n], opts[n], x, y, cfg.amp, scalers[n]),
                                     device) / 2 ** 20
             saved[n] = training_forward_saved_bytes(models[n], x, y, cfg.amp) / 2 ** 20
     rows = {n: dict(label=BUILDS[n].label,
