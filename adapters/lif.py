@@ -170,11 +170,13 @@ def lif_backward_from_input(grad_spikes: torch.Tensor, x: torch.Tensor, x2: torc
                             v_th: float, width: float, detach_reset: bool) -> torch.Tensor:
     """``dL/dx`` of the LIF driven by ``x + x2`` (``x`` alone when ``x2`` is None), all ``[T, N, ...]``, from
     the input currents instead of saved membranes: what ``lif_fwd`` then ``lif_bwd`` compute, bit for bit.
-    The CPU kernel reruns the recurrence block by block in cache and never writes spikes or membranes; other
-    devices run the two ops. (The gradient of ``x2`` is the same tensor.)"""
+    The CPU kernel reruns the recurrence block by block in cache and never writes spikes or membranes; the
+    Triton kernel (float32) parks each membrane where its gradient goes; otherwise the two ops run. (The
+    gradient of ``x2`` is the same tensor.)"""
     kernel = _use_kernel(x)
     recompute = getattr(kernel, "lif_backward_recompute", None)
-    if recompute is None or (x2 is not None and x2.dtype != x.dtype) or grad_spikes.dtype != x.dtype:
+    if (recompute is None or x.dtype not in getattr(kernel, "RECOMPUTE_DTYPES", (x.dtype,))
+            or (x2 is not None and x2.dtype != x.dtype) or grad_spikes.dtype != x.dtype):
         u = x if x2 is None else x + x2
         _, a, b = torch.ops.tdbn_zoo.lif_fwd(u, tau, v_th, width, detach_reset, True)
         return torch.ops.tdbn_zoo.lif_bwd(grad_spikes, a, b if detach_reset else a, tau, v_th, width, detach_reset)
