@@ -7,6 +7,8 @@ its beta (init 0), so gradients and weight decay act on lambda, not on ``lambda 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -16,11 +18,71 @@ from . import _checks
 from ._checks import check_finite, check_tensor
 
 
+@torch.no_grad()
+def update_running_stats(running_mean: torch.Tensor, running_var: torch.Tensor, mean: torch.Tensor,
+                         unbiased_var: torch.Tensor, momentum: Optional[float],
+                         num_batches_tracked: torch.Tensor) -> None:
+    """``running = (1 - m) * running + m * batch`` for the batch's ``[C]`` mean and unbiased variance, in place
+    with ordinary tensor ops (unlike ``torch.batch_norm_update_stats``, whose schema does not declare the buffers
+    mutated, so that functionalization drops it under ``torch.compile``). ``m`` is ``momentum``, or for None
+    the cumulative average ``1 / num_batches_tracked`` as torch's BatchNorm, as a tensor (no host sync)."""
+    m = momentum if momentum is not None else 1.0 / num_batches_tracked.to(running_mean.dtype)
+    running_mean.mul_(1 - m).add_(m * mean.to(running_mean.dtype))
+    running_var.mul_(1 - m).add_(m * unbiased_var.to(running_var.dtype))
+
+
 def kernel_updates_running_stats(device: torch.device) -> bool:
-    """Whether ``torch.native_batch_norm`` given the running statistics is the kernel whose ``y`` the lean path
-    rebuilds bit for bit (the CPU kernel); elsewhere the running statistics are updated by tensor ops from the
-    batch statistics. A function, so that tests force either branch on CPU."""
+    """Whether the running statistics come from ATen's training kernel itself (the CPU kernel: bit for bit
+    ``F.batch_norm``'s update, at no extra cost); elsewhere they are updated by tensor ops from the batch
+    statistics (a kernel given running statistics may round ``y`` differently there from the one the lean path
+    rebuilds it with). A function, so that tests force either branch on CPU."""
     return device.type == "cpu"
+
+
+@torch.library.custom_op("tdbn_zoo::batch_norm_train", mutates_args=())
+def batch_norm_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: Optional[torch.Tensor],
+                     running_var: Optional[torch.Tensor], momentum: float,
+                     eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training-mode batch norm of ``x`` ``[M, C, ...]`` with its own statistics, one statistics pass:
+    ``(y, mean, invstd, new running mean, new running variance)`` from ``torch.native_batch_norm``, given copies
+    of the running statistics to update when they are passed (empty results otherwise).
+
+    An opaque op, so that ``torch.compile`` runs ATen's kernel here as eager does instead of generating its own
+    reductions: the ``y`` that ``adapters.norm_lif`` rebuilds in backward with the same kernel is then bit for
+    bit the forward's, compiled or not (a membrane within an ulp of the threshold fires, and gets the surrogate
+    gradient, the same way in both), and the running statistics are eager's. Functional (the caller copies the
+    new statistics into its buffers, a mutation compile keeps), so autograd is registered on it.
+    """
+    if running_mean is None or running_var is None:
+        y, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+        return y, mean, invstd, mean.new_empty(0), mean.new_empty(0)
+    rm, rv = running_mean.clone(), running_var.clone()
+    y, mean, invstd = torch.native_batch_norm(x, weight, bias, rm, rv, True, momentum, eps)
+    return y, mean, invstd, rm, rv
+
+
+@batch_norm_train.register_fake
+def _(x, weight, bias, running_mean, running_var, momentum, eps):
+    stats = x.new_empty(x.shape[1], dtype=torch.promote_types(x.dtype, torch.float32))
+    if running_mean is None or running_var is None:
+        return torch.empty_like(x), stats, torch.empty_like(stats), stats.new_empty(0), stats.new_empty(0)
+    return torch.empty_like(x), stats, torch.empty_like(stats), torch.empty_like(running_mean), \
+        torch.empty_like(running_var)
+
+
+def _batch_norm_train_setup(ctx, inputs, output):
+    x, weight, *_, ctx.eps = inputs
+    ctx.save_for_backward(x, weight, output[1], output[2])
+
+
+def _batch_norm_train_backward(ctx, grad, *_grad_statistics):
+    x, weight, mean, invstd = ctx.saved_tensors
+    dx, dw, db = torch.ops.aten.native_batch_norm_backward(grad, x, weight, None, None, mean, invstd, True, ctx.eps,
+                                                           [True, True, True])
+    return dx, dw, db, None, None, None, None
+
+
+batch_norm_train.register_autograd(_batch_norm_train_backward, setup_context=_batch_norm_train_setup)
 
 
 class _MultiStepNorm(nn.Module):
@@ -48,23 +110,6 @@ class _MultiStepNorm(nn.Module):
         self.running_mean.zero_()
         self.running_var.fill_(1)
         self.num_batches_tracked.zero_()
-
-    def _momentum(self) -> float | torch.Tensor:
-        """The running statistics' update weight: ``momentum``, or ``1 / num_batches_tracked`` (a tensor: no
-        host sync) for the cumulative moving average of ``momentum=None``, as torch's BatchNorm."""
-        if self.momentum is None:
-            return 1.0 / self.num_batches_tracked.to(self.running_mean.dtype)
-        return self.momentum
-
-    @torch.no_grad()
-    def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
-        """``running = (1 - m) * running + m * batch`` for the batch's ``[C]`` mean and unbiased variance, with
-        ordinary in-place tensor ops: ``torch.compile`` keeps them (a buffer mutation it sees), unlike
-        ``torch.batch_norm_update_stats``, whose schema does not declare the buffers mutated, so
-        functionalization drops the call and a compiled run keeps mean 0 / variance 1."""
-        m = self._momentum()
-        self.running_mean.mul_(1 - m).add_(m * mean.to(self.running_mean.dtype))
-        self.running_var.mul_(1 - m).add_(m * unbiased_var.to(self.running_var.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, N, C, ...] -> [T, N, C, ...]``."""
@@ -94,29 +139,30 @@ class _MultiStepNorm(nn.Module):
         return y.unflatten(0, (T, N))
 
     def _local_batch_norm(self, flat: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Training-mode norm of ``[T*N, C, ...]`` with this process's statistics, running statistics updated.
-
-        One statistics pass on every device. On CPU with a float momentum, ``torch.native_batch_norm`` given the
-        running statistics updates them itself (the op ``F.batch_norm`` runs; compile keeps the update, and
-        ``adapters.norm_lif`` rebuilds the same ``y`` bit for bit from the statistics, tests hold it). Elsewhere
-        (another device, or ``momentum=None``) ``y`` comes from ``native_batch_norm`` without running statistics
-        -- exactly the call with which ``adapters.norm_lif`` recomputes it in backward (a kernel given running
-        statistics may round differently on some devices) -- and the running statistics are updated by tensor
-        ops from the ``(mean, invstd)`` it returned: the biased variance is ``invstd**-2 - eps``.
-        The batch's ``(mean, invstd)`` stay in ``self.batch_stats`` until the next training forward (two
-        ``[C]`` tensors): ``adapters.norm_lif``'s backward reuses them instead of a second statistics pass.
+        """Training-mode norm of ``[T*N, C, ...]`` with this process's statistics (:func:`batch_norm_train`, one
+        statistics pass on every device), running statistics updated. On CPU with a float momentum ATen's
+        kernel updates them (bit for bit ``F.batch_norm``'s); elsewhere (``kernel_updates_running_stats``), or
+        for the cumulative average of ``momentum=None``, tensor ops update them from the batch's ``(mean,
+        invstd)``: the biased variance is ``invstd**-2 - eps``. The batch's ``(mean, invstd)`` stay in
+        ``self.batch_stats`` until the next training forward (two ``[C]`` tensors): ``adapters.norm_lif``'s
+        backward reuses them instead of a second statistics pass.
         """
         F._verify_batch_size(flat.size())  # F.batch_norm's "more than 1 value per channel" error
-        if self.momentum is not None and kernel_updates_running_stats(flat.device):
-            y, mean, invstd = torch.native_batch_norm(flat, weight, self.bias, self.running_mean, self.running_var,
-                                                      True, self.momentum, self.eps)
-        else:
-            y, mean, invstd = torch.native_batch_norm(flat, weight, self.bias, None, None, True, 0.0, self.eps)
-            n = flat.numel() // flat.shape[1]
-            with torch.no_grad():
-                var = torch.reciprocal(invstd * invstd) - self.eps
-                self._update_running_stats(mean, var * (n / (n - 1)))
-        self.batch_stats = (mean.detach(), invstd.detach())
+        kernel = self.momentum is not None and kernel_updates_running_stats(flat.device)
+        y, mean, invstd, rm, rv = torch.ops.tdbn_zoo.batch_norm_train(
+            flat, weight, self.bias, self.running_mean if kernel else None, self.running_var if kernel else None,
+            self.momentum or 0.0, self.eps)
+        mean, invstd = mean.detach(), invstd.detach()
+        with torch.no_grad():
+            if kernel:
+                self.running_mean.copy_(rm)
+                self.running_var.copy_(rv)
+            else:
+                n = flat.numel() // flat.shape[1]
+                var = (torch.reciprocal(invstd * invstd) - self.eps).clamp_min_(0)  # a constant channel: 0
+                update_running_stats(self.running_mean, self.running_var, mean, var * (n / (n - 1)), self.momentum,
+                                     self.num_batches_tracked)
+        self.batch_stats = (mean, invstd)
         return y
 
     def scaled_weight(self) -> torch.Tensor:
@@ -134,7 +180,8 @@ class _MultiStepNorm(nn.Module):
         """Training-mode norm of ``[T*N, C, ...]`` with statistics over every process of ``process_group``
         (:class:`_SyncNorm`), running statistics updated from them."""
         y, mean, var, n = _SyncNorm.apply(x, weight, self.bias, self.eps, self.process_group)
-        self._update_running_stats(mean, var * (n / (n - 1).clamp_min(1)))
+        update_running_stats(self.running_mean, self.running_var, mean, var * (n / (n - 1).clamp_min(1)),
+                             self.momentum, self.num_batches_tracked)
         return y
 
     @torch.no_grad()
