@@ -179,9 +179,10 @@ class _MultiStepNorm(nn.Module):
     def _sync_batch_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Training-mode norm of ``[T*N, C, ...]`` with statistics over every process of ``process_group``
         (:class:`_SyncNorm`), running statistics updated from them."""
-        y, mean, var, n = _SyncNorm.apply(x, weight, self.bias, self.eps, self.process_group)
+        y, mean, invstd, var, n = _SyncNorm.apply(x, weight, self.bias, self.eps, self.process_group)
         update_running_stats(self.running_mean, self.running_var, mean, var * (n / (n - 1).clamp_min(1)),
                              self.momentum, self.num_batches_tracked)
+        self.batch_stats = (mean, invstd, n)
         return y
 
     @torch.no_grad()
@@ -243,58 +244,74 @@ class MultiStepBatchNorm1d(MultiStepBatchNorm2d):
     layout = "[T, N, C] or [T, N, C, L]"
 
 
+def sync_batch_stats(x: torch.Tensor, eps: float, group=None):
+    """``(mean, invstd, biased var, count)`` of ``x`` ``[M, C, ...]`` per channel over the processes of
+    ``group``, in ``x``'s dtype promoted to at least float32, never down (a half-precision count of T*N*H*W
+    overflows at 65,504; float64 stays float64). Two all-reduces: the sums and the count, then the squared
+    deviations from the global mean (no cancellation in E[x^2] - E[x]^2)."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    dims = [0] + list(range(2, x.dim()))
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    xa = x.to(acc)
+    C = x.shape[1]
+    sums = torch.cat([xa.sum(dims), xa.new_full((1,), x.numel() // C)])
+    dist.all_reduce(sums, group=group)
+    n = sums[C:]
+    mean = sums[:C] / n
+    var = (xa - mean.view(shape)).square_().sum(dims)
+    dist.all_reduce(var, group=group)
+    var /= n
+    return mean, torch.rsqrt(var + eps), var, n
+
+
+def normalise_from_stats(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                         invstd: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) * invstd * weight + bias`` per channel of ``x`` ``[M, C, ...]``, in ``x``'s dtype, as ATen's
+    batch-norm transform computes it (eval mode with variance 1 and eps 0, so invstd is exactly 1): the one
+    call with which the synchronised norm's forward makes ``y`` and the lean backward rebuilds it."""
+    return torch.native_batch_norm(x, invstd * weight, bias, mean, torch.ones_like(mean), False, 0.0, 0.0)[0]
+
+
+def sync_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
+                       invstd: torch.Tensor, n: torch.Tensor, group=None):
+    """``(dL/dx, dL/dweight, dL/dbias)`` of the synchronised norm (``torch.nn.SyncBatchNorm``'s backward): one
+    all-reduce of ``sum(dy)`` and ``sum(dy * (x - mean))`` (every process's loss depends on every process's
+    statistics); ``weight`` and ``bias`` get this process's share, which DistributedDataParallel sums."""
+    acc = mean.dtype
+    dims = [0] + list(range(2, x.dim()))
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    C = x.shape[1]
+    dya = dy.to(acc)
+    xmu = x.to(acc) - mean.view(shape)
+    sums = torch.cat([dya.sum(dims), (dya * xmu).sum(dims)])
+    grad_weight = (sums[C:] * invstd).to(weight.dtype)  # this process's share, before the all-reduce
+    grad_bias = sums[:C].to(weight.dtype, copy=True)
+    dist.all_reduce(sums, group=group)
+    mean_dy, mean_dy_xmu = sums[:C] / n, sums[C:] / n
+    dx = (dya - mean_dy.view(shape)).sub_(xmu.mul_((invstd * invstd * mean_dy_xmu).view(shape)))
+    dx.mul_((invstd * weight.to(acc)).view(shape))
+    return dx.to(x.dtype), grad_weight, grad_bias
+
+
 class _SyncNorm(torch.autograd.Function):
     """Batch norm of ``x`` ``[M, C, ...]`` with statistics over the processes of ``group``: what
-    ``torch.nn.SyncBatchNorm`` computes (its forward and backward reductions), with all-reduces of sums.
-
-    Statistics and arithmetic run in ``x``'s dtype promoted to at least float32, never down (a half-precision
-    count of T*N*H*W overflows at 65,504; float64 stays float64); ``y`` and ``dL/dx`` come back in ``x``'s
-    dtype. Forward: one all-reduce of the per-channel sums and the count, one of the squared deviations from
-    the global mean (no cancellation in E[x^2] - E[x]^2). Saved for backward: ``x`` and four ``[C]``
-    tensors, no normalised or centred copy. Backward: one all-reduce of ``sum(dy)`` and ``sum(dy * (x - mean))``
-    (every process's loss depends on every process's statistics); ``weight`` and ``bias`` get this process's
-    share, which DistributedDataParallel sums.
-    Returns ``(y, mean, var, count)``: the biased global variance and count for the running statistics.
+    ``torch.nn.SyncBatchNorm`` computes, with all-reduces of sums (:func:`sync_batch_stats`,
+    :func:`sync_norm_backward`). Saved for backward: ``x`` and ``[C]`` statistics, no normalised or centred
+    copy. Returns ``(y, mean, invstd, biased var, count)``.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, group):
-        acc = torch.promote_types(x.dtype, torch.float32)
-        dims = [0] + list(range(2, x.dim()))
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        xa = x.to(acc)
-        C = x.shape[1]
-        sums = torch.cat([xa.sum(dims), xa.new_full((1,), x.numel() // C)])
-        dist.all_reduce(sums, group=group)
-        n = sums[C:]
-        mean = sums[:C] / n
-        var = (xa - mean.view(shape)).square_().sum(dims)
-        dist.all_reduce(var, group=group)
-        var /= n
-        invstd = torch.rsqrt(var + eps)
-        y = (xa - mean.view(shape)).mul_((invstd * weight.to(acc)).view(shape)).add_(bias.to(acc).view(shape))
+        mean, invstd, var, n = sync_batch_stats(x, eps, group)
         ctx.group = group
         ctx.save_for_backward(x, weight, mean, invstd, n)
-        ctx.mark_non_differentiable(mean, var, n)
-        return y.to(x.dtype), mean, var, n
+        ctx.mark_non_differentiable(mean, invstd, var, n)
+        return normalise_from_stats(x, weight, bias, mean, invstd), mean, invstd, var, n
 
     @staticmethod
-    def backward(ctx, dy, _mean, _var, _n):
+    def backward(ctx, dy, *_grad_statistics):
         x, weight, mean, invstd, n = ctx.saved_tensors
-        acc = mean.dtype
-        dims = [0] + list(range(2, x.dim()))
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        C = x.shape[1]
-        dya = dy.to(acc)
-        xmu = x.to(acc) - mean.view(shape)
-        sums = torch.cat([dya.sum(dims), (dya * xmu).sum(dims)])
-        grad_weight = (sums[C:] * invstd).to(weight.dtype)  # this process's share, before the all-reduce
-        grad_bias = sums[:C].clone().to(weight.dtype)
-        dist.all_reduce(sums, group=ctx.group)
-        mean_dy, mean_dy_xmu = sums[:C] / n, sums[C:] / n
-        dx = (dya - mean_dy.view(shape)).sub_(xmu.mul_((invstd * invstd * mean_dy_xmu).view(shape)))
-        dx.mul_((invstd * weight.to(acc)).view(shape))
-        return dx.to(x.dtype), grad_weight, grad_bias, None, None
+        return (*sync_norm_backward(dy, x, weight, mean, invstd, n, ctx.group), None, None)
 
 
 MultiStepNorm = _MultiStepNorm

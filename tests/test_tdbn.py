@@ -306,7 +306,8 @@ def test_default_value_check_reads_cpu_inputs_only():
 def test_sync_tdbn_in_float64_equals_one_process_to_1e12(tmp_path):
     """Synchronised statistics keep float64 (never cast down): two processes on halves of the batch give the
     spikes, input and parameter gradients and running statistics of one process on the whole batch, to 1e-12,
-    through ``fire`` with the lean path on and off (the GPU check's 2-process run, here over gloo on CPU)."""
+    through ``fire`` with the lean path on (its fused node for synchronised norms, bit for bit the layer-by-layer
+    path) and off (the GPU check's 2-process run, here over gloo on CPU)."""
     from adapters import LIF
     from adapters.norm_lif import fire
     from eval.bench.gpu_check import sync_fire_results
@@ -321,6 +322,9 @@ def test_sync_tdbn_in_float64_equals_one_process_to_1e12(tmp_path):
     assert 0 < float(s.detach().mean()) < 1 and float(xr.grad.abs().max()) > 0
     expected = dict(xgrad=xr.grad, wgrad=ref.weight.grad, bgrad=ref.bias.grad, rm=ref.running_mean,
                     rv=ref.running_var)
+    assert bool(results[True].pop("fused")) and not results[False].pop("fused")  # the lean path's own node
+    for key, value in results[True].items():  # lean = layer by layer, bit for bit
+        assert torch.equal(value, results[False][key]), key
     for lean, got in results.items():
         assert torch.equal(got["s"], s.detach())
         for key, value in expected.items():

@@ -247,8 +247,9 @@ def sync_fire_worker(rank: int, world: int, x, g, out_dir: str, device_type: str
             (s * g[:, rank * n:(rank + 1) * n].to(device)).sum().backward()
         for p in (bn.weight, bn.bias):
             dist.all_reduce(p.grad)  # what DistributedDataParallel does with parameter gradients
+        fused = torch.tensor("SyncNormLIF" in type(s.grad_fn).__name__)  # the lean path's node ran
         torch.save({k: v.detach().cpu() for k, v in dict(s=s, xgrad=xs.grad, wgrad=bn.weight.grad,
-                    bgrad=bn.bias.grad, rm=bn.running_mean, rv=bn.running_var).items()},
+                    bgrad=bn.bias.grad, rm=bn.running_mean, rv=bn.running_var, fused=fused).items()},
                    os.path.join(out_dir, f"r{rank}_{lean}.pt"))
     dist.barrier()
     dist.destroy_process_group()
@@ -270,7 +271,7 @@ def sync_fire_results(x: torch.Tensor, g: torch.Tensor, world: int, out_dir: str
         out[lean] = {k: torch.cat([p[k] for p in parts], 1) if k in ("s", "xgrad") else parts[0][k]
                      for k in parts[0]}
         for p in parts[1:]:  # every process holds the same statistics and summed gradients
-            for k in ("wgrad", "bgrad", "rm", "rv"):
+            for k in ("wgrad", "bgrad", "rm", "rv", "fused"):
                 _expect(torch.equal(p[k], parts[0][k]), f"sync tdBN: {k} differs between processes")
     return out
 
@@ -291,13 +292,18 @@ def check_sync(device: torch.device) -> str:
     expected = dict(s=s, xgrad=xr.grad, wgrad=ref.weight.grad, bgrad=ref.bias.grad, rm=ref.running_mean,
                     rv=ref.running_var)
     worst = 0.0
+    _expect(bool(results[True].pop("fused")) and not results[False].pop("fused"),
+            "sync tdBN: the lean path did not run its fused node (or the layer-by-layer path did)")
+    for k, v in results[True].items():
+        _expect(torch.equal(v, results[False][k]), f"sync tdBN: lean {k} differs from layer by layer")
     for lean, got in results.items():
         _expect(torch.equal(got["s"], s.detach().cpu()), f"sync tdBN (lean={lean}): spikes differ from 1 process")
         for k, v in expected.items():
             d = _rel(got[k], v.detach().cpu())
             _expect(d <= 1e-10, f"sync tdBN (lean={lean}): {k} differs from 1 process by {d:.3g}")
             worst = max(worst, d)
-    return f"2 processes = 1 process in float64, lean and layer by layer: rel {worst:.1e}"
+    return (f"2 processes = 1 process in float64: rel {worst:.1e}; lean (fused node) = layer by layer bit for "
+            f"bit")
 
 
 # --- the CUDA tests and the bench ---------------------------------------------------------------------------------
