@@ -14,15 +14,19 @@ it is spikes (an identity shortcut) -- plus each norm's batch mean and inverse d
 rebuilds ``y``, ``r`` and ``u`` in backward: ``y`` with ATen's batch-norm transform from the saved statistics
 (on CPU, in the layouts where that kernel reproduces its training-mode output; elsewhere ``native_batch_norm``
 recomputes everything), ``u`` and ``dL/du`` in one pass of the LIF kernel (``adapters.lif.
-lif_backward_from_input``: the recurrence is rerun in cache, nothing written but ``dL/du``). The same
-operations on the same values, so spikes and gradients are bit-identical to the layer-by-layer path. Forward
-hooks still fire: the norm and the neuron modules are called as usual (the norm under ``no_grad``, the neuron
-with ``norm_input=``).
+lif_backward_from_input``: the recurrence is rerun in cache -- C++ -- or in registers with the membranes
+parked in the gradient's buffer -- Triton --, nothing else written). The same operations on the same values,
+so spikes and gradients are bit-identical to the layer-by-layer path; under ``torch.compile`` too, since the
+forward's statistics come from an opaque op (``tdbn_zoo::batch_norm_train``) running the kernel eager runs.
+Forward hooks still fire: the norm and the neuron modules are called as usual (the norm under ``no_grad``, the
+neuron with ``norm_input=``).
 
-It applies when the norm is a multi-step norm in training with per-process statistics, the neuron declares
-``fires_from_norm_input = True`` (the native :class:`~adapters.lif.LIF`) and memory-lean training is on
-(``adapters.memory_lean``); otherwise :func:`fire` is ``neuron(norm(z) + r)``. Both ops are
-``torch.library`` custom ops with fake implementations, so ``torch.compile(fullgraph=True)`` sees one node.
+It applies when the norm is a multi-step norm in training, the neuron declares ``fires_from_norm_input =
+True`` (the native :class:`~adapters.lif.LIF`) and memory-lean training is on (``adapters.memory_lean``);
+otherwise :func:`fire` is ``neuron(norm(z) + r)``. With per-process statistics both ops are ``torch.library``
+custom ops with fake implementations, so ``torch.compile(fullgraph=True)`` sees one node; with statistics
+synchronised over processes (``adapters.convert_sync_tdbn``) the node is an autograd Function whose backward
+all-reduces as ``torch.nn.SyncBatchNorm``'s does (:class:`_SyncNormLIF`).
 """
 from __future__ import annotations
 

@@ -172,7 +172,8 @@ class _MultiStepNorm(nn.Module):
 
     def local_batch_stats(self) -> bool:
         """Whether training statistics come from this process's batch alone (not all-reduced across
-        processes): then they can be recomputed from the input in backward (``adapters.norm_lif``)."""
+        processes): ``adapters.norm_lif`` then fuses the norm with its neuron in a ``torch.library`` custom op,
+        else in an autograd Function that all-reduces in backward."""
         return not (self.sync and dist.is_available() and dist.is_initialized()
                     and dist.get_world_size(self.process_group) > 1)
 

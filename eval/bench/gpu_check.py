@@ -82,6 +82,8 @@ def triton_module(interpret: bool):
 
 
 def check_triton(device: torch.device) -> str:
+    """The Triton LIF kernels (compiled on CUDA, interpreted on CPU) against the C++ kernel, bit for bit in
+    float32, and against the autograd loop ``lif_reference``."""
     from adapters import _kernels
     from adapters.lif import lif_reference
 
@@ -162,6 +164,7 @@ def _compare_models(a, b, tol: float, what: str) -> float:
 
 
 def check_lean(device: torch.device) -> str:
+    """A training step with the memory-lean path on and off: equal logits, gradients and running statistics."""
     from adapters import lean_training
 
     torch.manual_seed(0)
@@ -179,6 +182,8 @@ def check_lean(device: torch.device) -> str:
 
 
 def check_compile(device: torch.device, backend: str) -> str:
+    """A ``torch.compile(fullgraph=True)`` training step against eager: logits, gradients, running statistics
+    (which must have moved)."""
     from adapters import MultiStepNorm
 
     torch._dynamo.reset()
@@ -201,6 +206,8 @@ def check_compile(device: torch.device, backend: str) -> str:
 
 
 def check_amp(device: torch.device, amp: str) -> str:
+    """A training step under autocast (``'bf16'``, or ``'fp16'`` with a GradScaler): finite, and updating the
+    parameters and running statistics."""
     from adapters import MultiStepNorm
 
     torch.manual_seed(0)
@@ -277,6 +284,7 @@ def sync_fire_results(x: torch.Tensor, g: torch.Tensor, world: int, out_dir: str
 
 
 def check_sync(device: torch.device) -> str:
+    """Synchronised tdBN over 2 processes against 1 process on the whole batch, float64, lean and layer by layer."""
     from adapters import LIF, TdBatchNorm2d
     from adapters.norm_lif import fire
 
@@ -340,11 +348,14 @@ def run_benches(device: torch.device, dry_run: bool, out: Path | None, log: Call
 
 
 def format_checks(rows: list[tuple[str, str, str]]) -> str:
+    """The summary table: one row per check (name, PASS/FAIL, detail)."""
     from ..measure.report import format_table
     return format_table(["check", "result", "detail"], [list(r) for r in rows], align="lll")
 
 
 def main(argv=None) -> int:
+    """Run the checks, then (all passed) the bench; print the summary table. Exit status 0, 1 (a failure) or 2
+    (no GPU without ``--dry-run``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="CPU: Triton's interpreter, aot_eager, gloo, no "
                         "timing (seconds; what the test suite runs)")
