@@ -149,6 +149,12 @@ class _MultiStepNorm(nn.Module):
         """
         F._verify_batch_size(flat.size())  # F.batch_norm's "more than 1 value per channel" error
         kernel = self.momentum is not None and kernel_updates_running_stats(flat.device)
+        if kernel and not torch.compiler.is_compiling():
+            # eager on CPU: the op's own call on the buffers themselves (the same bits, no dispatch or copies)
+            y, mean, invstd = torch.native_batch_norm(flat, weight, self.bias, self.running_mean, self.running_var,
+                                                      True, self.momentum, self.eps)
+            self.batch_stats = (mean.detach(), invstd.detach())
+            return y
         y, mean, invstd, rm, rv = torch.ops.tdbn_zoo.batch_norm_train(
             flat, weight, self.bias, self.running_mean if kernel else None, self.running_var if kernel else None,
             self.momentum or 0.0, self.eps)
