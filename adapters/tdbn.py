@@ -104,7 +104,7 @@ class _MultiStepNorm(nn.Module):
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         self.process_group = None  # set by convert_sync_tdbn to synchronise statistics across processes
         self.sync = False
-        self.batch_stats = None  # (mean, invstd) of the last local training batch, see _local_batch_norm
+        self.batch_stats = None  # the last training batch's (mean, invstd) [+ count when synced], for norm_lif
 
     def reset_running_stats(self) -> None:
         self.running_mean.zero_()
