@@ -306,27 +306,30 @@ def test_default_value_check_reads_cpu_inputs_only():
 def test_sync_tdbn_in_float64_equals_one_process_to_1e12(tmp_path):
     """Synchronised statistics keep float64 (never cast down): two processes on halves of the batch give the
     spikes, input and parameter gradients and running statistics of one process on the whole batch, to 1e-12,
-    through ``fire`` with the lean path on (its fused node for synchronised norms, bit for bit the layer-by-layer
-    path) and off (the GPU check's 2-process run, here over gloo on CPU)."""
-    from adapters import LIF
-    from adapters.norm_lif import fire
-    from eval.bench.gpu_check import sync_fire_results
+    through ``fire`` without a residual and with a normed and an identity shortcut, with the lean path on (its
+    fused node for synchronised norms, bit for bit the layer-by-layer path) and off (the GPU check's 2-process
+    run, here over gloo on CPU)."""
+    from eval.bench.gpu_check import RESIDUALS, compare_sync, fire_step, sync_fire_results, sync_inputs
 
-    x = torch.randn(3, 4, 3, 4, 4, dtype=torch.float64) * 0.6 + 0.3
-    g = torch.randn_like(x)
-    results = sync_fire_results(x, g, 2, str(tmp_path))
-    ref = TdBatchNorm2d(3, alpha=0.7, v_th=0.5).double()
-    xr = x.clone().requires_grad_(True)
-    s = fire(LIF(), ref, xr)
-    (s * g).sum().backward()
-    assert 0 < float(s.detach().mean()) < 1 and float(xr.grad.abs().max()) > 0
-    expected = dict(xgrad=xr.grad, wgrad=ref.weight.grad, bgrad=ref.bias.grad, rm=ref.running_mean,
-                    rv=ref.running_var)
-    assert bool(results[True].pop("fused")) and not results[False].pop("fused")  # the lean path's own node
-    for key, value in results[True].items():  # lean = layer by layer, bit for bit
-        assert torch.equal(value, results[False][key]), key
-    for lean, got in results.items():
-        assert torch.equal(got["s"], s.detach())
-        for key, value in expected.items():
-            torch.testing.assert_close(got[key], value, atol=1e-12, rtol=1e-12,
-                                       msg=lambda m, key=key, lean=lean: f"{key} (lean={lean}): {m}")
+    x, z, g = sync_inputs()
+    results = sync_fire_results(x, z, g, 2, str(tmp_path))
+    one = fire_step(x, z, g, False, "norm", "cpu", sync=False)
+    assert 0 < float(one["s"].mean()) < 1 and float(one["zgrad"].abs().max()) > 0  # fires; the shortcut learns
+    assert set(results) == {f"{lean}/{r}" for lean in (True, False) for r in RESIDUALS}
+    assert compare_sync(results, x, z, g, "cpu", 1e-12) > 0  # checked against 1 process, to 1e-12
+
+
+def test_sync_comparison_catches_a_wrong_gradient():
+    """The comparison has teeth: one perturbed gradient of the synchronised run is refused."""
+    from eval.bench.gpu_check import RESIDUALS, CheckFailed, compare_sync, fire_step, sync_inputs
+
+    x, z, g = sync_inputs()
+    results = {}
+    for lean in (True, False):  # a 1-process stand-in for the synchronised run, with the fused flag it would set
+        for r in RESIDUALS:
+            results[f"{lean}/{r}"] = {**fire_step(x, z, g, False, r, "cpu", sync=False), "fused": torch.tensor(lean)}
+    compare_sync({k: dict(v) for k, v in results.items()}, x, z, g, "cpu", 1e-12)
+    for lean in (True, False):
+        results[f"{lean}/norm"]["zgrad"][0, 0, 0, 0, 0] += 1e-9
+    with pytest.raises(CheckFailed, match=r"\(norm\): zgrad differs from 1 process"):
+        compare_sync(results, x, z, g, "cpu", 1e-12)

@@ -228,13 +228,39 @@ def check_amp(device: torch.device, amp: str) -> str:
 
 
 # --- synchronised tdBN over 2 processes -----------------------------------------------------------------------
-def sync_fire_worker(rank: int, world: int, x, g, out_dir: str, device_type: str) -> None:
-    """One process of :func:`sync_fire_results`: float64 tdBN -> LIF through ``fire`` with statistics
-    synchronised over ``world`` processes, lean path on and off; writes ``out_dir/r{rank}_{lean}.pt``."""
-    import torch.distributed as dist
+RESIDUALS = ("none", "norm", "spikes")  # fire without a residual, with a normed shortcut, with an identity one
+BATCH_KEYS = ("s", "xgrad", "zgrad")  # per-sample results: each process holds its share of the batch
 
+
+def fire_step(x, z, g, lean: bool, residual: str, device, sync: bool) -> dict:
+    """One float64 ``fire(LIF(), tdBN, x, residual)`` step with its backward of ``(s * g).sum()``: spikes, the
+    inputs' and parameters' gradients, the running statistics, and whether the lean path's node for
+    synchronised norms ran. ``residual``: one of :data:`RESIDUALS` (``z`` the shortcut's input, ``z > 0`` as
+    spikes for ``'spikes'``); ``sync``: the norms synchronised over the initialised process group."""
     from adapters import LIF, TdBatchNorm2d, convert_sync_tdbn, lean_training
-    from adapters.norm_lif import fire
+    from adapters.norm_lif import Residual, fire
+
+    norms = torch.nn.ModuleList([TdBatchNorm2d(x.shape[2], alpha=0.7), TdBatchNorm2d(x.shape[2], alpha=2 ** -0.5)])
+    if sync:
+        convert_sync_tdbn(norms)
+    bn, bn_s = norms.to(device, torch.float64)
+    z = (z > 0).to(z.dtype) if residual == "spikes" else z  # a block's input spikes
+    x, z = (t.to(device, copy=True).requires_grad_(True) for t in (x, z))  # fresh leaves: no gradient carried over
+    shortcut = dict(none=None, norm=Residual(z, bn_s, binary=False), spikes=Residual(z, None, binary=True))[residual]
+    with lean_training(lean):
+        s = fire(LIF(), bn, x, shortcut)
+        (s * g.to(device)).sum().backward()
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in norms.parameters()]
+    out = dict(s=s, xgrad=x.grad, zgrad=z.grad if z.grad is not None else torch.zeros_like(z),
+               norm_grads=torch.cat(grads), running=torch.cat([b for b in norms.buffers() if b.dim()]),
+               fused=torch.tensor("SyncNormLIF" in type(s.grad_fn).__name__))
+    return {k: v.detach() for k, v in out.items()}
+
+
+def sync_fire_worker(rank: int, world: int, x, z, g, out_dir: str, device_type: str) -> None:
+    """One process of :func:`sync_fire_results`: :func:`fire_step` on its share of the batch with synchronised
+    statistics, every residual, lean path on and off; writes ``out_dir/r{rank}.pt``."""
+    import torch.distributed as dist
 
     nccl = device_type == "cuda" and torch.cuda.device_count() >= world
     device = torch.device("cuda", rank % max(1, torch.cuda.device_count())) if device_type == "cuda" else "cpu"
@@ -244,20 +270,14 @@ def sync_fire_worker(rank: int, world: int, x, g, out_dir: str, device_type: str
     dist.init_process_group("nccl" if nccl else "gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank,
                             world_size=world, **(dict(device_id=device) if nccl else {}))
     torch.set_num_threads(1)
-    n = x.shape[1] // world
+    share = slice(rank * (x.shape[1] // world), (rank + 1) * (x.shape[1] // world))
+    results = {}
     for lean in (True, False):
-        bn = convert_sync_tdbn(torch.nn.Sequential(TdBatchNorm2d(x.shape[2], alpha=0.7, v_th=0.5)))[0]
-        bn = bn.to(device, torch.float64)
-        xs = x[:, rank * n:(rank + 1) * n].to(device).requires_grad_(True)
-        with lean_training(lean):
-            s = fire(LIF(), bn, xs)
-            (s * g[:, rank * n:(rank + 1) * n].to(device)).sum().backward()
-        for p in (bn.weight, bn.bias):
-            dist.all_reduce(p.grad)  # what DistributedDataParallel does with parameter gradients
-        fused = torch.tensor("SyncNormLIF" in type(s.grad_fn).__name__)  # the lean path's node ran
-        torch.save({k: v.detach().cpu() for k, v in dict(s=s, xgrad=xs.grad, wgrad=bn.weight.grad,
-                    bgrad=bn.bias.grad, rm=bn.running_mean, rv=bn.running_var, fused=fused).items()},
-                   os.path.join(out_dir, f"r{rank}_{lean}.pt"))
+        for residual in RESIDUALS:
+            r = fire_step(x[:, share], z[:, share], g[:, share], lean, residual, device, sync=True)
+            dist.all_reduce(r["norm_grads"])  # what DistributedDataParallel does with parameter gradients
+            results[f"{lean}/{residual}"] = {k: v.cpu() for k, v in r.items()}
+    torch.save(results, os.path.join(out_dir, f"r{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()
     # interpreter teardown after a gloo collective inside autograd sometimes aborts in a C++ destructor; the
@@ -265,53 +285,63 @@ def sync_fire_worker(rank: int, world: int, x, g, out_dir: str, device_type: str
     os._exit(0)
 
 
-def sync_fire_results(x: torch.Tensor, g: torch.Tensor, world: int, out_dir: str, device_type: str = "cpu") -> dict:
-    """``{lean: {name: tensor}}`` of :func:`sync_fire_worker` over ``world`` processes, the per-process
-    pieces of ``s`` and ``xgrad`` joined along N (the parameter gradients and statistics are rank 0's)."""
+def sync_fire_results(x: torch.Tensor, z: torch.Tensor, g: torch.Tensor, world: int, out_dir: str,
+                      device_type: str = "cpu") -> dict:
+    """``{"lean/residual": {name: tensor}}`` of :func:`sync_fire_worker` over ``world`` processes, the
+    per-process shares of :data:`BATCH_KEYS` joined along N (the rest is rank 0's, checked equal on every
+    process)."""
     import torch.multiprocessing as mp
 
-    mp.start_processes(sync_fire_worker, args=(world, x, g, out_dir, device_type), nprocs=world, join=True,
+    mp.start_processes(sync_fire_worker, args=(world, x, z, g, out_dir, device_type), nprocs=world, join=True,
                        start_method="spawn")
+    parts = [torch.load(Path(out_dir) / f"r{r}.pt") for r in range(world)]
     out = {}
-    for lean in (True, False):
-        parts = [torch.load(Path(out_dir) / f"r{r}_{lean}.pt") for r in range(world)]
-        out[lean] = {k: torch.cat([p[k] for p in parts], 1) if k in ("s", "xgrad") else parts[0][k]
-                     for k in parts[0]}
+    for key, first in parts[0].items():
+        out[key] = {k: torch.cat([p[key][k] for p in parts], 1) if k in BATCH_KEYS else v for k, v in first.items()}
         for p in parts[1:]:  # every process holds the same statistics and summed gradients
-            for k in ("wgrad", "bgrad", "rm", "rv", "fused"):
-                _expect(torch.equal(p[k], parts[0][k]), f"sync tdBN: {k} differs between processes")
+            for k, v in first.items():
+                _expect(k in BATCH_KEYS or torch.equal(p[key][k], v), f"sync tdBN: {key} {k} differs between ranks")
     return out
 
 
-def check_sync(device: torch.device) -> str:
-    """Synchronised tdBN over 2 processes against 1 process on the whole batch, float64, lean and layer by layer."""
-    from adapters import LIF, TdBatchNorm2d
-    from adapters.norm_lif import fire
-
+def sync_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float64 ``(x, z, g)`` ``[3, 4, 3, 6, 6]``: norm inputs around the LIF's threshold, and the gradient."""
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(3, 4, 3, 6, 6, generator=gen, dtype=torch.float64) * 0.6 + 0.3
-    g = torch.randn(x.shape, generator=gen, dtype=torch.float64)
-    with tempfile.TemporaryDirectory() as tmp:
-        results = sync_fire_results(x, g, 2, tmp, device.type)
-    ref = TdBatchNorm2d(3, alpha=0.7, v_th=0.5).to(device, torch.float64)
-    xr = x.to(device).requires_grad_(True)
-    s = fire(LIF(), ref, xr)
-    (s * g.to(device)).sum().backward()
-    expected = dict(s=s, xgrad=xr.grad, wgrad=ref.weight.grad, bgrad=ref.bias.grad, rm=ref.running_mean,
-                    rv=ref.running_var)
+    return x, torch.randn(x.shape, generator=gen, dtype=torch.float64), torch.randn(x.shape, generator=gen,
+                                                                                   dtype=torch.float64)
+
+
+def compare_sync(results: dict, x, z, g, device, tol: float) -> float:
+    """:func:`sync_fire_results` against one process on the whole batch (:func:`fire_step` unsynchronised):
+    the lean path ran its node for synchronised norms and equals layer by layer bit for bit; both equal one
+    process (spikes exactly, the rest to ``tol`` relative); returns the largest difference."""
     worst = 0.0
-    _expect(bool(results[True].pop("fused")) and not results[False].pop("fused"),
-            "sync tdBN: the lean path did not run its fused node (or the layer-by-layer path did)")
-    for k, v in results[True].items():
-        _expect(torch.equal(v, results[False][k]), f"sync tdBN: lean {k} differs from layer by layer")
-    for lean, got in results.items():
-        _expect(torch.equal(got["s"], s.detach().cpu()), f"sync tdBN (lean={lean}): spikes differ from 1 process")
-        for k, v in expected.items():
-            d = _rel(got[k], v.detach().cpu())
-            _expect(d <= 1e-10, f"sync tdBN (lean={lean}): {k} differs from 1 process by {d:.3g}")
+    for residual in RESIDUALS:
+        lean, layered = results[f"True/{residual}"], results[f"False/{residual}"]
+        _expect(bool(lean.pop("fused")) and not layered.pop("fused"),
+                f"sync tdBN ({residual}): the lean path did not run its fused node (or layer by layer did)")
+        for k, v in lean.items():
+            _expect(torch.equal(v, layered[k]), f"sync tdBN ({residual}): lean {k} differs from layer by layer")
+        one = fire_step(x, z, g, False, residual, device, sync=False)
+        for k, v in lean.items():
+            expected = one[k].cpu()
+            _expect(k != "s" or torch.equal(v, expected), f"sync tdBN ({residual}): spikes differ from 1 process")
+            d = _rel(v, expected)
+            _expect(d <= tol, f"sync tdBN ({residual}): {k} differs from 1 process by {d:.3g}")
             worst = max(worst, d)
+    return worst
+
+
+def check_sync(device: torch.device) -> str:
+    """Synchronised tdBN over 2 processes against 1 process on the whole batch, float64, lean and layer by
+    layer, without a residual and with a normed and an identity shortcut."""
+    x, z, g = sync_inputs()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = sync_fire_results(x, z, g, 2, tmp, device.type)
+    worst = compare_sync(results, x, z, g, device, 1e-10)
     return (f"2 processes = 1 process in float64: rel {worst:.1e}; lean (fused node) = layer by layer bit for "
-            f"bit")
+            f"bit; 3 shortcuts")
 
 
 # --- the CUDA tests and the bench ---------------------------------------------------------------------------------
