@@ -2,8 +2,9 @@
 
 Shape and dtype checks always run (they read metadata only). Value checks (NaN/Inf inputs, running-statistic
 sanity in tdBN) read tensor values on the host, which stalls a GPU and breaks a compiled graph every step, so
-a training step (autograd on) runs none by default; inference outside ``torch.compile`` (autograd off) still
-refuses NaN/Inf inputs. ``TDBN_ZOO_CHECK_VALUES=1`` (before import), ``set_value_checks(True)`` or
+a training step (autograd on) runs none by default; inference on CPU outside ``torch.compile`` (autograd off)
+still refuses NaN/Inf inputs (on a GPU the check would synchronise the host with the device every batch, so
+there it runs only when turned on). ``TDBN_ZOO_CHECK_VALUES=1`` (before import), ``set_value_checks(True)`` or
 ``with value_checks():`` turns every value check on, also in training; ``TDBN_ZOO_CHECK_VALUES=0`` or
 ``set_value_checks(False)`` turns them all off.
 """
@@ -73,9 +74,10 @@ def check_tensor(x, *, layer: str, ranks: tuple[int, ...], layout: str, channels
 
 
 def check_finite(x: torch.Tensor, *, layer: str) -> None:
-    """Raise ValueError naming NaN or Inf in ``x``; by default only in inference (see the module docstring)."""
+    """Raise ValueError naming NaN or Inf in ``x``; by default only in inference on CPU (see the module
+    docstring)."""
     if _value_checks is None:
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or x.device.type != "cpu":
             return
     elif not _value_checks:
         return

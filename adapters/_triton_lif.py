@@ -6,7 +6,9 @@ either by device (``adapters._kernels.lif_cuda``):
 - ``lif_forward(x, tau, v_th, width, save_membranes, save_masks) -> [spikes, membranes, windows, fired]``
   (``None`` for what was not asked),
 - ``lif_backward_full(g, membranes, tau, v_th, width) -> grad_x`` (gradient through the reset),
-- ``lif_backward_detached(g, windows, fired, tau, width) -> grad_x`` (detached reset).
+- ``lif_backward_detached(g, windows, fired, tau, width) -> grad_x`` (detached reset),
+- ``lif_backward_recompute(x, x2, g, tau, v_th, width, detach_reset) -> grad_x`` (float32: the backward from
+  the input currents, the memory-lean path's, ``adapters.lif.lif_backward_from_input``).
 
 Tensors are walked as one ``[T, M]`` buffer with time outermost: contiguous, or any dense layout whose steps
 are dense blocks (channels-last steps); outputs take the input's strides. One program owns ``BLOCK``
@@ -84,8 +86,9 @@ def _store_grad(ptrs, d, mask, BF16_BITS: tl.constexpr):
 
 
 @triton.jit
-def _backward_full_kernel(g_ptr, membranes_ptr, grad_x_ptr, T, M, last, tau, v_th, half, inv_width,
-                          BF16_BITS: tl.constexpr, BLOCK: tl.constexpr):
+def _walk_back(g_ptr, membranes_ptr, grad_x_ptr, T, M, last, tau, v_th, half, inv_width, DETACHED: tl.constexpr,
+               BF16_BITS: tl.constexpr, BLOCK: tl.constexpr):
+    """The backward through the reset (or, ``DETACHED``, without it) from the float32 membranes."""
     tau = tl.cast(tau, tl.float32)
     v_th = tl.cast(v_th, tl.float32)
     half = tl.cast(half, tl.float32)
@@ -99,11 +102,19 @@ def _backward_full_kernel(g_ptr, membranes_ptr, grad_x_ptr, T, M, last, tau, v_t
         g = tl.load(g_ptr + off, mask=mask, other=0.0).to(tl.float32)
         surrogate = tl.where(tl.abs(u - v_th) < half, inv_width, 0.0)
         keep = tl.where(u > v_th, 0.0, 1.0)
-        # dL/do[t] = g[t] - tau * u[t] * dL/du[t+1] (the reset term); dL/du[t] adds the leak path
-        d = (g - u * nxt) * surrogate + nxt * keep
+        if DETACHED:  # no reset term: g[t] * surrogate, as the detached backward's mask product
+            d = g * surrogate + nxt * keep
+        else:  # dL/do[t] = g[t] - tau * u[t] * dL/du[t+1] (the reset term); dL/du[t] adds the leak path
+            d = (g - u * nxt) * surrogate + nxt * keep
         _store_grad(grad_x_ptr + off, d, mask, BF16_BITS)
         nxt = d * tau
         off -= M
+
+
+@triton.jit
+def _backward_full_kernel(g_ptr, membranes_ptr, grad_x_ptr, T, M, last, tau, v_th, half, inv_width,
+                          BF16_BITS: tl.constexpr, BLOCK: tl.constexpr):
+    _walk_back(g_ptr, membranes_ptr, grad_x_ptr, T, M, last, tau, v_th, half, inv_width, False, BF16_BITS, BLOCK)
 
 
 @triton.jit
@@ -123,6 +134,27 @@ def _backward_detached_kernel(g_ptr, windows_ptr, fired_ptr, grad_x_ptr, T, M, l
         _store_grad(grad_x_ptr + off, d, mask, BF16_BITS)
         nxt = d * tau
         off -= M
+
+
+@triton.jit
+def _backward_recompute_kernel(x_ptr, x2_ptr, g_ptr, grad_x_ptr, T, M, last, tau, v_th, half, inv_width,
+                               HAS_X2: tl.constexpr, DETACHED: tl.constexpr, BLOCK: tl.constexpr):
+    # the forward recurrence rerun from the input currents, each membrane parked in grad_x (float32) where its
+    # gradient goes, then the backward walking back over them: nothing else written, no spikes, no masks
+    lanes = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    off = lanes
+    u = tl.full([BLOCK], 0.0, tl.float32)
+    keep = tl.full([BLOCK], 0.0, tl.float32)
+    for _ in range(T):
+        x = tl.load(x_ptr + off, mask=lanes < M, other=0.0)
+        if HAS_X2:
+            x = x + tl.load(x2_ptr + off, mask=lanes < M, other=0.0)  # the CPU kernel's x[t] + x2[t]
+        u = tl.cast(tau, tl.float32) * u * keep + x
+        keep = 1.0 - (u > tl.cast(v_th, tl.float32)).to(tl.float32)
+        tl.store(grad_x_ptr + off, u, mask=lanes < M)
+        off += M
+    tl.debug_barrier()  # each lane reads back what it wrote; the barrier makes the order explicit
+    _walk_back(g_ptr, grad_x_ptr, grad_x_ptr, T, M, last, tau, v_th, half, inv_width, DETACHED, False, BLOCK)
 
 
 # Triton's interpreter (TRITON_INTERPRET=1 when the kernels were decorated) runs CPU tensors; compiled
@@ -224,4 +256,26 @@ def lif_backward_detached(g: torch.Tensor, windows: torch.Tensor, fired: torch.T
     if M:
         _launch(_backward_detached_kernel, g, M, g, windows.view(torch.int8), fired.view(torch.int8),
                 _grad_out(grad_x), T, M, (T - 1) * M, float(tau), 1.0 / float(width), grad_x.dtype == torch.bfloat16)
+    return grad_x
+
+
+RECOMPUTE_DTYPES = (torch.float32,)  # half inputs: the two-kernel path (it adds the currents in their dtype)
+
+
+def lif_backward_recompute(x: torch.Tensor, x2: torch.Tensor | None, g: torch.Tensor, tau: float, v_th: float,
+                           width: float, detach_reset: bool) -> torch.Tensor:
+    """``dL/dx`` of the LIF driven by ``x + x2`` (``x`` alone when ``x2`` is None), all float32 ``[T, ...]`` in one
+    layout, from the input currents: what ``lif_forward`` then ``lif_backward_full`` (``lif_backward_detached``
+    with ``detach_reset``) compute, bit for bit, in one kernel that writes nothing but ``dL/dx`` (the CPU
+    kernel's ``lif_backward_recompute``)."""
+    name = "lif_backward_recompute"
+    for what, t in (("x", x), ("the gradient", g)) + ((("x2", x2),) if x2 is not None else ()):
+        _check(name, t, what, dtypes=RECOMPUTE_DTYPES)
+        if t is not x:
+            _same_layout(name, t, x, "x")
+    T, M = _steps(x)
+    grad_x = torch.empty_like(x)
+    if M:
+        _launch(_backward_recompute_kernel, x, M, x, x if x2 is None else x2, g, grad_x, T, M, (T - 1) * M,
+                float(tau), float(v_th), float(width) / 2, 1.0 / float(width), x2 is not None, bool(detach_reset))
     return grad_x

@@ -11,6 +11,8 @@ spike-identical and gradient-equal to the reference.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -60,10 +62,28 @@ def lif_reference(x: torch.Tensor, tau_decay: float = 0.25, v_th: float = 0.5, s
     return torch.stack(spikes)
 
 
+_kernels_on = True
+
+
+@contextlib.contextmanager
+def pytorch_path():
+    """``with pytorch_path(): model(x)`` runs the LIF's PyTorch path inside the block on every device, no
+    kernel: the reference a device's kernels are checked against (``eval.bench.runner.check_kernels``)."""
+    global _kernels_on
+    previous, _kernels_on = _kernels_on, False
+    try:
+        yield
+    finally:
+        _kernels_on = previous
+
+
 def _use_kernel(x: torch.Tensor):
     """The LIF kernel module for ``x``: compiled C++ for float32/float64 CPU tensors, Triton for
-    float32/float16/bfloat16 CUDA tensors; None (the PyTorch path) otherwise or when it is unavailable."""
+    float32/float16/bfloat16 CUDA tensors; None (the PyTorch path) otherwise, when it is unavailable or inside
+    :func:`pytorch_path`."""
     from ._kernels import lif_cpu, lif_cuda
+    if not _kernels_on:
+        return None
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         return lif_cpu()
     if x.device.type == "cuda" and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
@@ -150,11 +170,13 @@ def lif_backward_from_input(grad_spikes: torch.Tensor, x: torch.Tensor, x2: torc
                             v_th: float, width: float, detach_reset: bool) -> torch.Tensor:
     """``dL/dx`` of the LIF driven by ``x + x2`` (``x`` alone when ``x2`` is None), all ``[T, N, ...]``, from
     the input currents instead of saved membranes: what ``lif_fwd`` then ``lif_bwd`` compute, bit for bit.
-    The CPU kernel reruns the recurrence block by block in cache and never writes spikes or membranes; other
-    devices run the two ops. (The gradient of ``x2`` is the same tensor.)"""
+    The CPU kernel reruns the recurrence block by block in cache and never writes spikes or membranes; the
+    Triton kernel (float32) parks each membrane where its gradient goes; otherwise the two ops run. (The
+    gradient of ``x2`` is the same tensor.)"""
     kernel = _use_kernel(x)
     recompute = getattr(kernel, "lif_backward_recompute", None)
-    if recompute is None or (x2 is not None and x2.dtype != x.dtype) or grad_spikes.dtype != x.dtype:
+    if (recompute is None or x.dtype not in getattr(kernel, "RECOMPUTE_DTYPES", (x.dtype,))
+            or (x2 is not None and x2.dtype != x.dtype) or grad_spikes.dtype != x.dtype):
         u = x if x2 is None else x + x2
         _, a, b = torch.ops.tdbn_zoo.lif_fwd(u, tau, v_th, width, detach_reset, True)
         return torch.ops.tdbn_zoo.lif_bwd(grad_spikes, a, b if detach_reset else a, tau, v_th, width, detach_reset)

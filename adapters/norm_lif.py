@@ -14,15 +14,19 @@ it is spikes (an identity shortcut) -- plus each norm's batch mean and inverse d
 rebuilds ``y``, ``r`` and ``u`` in backward: ``y`` with ATen's batch-norm transform from the saved statistics
 (on CPU, in the layouts where that kernel reproduces its training-mode output; elsewhere ``native_batch_norm``
 recomputes everything), ``u`` and ``dL/du`` in one pass of the LIF kernel (``adapters.lif.
-lif_backward_from_input``: the recurrence is rerun in cache, nothing written but ``dL/du``). The same
-operations on the same values, so spikes and gradients are bit-identical to the layer-by-layer path. Forward
-hooks still fire: the norm and the neuron modules are called as usual (the norm under ``no_grad``, the neuron
-with ``norm_input=``).
+lif_backward_from_input``: the recurrence is rerun in cache -- C++ -- or in registers with the membranes
+parked in the gradient's buffer -- Triton --, nothing else written). The same operations on the same values,
+so spikes and gradients are bit-identical to the layer-by-layer path; under ``torch.compile`` too, since the
+forward's statistics come from an opaque op (``tdbn_zoo::batch_norm_train``) running the kernel eager runs.
+Forward hooks still fire: the norm and the neuron modules are called as usual (the norm under ``no_grad``, the
+neuron with ``norm_input=``).
 
-It applies when the norm is a multi-step norm in training with per-process statistics, the neuron declares
-``fires_from_norm_input = True`` (the native :class:`~adapters.lif.LIF`) and memory-lean training is on
-(``adapters.memory_lean``); otherwise :func:`fire` is ``neuron(norm(z) + r)``. Both ops are
-``torch.library`` custom ops with fake implementations, so ``torch.compile(fullgraph=True)`` sees one node.
+It applies when the norm is a multi-step norm in training, the neuron declares ``fires_from_norm_input =
+True`` (the native :class:`~adapters.lif.LIF`) and memory-lean training is on (``adapters.memory_lean``);
+otherwise :func:`fire` is ``neuron(norm(z) + r)``. With per-process statistics both ops are ``torch.library``
+custom ops with fake implementations, so ``torch.compile(fullgraph=True)`` sees one node; with statistics
+synchronised over processes (``adapters.convert_sync_tdbn``) the node is an autograd Function whose backward
+all-reduces as ``torch.nn.SyncBatchNorm``'s does (:class:`_SyncNormLIF`).
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from torch import nn
 
 from . import memory_lean
 from .lif import _as_fake, lif_backward_from_input
-from .tdbn import MultiStepNorm
+from .tdbn import MultiStepNorm, normalise_from_stats, sync_norm_backward
 
 
 @dataclass
@@ -50,8 +54,8 @@ class Residual:
         return self.z if self.norm is None else self.norm(self.z)
 
 
-def _recomputable(norm: Optional[nn.Module]) -> bool:
-    return isinstance(norm, MultiStepNorm) and norm.training and norm.local_batch_stats()
+def _recomputable(norm: Optional[nn.Module], synced: bool) -> bool:
+    return isinstance(norm, MultiStepNorm) and norm.training and norm.local_batch_stats() != synced
 
 
 def fire(neuron: nn.Module, norm: nn.Module, z: torch.Tensor, residual: Residual | None = None) -> torch.Tensor:
@@ -72,9 +76,10 @@ def fire(neuron: nn.Module, norm: nn.Module, z: torch.Tensor, residual: Residual
         (torch.Size([4, 2, 8, 5, 5]), True)
     """
     # torch.fx tracing (timm's features_only='fx') records the layer-by-layer path: leaf modules, plain args
+    synced = isinstance(norm, MultiStepNorm) and not norm.local_batch_stats()  # both norms alike, or unfused
     fused = (memory_lean.lean_training_enabled() and torch.is_grad_enabled() and not isinstance(z, torch.fx.Proxy)
-             and getattr(neuron, "fires_from_norm_input", False) and _recomputable(norm)
-             and (residual is None or residual.norm is None or _recomputable(residual.norm)))
+             and getattr(neuron, "fires_from_norm_input", False) and _recomputable(norm, synced)
+             and (residual is None or residual.norm is None or _recomputable(residual.norm, synced)))
     if not fused:
         u = norm(z)
         return neuron(u if residual is None else u + residual.current())
@@ -96,6 +101,12 @@ class NormInput:
         """LIF spikes of the current ``u`` (computed without autograd from this input) as one autograd node
         over ``z``, the norm's parameters and the residual's input: ``[T, N, ...] -> [T, N, ...]``."""
         r = self.residual
+        if not self.norm.local_batch_stats():  # statistics over several processes
+            return _SyncNormLIF.apply(u, self.z, self.norm.scaled_weight(), self.norm.bias, self.norm,
+                                      None if r is None else r.z, None if r is None or r.norm is None
+                                      else r.norm.scaled_weight(), None if r is None or r.norm is None
+                                      else r.norm.bias, None if r is None else r.norm, r is not None and r.binary,
+                                      tau, v_th, width, detach_reset)
         zs = ws = bs = None
         eps_s, binary = 0.0, False
         mean_s = invstd_s = None
@@ -217,3 +228,50 @@ def _backward(ctx, grad_spikes, _grad_kept):
 
 
 _norm_lif_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _SyncNormLIF(torch.autograd.Function):
+    """The fused node of :func:`fire` for norms with statistics synchronised over processes
+    (``adapters.convert_sync_tdbn``): saves ``z`` (and the residual's input, as bool when it is spikes) and the
+    norms' global ``[C]`` statistics; backward rebuilds ``y`` with the same ATen transform call as the
+    synchronised forward (``adapters.tdbn.normalise_from_stats``, so bit for bit on every device), ``dL/du``
+    with ``lif_backward_from_input`` and the norms' gradients with ``torch.nn.SyncBatchNorm``'s reductions
+    (``adapters.tdbn.sync_norm_backward``). An autograd Function, not a custom op: its backward all-reduces
+    over the norm's process group, which a custom op's arguments cannot carry."""
+
+    @staticmethod
+    def forward(ctx, u, z, weight, bias, norm, zs, weight_s, bias_s, norm_s, binary, tau, v_th, width,
+                detach_reset):
+        spikes = torch.ops.tdbn_zoo.lif_fwd(u, tau, v_th, width, detach_reset, False)[0]
+        mean, invstd, n = norm.batch_stats
+        mean_s, invstd_s, n_s = norm_s.batch_stats if weight_s is not None else (None, None, None)
+        ctx.params = (norm.process_group, None if norm_s is None else norm_s.process_group,
+                      None if zs is None else zs.dtype, tau, v_th, width, detach_reset)
+        ctx.save_for_backward(z, weight, bias, mean, invstd, n, zs.to(torch.bool) if binary else zs, weight_s,
+                              bias_s, mean_s, invstd_s, n_s)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, weight, bias, mean, invstd, n, zs, weight_s, bias_s, mean_s, invstd_s, n_s = ctx.saved_tensors
+        group, group_s, zs_dtype, tau, v_th, width, detach_reset = ctx.params
+        y = normalise_from_stats(z.flatten(0, 1), weight, bias, mean, invstd).unflatten(0, z.shape[:2])
+        residual = None
+        if zs is not None:
+            zs = memory_lean.spikes_from_bool(zs, zs_dtype) if zs.dtype == torch.bool else zs
+            residual = zs
+            if weight_s is not None:
+                residual = normalise_from_stats(zs.flatten(0, 1), weight_s, bias_s, mean_s,
+                                                invstd_s).unflatten(0, zs.shape[:2])
+        g = lif_backward_from_input(grad, y, residual, tau, v_th, width, detach_reset)  # dL/du
+
+        def norm_backward(x, w, m, i, count, grp):
+            dx, dw, db = sync_norm_backward(g.flatten(0, 1), x.flatten(0, 1), w, m, i, count, grp)
+            return dx.unflatten(0, x.shape[:2]), dw, db
+
+        dz, dw, db = norm_backward(z, weight, mean, invstd, n, group)
+        dzs = dws = dbs = None
+        if zs is not None:
+            dzs, dws, dbs = (norm_backward(zs, weight_s, mean_s, invstd_s, n_s, group_s) if weight_s is not None
+                             else (g, None, None))
+        return None, dz, dw, db, None, dzs, dws, dbs, None, None, None, None, None, None

@@ -7,6 +7,8 @@ its beta (init 0), so gradients and weight decay act on lambda, not on ``lambda 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -14,6 +16,73 @@ from torch import nn
 
 from . import _checks
 from ._checks import ArgumentError, check_finite, check_tensor
+
+
+@torch.no_grad()
+def update_running_stats(running_mean: torch.Tensor, running_var: torch.Tensor, mean: torch.Tensor,
+                         unbiased_var: torch.Tensor, momentum: Optional[float],
+                         num_batches_tracked: torch.Tensor) -> None:
+    """``running = (1 - m) * running + m * batch`` for the batch's ``[C]`` mean and unbiased variance, in place
+    with ordinary tensor ops (unlike ``torch.batch_norm_update_stats``, whose schema does not declare the buffers
+    mutated, so that functionalization drops it under ``torch.compile``). ``m`` is ``momentum``, or for None
+    the cumulative average ``1 / num_batches_tracked`` as torch's BatchNorm, as a tensor (no host sync)."""
+    m = momentum if momentum is not None else 1.0 / num_batches_tracked.to(running_mean.dtype)
+    running_mean.mul_(1 - m).add_(m * mean.to(running_mean.dtype))
+    running_var.mul_(1 - m).add_(m * unbiased_var.to(running_var.dtype))
+
+
+def kernel_updates_running_stats(device: torch.device) -> bool:
+    """Whether the running statistics come from ATen's training kernel itself (the CPU kernel: bit for bit
+    ``F.batch_norm``'s update, at no extra cost); elsewhere they are updated by tensor ops from the batch
+    statistics (a kernel given running statistics may round ``y`` differently there from the one the lean path
+    rebuilds it with). A function, so that tests force either branch on CPU."""
+    return device.type == "cpu"
+
+
+@torch.library.custom_op("tdbn_zoo::batch_norm_train", mutates_args=())
+def batch_norm_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: Optional[torch.Tensor],
+                     running_var: Optional[torch.Tensor], momentum: float,
+                     eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training-mode batch norm of ``x`` ``[M, C, ...]`` with its own statistics, one statistics pass:
+    ``(y, mean, invstd, new running mean, new running variance)`` from ``torch.native_batch_norm``, given copies
+    of the running statistics to update when they are passed (empty results otherwise).
+
+    An opaque op, so that ``torch.compile`` runs ATen's kernel here as eager does instead of generating its own
+    reductions: the ``y`` that ``adapters.norm_lif`` rebuilds in backward with the same kernel is then bit for
+    bit the forward's, compiled or not (a membrane within an ulp of the threshold fires, and gets the surrogate
+    gradient, the same way in both), and the running statistics are eager's. Functional (the caller copies the
+    new statistics into its buffers, a mutation compile keeps), so autograd is registered on it.
+    """
+    if running_mean is None or running_var is None:
+        y, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+        return y, mean, invstd, mean.new_empty(0), mean.new_empty(0)
+    rm, rv = running_mean.clone(), running_var.clone()
+    y, mean, invstd = torch.native_batch_norm(x, weight, bias, rm, rv, True, momentum, eps)
+    return y, mean, invstd, rm, rv
+
+
+@batch_norm_train.register_fake
+def _(x, weight, bias, running_mean, running_var, momentum, eps):
+    stats = x.new_empty(x.shape[1], dtype=torch.promote_types(x.dtype, torch.float32))
+    if running_mean is None or running_var is None:
+        return torch.empty_like(x), stats, torch.empty_like(stats), stats.new_empty(0), stats.new_empty(0)
+    return torch.empty_like(x), stats, torch.empty_like(stats), torch.empty_like(running_mean), \
+        torch.empty_like(running_var)
+
+
+def _batch_norm_train_setup(ctx, inputs, output):
+    x, weight, *_, ctx.eps = inputs
+    ctx.save_for_backward(x, weight, output[1], output[2])
+
+
+def _batch_norm_train_backward(ctx, grad, *_grad_statistics):
+    x, weight, mean, invstd = ctx.saved_tensors
+    dx, dw, db = torch.ops.aten.native_batch_norm_backward(grad, x, weight, None, None, mean, invstd, True, ctx.eps,
+                                                           [True, True, True])
+    return dx, dw, db, None, None, None, None
+
+
+batch_norm_train.register_autograd(_batch_norm_train_backward, setup_context=_batch_norm_train_setup)
 
 
 class _MultiStepNorm(nn.Module):
@@ -35,17 +104,12 @@ class _MultiStepNorm(nn.Module):
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         self.process_group = None  # set by convert_sync_tdbn to synchronise statistics across processes
         self.sync = False
-        self.batch_stats = None  # (mean, invstd) of the last local training batch, see _local_batch_norm
+        self.batch_stats = None  # the last training batch's (mean, invstd) [+ count when synced], for norm_lif
 
     def reset_running_stats(self) -> None:
         self.running_mean.zero_()
         self.running_var.fill_(1)
         self.num_batches_tracked.zero_()
-
-    def _momentum(self) -> float:
-        if self.momentum is None:  # cumulative moving average, as torch's BatchNorm
-            return 1.0 / float(self.num_batches_tracked)
-        return self.momentum
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, N, C, ...] -> [T, N, C, ...]``."""
@@ -75,24 +139,36 @@ class _MultiStepNorm(nn.Module):
         return y.unflatten(0, (T, N))
 
     def _local_batch_norm(self, flat: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Training-mode norm of ``[T*N, C, ...]`` with this process's statistics, running statistics updated.
-
-        ``y`` comes from ``torch.native_batch_norm`` without running statistics, exactly the call with which
-        ``adapters.norm_lif`` recomputes it in backward (a kernel given running statistics may round
-        differently on some devices). On CPU the one call with running statistics is that same kernel (the op
-        ``F.batch_norm`` runs; tests hold it bit-equal), so the update costs no extra pass there.
-        The batch's ``(mean, invstd)`` stay in ``self.batch_stats`` until the next training forward (two
-        ``[C]`` tensors): ``adapters.norm_lif``'s backward reuses them instead of a second statistics pass.
+        """Training-mode norm of ``[T*N, C, ...]`` with this process's statistics (:func:`batch_norm_train`, one
+        statistics pass on every device), running statistics updated. On CPU with a float momentum ATen's
+        kernel updates them (bit for bit ``F.batch_norm``'s); elsewhere (``kernel_updates_running_stats``), or
+        for the cumulative average of ``momentum=None``, tensor ops update them from the batch's ``(mean,
+        invstd)``: the biased variance is ``invstd**-2 - eps``. The batch's ``(mean, invstd)`` stay in
+        ``self.batch_stats`` until the next training forward (two ``[C]`` tensors): ``adapters.norm_lif``'s
+        backward reuses them instead of a second statistics pass.
         """
         F._verify_batch_size(flat.size())  # F.batch_norm's "more than 1 value per channel" error
-        if flat.device.type == "cpu":
+        kernel = self.momentum is not None and kernel_updates_running_stats(flat.device)
+        if kernel and not torch.compiler.is_compiling():
+            # eager on CPU: the op's own call on the buffers themselves (the same bits, no dispatch or copies)
             y, mean, invstd = torch.native_batch_norm(flat, weight, self.bias, self.running_mean, self.running_var,
-                                                      True, self._momentum(), self.eps)
-        else:
-            with torch.no_grad():
-                torch.batch_norm_update_stats(flat, self.running_mean, self.running_var, self._momentum())
-            y, mean, invstd = torch.native_batch_norm(flat, weight, self.bias, None, None, True, 0.0, self.eps)
-        self.batch_stats = (mean.detach(), invstd.detach())
+                                                      True, self.momentum, self.eps)
+            self.batch_stats = (mean.detach(), invstd.detach())
+            return y
+        y, mean, invstd, rm, rv = torch.ops.tdbn_zoo.batch_norm_train(
+            flat, weight, self.bias, self.running_mean if kernel else None, self.running_var if kernel else None,
+            self.momentum or 0.0, self.eps)
+        mean, invstd = mean.detach(), invstd.detach()
+        with torch.no_grad():
+            if kernel:
+                self.running_mean.copy_(rm)
+                self.running_var.copy_(rv)
+            else:
+                n = flat.numel() // flat.shape[1]
+                var = (torch.reciprocal(invstd * invstd) - self.eps).clamp_min_(0)  # a constant channel: 0
+                update_running_stats(self.running_mean, self.running_var, mean, var * (n / (n - 1)), self.momentum,
+                                     self.num_batches_tracked)
+        self.batch_stats = (mean, invstd)
         return y
 
     def scaled_weight(self) -> torch.Tensor:
@@ -102,33 +178,19 @@ class _MultiStepNorm(nn.Module):
 
     def local_batch_stats(self) -> bool:
         """Whether training statistics come from this process's batch alone (not all-reduced across
-        processes): then they can be recomputed from the input in backward (``adapters.norm_lif``)."""
+        processes): ``adapters.norm_lif`` then fuses the norm with its neuron in a ``torch.library`` custom op,
+        else in an autograd Function that all-reduces in backward."""
         return not (self.sync and dist.is_available() and dist.is_initialized()
                     and dist.get_world_size(self.process_group) > 1)
 
     def _sync_batch_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Batch statistics over every process of ``process_group``, in float32 whatever ``x``'s dtype (as
-        ``torch.nn.SyncBatchNorm``: a half-precision count of T*N*H*W overflows at 65,504); the result is cast
-        back to ``x.dtype``. Two differentiable all-reduces: the sum and count, then the squared deviations
-        from the global mean (no cancellation in E[x^2] - E[x]^2)."""
-        dims = [0] + list(range(2, x.dim()))
-        x32 = x.float()
-        count = torch.full((1,), float(x.numel() // x.shape[1]), dtype=torch.float32, device=x.device)
-        sums = all_reduce_sum(torch.cat([x32.sum(dims), count]), self.process_group)
-        C = self.num_features
-        n = sums[-1]
-        shape = [1, C] + [1] * (x.dim() - 2)
-        mean = sums[:C] / n
-        centered = x32 - mean.view(shape)
-        var = all_reduce_sum((centered * centered).sum(dims), self.process_group) / n
-        with torch.no_grad():
-            m = self._momentum()
-            self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
-            unbiased = var.detach() * (n / (n - 1).clamp_min(1))
-            self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
-        inv = torch.rsqrt(var + self.eps)
-        y = centered * (weight.float() * inv).view(shape) + self.bias.float().view(shape)
-        return y.to(x.dtype)
+        """Training-mode norm of ``[T*N, C, ...]`` with statistics over every process of ``process_group``
+        (:class:`_SyncNorm`), running statistics updated from them."""
+        y, mean, invstd, var, n = _SyncNorm.apply(x, weight, self.bias, self.eps, self.process_group)
+        update_running_stats(self.running_mean, self.running_var, mean, var * (n / (n - 1).clamp_min(1)),
+                             self.momentum, self.num_batches_tracked)
+        self.batch_stats = (mean, invstd, n)
+        return y
 
     @torch.no_grad()
     def folded_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,28 +251,74 @@ class MultiStepBatchNorm1d(MultiStepBatchNorm2d):
     layout = "[T, N, C] or [T, N, C, L]"
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over the processes of a group; the gradient of a sum is the sum of the gradients (every
-    process's loss depends on every process's statistics)."""
+def sync_batch_stats(x: torch.Tensor, eps: float, group=None):
+    """``(mean, invstd, biased var, count)`` of ``x`` ``[M, C, ...]`` per channel over the processes of
+    ``group``, in ``x``'s dtype promoted to at least float32, never down (a half-precision count of T*N*H*W
+    overflows at 65,504; float64 stays float64). Two all-reduces: the sums and the count, then the squared
+    deviations from the global mean (no cancellation in E[x^2] - E[x]^2)."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    dims = [0] + list(range(2, x.dim()))
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    xa = x.to(acc)
+    C = x.shape[1]
+    sums = torch.cat([xa.sum(dims), xa.new_full((1,), x.numel() // C)])
+    dist.all_reduce(sums, group=group)
+    n = sums[C:]
+    mean = sums[:C] / n
+    var = (xa - mean.view(shape)).square_().sum(dims)
+    dist.all_reduce(var, group=group)
+    var /= n
+    return mean, torch.rsqrt(var + eps), var, n
+
+
+def normalise_from_stats(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                         invstd: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) * invstd * weight + bias`` per channel of ``x`` ``[M, C, ...]``, in ``x``'s dtype, as ATen's
+    batch-norm transform computes it (eval mode with variance 1 and eps 0, so invstd is exactly 1): the one
+    call with which the synchronised norm's forward makes ``y`` and the lean backward rebuilds it."""
+    return torch.native_batch_norm(x, invstd * weight, bias, mean, torch.ones_like(mean), False, 0.0, 0.0)[0]
+
+
+def sync_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
+                       invstd: torch.Tensor, n: torch.Tensor, group=None):
+    """``(dL/dx, dL/dweight, dL/dbias)`` of the synchronised norm (``torch.nn.SyncBatchNorm``'s backward): one
+    all-reduce of ``sum(dy)`` and ``sum(dy * (x - mean))`` (every process's loss depends on every process's
+    statistics); ``weight`` and ``bias`` get this process's share, which DistributedDataParallel sums."""
+    acc = mean.dtype
+    dims = [0] + list(range(2, x.dim()))
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    C = x.shape[1]
+    dya = dy.to(acc)
+    xmu = x.to(acc) - mean.view(shape)
+    sums = torch.cat([dya.sum(dims), (dya * xmu).sum(dims)])
+    grad_weight = (sums[C:] * invstd).to(weight.dtype)  # this process's share, before the all-reduce
+    grad_bias = sums[:C].to(weight.dtype, copy=True)
+    dist.all_reduce(sums, group=group)
+    mean_dy, mean_dy_xmu = sums[:C] / n, sums[C:] / n
+    dx = (dya - mean_dy.view(shape)).sub_(xmu.mul_((invstd * invstd * mean_dy_xmu).view(shape)))
+    dx.mul_((invstd * weight.to(acc)).view(shape))
+    return dx.to(x.dtype), grad_weight, grad_bias
+
+
+class _SyncNorm(torch.autograd.Function):
+    """Batch norm of ``x`` ``[M, C, ...]`` with statistics over the processes of ``group``: what
+    ``torch.nn.SyncBatchNorm`` computes, with all-reduces of sums (:func:`sync_batch_stats`,
+    :func:`sync_norm_backward`). Saved for backward: ``x`` and ``[C]`` statistics, no normalised or centred
+    copy. Returns ``(y, mean, invstd, biased var, count)``.
+    """
 
     @staticmethod
-    def forward(ctx, x, group):
+    def forward(ctx, x, weight, bias, eps, group):
+        mean, invstd, var, n = sync_batch_stats(x, eps, group)
         ctx.group = group
-        x = x.clone()
-        dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
-        return x
+        ctx.save_for_backward(x, weight, mean, invstd, n)
+        ctx.mark_non_differentiable(mean, invstd, var, n)
+        return normalise_from_stats(x, weight, bias, mean, invstd), mean, invstd, var, n
 
     @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
-        return grad, None
-
-
-def all_reduce_sum(x: torch.Tensor, group=None) -> torch.Tensor:
-    """Differentiable ``dist.all_reduce(SUM)`` out of place (replaces the deprecated
-    ``torch.distributed.nn.functional.all_reduce``)."""
-    return _AllReduceSum.apply(x, group)
+    def backward(ctx, dy, *_grad_statistics):
+        x, weight, mean, invstd, n = ctx.saved_tensors
+        return (*sync_norm_backward(dy, x, weight, mean, invstd, n, ctx.group), None, None)
 
 
 MultiStepNorm = _MultiStepNorm

@@ -305,3 +305,30 @@ def test_bench_times_a_checkpoint_with_its_own_weights(tmp_path, capsys):
     assert "--width scales an architecture" in capsys.readouterr().err
     assert main(["bench", "sresnet19_tdbn", "--model-kw", "width=0.5"]) == 2
     assert "no model argument 'width'; its arguments are block, layers, channels" in capsys.readouterr().err
+def test_the_timed_float32_kernels_are_checked_against_the_pytorch_path(tiny_model, monkeypatch):
+    """The float32 builds as timed run the device's LIF kernels (here the C++ one; Triton on CUDA), which the
+    float64 check never reaches on CUDA: compared with the PyTorch path, spikes equal and logits and gradients
+    within tolerance, eval and train, lean and layer by layer; a kernel off by one spike is refused."""
+    from adapters import lif
+    from eval.bench.runner import check_kernels
+
+    models = {n: BUILDS[n].make(tiny_model, None) for n in ("zoo", "zoo-reference", "spikingjelly", "ann")}
+    x = torch.randn(4, 3, 8, 8)
+    diffs = check_kernels(models, x)
+    assert set(diffs) == {f"{n} kernels vs PyTorch path ({m})" for n in ("zoo", "zoo-reference")
+                          for m in ("eval", "train")}
+    assert max(diffs.values()) < 1e-6
+    kernel = lif._use_kernel(x)
+
+    class OneSpikeOff:  # the kernel module with its forward's first spike flipped
+        def __getattr__(self, name):
+            return getattr(kernel, name)
+
+        def lif_forward(self, *args):
+            out = kernel.lif_forward(*args)
+            out[0].view(-1)[0] = 1 - out[0].view(-1)[0]
+            return out
+
+    monkeypatch.setattr(lif, "_use_kernel", lambda t: OneSpikeOff() if lif._kernels_on else None)
+    with pytest.raises(BenchCheckError, match=r"zoo kernels vs PyTorch path \(eval\): \d+ spikes differ"):
+        check_kernels({"zoo": models["zoo"]}, x)

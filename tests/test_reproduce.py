@@ -209,6 +209,12 @@ def test_print_only_prints_the_steps_for_one_gpu_eight_gpus_and_two_nodes(tmp_pa
     res = run_cli(["reproduce", tag, "--data-dir", "/d", "--out", "r", "--print-only", "--gpus", "8"], capsys)
     assert res.out.splitlines()[0] == (f"torchrun --standalone --nproc_per_node=8 -m eval.cli train --preset {tag} "
                                        f"--data-dir /d --out r/train --resume")
+    # one GPU per process: the device type goes to every rank, each takes the GPU of its LOCAL_RANK
+    res = run_cli(["reproduce", tag, "--data-dir", "/d", "--out", "r", "--print-only", "--gpus", "8", "--device",
+                   "cuda"], capsys)
+    assert res.out.splitlines()[0].endswith("--resume --device cuda")
+    assert_cli_user_error(run_cli(["reproduce", tag, "--data-dir", "/d", "--out", "r", "--print-only", "--gpus", "8",
+                                   "--device", "cuda:1"], capsys), r"--device cuda:1 with 8 processes", "LOCAL_RANK")
     res = run_cli(["reproduce", tag, "--data-dir", "/d", "--out", "r", "--print-only", "--gpus", "8", "--nnodes", "2",
                    "--node-rank", "1", "--master-addr", "10.0.0.1"], capsys)
     assert res.out.splitlines()[0].startswith(

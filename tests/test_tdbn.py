@@ -194,3 +194,142 @@ def test_sync_tdbn_keeps_float32_statistics_for_half_inputs(tmp_path):
             torch.testing.assert_close(p["rm"], ref.running_mean, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(p["rv"], ref.running_var, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(p["wgrad"], ref.weight.grad, atol=tol * 100, rtol=tol)
+
+
+# --- running statistics under torch.compile, through every branch -------------------------------------------
+class _NormLayers(torch.nn.Module):
+    """conv -> tdBN -> LIF with a normed shortcut (the lean path's fused node when lean training is on), then a
+    plain tdBN: ``[T, N, 2, 4, 4] -> [T, N, 3, 4, 4]``."""
+
+    def __init__(self, momentum):
+        super().__init__()
+        from adapters import LIF
+        self.conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+        self.bn, self.bn_s = TdBatchNorm2d(3, momentum=momentum), TdBatchNorm2d(3, momentum=momentum)
+        self.lif = LIF()
+        self.out = MultiStepBatchNorm2d(3, momentum=momentum)
+
+    def forward(self, x):
+        from adapters.norm_lif import Residual, fire
+        z = self.conv(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        s = fire(self.lif, self.bn, z, Residual(z * 0.5, self.bn_s, binary=False))
+        return self.out(s + z)
+
+
+def _compiled_statistics_match_eager(backend, momentum):
+    import copy
+
+    torch._dynamo.reset()
+    eager = _NormLayers(momentum)
+    model = copy.deepcopy(eager)
+    compiled = torch.compile(model, backend=backend, fullgraph=True)  # float(tensor) would break the graph
+    for step in range(2):
+        x = torch.randn(2, 3, 2, 4, 4, generator=torch.Generator().manual_seed(step)) * 2 + 1
+        compiled(x).square().sum().backward()
+        eager(x).square().sum().backward()
+    buffers = dict(eager.named_buffers())
+    assert not torch.equal(eager.bn.running_mean, torch.zeros(3))  # the statistics moved
+    # the batch statistics come from the opaque tdbn_zoo::batch_norm_train (ATen's kernel, as in eager), the
+    # update from them by the same tensor ops: equal, also where inductor generates the code around them
+    for name, b in model.named_buffers():
+        assert torch.equal(b, buffers[name]), f"buffer {name}: compiled {b} vs eager {buffers[name]}"
+
+
+def _force_device_branches(monkeypatch, cpu: bool) -> None:
+    """``cpu=False``: the branches a GPU takes, forced on CPU: running statistics updated by tensor ops, the
+    lean backward recomputing ``y`` instead of rebuilding it from the saved statistics."""
+    from adapters import norm_lif, tdbn
+    monkeypatch.setattr(tdbn, "kernel_updates_running_stats", lambda device: cpu)
+    if not cpu:
+        monkeypatch.setattr(norm_lif, "_transform_only", lambda flat: False)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("lean", [True, False])
+@pytest.mark.parametrize("cpu_branches", [True, False])
+def test_compiled_training_updates_running_statistics_as_eager(monkeypatch, cpu_branches, lean, momentum):
+    """aot_eager: the running statistics of every norm (fused node or layer by layer; the CPU's branches or a
+    GPU's, forced on CPU) equal eager's after two steps. The tensor-op update replaces
+    ``torch.batch_norm_update_stats``, which functionalization dropped; the cumulative average of
+    ``momentum=None`` compiles without a graph break (no host sync)."""
+    from adapters import lean_training
+    _force_device_branches(monkeypatch, cpu_branches)
+    with lean_training(lean):
+        _compiled_statistics_match_eager("aot_eager", momentum)
+
+
+@pytest.mark.slow
+def test_inductor_training_updates_running_statistics_as_eager(monkeypatch):
+    """inductor generates the code around the norms: the running statistics still equal eager's, the CPU's and
+    a GPU's branches, lean and layer by layer, the cumulative average included."""
+    from adapters import lean_training
+    for cpu_branches in (True, False):
+        _force_device_branches(monkeypatch, cpu_branches)
+        for lean in (True, False):
+            with lean_training(lean):
+                _compiled_statistics_match_eager("inductor", 0.1 if cpu_branches else None)
+
+
+@pytest.mark.parametrize("cpu_branches", [True, False])
+def test_running_statistics_match_the_equations(monkeypatch, cpu_branches):
+    """Either branch: running mean/variance as torch's BatchNorm defines them (unbiased variance), for a float momentum and the
+    cumulative average of ``momentum=None`` (1/k at step k), in float64 to 1e-12."""
+    _force_device_branches(monkeypatch, cpu_branches)
+    xs = [torch.randn(3, 4, 2, 5, 5, dtype=torch.float64) * 3 + 2 for _ in range(3)]
+    n = xs[0].numel() / 2
+    for momentum in (0.1, None):
+        bn = TdBatchNorm2d(2, momentum=momentum).double()
+        rm, rv = torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+        for k, x in enumerate(xs, 1):
+            bn(x)
+            _, mu, var = reference_tdbn(x, torch.ones(2), torch.zeros(2), 1.0, 0.5)
+            m = 0.1 if momentum is not None else 1 / k
+            rm, rv = (1 - m) * rm + m * mu, (1 - m) * rv + m * var * n / (n - 1)
+            torch.testing.assert_close(bn.running_mean, rm, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(bn.running_var, rv, rtol=1e-12, atol=1e-12)
+
+
+def test_default_value_check_reads_cpu_inputs_only():
+    """By default inference refuses a NaN CPU input, but never reads a device tensor's values on the host (on a
+    GPU that read would synchronise every batch): a meta tensor, which has no values to read, passes; with value
+    checks turned on it is read (and cannot be)."""
+    from adapters._checks import check_finite
+    bad = torch.tensor([1.0, float("nan")])
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="NaN"):
+            check_finite(bad, layer="L")
+        check_finite(torch.empty(2, device="meta"), layer="L")
+        with value_checks(), pytest.raises((RuntimeError, NotImplementedError)):
+            check_finite(torch.empty(2, device="meta"), layer="L")
+
+
+def test_sync_tdbn_in_float64_equals_one_process_to_1e12(tmp_path):
+    """Synchronised statistics keep float64 (never cast down): two processes on halves of the batch give the
+    spikes, input and parameter gradients and running statistics of one process on the whole batch, to 1e-12,
+    through ``fire`` without a residual and with a normed and an identity shortcut, with the lean path on (its
+    fused node for synchronised norms, bit for bit the layer-by-layer path) and off (the GPU check's 2-process
+    run, here over gloo on CPU)."""
+    from eval.bench.gpu_check import RESIDUALS, compare_sync, fire_step, sync_fire_results, sync_inputs
+
+    x, z, g = sync_inputs()
+    results = sync_fire_results(x, z, g, 2, str(tmp_path))
+    one = fire_step(x, z, g, False, "norm", "cpu", sync=False)
+    assert 0 < float(one["s"].mean()) < 1 and float(one["zgrad"].abs().max()) > 0  # fires; the shortcut learns
+    assert set(results) == {f"{lean}/{r}" for lean in (True, False) for r in RESIDUALS}
+    assert compare_sync(results, x, z, g, "cpu", 1e-12) > 0  # checked against 1 process, to 1e-12
+
+
+def test_sync_comparison_catches_a_wrong_gradient():
+    """The comparison has teeth: one perturbed gradient of the synchronised run is refused."""
+    from eval.bench.gpu_check import RESIDUALS, CheckFailed, compare_sync, fire_step, sync_inputs
+
+    x, z, g = sync_inputs()
+    results = {}
+    for lean in (True, False):  # a 1-process stand-in for the synchronised run, with the fused flag it would set
+        for r in RESIDUALS:
+            results[f"{lean}/{r}"] = {**fire_step(x, z, g, False, r, "cpu", sync=False), "fused": torch.tensor(lean)}
+    compare_sync({k: dict(v) for k, v in results.items()}, x, z, g, "cpu", 1e-12)
+    for lean in (True, False):
+        results[f"{lean}/norm"]["zgrad"][0, 0, 0, 0, 0] += 1e-9
+    with pytest.raises(CheckFailed, match=r"\(norm\): zgrad differs from 1 process"):
+        compare_sync(results, x, z, g, "cpu", 1e-12)

@@ -462,3 +462,37 @@ def test_progress_bar_on_a_terminal_advances_every_step():
     bar.close()
     assert "5/5" in term.getvalue() and "top1=50.0%" in term.getvalue()
     assert _Progress(5, 0, "e", enabled=True, stream=io.StringIO()).bar is None  # no terminal: plain lines
+
+
+# --- the CUDA step's launch details, checked on CPU ------------------------------------------------------------
+def test_autocast_dtype_is_bfloat16_where_the_gpu_supports_it(monkeypatch):
+    """bfloat16 needs no GradScaler (whose step reads the overflow flag on the host); float16 where bfloat16 is
+    not supported or asked for; float32 (None) off CUDA or with amp off."""
+    from eval.train.trainer import autocast_dtype
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for supported, expected in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, supported=supported, **k: supported)
+        assert autocast_dtype(cuda) == expected
+        assert autocast_dtype(cuda, requested="float16") == torch.float16
+    assert autocast_dtype(cuda, amp=False) is None and autocast_dtype(cpu) is None
+    with pytest.raises(ValueError, match="amp_dtype 'half'"):
+        TrainConfig(amp_dtype="half")
+
+
+def test_a_cpu_trainer_uses_no_grad_scaler_and_no_pinned_memory():
+    trainer = Trainer(SpikingResNet(**TINY), tiny_data(8), cfg=TrainConfig(batch_size=4), device="cpu")
+    assert trainer.amp_dtype is None and not trainer.scaler.is_enabled()
+    assert trainer.train_loader.pin_memory is False
+
+
+def test_each_torchrun_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    from eval.train.trainer import rank_device
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert rank_device() == rank_device(torch.device("cuda")) == rank_device(torch.device("cuda:3")) \
+        == torch.device("cuda", 3)
+    assert rank_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device cuda:1.*LOCAL_RANK"):
+        rank_device(torch.device("cuda:1"))  # every process on one GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert rank_device() == torch.device("cpu")

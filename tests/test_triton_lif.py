@@ -103,6 +103,23 @@ def test_bitwise_the_cpu_kernel_saved_tensors_included(tk, cpu_kernel, tau, deta
     assert torch.equal(ours[2], theirs[2])
 
 
+@pytest.mark.parametrize("tau", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("second", [False, True])
+def test_recompute_backward_bitwise_the_cpu_kernel(tk, cpu_kernel, tau, detach_reset, second):
+    """The memory-lean backward from the input currents (``x`` or ``x + x2``): the same float32 bits as the C++
+    kernel's ``lif_backward_recompute`` and as the forward-then-backward pair, with a partial last block."""
+    x, g = drive(5, tk.BLOCK + 3, seed=11)
+    x2 = torch.randn(x.shape, generator=torch.Generator().manual_seed(12)) * 0.2 if second else None
+    args = (x, x2, g, tau, 0.5, 0.7, detach_reset)
+    ours, theirs = call(tk, "lif_backward_recompute", *args), cpu_kernel.module.lif_backward_recompute(*args)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(ours, run(tk, x if x2 is None else x + x2, g, tau, 0.5, 0.7, detach_reset)[2])
+    assert float(ours.abs().max()) > 0
+    with pytest.raises(ValueError, match="float32"):
+        call(tk, "lif_backward_recompute", x.to(torch.bfloat16), None, g.to(torch.bfloat16), tau, 0.5, 0.7, False)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("detach_reset", [False, True])
 def test_half_inputs_are_integrated_in_float32(tk, cpu_kernel, dtype, detach_reset):
@@ -193,6 +210,32 @@ def test_lif_layer_through_the_custom_op(tk, monkeypatch, path, dtype, detach_re
     assert out.dtype == dtype and torch.equal(out.cpu(), ref.to(dtype))
     tight = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else {}  # half: one rounding of a float32 value
     torch.testing.assert_close(xa.grad.cpu(), xr.grad.to(dtype), **tight)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_lean_layer_on_triton_equals_layer_by_layer(tk, monkeypatch, dtype, detach_reset):
+    """The memory-lean norm -> LIF node (with a normed residual) with the Triton module in the kernel slot: its
+    backward (float32: the recompute kernel; bfloat16: the two-kernel pair) gives the layer-by-layer path's
+    spikes and gradients bit for bit."""
+    from adapters import TdBatchNorm2d, lean_training
+    from adapters.norm_lif import Residual, fire
+
+    monkeypatch.setattr(lif, "_use_kernel", lambda x: tk.module)
+    gen = torch.Generator().manual_seed(5)
+    z, zs, g = (torch.randn(3, 2, 4, 5, 5, generator=gen) for _ in range(3))
+    results = []
+    for lean in (True, False):
+        torch.manual_seed(0)
+        bn, bn_s = TdBatchNorm2d(4).to(tk.device), TdBatchNorm2d(4, alpha=0.7).to(tk.device)
+        za, zsa = (t.to(tk.device, dtype).requires_grad_(True) for t in (z, zs))
+        with lean_training(lean):
+            s = fire(LIF(detach_reset=detach_reset), bn, za, Residual(zsa, bn_s, binary=False))
+            s.backward(g.to(tk.device, dtype))
+        results.append([s, za.grad, zsa.grad, bn.weight.grad, bn_s.bias.grad])
+    assert 0 < float(results[0][0].float().mean()) < 1
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -14,9 +14,13 @@ Builds (``BUILDS``; add one with ``register_build``, e.g. a faster native path t
 
 Before timing, every spiking build must give the zoo model's logits from the same weights (float64, eval
 mode; SpikingJelly also in train mode) and every fused model its unfused model's logits, on a network
-whose every neuron layer fires -- otherwise ``BenchCheckError``. The check runs in float64 without autocast
-whatever ``BenchConfig.amp``; the timings and memory figures then run under ``torch.autocast`` when
-``amp`` is ``'bf16'`` or ``'fp16'`` (fp16 with a ``GradScaler``, CUDA only).
+whose every neuron layer fires -- otherwise ``BenchCheckError``. That check runs in float64 without autocast
+whatever ``BenchConfig.amp``; float64 takes the LIF's PyTorch path on CUDA, so a second check
+(:func:`check_kernels`) runs the float32 builds as timed, on the benchmark's device with its kernels (C++ on
+CPU, Triton on CUDA), against the same models on the LIF's PyTorch path (``adapters.lif.pytorch_path``): every
+neuron layer's spikes equal, logits and a training step's gradients within ``tol``, in eval and train mode.
+The timings and memory figures then run under ``torch.autocast`` when ``amp`` is ``'bf16'`` or ``'fp16'``
+(fp16 with a ``GradScaler``, CUDA only).
 """
 from __future__ import annotations
 
@@ -40,8 +44,8 @@ from ..measure.profiling import machine_info, median, peak_memory, time_call
 from .reference_models import fuse_conv_bn, mirror
 
 __all__ = ["BenchConfig", "Build", "BUILDS", "BenchCheckError", "BuildUnavailable", "AMP_MODES",
-           "register_build", "reference_model", "check_same_function", "saved_for_backward_bytes", "autocast",
-           "run_bench"]
+           "register_build", "reference_model", "check_same_function", "check_kernels", "saved_for_backward_bytes",
+           "autocast", "run_bench"]
 
 
 class BenchCheckError(ZooError, RuntimeError):
@@ -253,18 +257,71 @@ def check_same_function(models: dict[str, nn.Module], x: torch.Tensor, tol: floa
     return dict(max_abs_diff=diffs, tol=tol, min_firing_rate=min(a.firing_rate for a in rec.layers()))
 
 
+def _spikes_logits_grads(model: nn.Module, x: torch.Tensor, train: bool):
+    """Every native LIF layer's spikes, the logits and (``train``: one backward of their sum of squares) every
+    parameter's gradient of ``model`` on ``x``."""
+    from adapters.lif import LIF
+
+    spikes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: spikes.append(o.detach())) for m in model.modules()
+             if isinstance(m, LIF)]
+    try:
+        model.train(train)
+        with torch.set_grad_enabled(train):
+            logits = model(x)
+        grads = []
+        if train:
+            logits.square().sum().backward()
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+    finally:
+        for h in hooks:
+            h.remove()
+    return spikes, logits.detach(), grads
+
+
+def check_kernels(models: dict[str, nn.Module], x: torch.Tensor, tol: float = 1e-6) -> dict:
+    """The float32 spiking builds with native LIF layers, as timed (the LIF kernels of ``x``'s device), against
+    copies of themselves on the LIF's PyTorch path: in eval and in train mode every LIF layer's spikes are
+    equal, and the logits and a training step's gradients agree to ``tol`` of their scale. Raises
+    BenchCheckError otherwise; returns the largest relative difference per build and mode."""
+    from adapters.lif import LIF, pytorch_path
+
+    def rel(a, b):
+        return float((a - b).abs().max()) / max(1.0, float(b.abs().max()))
+
+    diffs, failures = {}, []
+    for name, model in models.items():
+        if not (BUILDS[name].spiking and any(isinstance(m, LIF) for m in model.modules())):
+            continue  # no native LIF: nothing of this build runs the zoo's kernels
+        for train in (False, True):
+            m, m_ref = copy.deepcopy(model).float(), copy.deepcopy(model).float()
+            s, out, g = _spikes_logits_grads(m, x.float(), train)
+            with pytorch_path():
+                s_ref, out_ref, g_ref = _spikes_logits_grads(m_ref, x.float(), train)
+            key = f"{name} kernels vs PyTorch path ({'train' if train else 'eval'})"
+            diffs[key] = d = max([rel(out, out_ref)] + [rel(a, b) for a, b in zip(g, g_ref)])
+            flipped = sum(int((a != b).sum()) for a, b in zip(s, s_ref))
+            if flipped or len(s) != len(s_ref) or len(g) != len(g_ref) or not d <= tol:
+                failures.append(f"{key}: {flipped} spikes differ, max relative |diff| {d:.3g}")
+    if failures:
+        raise BenchCheckError("the timed float32 builds' kernels do not compute the PyTorch path's function: "
+                              + "; ".join(failures))
+    return diffs
+
+
 def autocast(amp: str, device: torch.device | str):
     """``torch.autocast`` to ``AMP_MODES[amp]`` on ``device`` (disabled for ``'off'``)."""
     dtype = AMP_MODES[amp]
     return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: str = "off",
-                scaler: torch.amp.GradScaler | None = None) -> None:
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: str = "off",
+               scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD step: forward and loss under ``autocast(amp)``, backward and step outside it (as torch's AMP
-    recipe), through ``scaler`` where one is given (fp16)."""
+    recipe), through ``scaler`` where one is given (fp16). Returns the (detached) logits and loss."""
     with autocast(amp, x.device):
-        loss = F.cross_entropy(model(x), y)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -272,6 +329,7 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
     else:
         loss.backward()
         opt.step()
+    return logits.detach(), loss.detach()
 
 
 def saved_for_backward_bytes(fn: Callable[[], object], model: nn.Module | None = None) -> int:
@@ -368,6 +426,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     y = torch.randint(0, cfg.num_classes, (cfg.batch,), generator=g).to(device)
     log("checking that the builds compute the same function ...")
     check = check_same_function(models, x[:4], cfg.tol)  # 4 images suffice; float64 convs are slow on CPU
+    log("checking the float32 builds' kernels against the PyTorch path ...")
+    check["kernels_max_abs_diff"] = check_kernels(models, x[:4], cfg.tol)
 
     opts = {n: torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=0.9) for n, m in models.items()}
     # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
@@ -376,7 +436,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     def train(n):
         models[n].train()
         opts[n].zero_grad(set_to_none=True)
-        _train_step(models[n], opts[n], x, y, cfg.amp, scalers[n])
+        train_step(models[n], opts[n], x, y, cfg.amp, scalers[n])
 
     @torch.no_grad()
     def infer(m):
@@ -406,7 +466,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
         for n in names:
             models[n].train()
             opts[n].zero_grad(set_to_none=True)
-            memory[n] = peak_memory(lambda: _train_step(models[n], opts[n], x, y, cfg.amp, scalers[n]),
+            memory[n] = peak_memory(lambda: train_step(models[n], opts[n], x, y, cfg.amp, scalers[n]),
                                     device) / 2 ** 20
             saved[n] = training_forward_saved_bytes(models[n], x, y, cfg.amp) / 2 ** 20
     rows = {n: dict(label=BUILDS[n].label,

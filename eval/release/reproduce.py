@@ -9,7 +9,8 @@ and prints each step's command before running it, so any step can be rerun alone
    With ``--gpus N`` the step is ``torchrun --standalone --nproc_per_node N -m eval.cli train ...``: one
    process per GPU, DistributedDataParallel with synchronised tdBN statistics and mixed precision (the
    paper's Appendix C; ``eval.train.trainer.Trainer`` does both under torchrun). The global batch stays the
-   recipe's (Table 5: per-GPU batch x GPUs), split evenly over the processes. Over several machines
+   recipe's (Table 5: per-GPU batch x GPUs), split evenly over the processes; each process trains on the GPU
+   of its ``LOCAL_RANK`` (``--device`` names the device type only, e.g. ``cuda``). Over several machines
    (``--nnodes M --node-rank R --master-addr HOST``) every node runs the same command with its own rank;
    ``RUN`` must then be on a filesystem all nodes share (rank 0 writes it, every rank resumes from it), and
    node 0 ships and publishes.
@@ -194,6 +195,10 @@ def make_plan(tag: str, out: str | Path, *, data_dir: str | Path | None = None, 
             flags += ["--input-size", str(SMOKE_INPUT_SIZE[dataset])]
     elif check_machine:
         _check_data(dataset, data_dir, verify)
+    if launch.world_size > 1 and device and ":" in device:
+        raise InvalidArgumentError(f"--device {device} with {launch.world_size} processes: each torchrun process "
+                                   f"takes the GPU of its LOCAL_RANK; pass --device {device.partition(':')[0]} or "
+                                   f"leave it out")
     if launch.world_size > 1 and check_machine:
         _check_devices(launch, smoke)
     flags += overrides

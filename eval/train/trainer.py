@@ -29,13 +29,19 @@ Python API (what ``tdbn-zoo train`` and ``tdbn-zoo finetune`` call)::
   the cosine schedule spans the whole run, so its end cannot move.
 - Under ``torchrun`` (``torch.distributed`` initialised) the model's tdBN layers are synchronised
   (``adapters.convert_sync_tdbn``) and wrapped in DistributedDataParallel; rank 0 writes files.
-- Mixed precision (``torch.autocast`` + GradScaler) when the device is CUDA and ``cfg.amp``.
+- Mixed precision when the device is CUDA and ``cfg.amp``: ``torch.autocast`` in bfloat16 where the GPU supports
+  it (no GradScaler, so no host synchronisation per step), else float16 with a GradScaler; ``cfg.amp_dtype``
+  chooses (:func:`autocast_dtype`). On CUDA the loaders pin host memory (so ``non_blocking`` copies overlap)
+  and cuDNN picks its fastest convolution algorithms (``cudnn.benchmark``).
+- Under torchrun, :func:`init_distributed` gives each process the GPU of its ``LOCAL_RANK`` before it creates
+  the process group (``device_id=``).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -58,6 +64,7 @@ from .checkpoint import (DivergedError, atomic_save_safetensors, nonfinite_tenso
 from .sampling import ResumableBatchSampler
 
 SCHEDULES = ("step", "cosine", "constant")
+AMP_DTYPES = ("auto", "bfloat16", "float16")
 CHECKPOINT_NAME = "last.safetensors"
 # fields that change the trajectory: a resume with other values would not continue the same run
 # ("epochs" too, except that a step or constant schedule may move its end: Trainer.resume)
@@ -110,6 +117,7 @@ class TrainConfig:
     lr_step_epochs: int | None = 35
     lr_gamma: float = 0.1
     amp: bool = True                  # mixed precision, used only on CUDA
+    amp_dtype: str = "auto"           # 'auto' (bfloat16 where the GPU supports it, else float16), 'bfloat16', 'float16'
     seed: int = 0                     # data order and augmentation
     grad_clip: float | None = None
     max_steps_per_epoch: int | None = None  # cap (for quick runs); None = the whole epoch
@@ -121,6 +129,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise InvalidArgumentError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise InvalidArgumentError(f"unknown amp_dtype {self.amp_dtype!r}; choose one of {', '.join(AMP_DTYPES)}")
         if self.schedule == "step" and not self.lr_step_epochs:
             raise InvalidArgumentError("schedule='step' needs lr_step_epochs")
         for name, allowed in TRAIN_FIELD_RANGES.items():
@@ -153,6 +163,45 @@ def check_run_folder(out_dir: str | Path, resume: bool) -> None:
                                      f"it: continue it with --resume (resume=True), or choose another output folder")
 
 
+def autocast_dtype(device: torch.device, amp: bool = True, requested: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of a training step on ``device``: None (float32) unless ``amp`` on CUDA; there
+    ``requested`` (``'bfloat16'``, ``'float16'``), or for ``'auto'`` bfloat16 where the GPU supports it (its
+    float32 exponent range needs no loss scaling, so no GradScaler and no host synchronisation per step), else
+    float16 (with a GradScaler)."""
+    if not (amp and device.type == "cuda"):
+        return None
+    if requested == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, requested)
+
+
+def rank_device(requested: torch.device | None = None) -> torch.device:
+    """This torchrun process's device: ``cuda:LOCAL_RANK`` when CUDA is present (one GPU per process) unless
+    ``requested`` is a non-CUDA device; a ValueError for a CUDA index other than the process's own (every
+    process would share it)."""
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if requested is not None and requested.type != "cuda":
+        return requested
+    if not torch.cuda.is_available():
+        return requested or torch.device("cpu")
+    if requested is not None and requested.index not in (None, local):
+        raise InvalidArgumentError(f"--device {requested}: under torchrun each process takes the GPU of its "
+                                   f"LOCAL_RANK ({local} here); pass --device cuda or leave it out")
+    return torch.device("cuda", local)
+
+
+def init_distributed(requested: torch.device | None = None) -> torch.device:
+    """Under torchrun: make this process's device (:func:`rank_device`) current, then create the process
+    group bound to it (NCCL on CUDA, gloo otherwise); returns the device."""
+    device = rank_device(requested)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+    return device
+
+
 def _dist() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -177,6 +226,8 @@ class Trainer:
                                        "not train; give its norms back first with zoo.unfuse(model, batch) (tdbn-zoo "
                                        "finetune does this)")
         self.model = model.to(self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN's fastest algorithms, found once
         if self.world > 1:
             from adapters import convert_sync_tdbn
             convert_sync_tdbn(self.model)
@@ -193,8 +244,10 @@ class Trainer:
         self.optimizer = torch.optim.SGD([dict(params=decay, weight_decay=self.cfg.weight_decay),
                                           dict(params=no_decay, weight_decay=0.0)],
                                          lr=self.cfg.lr, momentum=self.cfg.momentum)
-        self.use_amp = bool(self.cfg.amp and self.device.type == "cuda")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = autocast_dtype(self.device, self.cfg.amp, self.cfg.amp_dtype)
+        self.use_amp = self.amp_dtype is not None
+        # loss scaling for float16 only: its GradScaler reads the overflow flag on the host every step
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.spike_counter = DeviceSpikeCounter(self.model).attach()  # firing rate, on the device until logged
         self.epoch = 0
         self.step_in_epoch = 0
@@ -212,7 +265,8 @@ class Trainer:
         bs = self.cfg.batch_size
         sampler = ResumableBatchSampler(len(data), bs, shuffle=shuffle, seed=self.cfg.seed, rank=self.rank,
                                         world_size=self.world, drop_last=shuffle)
-        return DataLoader(data, batch_sampler=sampler, num_workers=self.cfg.num_workers)
+        return DataLoader(data, batch_sampler=sampler, num_workers=self.cfg.num_workers,
+                          pin_memory=self.device.type == "cuda")  # page-locked: non_blocking copies overlap
 
     def _batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(batch, (list, tuple)) or len(batch) < 2:
@@ -443,7 +497,7 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 try:
-                    with torch.autocast(self.device.type, enabled=self.use_amp):
+                    with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                         logits = net(x)
                         loss = nn.functional.cross_entropy(logits.float(), y)
                 except ValueError:  # e.g. tdBN refusing NaN inputs: when the weights are the cause, say so
@@ -456,7 +510,7 @@ class Trainer:
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 log_now = (self.step_in_epoch + 1) % cfg.log_every_steps == 0 or self.step_in_epoch + 1 == steps
                 if log_now:  # per-layer gradient norms (unscaled), averaged over the epoch's log steps
-                    scale = self.scaler.get_scale() if self.use_amp and not cfg.grad_clip else 1.0
+                    scale = self.scaler.get_scale() if self.scaler.is_enabled() and not cfg.grad_clip else 1.0
                     for k, v in self._grad_norms().items():
                         grad_sums[k] = grad_sums.get(k, 0.0) + v / scale
                     sums["grad_count"] += 1
@@ -475,7 +529,8 @@ class Trainer:
                 totals["slots"] += slots
                 if log_now:
                     loss_s, corr, cnt, spk, slt = self._reduce(*totals.values())
-                    if not (self.use_amp or math.isfinite(loss_s)):  # (AMP: the GradScaler skips overflows)
+                    # (float16: the GradScaler skips overflowing steps)
+                    if not (self.scaler.is_enabled() or math.isfinite(loss_s)):
                         self._diverged(f"expected a finite training loss, got {loss_s / cnt}")
                     rec = dict(kind="train_step", epoch=self.epoch, step=self.step_in_epoch,
                                global_step=self.global_step, lr=lr, loss=loss_s / cnt, top1=100 * corr / cnt,
@@ -517,7 +572,7 @@ class Trainer:
         loss_s = corr = cnt = 0.0
         for batch in loader:
             x, y = self._batch(batch)
-            with torch.autocast(self.device.type, enabled=self.use_amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 logits = self.net(x).float()
             loss_s += nn.functional.cross_entropy(logits, y, reduction="sum").double()  # on the device
             corr += (logits.argmax(1) == y).sum()

@@ -39,6 +39,9 @@ def add_arguments(parser) -> None:
                         help="data loader worker processes (default 0: load in the training process)")
     parser.add_argument("--schedule", choices=("step", "cosine", "constant"), default=None)
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision even on CUDA")
+    parser.add_argument("--amp-dtype", choices=("auto", "bfloat16", "float16"), default=None,
+                        help="mixed precision on CUDA: auto (default: bfloat16 where the GPU supports it, no loss "
+                             "scaling; else float16), bfloat16, or float16 (with a GradScaler)")
     parser.add_argument("--T", type=positive_int, default=None, help="time steps (default: the preset's)")
     add_model_arguments(parser)
     parser.add_argument("--train-subset", type=positive_int, default=None,
@@ -100,7 +103,7 @@ def run(args) -> int:
     import zoo
     from eval.train.datasets import build_datasets, build_event_datasets
     from eval.train.presets import get_preset
-    from eval.train.trainer import Trainer, check_run_folder
+    from eval.train.trainer import Trainer, check_run_folder, init_distributed
     from zoo.errors import InvalidArgumentError
 
     p = get_preset(args.preset)
@@ -118,6 +121,8 @@ def run(args) -> int:
         overrides["num_workers"] = args.workers
     if args.no_amp:
         overrides["amp"] = False
+    if args.amp_dtype is not None:
+        overrides["amp_dtype"] = args.amp_dtype
     overrides["progress"] = not args.no_progress
     cfg = dataclasses.replace(p["train"], **overrides)
 
@@ -135,10 +140,8 @@ def run(args) -> int:
             kw.setdefault("num_classes", len(sets[-1].base.classes))
         train_set, val_set, test_set = sets if len(sets) == 3 else (sets[0], None, sets[1])
 
-    if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun: the GPU of LOCAL_RANK
+        device = init_distributed(device)
     torch.manual_seed(cfg.seed)  # the initial weights
     model = zoo.create(args.preset, T=args.T, **kw)
     state = dict(preset=args.preset, dataset=args.data if folder else p["dataset"], data_dir=args.data_dir, model_kw=kw,
