@@ -27,7 +27,7 @@ test-fast: $(STAMP)
 
 # the documentation site (Sphinx, MyST, executed tutorials) into docs/_build/html; offline, warnings are errors
 docs: $(STAMP)
-	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m sphinx -W -n --keep-going -b html docs docs/_build/html
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m sphinx -E -W -n --keep-going -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) build *.egg-info docs/_build docs/_generated docs/tutorials

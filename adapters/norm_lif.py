@@ -26,7 +26,7 @@ True`` (the native :class:`~adapters.lif.LIF`) and memory-lean training is on (`
 otherwise :func:`fire` is ``neuron(norm(z) + r)``. With per-process statistics both ops are ``torch.library``
 custom ops with fake implementations, so ``torch.compile(fullgraph=True)`` sees one node; with statistics
 synchronised over processes (``adapters.convert_sync_tdbn``) the node is an autograd Function whose backward
-all-reduces as ``torch.nn.SyncBatchNorm``'s does (:class:`_SyncNormLIF`).
+all-reduces as ``torch.nn.SyncBatchNorm``'s does (``_SyncNormLIF``).
 """
 from __future__ import annotations
 

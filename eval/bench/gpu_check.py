@@ -228,8 +228,10 @@ def check_amp(device: torch.device, amp: str) -> str:
 
 
 # --- synchronised tdBN over 2 processes -----------------------------------------------------------------------
-RESIDUALS = ("none", "norm", "spikes")  # fire without a residual, with a normed shortcut, with an identity one
-BATCH_KEYS = ("s", "xgrad", "zgrad")  # per-sample results: each process holds its share of the batch
+#: The residual kinds fire is checked with (none, a normed shortcut, an identity shortcut of spikes).
+RESIDUALS = ("none", "norm", "spikes")
+#: The per-sample results, of which each process holds its share of the batch.
+BATCH_KEYS = ("s", "xgrad", "zgrad")
 
 
 def fire_step(x, z, g, lean: bool, residual: str, device, sync: bool) -> dict:

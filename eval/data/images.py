@@ -562,7 +562,7 @@ def _open_image(path: str, mode: str = "RGB"):
 
 def image_folder(root: str | os.PathLike, transform: Callable | None = None, mode: str = "RGB"):
     """torchvision's ``ImageFolder`` on ``root`` (one sub-folder per class, sorted names = label order), its
-    files read by :func:`_open_image` as ``mode`` (``'RGB'``, ``'L'``); an empty folder or one without class
+    files read by ``_open_image`` as ``mode`` (``'RGB'``, ``'L'``); an empty folder or one without class
     folders raises InvalidFileError."""
     from torchvision.datasets import ImageFolder
 
