@@ -45,6 +45,10 @@ def resolve(name: str, *, pretrained: bool = False, arch: str | None = None,
     whose header does not."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    if not name.strip():  # Path("") is the current folder: never read an empty name as one
+        raise UnknownModelError(f"the model name is empty; expected an architecture ({', '.join(ARCH_CFGS)}), "
+                                f"arch.tag, a checkpoint folder, a .safetensors file, hf-hub:owner/name or "
+                                f"local-dir:folder")
     if name.startswith(HF_HUB):
         return _resolve_hub(name[len(HF_HUB):], pretrained, force_download), {}
     if name.startswith(LOCAL_DIR):

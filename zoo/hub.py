@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from .checkpoints import CARD_NAME, FILES, Checkpoint
-from .errors import PretrainedUnavailableError, PublishError
+from .errors import InvalidFileError, PretrainedUnavailableError, PublishError
+from .fileio import regular_files
 
 DEFAULT_TIMEOUT_S = 30.0
 TIMEOUT_ENV = "TDBN_ZOO_HUB_TIMEOUT"
@@ -164,31 +163,46 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
         raise PretrainedUnavailableError(f"cannot load {at}: {why}.{hint}") from e
 
 
+def publish_files(folder: str | Path) -> dict[str, Path]:
+    """The files ``publish`` uploads, ``{name: path}``: exactly ``model.safetensors``, ``config.json`` and
+    ``README.md``, each a regular file inside ``folder`` (``zoo.fileio.regular_files``: a symlink out of the
+    folder or a special file is refused, never followed). Raises ``InvalidFileError`` naming what is wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidFileError(f"{folder} is not a checkpoint folder (expected a folder holding {', '.join(FILES)})")
+    files = regular_files(folder, FILES)
+    missing = [f for f in FILES if f not in files]
+    if missing:
+        raise InvalidFileError(f"{folder} lacks {', '.join(missing)}: write checkpoint folders with "
+                               f"zoo.save_pretrained")
+    return files
+
+
 def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, private: bool = False,
             token: str | None = None, commit_message: str | None = None):
-    """Upload a checkpoint folder (``model.safetensors``, ``config.json``, ``README.md``) to ``repo_id``
-    (created if needed) with ``HfApi.create_repo`` + ``upload_folder``; returns the ``CommitInfo``
-    (``.oid`` is the commit to pin in the manifest, ``.repo_url.repo_id`` the full ``owner/name`` id, also
-    when ``repo_id`` had no owner)."""
-    from huggingface_hub import HfApi, constants
+    """Upload a checkpoint folder (``model.safetensors``, ``config.json``, ``README.md``: ``publish_files``,
+    nothing else) to ``repo_id`` (created if needed) in one commit (``HfApi.create_repo`` + ``create_commit``);
+    returns the ``CommitInfo`` (``.oid`` is the commit to pin in the manifest, ``.repo_url.repo_id`` the full
+    ``owner/name`` id, also when ``repo_id`` had no owner)."""
+    from huggingface_hub import CommitOperationAdd, HfApi, constants
 
     folder = Path(folder)
+    files = publish_files(folder)  # before anything is read: a symlink out of the folder is never followed
     ckpt = Checkpoint.from_path(folder)
     if ckpt.config is None:
-        raise ValueError(f"{folder} has no config.json: write checkpoint folders with zoo.save_pretrained")
+        raise InvalidFileError(f"{folder} has no config.json: write checkpoint folders with zoo.save_pretrained")
     ckpt.state_dict()  # refuse to publish a corrupt file
-    missing = [f for f in FILES if not (folder / f).is_file()]
-    if missing:
-        raise ValueError(f"{folder} lacks {', '.join(missing)}: write checkpoint folders with zoo.save_pretrained")
     api = HfApi(token=token)
     try:
-        with deadline() as seconds, tempfile.TemporaryDirectory() as tmp:
+        with deadline() as seconds:
             repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             if revision and revision != "main":
                 api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
-            upload = _with_usage_repo(folder, repo.repo_id, Path(tmp))
-            return api.upload_folder(repo_id=repo.repo_id, folder_path=str(upload), allow_patterns=list(FILES),
-                                     revision=revision, commit_message=commit_message or f"Upload {folder.name}")
+            card = _card_for_repo(files[CARD_NAME].read_text(), repo.repo_id).encode()
+            ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=card if name == CARD_NAME else str(path))
+                   for name, path in files.items()]
+            return api.create_commit(repo_id=repo.repo_id, operations=ops, revision=revision,
+                                     commit_message=commit_message or f"Upload {folder.name}")
     except Exception as e:  # noqa: BLE001 - offline mode is a ConnectionError; httpx errors are not OSErrors
         why = (f"it did not answer within {seconds:g} s ({TIMEOUT_ENV} sets the limit)" if _timed_out(e)
                else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -197,15 +211,8 @@ def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, pr
                            f"to {repo_id.split('/')[0]}") from e
 
 
-def _with_usage_repo(folder: Path, repo_id: str, tmp: Path) -> Path:
-    """``folder``, or a copy whose card's usage line names ``repo_id`` (the repo it is published to) when
-    it names another (the card is written before the repo is known). The weights and config are the same
-    files, so the manifest's digests hold."""
-    card = (folder / CARD_NAME).read_text()
-    fixed = re.sub(r"(create_model\('hf-hub:)[^']+(')", lambda m: m[1] + repo_id + m[2], card)
-    if fixed == card:
-        return folder
-    for name in FILES:
-        shutil.copy2(folder / name, tmp / name)
-    (tmp / CARD_NAME).write_text(fixed)
-    return tmp
+def _card_for_repo(card: str, repo_id: str) -> str:
+    """The model card with its usage line naming ``repo_id``, the repo it is published to (the card is
+    written before the repo is known). The weights and config are uploaded as they are, so the manifest's
+    digests hold."""
+    return re.sub(r"(create_model\('hf-hub:)[^']+(')", lambda m: m[1] + repo_id + m[2], card)

@@ -34,7 +34,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.errors import InvalidArgumentError, ZooError
 
 SMOKE_TRAIN_FLAGS = ("--epochs", "1", "--batch-size", "2", "--max-steps-per-epoch", "1", "--log-every-steps", "1")
 # static images at a small side (ImageNet's 224x224 costs minutes a step on a CPU); MNIST's 28x28 and the event
@@ -151,7 +151,9 @@ def make_plan(tag: str, out: str | Path, *, data_dir: str | Path | None = None, 
     for name, value, low in (("--gpus", launch.gpus, 1), ("--nnodes", launch.nnodes, 1),
                              ("--node-rank", launch.node_rank, 0), ("--master-port", launch.master_port, 1)):
         if value < low:
-            raise ValueError(f"{name} must be at least {low}, got {value}")
+            raise InvalidArgumentError(f"{name} must be at least {low}, got {value}")
+    if not 1 <= launch.master_port <= 65535:  # a TCP port; torchrun would fail only once every node started
+        raise InvalidArgumentError(f"--master-port must be a TCP port in 1-65535, got {launch.master_port}")
     if launch.node_rank >= launch.nnodes:
         raise ValueError(f"--node-rank must lie in 0..{launch.nnodes - 1} for --nnodes {launch.nnodes}, "
                          f"got {launch.node_rank}")

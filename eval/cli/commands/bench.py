@@ -55,6 +55,9 @@ def run(args) -> int:
     import torch
 
     from ...bench.runner import BenchConfig, check_config, format_bench, run_bench
+    from zoo.fileio import check_output_path
+
+    check_output_path(args.json, flag="--json")
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

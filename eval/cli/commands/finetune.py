@@ -126,9 +126,11 @@ def run(args) -> int:
     from zoo.errors import PretrainedUnavailableError
     from eval.train.finetune import finetune
     from eval.train.trainer import TrainConfig
-    from zoo.fileio import atomic_write
+    from zoo.fileio import atomic_write, check_output_path
 
     _check_args(args)
+    check_output_path(args.out, inputs=[args.dataset, args.test_dataset, args.checkpoint], roots=[args.data_root],
+                      kind="run", flag="--out", resume=args.resume)  # never over its data, a checkpoint, a run
     if args.threads:
         torch.set_num_threads(args.threads)
     from eval.data.events.recordings import is_recordings_folder

@@ -29,6 +29,10 @@ def run(args) -> int:
 
     path = Path(args.manifest) if args.manifest else manifest.weights_dir() / manifest.MANIFEST_NAME
     if args.action == "add":
+        from zoo.fileio import check_output_path
+
+        # manifest add is the command that ships into weights/; its manifest is never a file of the folder
+        check_output_path(path, inputs=[args.folder], flag="--manifest", allow_weights=True)
         name = manifest.check_name(args.tag) if args.tag else checkpoint_name(args.folder)
         e = manifest.record(name, args.folder, repo_id=args.repo, revision=args.revision, ship=args.ship,
                             manifest_path=path)

@@ -11,6 +11,7 @@ Example (CIFAR-10, ResNet-19, T=6, one GPU; the CIFAR-10 python batches under ``
 from __future__ import annotations
 
 from eval.cli.commands._args import nonneg_int, positive_int
+from eval.train.ranges import NumberRange
 
 HELP = "Reproduce a paper result: train with the tag's recipe (resumable, torchrun), ship, optionally publish."
 
@@ -25,7 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--nnodes", type=positive_int, default=1, help="machines (run the same command on each)")
     parser.add_argument("--node-rank", type=nonneg_int, default=0, help="this machine's rank (0 ships and publishes)")
     parser.add_argument("--master-addr", default=None, help="address of node 0 (multi-node)")
-    parser.add_argument("--master-port", type=positive_int, default=29500)
+    parser.add_argument("--master-port", type=NumberRange(int, 1, 65535).argtype, default=29500,
+                        help="TCP port of node 0's rendezvous (1-65535, default 29500)")
     parser.add_argument("--publish", default=None, metavar="REPO", help="upload to this Hub repo (org/name) and "
                         "pin the commit in the manifest")
     parser.add_argument("--weights", default=None, help="where the checkpoint folder and manifest.json go "
@@ -53,7 +55,12 @@ def run(args) -> int:
     if args.dry_run:
         print("\n".join(plan.commands()))
         return 0
-    ensure_writable_dir(plan.run, "--out")  # before hours of training, not after
+    from zoo.fileio import check_output_path
+
+    # before hours of training, not after: never over the data or a checkpoint; --weights may be weights/
+    check_output_path(plan.run, roots=[args.data_dir], kind="dir", flag="--out")
+    check_output_path(plan.weights, kind="dir", flag="--weights", allow_weights=True)
+    ensure_writable_dir(plan.run, "--out")
     ensure_writable_dir(plan.weights, "--weights")
     print(json.dumps(reproduce(plan)))
     return 0

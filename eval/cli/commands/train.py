@@ -51,16 +51,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _model_kwargs(items: list[str]) -> dict:
+def _model_kwargs(items: list[str], T: int | None = None) -> dict:
+    """``--model-kw KEY=JSON`` items as model arguments, checked with ``--T`` by the one range check of model
+    arguments (``zoo.spiking_resnet.check_model_args``, also behind ``zoo.create`` and config.json)."""
+    from zoo.errors import InvalidArgumentError
+    from zoo.spiking_resnet import check_model_args
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--model-kw expects KEY=VALUE, got {item!r}")
+        if not sep or not key.isidentifier():
+            raise InvalidArgumentError(f"--model-kw expects KEY=VALUE with KEY a model argument, got {item!r}")
+        if key in out:
+            raise InvalidArgumentError(f"--model-kw {key} is given twice ({out[key]!r} and {value!r}); give it once")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value  # a bare word, e.g. norm=bn
+    if T is not None and "T" in out:
+        raise InvalidArgumentError(f"--T {T} and --model-kw T={out['T']!r} both set T; give it once")
+    check_model_args(out, owner="--model-kw")
     return out
 
 
@@ -90,10 +100,13 @@ def run(args) -> int:
     import zoo
     from eval.train.datasets import build_datasets, build_event_datasets
     from eval.train.presets import get_preset
-    from eval.train.trainer import Trainer, check_run_folder
+    from eval.train.trainer import Trainer
+    from zoo.fileio import check_output_path
 
     p = get_preset(args.preset)
-    check_run_folder(args.out, args.resume)  # before any data or model is touched
+    kw = _model_kwargs(args.model_kw, args.T)  # before any data or model is touched
+    # before any data or model is touched: never over a checkpoint, a run (unless --resume), the data or weights/
+    check_output_path(args.out, roots=[args.data_dir], kind="run", flag="--out", resume=args.resume)
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,7 +133,6 @@ def run(args) -> int:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     torch.manual_seed(cfg.seed)  # the initial weights
-    kw = _model_kwargs(args.model_kw)
     model = zoo.create(args.preset, T=args.T, **kw)
     state = dict(preset=args.preset, dataset=p["dataset"], data_dir=args.data_dir, model_kw=kw,
                  T=model.T, train_subset=args.train_subset, input_size=args.input_size)
