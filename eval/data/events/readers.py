@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.errors import InvalidFileError
+
 EVENT_SUFFIXES = (".raw", ".dat", ".es", ".aedat4", ".aedat", ".csv", ".bin", ".npy", ".npz")
 NMNIST_SENSOR = (34, 34)
 DVS128_SENSOR = (128, 128)
@@ -158,6 +160,8 @@ def read_recording(path, sensor_size=None) -> tuple[np.ndarray, tuple[int, int]]
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"event file not found: {path}")
+    if path.stat().st_size == 0:  # before any library: an empty file is "empty", not "lacks a sensor size"
+        raise InvalidFileError(f"{path}: the file is empty (0 bytes); expected a recording")
     suffix = path.suffix.lower()
     if suffix not in EVENT_SUFFIXES:
         raise ValueError(f"{path}: unknown event file type {suffix!r}; expected one of {', '.join(EVENT_SUFFIXES)}")
@@ -174,7 +178,7 @@ def read_recording(path, sensor_size=None) -> tuple[np.ndarray, tuple[int, int]]
         else:
             events, size = READERS[suffix](path, sensor_size)
     if len(events) == 0:
-        raise ValueError(f"{path} holds no events")
+        raise InvalidFileError(f"{path}: recording is empty (the file holds no events)")
     w, h = size
     if events["x"].min() < 0 or events["y"].min() < 0 or events["x"].max() >= w or events["y"].max() >= h:
         raise ValueError(f"{path}: events span x [{events['x'].min()}, {events['x'].max()}], y "

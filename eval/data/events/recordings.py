@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoo.errors import InvalidFileError
+
 from .framing import EventFraming
 from .readers import EVENT_SUFFIXES, read_recording
 
@@ -49,10 +51,11 @@ class Recording:
 
 
 def _inside(root: Path, rel: str, where: str) -> Path:
-    """``root / rel`` if it resolves inside ``root`` (no ``..``, no absolute path, no link out), else ValueError."""
+    """``root / rel`` if it resolves inside ``root`` (no ``..``, no absolute path, no link out), else
+    InvalidFileError."""
     path = (root / rel).resolve()
     if Path(rel).is_absolute() or not path.is_relative_to(root.resolve()):
-        raise ValueError(f"{where}: {rel!r} is outside the dataset folder {root}; paths must be relative and "
+        raise InvalidFileError(f"{where}: {rel!r} is outside the dataset folder {root}; paths must be relative and "
                          f"stay inside it")
     return path
 
@@ -77,6 +80,50 @@ def _label_ids(labels: list[str], where: str) -> tuple[list[int], list[str]]:
     return [names.index(s.strip()) for s in labels], names
 
 
+def read_labels_csv(csv_path) -> list[tuple[int, Path, str]]:
+    """The rows of a recordings folder's ``labels.csv``, the one schema of every labelled-recordings folder:
+    a header with the columns ``path,label`` (``file,label``, the older name, is read too), one row per
+    recording. Returns ``[(line, path, label text)]`` with ``path`` resolved, checked to lie inside the
+    folder (no absolute path, no ``..``, no link out) and to exist.
+
+    :raises InvalidFileError: the file is empty, not CSV, lacks the columns, has a row without a path or a
+        label, or names one recording twice (with the same label or, worse, two), naming the file and lines.
+    :raises FileNotFoundError: a listed recording does not exist.
+    """
+    csv_path = Path(csv_path)
+    root = csv_path.parent
+    try:
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            cols = set(reader.fieldnames or [])
+            key = "path" if "path" in cols else "file"
+            if not ({key, "label"} <= cols):
+                what = "is empty" if reader.fieldnames is None else f"has the header {reader.fieldnames}"
+                raise InvalidFileError(f"{csv_path} needs a header with the columns path,label (or the columns file,label); "
+                                       f"it {what}")
+            rows = [(n, row[key], row["label"]) for n, row in enumerate(reader, start=2)]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise InvalidFileError(f"{csv_path} is not a readable CSV file ({e})") from e
+    if not rows:
+        raise InvalidFileError(f"{csv_path} lists no recordings")
+    out, seen = [], {}
+    for n, rel, label in rows:
+        if rel is None or label is None or not rel.strip():
+            raise InvalidFileError(f"{csv_path} line {n}: needs a path and a label")
+        path = _inside(root, rel.strip(), f"{csv_path} line {n}")
+        if not path.is_file():
+            raise FileNotFoundError(f"{csv_path} line {n}: {root / rel.strip()} does not exist")
+        if path in seen:  # a recording twice would be trained (and tested) twice, or under two labels
+            first, first_label = seen[path]
+            how = (f"with two labels, {first_label!r} and {label.strip()!r}" if first_label != label.strip()
+                   else "twice")
+            raise InvalidFileError(f"{csv_path}: lines {first} and {n} list the recording {rel.strip()} {how}; "
+                                   f"list each recording once")
+        seen[path] = (n, label.strip())
+        out.append((n, path, label.strip()))
+    return out
+
+
 def scan_recordings(root) -> tuple[list[Recording], list[str]]:
     """The recordings of a folder (layouts in the module docstring), without reading them:
     ``(recordings, label_names)``. Raises FileNotFoundError/ValueError naming the folder or csv line."""
@@ -85,28 +132,9 @@ def scan_recordings(root) -> tuple[list[Recording], list[str]]:
         raise FileNotFoundError(f"event dataset folder not found: {root}")
     csv_path = root / "labels.csv"
     if csv_path.is_file():
-        try:
-            with open(csv_path, newline="") as f:
-                reader = csv.DictReader(f)
-                cols = set(reader.fieldnames or [])
-                key = "path" if "path" in cols else "file"
-                if not ({key, "label"} <= cols):
-                    raise ValueError(f"{csv_path} needs a header with the columns path,label; got {reader.fieldnames}")
-                rows = [(n, row[key], row["label"]) for n, row in enumerate(reader, start=2)]
-        except (UnicodeDecodeError, csv.Error) as e:
-            raise ValueError(f"{csv_path} is not a readable CSV file ({e})") from e
-        if not rows:
-            raise ValueError(f"{csv_path} lists no recordings")
-        paths = []
-        for n, rel, label in rows:
-            if rel is None or label is None or not rel.strip():
-                raise ValueError(f"{csv_path} line {n}: needs a path and a label")
-            path = _inside(root, rel.strip(), f"{csv_path} line {n}")
-            if not path.is_file():
-                raise FileNotFoundError(f"{csv_path} line {n}: {root / rel.strip()} does not exist")
-            paths.append(path)
+        rows = read_labels_csv(csv_path)
         ids, names = _label_ids([label for _, _, label in rows], str(csv_path))
-        recs = [Recording(p, str(p.relative_to(root.resolve())), i) for p, i in zip(paths, ids)]
+        recs = [Recording(p, str(p.relative_to(root.resolve())), i) for (_, p, _), i in zip(rows, ids)]
         return recs, names
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
