@@ -120,7 +120,7 @@ def read_json(path: str | Path, *, what: str = "file", max_bytes: int = 16 << 20
     except RecursionError:
         raise error(f"{path}: the {what} is nested too deeply to be one") from None
     except ValueError as e:
-        raise error(f"{path}: not a readable JSON {what} ({e})") from None
+        raise error(f"{path}: not a readable JSON {what}: not valid JSON ({e})") from None
 
 
 def is_safetensors(path: str | Path) -> bool:
@@ -213,7 +213,7 @@ def check_output_path(path: str | os.PathLike | None, *, inputs: Iterable = (), 
         if found:
             fix = ("continue it with --resume, or choose a new folder" if kind == "run" and "last.safetensors" in
                    found else "choose a new folder")
-            raise OutputNotWritableError(f"refusing to write into {what}: it already holds a checkpoint or run "
+            raise OutputNotWritableError(f"refusing to write into {what}: it already holds a run or checkpoint "
                                          f"({', '.join(found)}) that the output would overwrite; {fix}")
     return Path(path)
 

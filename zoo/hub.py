@@ -7,6 +7,9 @@ Everything goes through huggingface_hub, so its settings apply as usual: ``HF_EN
 Timeouts: every Hub call the zoo makes (download, publish) has a deadline of ``TDBN_ZOO_HUB_TIMEOUT`` seconds
 (default 30). No single connect/read waits past it, and once it has passed no new request (nor retry) starts,
 so a server that accepts connections and never answers costs at most that long plus one retry pause.
+
+Transient server errors (HTTP 500, 502, 503, 504, 429) are retried with exponential backoff (0.5 s, 1 s, 2 s,
+... at most 8 s) while the deadline leaves time for the pause; the error after the last try names the status.
 """
 from __future__ import annotations
 
@@ -97,6 +100,47 @@ def deadline(seconds: float | None = None):
         _local.deadline = previous
 
 
+RETRY_STATUSES = (429, 500, 502, 503, 504)  # a busy or restarting Hub: the same request may succeed later
+_FIRST_PAUSE_S, _MAX_PAUSE_S = 0.5, 8.0
+
+
+def _http_status(e: BaseException | None) -> int | None:
+    """The HTTP status of the response behind ``e`` (or its causes), or None when there was none."""
+    while e is not None:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _retrying(call, tries: list[int]):
+    """``call()``, again after a backoff pause while it fails with a transient HTTP status
+    (``RETRY_STATUSES``) and the active deadline leaves time for the pause; ``tries`` gets each failed
+    status (for the final error message)."""
+    pause = _FIRST_PAUSE_S
+    while True:
+        try:
+            return call()
+        except Exception as e:  # noqa: BLE001 - re-raised unless it is a transient HTTP status
+            status = _http_status(e)
+            deadline = getattr(_local, "deadline", None)
+            if status not in RETRY_STATUSES or deadline is None or deadline - time.monotonic() <= pause:
+                if status is not None:
+                    tries.append(status)
+                raise
+            tries.append(status)
+            time.sleep(pause)
+            pause = min(2 * pause, _MAX_PAUSE_S)
+
+
+def _status_text(tries: list[int]) -> str:
+    """``'HTTP 500 (3 tries: 500, 503, 500)'`` for the statuses a retried call got, or ``''``."""
+    if not tries:
+        return ""
+    return f"HTTP {tries[-1]}" + (f" ({len(tries)} tries: {', '.join(map(str, tries))})" if len(tries) > 1 else "")
+
+
 def _timed_out(e: BaseException) -> bool:
     import httpx2
 
@@ -132,10 +176,12 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     at = f"{repo_id}" + (f" at revision {revision}" if revision else "")
+    tries: list[int] = []
     try:
         with deadline() as seconds:
-            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(files),
-                                          cache_dir=cache_dir, force_download=force_download))
+            return Path(_retrying(lambda: snapshot_download(repo_id, revision=revision, allow_patterns=list(files),
+                                                            cache_dir=cache_dir, force_download=force_download),
+                                  tries))
     except GatedRepoError as e:
         raise PretrainedUnavailableError(f"{at} is gated: accept its conditions on the Hub and log in (`hf auth "
                                          f"login` or HF_TOKEN) with an account that has access.{hint}") from e
@@ -149,7 +195,11 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
             raise HubTimeoutError(f"cannot load {at}: {constants.ENDPOINT} did not answer within {seconds:g} s "
                                   f"and the files are not in the Hub cache {_cache_dir(cache_dir)}. Retry later, "
                                   f"or allow more time with {TIMEOUT_ENV}=<seconds>.{hint}") from e
-        if isinstance(e, LocalEntryNotFoundError) and constants.HF_HUB_OFFLINE:
+        if tries and tries[-1] in RETRY_STATUSES:  # a server error every time it was asked within the deadline
+            why = (f"{constants.ENDPOINT} answered {_status_text(tries)}, a server error, until the deadline "
+                   f"({seconds:g} s, {TIMEOUT_ENV}) and the files are not in the Hub cache {_cache_dir(cache_dir)}. "
+                   f"Retry later")
+        elif isinstance(e, LocalEntryNotFoundError) and constants.HF_HUB_OFFLINE:
             why = ("offline mode is on (HF_HUB_OFFLINE=1) and the files are not in the Hub cache "
                    f"{_cache_dir(cache_dir)}. Run once with network access (unset HF_HUB_OFFLINE) to download "
                    f"them, or point HF_HUB_CACHE at a cache that has them")
@@ -193,18 +243,23 @@ def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, pr
         raise InvalidFileError(f"{folder} has no config.json: write checkpoint folders with zoo.save_pretrained")
     ckpt.state_dict()  # refuse to publish a corrupt file
     api = HfApi(token=token)
+    tries: list[int] = []
     try:
         with deadline() as seconds:
-            repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            repo = _retrying(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"),
+                             tries)
             if revision and revision != "main":
-                api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
+                _retrying(lambda: api.create_branch(repo.repo_id, branch=revision, exist_ok=True), tries)
             card = _card_for_repo(files[CARD_NAME].read_text(), repo.repo_id).encode()
             ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=card if name == CARD_NAME else str(path))
                    for name, path in files.items()]
-            return api.create_commit(repo_id=repo.repo_id, operations=ops, revision=revision,
-                                     commit_message=commit_message or f"Upload {folder.name}")
+            return _retrying(lambda: api.create_commit(repo_id=repo.repo_id, operations=ops, revision=revision,
+                                                       commit_message=commit_message or f"Upload {folder.name}"),
+                             tries)
     except Exception as e:  # noqa: BLE001 - offline mode is a ConnectionError; httpx errors are not OSErrors
         why = (f"it did not answer within {seconds:g} s ({TIMEOUT_ENV} sets the limit)" if _timed_out(e)
+               else f"it answered {_status_text(tries)}, a server error, until the deadline ({seconds:g} s)"
+               if tries and tries[-1] in RETRY_STATUSES
                else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise PublishError(f"could not publish {folder} to {repo_id} on {constants.ENDPOINT}: {why}. Check "
                            f"HF_HUB_OFFLINE, the network and that HF_TOKEN (or `hf auth login`) may write "

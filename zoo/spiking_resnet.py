@@ -384,8 +384,8 @@ class SpikingResNet(nn.Module):
 
 
 def _check_size(args: dict, name: str, minimum: int, maximum: int, owner: str) -> None:
-    """``args[name]`` (if given) an integer in ``[minimum, maximum]``, converted to ``int`` in place."""
-    if args.get(name) is None:
+    """``args[name]`` (if present) an integer in ``[minimum, maximum]``, converted to ``int`` in place."""
+    if name not in args:
         return
     value = check_int(args[name], name=name, minimum=minimum, owner=owner)
     if value > maximum:
@@ -416,7 +416,8 @@ def check_model_args(args: dict, owner: str = "SpikingResNet") -> dict:
         _check_size(args, "num_classes", 0, MAX_CLASSES, owner)
         for name in ("in_chans", "stem_width"):
             _check_size(args, name, 1, MAX_WIDTH, owner)
-        _check_size(args, "head_hidden", 0, MAX_WIDTH, owner)  # 0 or None: no hidden fc layer
+        if args.get("head_hidden") is not None:  # 0 or None: no hidden fc layer
+            _check_size(args, "head_hidden", 0, MAX_WIDTH, owner)
         for i, width in enumerate(args.get("channels") or ()):
             _check_size({f"channels[{i}]": width}, f"channels[{i}]", 1, MAX_WIDTH, owner)
         rate = args.get("drop_rate")
