@@ -68,6 +68,14 @@ def _request_hook(request) -> None:
                                      for k, v in {**httpx2.Timeout(None).as_dict(), **own}.items()}
 
 
+def _response_hook(response) -> None:
+    """Note every server-error status answered inside the active deadline (huggingface_hub retries some
+    requests itself, so the status may never reach the caller's exception)."""
+    statuses = getattr(_local, "statuses", None)
+    if statuses is not None and response.status_code in RETRY_STATUSES:
+        statuses.append(response.status_code)
+
+
 def _install_hook() -> None:
     """Wrap huggingface_hub's client factory once so its shared client runs ``_request_hook``."""
     global _hooked
@@ -81,6 +89,7 @@ def _install_hook() -> None:
         def factory():
             client = previous()
             client.event_hooks["request"] = [*client.event_hooks.get("request", []), _request_hook]
+            client.event_hooks["response"] = [*client.event_hooks.get("response", []), _response_hook]
             return client
 
         set_client_factory(factory)
@@ -88,16 +97,17 @@ def _install_hook() -> None:
 
 
 @contextmanager
-def deadline(seconds: float | None = None):
-    """Bound every huggingface_hub request made inside by one deadline (default ``hub_timeout()``)."""
+def deadline(seconds: float | None = None, statuses: list[int] | None = None):
+    """Bound every huggingface_hub request made inside by one deadline (default ``hub_timeout()``);
+    ``statuses`` collects the server-error statuses (``RETRY_STATUSES``) answered meanwhile."""
     _install_hook()
     seconds = hub_timeout() if seconds is None else seconds
-    previous = getattr(_local, "deadline", None)
-    _local.deadline = time.monotonic() + seconds
+    previous = getattr(_local, "deadline", None), getattr(_local, "statuses", None)
+    _local.deadline, _local.statuses = time.monotonic() + seconds, statuses
     try:
         yield seconds
     finally:
-        _local.deadline = previous
+        _local.deadline, _local.statuses = previous
 
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)  # a busy or restarting Hub: the same request may succeed later
@@ -114,31 +124,25 @@ def _http_status(e: BaseException | None) -> int | None:
     return None
 
 
-def _retrying(call, tries: list[int]):
+def _retrying(call):
     """``call()``, again after a backoff pause while it fails with a transient HTTP status
-    (``RETRY_STATUSES``) and the active deadline leaves time for the pause; ``tries`` gets each failed
-    status (for the final error message)."""
+    (``RETRY_STATUSES``) and the active deadline leaves time for the pause."""
     pause = _FIRST_PAUSE_S
     while True:
         try:
             return call()
         except Exception as e:  # noqa: BLE001 - re-raised unless it is a transient HTTP status
-            status = _http_status(e)
             deadline = getattr(_local, "deadline", None)
-            if status not in RETRY_STATUSES or deadline is None or deadline - time.monotonic() <= pause:
-                if status is not None:
-                    tries.append(status)
+            if _http_status(e) not in RETRY_STATUSES or deadline is None or deadline - time.monotonic() <= pause:
                 raise
-            tries.append(status)
             time.sleep(pause)
             pause = min(2 * pause, _MAX_PAUSE_S)
 
 
 def _status_text(tries: list[int]) -> str:
-    """``'HTTP 500 (3 tries: 500, 503, 500)'`` for the statuses a retried call got, or ``''``."""
-    if not tries:
-        return ""
-    return f"HTTP {tries[-1]}" + (f" ({len(tries)} tries: {', '.join(map(str, tries))})" if len(tries) > 1 else "")
+    """``'HTTP 500 (3 tries: 500, 503, 500)'`` for the server errors answered (the last 5 listed)."""
+    listed = ", ".join(map(str, tries[-5:])) + (", ..." if len(tries) > 5 else "")
+    return f"HTTP {tries[-1]}" + (f" ({len(tries)} tries: {listed})" if len(tries) > 1 else "")
 
 
 def _timed_out(e: BaseException) -> bool:
@@ -178,10 +182,9 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
     at = f"{repo_id}" + (f" at revision {revision}" if revision else "")
     tries: list[int] = []
     try:
-        with deadline() as seconds:
+        with deadline(statuses=tries) as seconds:
             return Path(_retrying(lambda: snapshot_download(repo_id, revision=revision, allow_patterns=list(files),
-                                                            cache_dir=cache_dir, force_download=force_download),
-                                  tries))
+                                                            cache_dir=cache_dir, force_download=force_download)))
     except GatedRepoError as e:
         raise PretrainedUnavailableError(f"{at} is gated: accept its conditions on the Hub and log in (`hf auth "
                                          f"login` or HF_TOKEN) with an account that has access.{hint}") from e
@@ -191,11 +194,12 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
         raise PretrainedUnavailableError(f"{repo_id} does not exist on the Hub ({constants.ENDPOINT}) or is "
                                          f"private and your token may not read it (set HF_TOKEN).{hint}") from e
     except Exception as e:  # noqa: BLE001 - every other failure of the client becomes one clear error
-        if _timed_out(e):
+        server_errors = bool(tries) and _http_status(e) in (None, *RETRY_STATUSES)  # the last answers were 5xx
+        if _timed_out(e) and not server_errors:
             raise HubTimeoutError(f"cannot load {at}: {constants.ENDPOINT} did not answer within {seconds:g} s "
                                   f"and the files are not in the Hub cache {_cache_dir(cache_dir)}. Retry later, "
                                   f"or allow more time with {TIMEOUT_ENV}=<seconds>.{hint}") from e
-        if tries and tries[-1] in RETRY_STATUSES:  # a server error every time it was asked within the deadline
+        if server_errors:  # a server error every time it was asked within the deadline
             why = (f"{constants.ENDPOINT} answered {_status_text(tries)}, a server error, until the deadline "
                    f"({seconds:g} s, {TIMEOUT_ENV}) and the files are not in the Hub cache {_cache_dir(cache_dir)}. "
                    f"Retry later")
@@ -245,21 +249,19 @@ def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, pr
     api = HfApi(token=token)
     tries: list[int] = []
     try:
-        with deadline() as seconds:
-            repo = _retrying(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"),
-                             tries)
+        with deadline(statuses=tries) as seconds:
+            repo = _retrying(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"))
             if revision and revision != "main":
-                _retrying(lambda: api.create_branch(repo.repo_id, branch=revision, exist_ok=True), tries)
+                _retrying(lambda: api.create_branch(repo.repo_id, branch=revision, exist_ok=True))
             card = _card_for_repo(files[CARD_NAME].read_text(), repo.repo_id).encode()
             ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=card if name == CARD_NAME else str(path))
                    for name, path in files.items()]
             return _retrying(lambda: api.create_commit(repo_id=repo.repo_id, operations=ops, revision=revision,
-                                                       commit_message=commit_message or f"Upload {folder.name}"),
-                             tries)
+                                                       commit_message=commit_message or f"Upload {folder.name}"))
     except Exception as e:  # noqa: BLE001 - offline mode is a ConnectionError; httpx errors are not OSErrors
-        why = (f"it did not answer within {seconds:g} s ({TIMEOUT_ENV} sets the limit)" if _timed_out(e)
-               else f"it answered {_status_text(tries)}, a server error, until the deadline ({seconds:g} s)"
-               if tries and tries[-1] in RETRY_STATUSES
+        why = (f"it answered {_status_text(tries)}, a server error, until the deadline ({seconds:g} s)"
+               if tries and _http_status(e) in (None, *RETRY_STATUSES)
+               else f"it did not answer within {seconds:g} s ({TIMEOUT_ENV} sets the limit)" if _timed_out(e)
                else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise PublishError(f"could not publish {folder} to {repo_id} on {constants.ENDPOINT}: {why}. Check "
                            f"HF_HUB_OFFLINE, the network and that HF_TOKEN (or `hf auth login`) may write "
