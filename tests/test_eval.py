@@ -240,3 +240,17 @@ def test_encoding_layer_counts_as_macs_whatever_the_batch_holds():
         per_batch.append((stem.input, stem.acs, stem.macs))
     expected_macs = 2 * 3 * 8 * 8 * 8 * conv_fan_in(model.conv1)  # T*N * out elements * fan-in
     assert per_batch == [("real", 0, expected_macs)] * 2
+
+
+@pytest.mark.parametrize("label,needle", [(10, "label 10, outside the model's 10 classes"),
+                                          (-1, "label -1, outside"),
+                                          (2.5, "integer class ids")])
+def test_evaluate_names_a_label_outside_the_classes(label, needle):
+    from tests.hostile import assert_user_error
+
+    torch.manual_seed(0)
+    model = tiny(num_classes=10).eval()
+    x = torch.rand(3, 3, 8, 8)
+    y = torch.tensor([1, 2, label]) if isinstance(label, int) else torch.tensor([1.0, 2.0, label])
+    assert_user_error(lambda: evaluate(model, [(x, y)], speed_batches=0), needle, r"\(0\.\.9\)" if
+                      isinstance(label, int) else "float")

@@ -13,7 +13,7 @@ import timm
 from torch import nn
 
 from . import factory  # noqa: F401  (registers the architectures with timm)
-from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, Checkpoint
+from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, read_config
 from .errors import CheckpointError, UnknownModelError
 from .naming import arch_tag, did_you_mean, split_arch_tag
 from .pretrained import resolve_tag
@@ -56,6 +56,7 @@ def resolve(name: str, *, pretrained: bool = False, arch: str | None = None,
         if not (folder / CONFIG_NAME).is_file():
             raise CheckpointError(f"{name}: expected a checkpoint folder with {CONFIG_NAME} and {WEIGHTS_NAME}, "
                                   f"got {'a folder without ' + CONFIG_NAME if folder.is_dir() else 'no such folder'}")
+        read_config(folder / CONFIG_NAME, name)  # checked here, before timm parses it unguarded
         return f"{LOCAL_DIR}{folder}", {}
     base, tag = split_arch_tag(name)
     if base in ARCH_CFGS:
@@ -71,6 +72,7 @@ def resolve(name: str, *, pretrained: bool = False, arch: str | None = None,
 def _resolve_path(path: Path, arch: str | None) -> tuple[str, dict]:
     if path.is_dir():
         if (path / CONFIG_NAME).is_file():
+            read_config(path / CONFIG_NAME, str(path))  # checked here, before timm parses it unguarded
             return f"{LOCAL_DIR}{path}", {}
         if not (path / WEIGHTS_NAME).is_file():
             raise CheckpointError(f"{path} is a folder but not a checkpoint folder: expected {CONFIG_NAME} and "
@@ -106,6 +108,7 @@ def _resolve_hub(repo_ref: str, pretrained: bool, force_download: bool) -> str:
         revision = found[1].get("revision") if found else None
     files = [CONFIG_NAME, WEIGHTS_NAME] if pretrained else [CONFIG_NAME]
     folder = download(repo, revision=revision, files=files, force_download=force_download)
+    read_config(folder / CONFIG_NAME, f"hf-hub:{repo}")  # checked here, before timm parses it unguarded
     return f"{HF_HUB}{repo}@{folder.name}"  # the snapshot folder is named by its commit
 
 

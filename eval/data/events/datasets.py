@@ -190,7 +190,7 @@ def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
         bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
         if len(bad):
             raise InvalidFileError(f"{path}: labels must be integer class ids; label {bad[0]} is "
-                                   f"{labels[bad[0]]!r} ({len(bad)} such)")
+                                   f"{float(labels[bad[0]])!r} ({len(bad)} such)")
     return labels.astype(np.int64)
 
 
