@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from ._args import positive_int, writable_dir
+from ._args import writable_dir
 
 HELP = "Make a labeled event dataset from labeled images (simulated N-MNIST-style saccades)."
 
@@ -29,9 +29,9 @@ def add_arguments(parser) -> None:
                         help="grey image dataset to convert: mnist or fashion-mnist, optionally with its folder "
                              "(else the data-root search: $TDBN_ZOO_DATA, ./data, ...)")
     parser.add_argument("--out", required=True, type=writable_dir, help="output folder")
-    parser.add_argument("--train", type=positive_int, default=None,
+    parser.add_argument("--train", type=int, default=None,
                         help="convert the first N training images (default all; at most the split's size)")
-    parser.add_argument("--test", type=positive_int, default=None,
+    parser.add_argument("--test", type=int, default=None,
                         help="convert the first N test images (default all; at most the split's size)")
     parser.add_argument("--format", choices=("npz", "nmnist"), default="npz",
                         help="npz: one EventNpz per split; nmnist: folders of N-MNIST .bin files + labels.csv")
@@ -52,6 +52,10 @@ def run(args) -> int:
     name, root = parse_data_spec(args.data)
     # make-events replaces the whole folder: never a checkpoint, the shipped weights, or a folder with the data
     check_output_path(args.out, roots=[root], kind="dir", flag="--out")
+    for split in ("train", "test"):
+        n = getattr(args, split)
+        if n is not None and n < 1:
+            raise InvalidArgumentError(f"--{split} must be at least 1, got {n}")
     spec = dataset_spec(name)
     if spec.kind != "idx" or spec.in_chans != 1:
         raise ValueError(f"make-events converts grey image datasets (mnist, fashion-mnist); {spec.name} is not one")
