@@ -129,8 +129,9 @@ def run(args) -> int:
     from zoo.fileio import atomic_write, check_output_path
 
     _check_args(args)
-    check_output_path(args.out, inputs=[args.dataset, args.test_dataset, args.checkpoint], roots=[args.data_root],
-                      kind="run", flag="--out", resume=args.resume)  # never over its data, a checkpoint, a run
+    # never over its data, a checkpoint or a run (a new folder beside the recordings is fine)
+    check_output_path(args.out, inputs=[args.checkpoint], roots=[args.dataset, args.test_dataset, args.data_root],
+                      kind="run", flag="--out", resume=args.resume)
     if args.threads:
         torch.set_num_threads(args.threads)
     from eval.data.events.recordings import is_recordings_folder

@@ -176,7 +176,8 @@ class EventFolder(_EventDataset):
 
     def __getitem__(self, index: int):
         path = self.data[index]
-        return self._item(read_event_file(path, self.sensor_size), index, str(path))
+        until = getattr(self.transform, "duration", None)  # framing: read only the window it frames
+        return self._item(read_recording(path, self.sensor_size, until)[0], index, str(path))
 
 
 def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
@@ -194,10 +195,45 @@ def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _npz_arrays(path: Path, keys) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an ``.npz``, never unpickled: memory-mapped where stored uncompressed (what
+    :func:`save_event_npz` writes, so a large split costs memory only for the recordings read), else loaded."""
+    import zipfile
+
+    out = {}
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in keys if k not in data.files]
+        if missing:
+            raise ValueError(f"{path} lacks the array(s) {', '.join(missing)} (an event .npz dataset holds "
+                             f"{', '.join(keys)})")
+        with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+            for key in keys:
+                info = zf.getinfo(f"{key}.npy")
+                f.seek(info.header_offset)
+                local = f.read(30)  # the local file header: its name and extra field lengths end it
+                f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+                       + int.from_bytes(local[28:30], "little"))
+                version = np.lib.format.read_magic(f) if info.compress_type == zipfile.ZIP_STORED else None
+                read_header = _NPY_HEADERS.get(version)
+                if read_header is None:  # compressed, or a header version read no other way: load it
+                    out[key] = data[key]
+                    continue
+                shape, fortran, dtype = read_header(f)
+                if dtype.hasobject:
+                    raise ValueError(f"{path}: array {key!r} holds Python objects; refusing to unpickle it")
+                out[key] = np.memmap(f.name, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
+                                     order="F" if fortran else "C") if int(np.prod(shape)) else data[key]
+    return out
+
+
 class EventNpz(_EventDataset):
-    """A whole labeled split in one ``.npz`` (loaded into memory, never unpickled): ``events`` (structured
-    array, the recordings one after another), ``offsets`` (int64 [N+1]: recording i is
-    ``events[offsets[i]:offsets[i+1]]``), ``labels`` (int64 [N]) and ``sensor_size`` ([W, H, P])."""
+    """A whole labeled split in one ``.npz`` (never unpickled; the events memory-mapped when the file is
+    uncompressed, as :func:`save_event_npz` writes it): ``events`` (structured array, the recordings one after
+    another), ``offsets`` (int64 [N+1]: recording i is ``events[offsets[i]:offsets[i+1]]``), ``labels`` (int64
+    [N]) and ``sensor_size`` ([W, H, P])."""
 
     KEYS = ("events", "offsets", "labels", "sensor_size")
 
@@ -207,14 +243,10 @@ class EventNpz(_EventDataset):
         if not self.path.is_file():
             raise FileNotFoundError(f"event dataset not found: {self.path}")
         try:
-            with np.load(self.path, allow_pickle=False) as data:
-                missing = [k for k in self.KEYS if k not in data.files]
-                if missing:
-                    raise ValueError(f"{self.path} lacks the array(s) {', '.join(missing)} (an event .npz "
-                                     f"dataset holds {', '.join(self.KEYS)})")
-                self.events, self.offsets = data["events"], data["offsets"].astype(np.int64)
-                self.targets = _integer_labels(data["labels"], self.path)
-                stored = data["sensor_size"].tolist()
+            data = _npz_arrays(self.path, self.KEYS)
+            self.events, self.offsets = data["events"], np.asarray(data["offsets"]).astype(np.int64)
+            self.targets = _integer_labels(data["labels"], self.path)
+            stored = np.asarray(data["sensor_size"]).tolist()
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as e:  # OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError
@@ -236,7 +268,7 @@ class EventNpz(_EventDataset):
         return len(self.targets)
 
     def __getitem__(self, index: int):
-        events = self.events[self.offsets[index]:self.offsets[index + 1]]
+        events = np.array(self.events[self.offsets[index]:self.offsets[index + 1]])  # this recording only
         return self._item(events, index, f"{self.path}[{index}]")
 
 

@@ -13,7 +13,10 @@ suffix                      library                                          sen
 ``.npy`` / ``.npz``         numpy (``allow_pickle=False``)                   ``sensor_size`` in the .npz, else given
 ==========================  ===============================================  =============================
 
-Every reader returns tonic's structured array (:data:`EVENT_DTYPE`: ``x, y`` int16, ``t`` int64 µs,
+Bounded memory: with ``until_us`` (the span the frames cover, e.g. ``EventFraming.duration``) N-MNIST ``.bin``
+(memory-mapped), ``.npy`` (memory-mapped), and the faery formats (``.raw``, ``.es``, ``.aedat4``, ``.dat``,
+``.csv``, streamed) are decoded ``CHUNK_EVENTS`` events at a time and reading stops after the window, so memory
+grows with the window, not the file (recordings are stored in time order). Every reader returns tonic's structured array (:data:`EVENT_DTYPE`: ``x, y`` int16, ``t`` int64 µs,
 ``p`` bool ON) and the sensor size ``(W, H)``. A file whose header does not say its size needs the size
 from the caller (``sensor_size``), else a ValueError names the file. Library errors (corrupt, truncated,
 wrong format) become ValueErrors naming the file and the format expected.
@@ -27,6 +30,7 @@ import numpy as np
 
 from zoo.errors import InvalidFileError
 
+CHUNK_EVENTS = 1 << 20  # events decoded at a time (about 13 MiB of tonic's event layout)
 EVENT_SUFFIXES = (".raw", ".dat", ".es", ".aedat4", ".aedat", ".csv", ".bin", ".npy", ".npz")
 NMNIST_SENSOR = (34, 34)
 DVS128_SENSOR = (128, 128)
@@ -40,7 +44,28 @@ def _events(x, y, t, p) -> np.ndarray:
     return out
 
 
-def _faery(path: Path, sensor_size):
+def _window(chunks, until_us: int | None) -> np.ndarray:
+    """Join chunks of events (tonic's layout, in time order). With ``until_us``, stop at the first chunk that
+    reaches ``t0 + until_us`` (``t0`` the first event) and keep the events before it plus the first event at or
+    after it, so a framing of ``until_us`` sees that the recording lasts long enough."""
+    kept, limit = [], None
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        if until_us is None:
+            kept.append(chunk)
+            continue
+        if limit is None:
+            limit = int(chunk["t"][0]) + int(until_us)
+        past = np.flatnonzero(chunk["t"] >= limit)
+        if len(past):
+            kept.append(chunk[:past[0] + 1])
+            break
+        kept.append(chunk)
+    return np.concatenate(kept) if kept else _events([], [], [], [])
+
+
+def _faery(path: Path, sensor_size, until_us=None):
     """``(events, (W, H))`` with faery; the size from the header, or ``sensor_size`` where the format has none."""
     import faery
 
@@ -54,11 +79,12 @@ def _faery(path: Path, sensor_size):
                          f"(sensor_size=(W, H, P))")
     else:
         size = tuple(int(v) for v in sensor_size[:2])
-    raw = faery.events_stream_from_file(path, dimensions_fallback=size).to_array()
-    return _events(raw["x"], raw["y"], raw["t"].astype(np.int64), raw["on"]), size
+    stream = faery.events_stream_from_file(path, dimensions_fallback=size)  # decoded packet by packet
+    chunks = (_events(raw["x"], raw["y"], raw["t"].astype(np.int64), raw["on"]) for raw in stream)
+    return _window(chunks, until_us), size
 
 
-def _expelliarmus_dat(path: Path, sensor_size):
+def _expelliarmus_dat(path: Path, sensor_size, until_us=None):
     from expelliarmus import Wizard
 
     if sensor_size is None:
@@ -68,7 +94,7 @@ def _expelliarmus_dat(path: Path, sensor_size):
     return _events(raw["x"], raw["y"], raw["t"], raw["p"]), tuple(int(v) for v in sensor_size[:2])
 
 
-def _aedat2(path: Path, sensor_size):
+def _aedat2(path: Path, sensor_size, until_us=None):
     import tonic
 
     version, start, _ = tonic.io.read_aedat_header_from_file(str(path))
@@ -80,20 +106,33 @@ def _aedat2(path: Path, sensor_size):
         DVS128_SENSOR
 
 
-def _nmnist(path: Path, sensor_size):
-    import tonic
+def _nmnist_chunks(raw: np.ndarray):
+    """Decode N-MNIST's 5-byte events ``raw`` ([N, 5] uint8, memory-mapped) ``CHUNK_EVENTS`` at a time,
+    exactly as ``tonic.io.read_mnist_file``: x, y, polarity bit, 23-bit µs timestamp; a y of 240 marks a
+    timestamp overflow (2**13 µs added to every later event) and is no event itself."""
+    overflows = 0
+    for start in range(0, len(raw), CHUNK_EVENTS):
+        b = raw[start:start + CHUNK_EVENTS].astype(np.int64)
+        marks = b[:, 1] == 240
+        t = ((b[:, 2] & 127) << 16) | (b[:, 3] << 8) | b[:, 4]
+        t += (overflows + np.cumsum(marks)) * 2 ** 13
+        overflows += int(marks.sum())
+        keep = ~marks
+        yield _events(b[keep, 0], b[keep, 1], t[keep], (b[keep, 2] & 128) >> 7)
 
+
+def _nmnist(path: Path, sensor_size, until_us=None):
     if path.stat().st_size % 5:
         raise ValueError(f"{path}: an N-MNIST .bin holds 5 bytes per event; {path.stat().st_size} bytes is "
                          f"not a multiple of 5 (truncated?)")
-    raw = tonic.io.read_mnist_file(str(path), dtype=tonic.datasets.NMNIST.dtype)
+    raw = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 5)
     size = tuple(int(v) for v in sensor_size[:2]) if sensor_size is not None else NMNIST_SENSOR
-    return _events(raw["x"], raw["y"], raw["t"], raw["p"]), size
+    return _window(_nmnist_chunks(raw), until_us), size
 
 
-def _numpy(path: Path, sensor_size):
+def _numpy(path: Path, sensor_size, until_us=None):
     try:
-        data = np.load(path, allow_pickle=False)
+        data = np.load(path, allow_pickle=False, mmap_mode="r" if path.suffix.lower() == ".npy" else None)
         stored = None
         if path.suffix.lower() == ".npz":
             with data:
@@ -117,8 +156,9 @@ def _numpy(path: Path, sensor_size):
         if not np.issubdtype(events[f].dtype, np.number) or \
                 (np.issubdtype(events[f].dtype, np.floating) and not np.isfinite(events[f]).all()):
             raise ValueError(f"{path}: field {f} must hold finite numbers, got {events[f].dtype}")
-    return _events(events["x"], events["y"], events["t"].astype(np.int64), events["p"]), \
-        tuple(int(v) for v in size)
+    chunks = (_events(c["x"], c["y"], c["t"].astype(np.int64), c["p"])
+              for c in (events[i:i + CHUNK_EVENTS] for i in range(0, len(events), CHUNK_EVENTS)))
+    return _window(chunks, until_us), tuple(int(v) for v in size)
 
 
 READERS = {".raw": _faery, ".es": _faery, ".aedat4": _faery, ".csv": _faery, ".aedat": _aedat2,
@@ -145,12 +185,14 @@ def library_errors(path: Path, what: str):
         raise ValueError(f"{path} is not a readable {what} file ({type(e).__name__}: {e})") from e
 
 
-def read_recording(path, sensor_size=None) -> tuple[np.ndarray, tuple[int, int]]:
+def read_recording(path, sensor_size=None, until_us: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Read one recording.
 
     Args:
         path: an event file (see the module table for suffixes).
         sensor_size: ``(W, H[, P])`` for files whose header does not say it; a header's size wins.
+        until_us: read only the first ``until_us`` µs from the first event (plus the first event after them),
+            in bounded memory (see the module docstring); None reads the whole recording.
     Returns:
         ``(events, (W, H))``: tonic's structured array sorted by time (``t`` µs), and the sensor size.
     Raises:
@@ -170,13 +212,13 @@ def read_recording(path, sensor_size=None) -> tuple[np.ndarray, tuple[int, int]]
     with library_errors(path, FORMATS[suffix]):
         if suffix == ".dat":
             try:
-                events, size = _faery(path, sensor_size)
+                events, size = _faery(path, sensor_size, until_us)
             except Exception as e:  # faery reads CD-type DAT; N-CARS-style 2D-type DAT needs expelliarmus
                 if "unsupported type" not in str(e):
                     raise
-                events, size = _expelliarmus_dat(path, sensor_size)
+                events, size = _expelliarmus_dat(path, sensor_size, until_us)
         else:
-            events, size = READERS[suffix](path, sensor_size)
+            events, size = READERS[suffix](path, sensor_size, until_us)
     if len(events) == 0:
         raise InvalidFileError(f"{path}: recording is empty (the file holds no events)")
     w, h = size
