@@ -381,3 +381,51 @@ def test_an_empty_event_file_is_called_empty(tmp_path, suffix):
 
     (tmp_path / f"rec{suffix}").write_bytes(b"")
     assert_user_error(lambda: read_event_file(tmp_path / f"rec{suffix}", (34, 34, 2)), f"rec\\{suffix}", "empty")
+
+
+# --- large recordings in bounded memory ----------------------------------------------------------------------
+def _long_recording(n=2_000_000, span_us=8_000_000):
+    """``n`` events over ``span_us`` µs on a 34x34 sensor, in time order (N-MNIST's timestamp range)."""
+    rng = np.random.default_rng(0)
+    return make_events(rng.integers(0, 34, n), rng.integers(0, 34, n), np.linspace(0, span_us, n).astype(np.int64),
+                       rng.integers(0, 2, n))
+
+
+def _peak_bytes(fn):
+    import tracemalloc  # numpy reports its array buffers to tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_long_recording_is_framed_in_memory_bounded_by_the_window(tmp_path):
+    from eval.data.events.datasets import write_nmnist_file
+    from eval.data.events.readers import read_recording
+
+    ev = _long_recording()
+    write_nmnist_file(tmp_path / "long.bin", ev)  # 10 MB on disk, 26 MB decoded whole
+    np.save(tmp_path / "long.npy", ev)
+    framing = EventFraming((34, 34, 2), (34, 34), time_window=30_000, T=10)
+    for name in ("long.bin", "long.npy"):
+        (got, _), peak = _peak_bytes(lambda: read_recording(tmp_path / name, (34, 34, 2), until_us=framing.duration))
+        inside = int(np.searchsorted(ev["t"], framing.duration))
+        np.testing.assert_array_equal(got, ev[:inside + 1].astype(got.dtype))  # the window and one event past it
+        assert peak < 8 << 20, f"{name}: {peak / 2**20:.1f} MiB to read {framing.duration} µs"
+        np.testing.assert_array_equal(framing(got), framing(ev))  # the same frames as the whole recording
+    (whole, _), peak_whole = _peak_bytes(lambda: read_recording(tmp_path / "long.bin", (34, 34, 2)))
+    assert len(whole) == len(ev) and peak_whole > 26e6  # reading it all costs the whole file
+
+
+def test_an_event_npz_split_is_memory_mapped(tmp_path):
+    ev = _long_recording()
+    cut = len(ev) // 2
+    save_event_npz(tmp_path / "split.npz", [ev[:cut], ev[cut:]], [0, 1], (34, 34, 2))
+    ds, peak = _peak_bytes(lambda: EventNpz(tmp_path / "split.npz"))
+    assert peak < 1 << 20 and len(ds) == 2 and list(ds.targets) == [0, 1]  # the 26 MB of events stay on disk
+    raw, label = ds[1]
+    np.testing.assert_array_equal(raw, ev[cut:])
+    assert label == 1

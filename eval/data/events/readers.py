@@ -30,7 +30,7 @@ import numpy as np
 
 from zoo.errors import InvalidFileError
 
-CHUNK_EVENTS = 1 << 20  # events decoded at a time (about 13 MiB of tonic's event layout)
+CHUNK_EVENTS = 1 << 16  # events decoded at a time: a few MiB of working memory whatever the file size
 EVENT_SUFFIXES = (".raw", ".dat", ".es", ".aedat4", ".aedat", ".csv", ".bin", ".npy", ".npz")
 NMNIST_SENSOR = (34, 34)
 DVS128_SENSOR = (128, 128)
