@@ -150,3 +150,15 @@ def test_reproduce_port_and_outputs(ckpt, tmp_path, capsys):
     refused(["reproduce", SHIPPED, "--out", tmp_path / "r", "--master-port", "70000", "--dry-run"], capsys,
             "--master-port", "65535", watch=[tmp_path])
     refused(["reproduce", SHIPPED, "--out", ckpt, "--smoke"], capsys, "--out", "checkpoint", watch=[ckpt])
+
+
+def test_ship_never_writes_into_its_run(tmp_path):
+    from eval.release.ship import ship
+    from tests.hostile import assert_user_error
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.safetensors").write_bytes(b"")
+    before = tree_digest(tmp_path)
+    assert_user_error(lambda: ship(run, None, out_weights=run / "weights"), "--weights", "input folder")
+    assert tree_digest(tmp_path) == before

@@ -89,11 +89,15 @@ def ship(run: str | Path, data_dir: str | None, *, out_weights: str | Path | Non
     from eval.train.checkpoint import read_training_checkpoint
     from zoo import create, manifest
     from zoo.checkpoints import save_pretrained
+    from zoo.fileio import check_output_path
     from zoo.fuse import fuse
     from zoo.pretrained import load_state_dict_into, read_safetensors
     from zoo.tags import tag_extras
 
     run = Path(run)
+    # the one command (with manifest add --ship) that writes weights/; never into, over or around its run
+    check_output_path(out_weights or manifest.weights_dir(), inputs=[run], kind="dir", flag="--weights",
+                      allow_weights=True)
     _, meta = read_training_checkpoint(run / "last.safetensors")
     preset, kw = meta["preset"], meta.get("model_kw") or {}
     if meta["epoch"] < meta["config"]["epochs"]:
