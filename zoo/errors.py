@@ -51,3 +51,8 @@ class PublishError(HubError):
 class OutputNotWritableError(ZooError, ValueError):
     """An output path (file or folder) that cannot or must not be written (it is an input, an existing
     checkpoint, inside the shipped ``weights/``): checked before the work starts."""
+
+
+class MissingFileError(InvalidFileError, FileNotFoundError):
+    """A file or folder the user named (or a file of theirs lists) that does not exist: the message names it
+    and where it was looked for. Also a ``FileNotFoundError``, as a library caller expects."""

@@ -62,8 +62,6 @@ def _model_kwargs(items: list[str], T: int | None = None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
             raise InvalidArgumentError(f"--model-kw expects KEY=VALUE with KEY a model argument, got {item!r}")
-        if key in out:
-            raise InvalidArgumentError(f"--model-kw {key} is given twice ({out[key]!r} and {value!r}); give it once")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -23,6 +23,8 @@ import numpy as np
 import tonic.transforms as tt
 from torch.utils.data import Dataset
 
+from zoo.errors import InvalidArgumentError
+
 from ...train.sampling import sample_seed
 
 AUGMENTATIONS = ("jitter", "drop", "timejitter", "flip")
@@ -36,7 +38,7 @@ def parse_augment(spec: str | None) -> tuple[str, ...]:
     names = [n.strip().lower() for n in spec.split(",") if n.strip()]
     unknown = sorted(set(names) - set(AUGMENTATIONS))
     if unknown:
-        raise ValueError(f"--augment takes a comma-separated list of {', '.join(AUGMENTATIONS)} (or none), "
+        raise InvalidArgumentError(f"--augment takes a comma-separated list of {', '.join(AUGMENTATIONS)} (or none), "
                          f"got {', '.join(unknown)}")
     return tuple(n for n in AUGMENTATIONS if n in names)
 

@@ -16,7 +16,7 @@ import numpy as np
 import tonic
 import torch
 
-from zoo.errors import InvalidFileError
+from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
 from zoo.fileio import atomic_write
 
 from .framing import CIFAR10_DVS, DVS_GESTURE
@@ -44,7 +44,7 @@ class _LocalOnly:
         return any(Path(self.location_on_system, self.folder_name).glob(f"**/*{self.file_type}"))
 
     def download(self) -> None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{type(self).__name__} not found: no {self.file_type} files under "
             f"{Path(self.location_on_system, self.folder_name)}. tdbn-zoo never downloads datasets; put the "
             f"extracted dataset there (expected layout: {self.layout})")
@@ -64,7 +64,7 @@ class _LocalOnly:
         try:
             return super().__getitem__(index)
         except ValueError as e:
-            raise ValueError(f"{self.data[index]}: {e}") from e
+            raise InvalidFileError(f"{self.data[index]}: {e}") from e
 
 
 class DVSGesture(_LocalOnly, tonic.datasets.DVSGesture):
@@ -118,13 +118,13 @@ def _sensor_size(given, stored, source: str) -> tuple[int, int, int]:
     stored = tuple(int(v) for v in stored) if stored is not None else None
     given = tuple(int(v) for v in given) if given is not None else None
     if given and stored and given != stored:
-        raise ValueError(f"sensor size mismatch: {source} was recorded with sensor_size {stored} (W, H, P) "
+        raise InvalidArgumentError(f"sensor size mismatch: {source} was recorded with sensor_size {stored} (W, H, P) "
                          f"but {given} was given")
     size = given or stored
     if size is None:
-        raise ValueError(f"{source} does not say its sensor size: pass sensor_size (--sensor-size W H P)")
+        raise InvalidFileError(f"{source} does not say its sensor size: pass sensor_size (--sensor-size W H P)")
     if len(size) != 3:
-        raise ValueError(f"sensor_size must be (W, H, P), got {size}")
+        raise InvalidArgumentError(f"sensor_size must be (W, H, P), got {size}")
     return size
 
 
@@ -141,7 +141,7 @@ class _EventDataset(torch.utils.data.Dataset):
             try:
                 events = self.transform(events)
             except ValueError as e:
-                raise ValueError(f"{name}: {e}") from e
+                raise InvalidFileError(f"{name}: {e}") from e
         return events, int(self.targets[index])
 
 
@@ -156,7 +156,7 @@ class EventFolder(_EventDataset):
         self.root = Path(root)
         csv_path = self.root / labels_csv
         if not csv_path.is_file():
-            raise FileNotFoundError(f"{self.root} has no {labels_csv} (columns path,label) listing its recordings")
+            raise MissingFileError(f"{self.root} has no {labels_csv} (columns path,label) listing its recordings")
         self.data, self.targets = [], []
         for n, path, text in read_labels_csv(csv_path):  # the one labels.csv schema (recordings.py)
             try:
@@ -207,7 +207,7 @@ def _npz_arrays(path: Path, keys) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         missing = [k for k in keys if k not in data.files]
         if missing:
-            raise ValueError(f"{path} lacks the array(s) {', '.join(missing)} (an event .npz dataset holds "
+            raise InvalidFileError(f"{path} lacks the array(s) {', '.join(missing)} (an event .npz dataset holds "
                              f"{', '.join(keys)})")
         with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
             for key in keys:
@@ -223,7 +223,7 @@ def _npz_arrays(path: Path, keys) -> dict[str, np.ndarray]:
                     continue
                 shape, fortran, dtype = read_header(f)
                 if dtype.hasobject:
-                    raise ValueError(f"{path}: array {key!r} holds Python objects; refusing to unpickle it")
+                    raise InvalidFileError(f"{path}: array {key!r} holds Python objects; refusing to unpickle it")
                 out[key] = np.memmap(f.name, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
                                      order="F" if fortran else "C") if int(np.prod(shape)) else data[key]
     return out
@@ -241,7 +241,7 @@ class EventNpz(_EventDataset):
         super().__init__(transform)
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"event dataset not found: {self.path}")
+            raise MissingFileError(f"event dataset not found: {self.path}")
         try:
             data = _npz_arrays(self.path, self.KEYS)
             self.events, self.offsets = data["events"], np.asarray(data["offsets"]).astype(np.int64)
@@ -252,16 +252,16 @@ class EventNpz(_EventDataset):
         except Exception as e:  # OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError
             if isinstance(e, ValueError) and str(self.path) in str(e):
                 raise
-            raise ValueError(f"{self.path} is not a readable event .npz ({type(e).__name__}: {e})") from e
+            raise InvalidFileError(f"{self.path} is not a readable event .npz ({type(e).__name__}: {e})") from e
         if len(self.targets) and (self.targets.min() < 0 or self.targets.max() >= MAX_CLASSES):
-            raise ValueError(f"{self.path}: labels must be class ids 0..K-1 (K < {MAX_CLASSES}), got "
+            raise InvalidFileError(f"{self.path}: labels must be class ids 0..K-1 (K < {MAX_CLASSES}), got "
                              f"{self.targets.min()}..{self.targets.max()}")
         if len(self.offsets) != len(self.targets) + 1 or self.offsets[0] != 0 or \
                 self.offsets[-1] != len(self.events) or (np.diff(self.offsets) < 0).any():
-            raise ValueError(f"{self.path}: offsets must run from 0 to len(events) ({len(self.events)}), "
+            raise InvalidFileError(f"{self.path}: offsets must run from 0 to len(events) ({len(self.events)}), "
                              f"non-decreasing, one more than the {len(self.targets)} labels")
         if len(self.targets) == 0:
-            raise ValueError(f"{self.path} holds no recordings")
+            raise InvalidFileError(f"{self.path} holds no recordings")
         self.sensor_size = _sensor_size(sensor_size, stored, str(self.path))
 
     def __len__(self) -> int:
@@ -277,7 +277,7 @@ def save_event_npz(path, recordings, labels, sensor_size) -> Path:
     path = Path(path)
     recordings = [np.asarray(r)[list(EVENT_DTYPE.names)].astype(EVENT_DTYPE) for r in recordings]
     if len(recordings) != len(labels):
-        raise ValueError(f"{len(recordings)} recordings but {len(labels)} labels")
+        raise InvalidArgumentError(f"{len(recordings)} recordings but {len(labels)} labels")
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in recordings])]).astype(np.int64)
     events = np.concatenate(recordings) if recordings else np.zeros(0, EVENT_DTYPE)
 
@@ -294,9 +294,9 @@ def write_nmnist_file(path, events) -> None:
     (8.4 s), the format's limits (no overflow records are written)."""
     x, y, t, p = (np.asarray(events[k]).astype(np.int64) for k in ("x", "y", "t", "p"))
     if len(t) and (x.max() > 255 or y.max() >= 240 or min(x.min(), y.min()) < 0):
-        raise ValueError("N-MNIST binary holds 0 <= x < 256 and 0 <= y < 240 only")
+        raise InvalidArgumentError("N-MNIST binary holds 0 <= x < 256 and 0 <= y < 240 only")
     if len(t) and (t.min() < 0 or t.max() >= 2 ** 23):
-        raise ValueError(f"N-MNIST binary holds timestamps in [0, 2**23) µs only, got up to {t.max()}")
+        raise InvalidArgumentError(f"N-MNIST binary holds timestamps in [0, 2**23) µs only, got up to {t.max()}")
     raw = np.empty((len(t), 5), dtype=np.uint8)
     raw[:, 0], raw[:, 1] = x, y
     raw[:, 2] = ((p != 0).astype(np.int64) << 7) | (t >> 16)
@@ -344,11 +344,11 @@ def open_event_dataset(spec, *, train: bool, data_root=None, transform=None, sen
     """
     if is_tonic_name(spec):
         if data_root is None:
-            raise ValueError(f"dataset {spec!r} is read from a local copy: pass its root folder (--data-root)")
+            raise InvalidArgumentError(f"dataset {spec!r} is read from a local copy: pass its root folder (--data-root)")
         cls = TONIC_DATASETS[_normalize(spec)]
         ds = cls(str(data_root), train=train, transform=transform)
         if sensor_size is not None and tuple(sensor_size) != tuple(ds.sensor_size):
-            raise ValueError(f"sensor size mismatch: {spec} is recorded at {ds.sensor_size} (W, H, P), "
+            raise InvalidArgumentError(f"sensor size mismatch: {spec} is recorded at {ds.sensor_size} (W, H, P), "
                              f"not {tuple(sensor_size)}")
         return ds
     path = Path(spec)
@@ -359,16 +359,16 @@ def open_event_dataset(spec, *, train: bool, data_root=None, transform=None, sen
         elif (path / f"{split}.npz").is_file():
             path = path / f"{split}.npz"
         else:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{spec} is neither an event split (a folder with labels.csv, or an .npz) nor a dataset root "
                 f"with {split}/labels.csv or {split}.npz")
     elif not path.exists():
         names = ", ".join(sorted(TONIC_DATASETS))
-        raise FileNotFoundError(f"dataset {spec!r} not found: give a tonic dataset name ({names}), a folder "
+        raise MissingFileError(f"dataset {spec!r} not found: give a tonic dataset name ({names}), a folder "
                                 f"of recordings (one subfolder per class, or labels.csv), an .npz, or a root holding train/test "
                                 f"splits")
     if path.is_dir():
         return EventFolder(path, transform=transform, sensor_size=sensor_size)
     if path.suffix.lower() != ".npz":
-        raise ValueError(f"{path}: an event dataset file must be an .npz (see EventNpz)")
+        raise InvalidFileError(f"{path}: an event dataset file must be an .npz (see EventNpz)")
     return EventNpz(path, transform=transform, sensor_size=sensor_size)

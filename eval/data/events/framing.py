@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from tonic import transforms as tt
 
+from zoo.errors import InvalidArgumentError, InvalidFileError
+
 EVENT_FIELDS = ("x", "y", "t", "p")
 
 
@@ -26,27 +28,27 @@ def check_events(events, sensor_size, *, name: str = "recording") -> np.ndarray:
                         + (f" of dtype {events.dtype}" if isinstance(events, np.ndarray) else ""))
     missing = [f for f in EVENT_FIELDS if f not in events.dtype.names]
     if missing:
-        raise ValueError(f"{name}: events lack the field(s) {', '.join(missing)}; they have "
+        raise InvalidFileError(f"{name}: events lack the field(s) {', '.join(missing)}; they have "
                          f"{', '.join(events.dtype.names)} (need {', '.join(EVENT_FIELDS)})")
     if events.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array of events, got shape {events.shape}")
+        raise InvalidFileError(f"{name}: expected a 1-D array of events, got shape {events.shape}")
     if len(events) == 0:
-        raise ValueError(f"{name} is empty (no events); cannot make frames from it")
+        raise InvalidFileError(f"{name} is empty (no events); cannot make frames from it")
     width, height, polarities = sensor_size
     for field, size, axis in (("x", width, "width"), ("y", height, "height")):
         lo, hi = events[field].min(), events[field].max()
         if lo < 0 or hi >= size:
-            raise ValueError(f"{name}: event {field} coordinates span [{lo}, {hi}] but the sensor {axis} is "
+            raise InvalidFileError(f"{name}: event {field} coordinates span [{lo}, {hi}] but the sensor {axis} is "
                              f"{size} (sensor_size={tuple(sensor_size)}, tonic's (W, H, P)); the recording was "
                              f"made with another sensor: pass its sensor size")
     pol = np.unique(events["p"].astype(np.int64))
     if not np.isin(pol, (0, 1)).all():
-        raise ValueError(f"{name}: polarities must be 0 (OFF) or 1 (ON), got values {pol.tolist()[:6]}; "
+        raise InvalidFileError(f"{name}: polarities must be 0 (OFF) or 1 (ON), got values {pol.tolist()[:6]}; "
                          f"convert them first (e.g. p = p > 0)")
     if polarities == 1 and len(pol) > 1:
-        raise ValueError(f"{name}: sensor_size says 1 polarity channel but the events have both polarities")
+        raise InvalidFileError(f"{name}: sensor_size says 1 polarity channel but the events have both polarities")
     if events["t"].min() < 0:
-        raise ValueError(f"{name}: negative timestamps (min {events['t'].min()})")
+        raise InvalidFileError(f"{name}: negative timestamps (min {events['t'].min()})")
     t = events["t"]
     if (np.diff(t) < 0).any():  # slicing needs time order; the frames do not depend on event order
         events = events[np.argsort(t, kind="stable")]
@@ -76,13 +78,13 @@ class EventFraming:
 
     def __post_init__(self):
         if len(self.sensor_size) != 3 or min(self.sensor_size) < 1:
-            raise ValueError(f"sensor_size must be (W, H, P) with positive entries, got {self.sensor_size}")
+            raise InvalidArgumentError(f"sensor_size must be (W, H, P) with positive entries, got {self.sensor_size}")
         if self.sensor_size[2] not in (1, 2):
-            raise ValueError(f"sensor_size[2] is the number of polarities (1 or 2), got {self.sensor_size[2]}")
+            raise InvalidArgumentError(f"sensor_size[2] is the number of polarities (1 or 2), got {self.sensor_size[2]}")
         if len(self.target_size) != 2 or min(self.target_size) < 1:
-            raise ValueError(f"target_size must be (W, H) with positive entries, got {self.target_size}")
+            raise InvalidArgumentError(f"target_size must be (W, H) with positive entries, got {self.target_size}")
         if self.time_window <= 0 or self.T < 1:
-            raise ValueError(f"time_window (µs) and T must be positive, got {self.time_window}, {self.T}")
+            raise InvalidArgumentError(f"time_window (µs) and T must be positive, got {self.time_window}, {self.T}")
 
     @property
     def duration(self) -> int:
@@ -136,7 +138,7 @@ class EventFraming:
         events = check_events(events, self.sensor_size, name=name)
         span = int(events["t"][-1]) - int(events["t"][0])
         if span < (self.T - 1) * self.time_window and not self.pad:
-            raise ValueError(
+            raise InvalidFileError(
                 f"{name} lasts {span / 1000:g} ms, too short for T={self.T} frames of {self.time_window / 1000:g} ms "
                 f"(the last frame starts at {(self.T - 1) * self.time_window / 1000:g} ms); use a smaller T or "
                 f"time window, or pad=True (--pad) to fill the missing frames with zeros")
@@ -162,10 +164,10 @@ def collate_frames(batch) -> tuple[torch.Tensor, torch.Tensor]:
     """DataLoader ``collate_fn``: ``[(frames [T, P, H, W], label), ...]`` -> (``[T, N, P, H, W]`` float32,
     labels ``[N]`` int64), the layout the zoo's models take."""
     if not batch:
-        raise ValueError("collate_frames got an empty batch")
+        raise InvalidArgumentError("collate_frames got an empty batch")
     shapes = {tuple(np.shape(frames)) for frames, _ in batch}
     if len(shapes) != 1:
-        raise ValueError(f"recordings in one batch were framed to different shapes {sorted(shapes)}; "
+        raise InvalidArgumentError(f"recordings in one batch were framed to different shapes {sorted(shapes)}; "
                          f"frame them all with the same EventFraming (same T, window and size)")
     frames = torch.stack([torch.as_tensor(np.asarray(f, dtype=np.float32)) for f, _ in batch], dim=1)
     labels = torch.as_tensor([int(label) for _, label in batch], dtype=torch.long)

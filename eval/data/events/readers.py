@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.errors import InvalidFileError
+from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
 
 CHUNK_EVENTS = 1 << 16  # events decoded at a time: a few MiB of working memory whatever the file size
 EVENT_SUFFIXES = (".raw", ".dat", ".es", ".aedat4", ".aedat", ".csv", ".bin", ".npy", ".npz")
@@ -75,7 +75,7 @@ def _faery(path: Path, sensor_size, until_us=None):
     if dims[0] == dims[1]:
         size = dims[0]
     elif sensor_size is None:
-        raise ValueError(f"{path}: the file does not say its sensor size; pass --sensor-size W H P "
+        raise InvalidFileError(f"{path}: the file does not say its sensor size; pass --sensor-size W H P "
                          f"(sensor_size=(W, H, P))")
     else:
         size = tuple(int(v) for v in sensor_size[:2])
@@ -88,7 +88,7 @@ def _expelliarmus_dat(path: Path, sensor_size, until_us=None):
     from expelliarmus import Wizard
 
     if sensor_size is None:
-        raise ValueError(f"{path}: a Prophesee DAT file of 2D events does not say its sensor size; pass "
+        raise InvalidFileError(f"{path}: a Prophesee DAT file of 2D events does not say its sensor size; pass "
                          f"--sensor-size W H P (sensor_size=(W, H, P))")
     raw = Wizard(encoding="dat", fpath=str(path)).read()
     return _events(raw["x"], raw["y"], raw["t"], raw["p"]), tuple(int(v) for v in sensor_size[:2])
@@ -99,7 +99,7 @@ def _aedat2(path: Path, sensor_size, until_us=None):
 
     version, start, _ = tonic.io.read_aedat_header_from_file(str(path))
     if not (2 <= version < 3 or version > 3):
-        raise ValueError(f"{path}: AEDAT version {version} is not read here (AEDAT 2.x, 3.1 or 4)")
+        raise InvalidFileError(f"{path}: AEDAT version {version} is not read here (AEDAT 2.x, 3.1 or 4)")
     raw = tonic.io.get_aer_events_from_file(str(path), version, start)
     addr = raw["address"].astype(np.int64)  # DVS128 address layout (tonic.io.read_dvs_128)
     return _events((addr >> 8) & 0x7F, (addr >> 1) & 0x7F, raw["timeStamp"].astype(np.int64), addr & 1), \
@@ -123,7 +123,7 @@ def _nmnist_chunks(raw: np.ndarray):
 
 def _nmnist(path: Path, sensor_size, until_us=None):
     if path.stat().st_size % 5:
-        raise ValueError(f"{path}: an N-MNIST .bin holds 5 bytes per event; {path.stat().st_size} bytes is "
+        raise InvalidFileError(f"{path}: an N-MNIST .bin holds 5 bytes per event; {path.stat().st_size} bytes is "
                          f"not a multiple of 5 (truncated?)")
     raw = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 5)
     size = tuple(int(v) for v in sensor_size[:2]) if sensor_size is not None else NMNIST_SENSOR
@@ -137,25 +137,25 @@ def _numpy(path: Path, sensor_size, until_us=None):
         if path.suffix.lower() == ".npz":
             with data:
                 if "events" not in data.files:
-                    raise ValueError(f"{path}: an .npz recording needs an 'events' array; it has {data.files}")
+                    raise InvalidFileError(f"{path}: an .npz recording needs an 'events' array; it has {data.files}")
                 events = data["events"]
                 stored = data["sensor_size"].tolist() if "sensor_size" in data.files else None
         else:
             events = data
     except (OSError, EOFError) as e:
-        raise ValueError(f"{path} is not a readable numpy file ({e})") from e
+        raise InvalidFileError(f"{path} is not a readable numpy file ({e})") from e
     if not isinstance(events, np.ndarray) or events.dtype.names is None or \
             not {"x", "y", "t", "p"} <= set(events.dtype.names):
-        raise ValueError(f"{path}: expected a structured array with fields x, y, t, p (tonic's format), got "
+        raise InvalidFileError(f"{path}: expected a structured array with fields x, y, t, p (tonic's format), got "
                          f"{getattr(events, 'dtype', type(events).__name__)} of shape {getattr(events, 'shape', '?')}")
     size = stored[:2] if stored is not None else (sensor_size[:2] if sensor_size is not None else None)
     if size is None:
-        raise ValueError(f"{path}: the file does not say its sensor size (no 'sensor_size' array); pass "
+        raise InvalidFileError(f"{path}: the file does not say its sensor size (no 'sensor_size' array); pass "
                          f"--sensor-size W H P (sensor_size=(W, H, P))")
     for f in ("x", "y", "t"):
         if not np.issubdtype(events[f].dtype, np.number) or \
                 (np.issubdtype(events[f].dtype, np.floating) and not np.isfinite(events[f]).all()):
-            raise ValueError(f"{path}: field {f} must hold finite numbers, got {events[f].dtype}")
+            raise InvalidFileError(f"{path}: field {f} must hold finite numbers, got {events[f].dtype}")
     chunks = (_events(c["x"], c["y"], c["t"].astype(np.int64), c["p"])
               for c in (events[i:i + CHUNK_EVENTS] for i in range(0, len(events), CHUNK_EVENTS)))
     return _window(chunks, until_us), tuple(int(v) for v in size)
@@ -178,11 +178,11 @@ def library_errors(path: Path, what: str):
     except ValueError as e:
         if str(path) in str(e):
             raise
-        raise ValueError(f"{path} is not a readable {what} file ({e})") from e
+        raise InvalidFileError(f"{path} is not a readable {what} file ({e})") from e
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as e:
-        raise ValueError(f"{path} is not a readable {what} file ({type(e).__name__}: {e})") from e
+        raise InvalidFileError(f"{path} is not a readable {what} file ({type(e).__name__}: {e})") from e
 
 
 def read_recording(path, sensor_size=None, until_us: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -201,14 +201,14 @@ def read_recording(path, sensor_size=None, until_us: int | None = None) -> tuple
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"event file not found: {path}")
+        raise MissingFileError(f"event file not found: {path}")
     if path.stat().st_size == 0:  # before any library: an empty file is "empty", not "lacks a sensor size"
         raise InvalidFileError(f"{path}: the file is empty (0 bytes); expected a recording")
     suffix = path.suffix.lower()
     if suffix not in EVENT_SUFFIXES:
-        raise ValueError(f"{path}: unknown event file type {suffix!r}; expected one of {', '.join(EVENT_SUFFIXES)}")
+        raise InvalidFileError(f"{path}: unknown event file type {suffix!r}; expected one of {', '.join(EVENT_SUFFIXES)}")
     if sensor_size is not None and (len(sensor_size) not in (2, 3) or min(int(v) for v in sensor_size) < 1):
-        raise ValueError(f"sensor_size must be (W, H) or (W, H, P) with positive entries, got {tuple(sensor_size)}")
+        raise InvalidArgumentError(f"sensor_size must be (W, H) or (W, H, P) with positive entries, got {tuple(sensor_size)}")
     with library_errors(path, FORMATS[suffix]):
         if suffix == ".dat":
             try:
@@ -223,11 +223,11 @@ def read_recording(path, sensor_size=None, until_us: int | None = None) -> tuple
         raise InvalidFileError(f"{path}: recording is empty (the file holds no events)")
     w, h = size
     if events["x"].min() < 0 or events["y"].min() < 0 or events["x"].max() >= w or events["y"].max() >= h:
-        raise ValueError(f"{path}: events span x [{events['x'].min()}, {events['x'].max()}], y "
+        raise InvalidFileError(f"{path}: events span x [{events['x'].min()}, {events['x'].max()}], y "
                          f"[{events['y'].min()}, {events['y'].max()}] but the sensor is {w}x{h}; pass the sensor "
                          f"it was recorded with (--sensor-size W H P)")
     if events["t"].min() < 0:
-        raise ValueError(f"{path}: negative timestamps (min {events['t'].min()})")
+        raise InvalidFileError(f"{path}: negative timestamps (min {events['t'].min()})")
     if (np.diff(events["t"]) < 0).any():
         events = events[np.argsort(events["t"], kind="stable")]
     return events, (int(w), int(h))

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.errors import InvalidFileError
+from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
 
 from .framing import EventFraming
 from .readers import EVENT_SUFFIXES, read_recording
@@ -67,16 +67,16 @@ def _label_ids(labels: list[str], where: str) -> tuple[list[int], list[str]]:
         ints = [int(s) for s in labels]
         present = sorted(set(ints))
         if present[0] < 0 or present[-1] >= MAX_CLASSES:
-            raise ValueError(f"{where}: integer labels must be class ids 0..K-1, got {present[0]}..{present[-1]}")
+            raise InvalidFileError(f"{where}: integer labels must be class ids 0..K-1, got {present[0]}..{present[-1]}")
         missing = sorted(set(range(present[-1] + 1)) - set(present))
         if missing:
-            raise ValueError(f"{where}: integer labels must be the class ids 0..K-1 with every id used; labels "
+            raise InvalidFileError(f"{where}: integer labels must be the class ids 0..K-1 with every id used; labels "
                              f"{present[:10]} leave {missing[:10]} unused (K would be {present[-1] + 1}); "
                              f"renumber them, or use class names")
         return ints, [str(i) for i in range(present[-1] + 1)]
     names = sorted(set(s.strip() for s in labels))
     if "" in names:
-        raise ValueError(f"{where}: empty label")
+        raise InvalidFileError(f"{where}: empty label")
     return [names.index(s.strip()) for s in labels], names
 
 
@@ -112,7 +112,7 @@ def read_labels_csv(csv_path) -> list[tuple[int, Path, str]]:
             raise InvalidFileError(f"{csv_path} line {n}: needs a path and a label")
         path = _inside(root, rel.strip(), f"{csv_path} line {n}")
         if not path.is_file():
-            raise FileNotFoundError(f"{csv_path} line {n}: {root / rel.strip()} does not exist")
+            raise MissingFileError(f"{csv_path} line {n}: {root / rel.strip()} does not exist")
         if path in seen:  # a recording twice would be trained (and tested) twice, or under two labels
             first, first_label = seen[path]
             how = (f"with two labels, {first_label!r} and {label.strip()!r}" if first_label != label.strip()
@@ -129,7 +129,7 @@ def scan_recordings(root) -> tuple[list[Recording], list[str]]:
     ``(recordings, label_names)``. Raises FileNotFoundError/ValueError naming the folder or csv line."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"event dataset folder not found: {root}")
+        raise MissingFileError(f"event dataset folder not found: {root}")
     csv_path = root / "labels.csv"
     if csv_path.is_file():
         rows = read_labels_csv(csv_path)
@@ -138,13 +138,13 @@ def scan_recordings(root) -> tuple[list[Recording], list[str]]:
         return recs, names
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        raise ValueError(f"{root} holds neither labels.csv (columns path,label) nor one folder per class")
+        raise InvalidFileError(f"{root} holds neither labels.csv (columns path,label) nor one folder per class")
     recs = []
     for label, cls in enumerate(classes):
         folder = root / cls
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EVENT_SUFFIXES)
         if not files:
-            raise ValueError(f"class folder {folder} holds no recordings ({', '.join(EVENT_SUFFIXES)})")
+            raise InvalidFileError(f"class folder {folder} holds no recordings ({', '.join(EVENT_SUFFIXES)})")
         # links placed in the class folders by their owner are followed (labels.csv paths are not: see _inside)
         recs += [Recording(p, str(p.relative_to(root)), label) for p in files]
     return recs, classes
@@ -185,9 +185,9 @@ def split_recordings(recs: list[Recording], method: str = "by-recording", test_f
     'test': [names]}`` (by-recording: the test recordings; by-time: every recording, each cut at
     ``1 - test_fraction`` of its span)."""
     if method not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {method!r}")
+        raise InvalidArgumentError(f"split must be one of {', '.join(SPLITS)}, got {method!r}")
     if not (0 < float(test_fraction) < 1):
-        raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+        raise InvalidArgumentError(f"test fraction must be in (0, 1), got {test_fraction}")
     if method == "by-time":
         return dict(method=method, test_fraction=float(test_fraction), seed=int(seed), test=[r.name for r in recs])
     rng = np.random.default_rng(int(seed))
@@ -199,7 +199,7 @@ def split_recordings(recs: list[Recording], method: str = "by-recording", test_f
             n_test = max(n_test, 1)
         test += [names[i] for i in sorted(rng.permutation(len(names))[:n_test])]
     if not test:
-        raise ValueError(f"a by-recording split needs at least 2 recordings in some class; every class has one. "
+        raise InvalidArgumentError(f"a by-recording split needs at least 2 recordings in some class; every class has one. "
                          f"Add recordings, or use --split by-time with --slice-ms")
     return dict(method=method, test_fraction=float(test_fraction), seed=int(seed), test=sorted(test))
 
@@ -228,11 +228,11 @@ class EventRecordings(torch.utils.data.Dataset):
         self.transform = framing
         self.sensor_size = tuple(framing.sensor_size)
         if slice_us is not None and slice_us != framing.duration:
-            raise ValueError(f"--slice-ms {slice_us / 1000:g} must equal T x frame window = {framing.T} x "
+            raise InvalidArgumentError(f"--slice-ms {slice_us / 1000:g} must equal T x frame window = {framing.T} x "
                              f"{framing.time_window / 1000:g} ms")
         self.samples = self._windows()
         if not self.samples:
-            raise ValueError(f"{name}: the {part} part holds no samples (recordings shorter than one window of "
+            raise InvalidFileError(f"{name}: the {part} part holds no samples (recordings shorter than one window of "
                              f"{framing.duration / 1000:g} ms?)")
         self.targets = [self.recordings[i].label for i, _ in self.samples]
 
@@ -242,7 +242,7 @@ class EventRecordings(torch.utils.data.Dataset):
         from the argument or ``dataset.sensor_size``), held in memory."""
         size = sensor_size if sensor_size is not None else getattr(dataset, "sensor_size", None)
         if size is None:
-            raise ValueError(f"{type(dataset).__name__} has no sensor_size: pass sensor_size=(W, H, P)")
+            raise InvalidArgumentError(f"{type(dataset).__name__} has no sensor_size: pass sensor_size=(W, H, P)")
         recs = []
         for i in range(len(dataset)):
             events, label = dataset[i]
@@ -255,7 +255,7 @@ class EventRecordings(torch.utils.data.Dataset):
             _label_ids([str(v) for v in labels], type(dataset).__name__)
             label_names = [str(i) for i in range(labels[-1] + 1)]
         elif labels[0] < 0 or labels[-1] >= len(label_names):
-            raise ValueError(f"labels span {labels[0]}..{labels[-1]} but there are {len(label_names)} label names")
+            raise InvalidArgumentError(f"labels span {labels[0]}..{labels[-1]} but there are {len(label_names)} label names")
         return cls(recs, label_names, framing, **kw)
 
     def _windows(self) -> list[tuple[int, int]]:
@@ -263,7 +263,7 @@ class EventRecordings(torch.utils.data.Dataset):
         test = set(split.get("test", []))
         by_time = split.get("method") == "by-time"
         if by_time and self.slice_us is None:
-            raise ValueError("--split by-time cuts recordings in time: it needs windows (--slice-ms)")
+            raise InvalidArgumentError("--split by-time cuts recordings in time: it needs windows (--slice-ms)")
         out = []
         for i, rec in enumerate(self.recordings):
             lo, hi = rec.t_first, rec.t_last + 1  # events in [lo, hi)
