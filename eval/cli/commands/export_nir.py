@@ -21,6 +21,7 @@ def run(args) -> int:
     import timm
 
     import zoo
+    from zoo.errors import InvalidArgumentError
     from zoo.fileio import check_output_path
     from zoo.to_nir import DEFAULT_DT, export_nir
 
@@ -29,7 +30,7 @@ def run(args) -> int:
     if Path(args.model).is_dir():
         model = timm.create_model(f"local-dir:{args.model}", pretrained=True)
     elif Path(args.model).exists():
-        raise ValueError(f"{args.model} is a file: pass a checkpoint folder (model.safetensors + config.json) "
+        raise InvalidArgumentError(f"{args.model} is a file: pass a checkpoint folder (model.safetensors + config.json) "
                          f"or an arch.tag")
     else:
         model = zoo.create(args.model, pretrained=True)

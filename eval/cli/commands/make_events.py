@@ -46,7 +46,7 @@ def run(args) -> int:
 
     from eval.data.images import build_dataset, dataset_spec, parse_data_spec
     from eval.data.events import SaccadeSensor
-    from zoo.errors import InvalidArgumentError
+    from zoo.errors import InvalidArgumentError, OutputNotWritableError
     from zoo.fileio import atomic_write, check_output_path
 
     name, root = parse_data_spec(args.data)
@@ -58,18 +58,18 @@ def run(args) -> int:
             raise InvalidArgumentError(f"--{split} must be at least 1, got {n}")
     spec = dataset_spec(name)
     if spec.kind != "idx" or spec.in_chans != 1:
-        raise ValueError(f"make-events converts grey image datasets (mnist, fashion-mnist); {spec.name} is not one")
+        raise InvalidArgumentError(f"make-events converts grey image datasets (mnist, fashion-mnist); {spec.name} is not one")
     for flag in ("threshold", "threshold_sigma", "saccade_ms"):
         v = getattr(args, flag)
         if v is not None and not (v == v and abs(v) != float("inf")):
-            raise ValueError(f"--{flag.replace('_', '-')} must be a finite number, got {v}")
+            raise InvalidArgumentError(f"--{flag.replace('_', '-')} must be a finite number, got {v}")
     settings = {k: v for k, v in dict(threshold=args.threshold, threshold_sigma=args.threshold_sigma,
                                        saccade_us=None if args.saccade_ms is None else int(args.saccade_ms * 1000)
                                        ).items() if v is not None}
     sensor = SaccadeSensor(**settings)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
-        raise ValueError(f"--out {out} exists and is not an earlier make-events output (no meta.json); give a new "
+        raise OutputNotWritableError(f"--out {out} exists and is not an earlier make-events output (no meta.json); give a new "
                          f"or empty folder (make-events replaces the whole folder)")
     sensor_size = (*sensor.sensor_size, 2)
     counts = {}
@@ -112,6 +112,7 @@ def _convert(args, spec, splits, sensor, sensor_size, out, counts) -> None:
 
     from eval.data.events import save_event_npz, write_event_folder
     from eval.data.events.simulate import events_from_images
+    from zoo.errors import InvalidArgumentError
 
     for stream, split in enumerate(("train", "test")):
         ds = splits[split]
@@ -121,7 +122,7 @@ def _convert(args, spec, splits, sensor, sensor_size, out, counts) -> None:
         labels = np.asarray(ds.targets[:n], dtype=np.int64)
         empty = [i for i, r in enumerate(recordings) if len(r) == 0]
         if empty:
-            raise ValueError(f"{split} image(s) {empty[:5]} gave no events at all (threshold "
+            raise InvalidArgumentError(f"{split} image(s) {empty[:5]} gave no events at all (threshold "
                              f"{sensor.threshold} too high for the image contrast); lower --threshold")
         if args.format == "npz":
             save_event_npz(out / f"{split}.npz", recordings, labels, sensor_size)

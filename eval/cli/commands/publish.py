@@ -23,11 +23,12 @@ def checkpoint_name(folder) -> str:
     """The ``arch.tag`` a checkpoint folder's ``config.json`` names (a registered one, checked)."""
     from zoo import manifest
     from zoo.checkpoints import Checkpoint
+    from zoo.errors import InvalidFileError
     from zoo.naming import arch_tag
 
     cfg = Checkpoint.from_path(folder).config
     if cfg is None:
-        raise ValueError(f"{folder} has no config.json: pass --tag arch.tag, or write it with zoo.save_pretrained")
+        raise InvalidFileError(f"{folder} has no config.json: pass --tag arch.tag, or write it with zoo.save_pretrained")
     tag = (cfg.get("pretrained_cfg") or {}).get("tag")
     return manifest.check_name(arch_tag(cfg["architecture"], tag))
 

@@ -73,19 +73,22 @@ def _model_kwargs(items: list[str], T: int | None = None) -> dict:
 
 
 def _device(name: str | None):
-    """``--device`` as a torch.device that exists here (None: the trainer's default); a ValueError otherwise."""
+    """``--device`` as a torch.device that exists here (None: the trainer's default); an InvalidArgumentError
+    otherwise."""
     import torch
+
+    from zoo.errors import InvalidArgumentError
 
     if name is None:
         return None
     try:
         device = torch.device(name)
     except RuntimeError as e:
-        raise ValueError(f"--device: expected cpu, cuda, cuda:N or another torch device, got {name!r} ({e})") from None
+        raise InvalidArgumentError(f"--device: expected cpu, cuda, cuda:N or another torch device, got {name!r} ({e})") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
-            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s)")
+            raise InvalidArgumentError(f"--device {name}: this machine has {count} CUDA device(s)")
     return device
 
 
