@@ -7,7 +7,6 @@ file before and after).
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

@@ -17,7 +17,7 @@ import tonic
 import torch
 
 from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
-from zoo.fileio import atomic_write
+from zoo.fileio import atomic_write, read_json
 
 from .framing import CIFAR10_DVS, DVS_GESTURE
 from .readers import read_recording
@@ -168,7 +168,8 @@ class EventFolder(_EventDataset):
             self.data.append(path)
             self.targets.append(label)
         meta = self.root / "meta.json"
-        stored = json.loads(meta.read_text()).get("sensor_size") if meta.is_file() else None
+        stored = read_json(meta, what="dataset meta.json", max_bytes=1 << 20) if meta.is_file() else {}
+        stored = stored.get("sensor_size") if isinstance(stored, dict) else None
         self.sensor_size = _sensor_size(sensor_size, stored, str(self.root))
 
     def __len__(self) -> int:

@@ -135,18 +135,17 @@ def model_input(spec) -> dict:
     """What a model takes, read without building it or touching the Hub: ``{'T', 'in_chans', 'size' (W, H)}``
     and the stored ``event_framing``/``label_names``/``split`` of a fine-tuned checkpoint, from ``spec``
     (``arch``, ``arch.tag`` or a checkpoint folder / ``.safetensors`` path)."""
-    import json
-
     from timm.models import get_pretrained_cfg
 
     import zoo  # noqa: F401  (registers the architectures)
+    from zoo.checkpoints import read_config
     from zoo.naming import arch_tag, split_arch_tag
     from zoo.spiking_resnet import ARCH_CFGS
 
     path = Path(str(spec)).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         try:
-            config = json.loads((path / "config.json").read_text())
+            config = read_config(path / "config.json", str(path))  # the one config reader: size, depth, ranges
             cfg, args = dict(config.get("pretrained_cfg") or {}), config.get("model_args") or {}
             if "label_names" in config:  # timm's save_config_for_hf keeps them at the top level
                 cfg["label_names"] = config["label_names"]
