@@ -429,3 +429,19 @@ def test_an_event_npz_split_is_memory_mapped(tmp_path):
     raw, label = ds[1]
     np.testing.assert_array_equal(raw, ev[cut:])
     assert label == 1
+
+
+def test_a_recordings_folder_is_scanned_and_framed_in_bounded_memory(tmp_path):
+    from eval.data.events.datasets import write_nmnist_file
+    from eval.data.events.recordings import EventRecordings, load_recordings, scan_recordings
+
+    ev = _long_recording()
+    write_nmnist_file(tmp_path / "ds" / "cat" / "long.bin", ev)
+    recs, names = scan_recordings(tmp_path / "ds")
+    _, peak = _peak_bytes(lambda: load_recordings(recs, (34, 34, 2)))  # the span, streamed
+    assert (recs[0].sensor, recs[0].t_first, recs[0].t_last) == ((34, 34), 0, int(ev["t"][-1]))
+    assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB to scan"
+    framing = EventFraming((34, 34, 2), (34, 34), time_window=30_000, T=10)
+    (frames, label), peak = _peak_bytes(lambda: EventRecordings(recs, names, framing)[0])
+    np.testing.assert_array_equal(frames, framing(ev))
+    assert label == 0 and peak < 8 << 20, f"{peak / 2**20:.1f} MiB to frame"

@@ -24,6 +24,7 @@ wrong format) become ValueErrors naming the file and the format expected.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +66,9 @@ def _window(chunks, until_us: int | None) -> np.ndarray:
     return np.concatenate(kept) if kept else _events([], [], [], [])
 
 
-def _faery(path: Path, sensor_size, until_us=None):
-    """``(events, (W, H))`` with faery; the size from the header, or ``sensor_size`` where the format has none."""
+def _faery(path: Path, sensor_size):
+    """``(event chunks, (W, H))`` with faery; the size from the header, or ``sensor_size`` where the format has
+    none."""
     import faery
 
     probe = [(1, 1), (2, 2)]  # faery falls back to dimensions_fallback silently: two probes tell header from none
@@ -81,20 +83,21 @@ def _faery(path: Path, sensor_size, until_us=None):
         size = tuple(int(v) for v in sensor_size[:2])
     stream = faery.events_stream_from_file(path, dimensions_fallback=size)  # decoded packet by packet
     chunks = (_events(raw["x"], raw["y"], raw["t"].astype(np.int64), raw["on"]) for raw in stream)
-    return _window(chunks, until_us), size
+    first = next(chunks, None)  # decoding errors (e.g. a DAT type faery does not read) surface here
+    return itertools.chain([] if first is None else [first], chunks), size
 
 
-def _expelliarmus_dat(path: Path, sensor_size, until_us=None):
+def _expelliarmus_dat(path: Path, sensor_size):
     from expelliarmus import Wizard
 
     if sensor_size is None:
         raise InvalidFileError(f"{path}: a Prophesee DAT file of 2D events does not say its sensor size; pass "
                          f"--sensor-size W H P (sensor_size=(W, H, P))")
     raw = Wizard(encoding="dat", fpath=str(path)).read()
-    return _events(raw["x"], raw["y"], raw["t"], raw["p"]), tuple(int(v) for v in sensor_size[:2])
+    return [_events(raw["x"], raw["y"], raw["t"], raw["p"])], tuple(int(v) for v in sensor_size[:2])
 
 
-def _aedat2(path: Path, sensor_size, until_us=None):
+def _aedat2(path: Path, sensor_size):
     import tonic
 
     version, start, _ = tonic.io.read_aedat_header_from_file(str(path))
@@ -102,7 +105,7 @@ def _aedat2(path: Path, sensor_size, until_us=None):
         raise InvalidFileError(f"{path}: AEDAT version {version} is not read here (AEDAT 2.x, 3.1 or 4)")
     raw = tonic.io.get_aer_events_from_file(str(path), version, start)
     addr = raw["address"].astype(np.int64)  # DVS128 address layout (tonic.io.read_dvs_128)
-    return _events((addr >> 8) & 0x7F, (addr >> 1) & 0x7F, raw["timeStamp"].astype(np.int64), addr & 1), \
+    return [_events((addr >> 8) & 0x7F, (addr >> 1) & 0x7F, raw["timeStamp"].astype(np.int64), addr & 1)], \
         DVS128_SENSOR
 
 
@@ -121,16 +124,16 @@ def _nmnist_chunks(raw: np.ndarray):
         yield _events(b[keep, 0], b[keep, 1], t[keep], (b[keep, 2] & 128) >> 7)
 
 
-def _nmnist(path: Path, sensor_size, until_us=None):
+def _nmnist(path: Path, sensor_size):
     if path.stat().st_size % 5:
         raise InvalidFileError(f"{path}: an N-MNIST .bin holds 5 bytes per event; {path.stat().st_size} bytes is "
                          f"not a multiple of 5 (truncated?)")
     raw = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 5)
     size = tuple(int(v) for v in sensor_size[:2]) if sensor_size is not None else NMNIST_SENSOR
-    return _window(_nmnist_chunks(raw), until_us), size
+    return _nmnist_chunks(raw), size
 
 
-def _numpy(path: Path, sensor_size, until_us=None):
+def _numpy(path: Path, sensor_size):
     try:
         data = np.load(path, allow_pickle=False, mmap_mode="r" if path.suffix.lower() == ".npy" else None)
         stored = None
@@ -158,7 +161,7 @@ def _numpy(path: Path, sensor_size, until_us=None):
             raise InvalidFileError(f"{path}: field {f} must hold finite numbers, got {events[f].dtype}")
     chunks = (_events(c["x"], c["y"], c["t"].astype(np.int64), c["p"])
               for c in (events[i:i + CHUNK_EVENTS] for i in range(0, len(events), CHUNK_EVENTS)))
-    return _window(chunks, until_us), tuple(int(v) for v in size)
+    return chunks, tuple(int(v) for v in size)
 
 
 READERS = {".raw": _faery, ".es": _faery, ".aedat4": _faery, ".csv": _faery, ".aedat": _aedat2,
@@ -185,6 +188,63 @@ def library_errors(path: Path, what: str):
         raise InvalidFileError(f"{path} is not a readable {what} file ({type(e).__name__}: {e})") from e
 
 
+def _checked(path, sensor_size) -> Path:
+    """``path`` as a Path once it is an existing, non-empty event file of a known type and ``sensor_size`` (if
+    given) is valid."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"event file not found: {path}")
+    if path.stat().st_size == 0:  # before any library: an empty file is "empty", not "lacks a sensor size"
+        raise InvalidFileError(f"{path}: the file is empty (0 bytes); expected a recording")
+    suffix = path.suffix.lower()
+    if suffix not in EVENT_SUFFIXES:
+        raise InvalidFileError(f"{path}: unknown event file type {suffix!r}; expected one of {', '.join(EVENT_SUFFIXES)}")
+    if sensor_size is not None and (len(sensor_size) not in (2, 3) or min(int(v) for v in sensor_size) < 1):
+        raise InvalidArgumentError(f"sensor_size must be (W, H) or (W, H, P) with positive entries, got {tuple(sensor_size)}")
+    return path
+
+
+def _chunks(path: Path, sensor_size):
+    """``(event chunks, (W, H))`` of an event file (run inside ``library_errors``)."""
+    if path.suffix.lower() == ".dat":
+        try:
+            return _faery(path, sensor_size)
+        except Exception as e:  # faery reads CD-type DAT; N-CARS-style 2D-type DAT needs expelliarmus
+            if "unsupported type" not in str(e):
+                raise
+            return _expelliarmus_dat(path, sensor_size)
+    return READERS[path.suffix.lower()](path, sensor_size)
+
+
+def _check_events(path: Path, events: np.ndarray, size: tuple[int, int]) -> None:
+    """Events inside the ``size`` (W, H) sensor with timestamps >= 0, else InvalidFileError naming ``path``."""
+    w, h = size
+    if events["x"].min() < 0 or events["y"].min() < 0 or events["x"].max() >= w or events["y"].max() >= h:
+        raise InvalidFileError(f"{path}: events span x [{events['x'].min()}, {events['x'].max()}], y "
+                               f"[{events['y'].min()}, {events['y'].max()}] but the sensor is {w}x{h}; pass the "
+                               f"sensor it was recorded with (--sensor-size W H P)")
+    if events["t"].min() < 0:
+        raise InvalidFileError(f"{path}: negative timestamps (min {events['t'].min()})")
+
+
+def recording_span(path, sensor_size=None) -> tuple[tuple[int, int], int, int]:
+    """``((W, H), first µs, last µs)`` of a recording, streamed chunk by chunk and checked as
+    :func:`read_recording` checks it, without holding its events (memory bounded whatever the file size)."""
+    path = _checked(path, sensor_size)
+    first = last = None
+    with library_errors(path, FORMATS[path.suffix.lower()]):
+        chunks, size = _chunks(path, sensor_size)
+        for chunk in chunks:
+            if len(chunk) == 0:
+                continue
+            _check_events(path, chunk, size)
+            lo, hi = int(chunk["t"].min()), int(chunk["t"].max())
+            first, last = (lo, hi) if first is None else (min(first, lo), max(last, hi))
+    if first is None:
+        raise InvalidFileError(f"{path}: recording is empty (the file holds no events)")
+    return (int(size[0]), int(size[1])), first, last
+
+
 def read_recording(path, sensor_size=None, until_us: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Read one recording.
 
@@ -199,35 +259,14 @@ def read_recording(path, sensor_size=None, until_us: int | None = None) -> tuple
         FileNotFoundError: no such file. ValueError: unknown suffix, unreadable/corrupt file (naming the
         format expected), no sensor size, events outside the sensor.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"event file not found: {path}")
-    if path.stat().st_size == 0:  # before any library: an empty file is "empty", not "lacks a sensor size"
-        raise InvalidFileError(f"{path}: the file is empty (0 bytes); expected a recording")
-    suffix = path.suffix.lower()
-    if suffix not in EVENT_SUFFIXES:
-        raise InvalidFileError(f"{path}: unknown event file type {suffix!r}; expected one of {', '.join(EVENT_SUFFIXES)}")
-    if sensor_size is not None and (len(sensor_size) not in (2, 3) or min(int(v) for v in sensor_size) < 1):
-        raise InvalidArgumentError(f"sensor_size must be (W, H) or (W, H, P) with positive entries, got {tuple(sensor_size)}")
-    with library_errors(path, FORMATS[suffix]):
-        if suffix == ".dat":
-            try:
-                events, size = _faery(path, sensor_size, until_us)
-            except Exception as e:  # faery reads CD-type DAT; N-CARS-style 2D-type DAT needs expelliarmus
-                if "unsupported type" not in str(e):
-                    raise
-                events, size = _expelliarmus_dat(path, sensor_size, until_us)
-        else:
-            events, size = READERS[suffix](path, sensor_size, until_us)
+    path = _checked(path, sensor_size)
+    with library_errors(path, FORMATS[path.suffix.lower()]):
+        chunks, size = _chunks(path, sensor_size)
+        events = _window(chunks, until_us)
     if len(events) == 0:
         raise InvalidFileError(f"{path}: recording is empty (the file holds no events)")
     w, h = size
-    if events["x"].min() < 0 or events["y"].min() < 0 or events["x"].max() >= w or events["y"].max() >= h:
-        raise InvalidFileError(f"{path}: events span x [{events['x'].min()}, {events['x'].max()}], y "
-                         f"[{events['y'].min()}, {events['y'].max()}] but the sensor is {w}x{h}; pass the sensor "
-                         f"it was recorded with (--sensor-size W H P)")
-    if events["t"].min() < 0:
-        raise InvalidFileError(f"{path}: negative timestamps (min {events['t'].min()})")
+    _check_events(path, events, (w, h))
     if (np.diff(events["t"]) < 0).any():
         events = events[np.argsort(events["t"], kind="stable")]
     return events, (int(w), int(h))

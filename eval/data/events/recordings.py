@@ -32,7 +32,7 @@ import torch
 from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
 
 from .framing import EventFraming
-from .readers import EVENT_SUFFIXES, read_recording
+from .readers import EVENT_SUFFIXES, read_recording, recording_span
 
 SPLITS = ("by-recording", "by-time")
 MAX_CLASSES = 100_000  # a label id beyond this is a typo or a corrupt file, not a class
@@ -169,13 +169,12 @@ def _read_cached(path: str, sensor_size) -> tuple[np.ndarray, tuple[int, int]]:
 
 
 def load_recordings(recs: list[Recording], sensor_size=None) -> list[Recording]:
-    """Read every recording once (fail fast: a bad file is named before any model is built) and fill in
-    its sensor size and time span."""
+    """Read every recording once, streamed in bounded memory (fail fast: a bad file is named before any model
+    is built), and fill in its sensor size and time span."""
     for rec in recs:
         if isinstance(rec.source, np.ndarray):
             continue
-        events, sensor = _read_cached(str(rec.source), None if sensor_size is None else tuple(sensor_size))
-        rec.sensor, rec.t_first, rec.t_last = sensor, int(events["t"][0]), int(events["t"][-1])
+        rec.sensor, rec.t_first, rec.t_last = recording_span(rec.source, sensor_size)
     return recs
 
 
@@ -289,10 +288,14 @@ class EventRecordings(torch.utils.data.Dataset):
         return len(self.samples)
 
     def events(self, rec: Recording) -> np.ndarray:
-        """The events of ``rec`` (structured ``t, x, y, p`` array), read once and cached per file."""
+        """The events of ``rec`` (structured ``t, x, y, p`` array) that its samples frame: without slices only
+        the window from its first event (read in memory bounded by the window), with slices the whole
+        recording (read once and cached per file)."""
         if isinstance(rec.source, np.ndarray):
             return rec.source
         size = None if self.sensor_size_given is None else tuple(self.sensor_size_given)
+        if self.slice_us is None:
+            return read_recording(rec.source, size, until_us=self.transform.duration)[0]
         return _read_cached(str(rec.source), size)[0]
 
     def __getitem__(self, index: int):
