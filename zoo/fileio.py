@@ -164,7 +164,7 @@ def check_output_path(path: str | os.PathLike | None, *, inputs: Iterable = (), 
       holding ``model.safetensors`` or ``config.json``), or (``kind="dir"``) a checkpoint folder itself;
     - inside the shipped weights (``weights/`` beside the package and ``$TDBN_ZOO_WEIGHTS``) unless
       ``allow_weights`` (the commands that ship there: ``manifest add --ship``, ``publish --manifest``,
-      ``reproduce --weights``);
+      ``reproduce --weights``, ``python -m eval.release.ship``);
     - (``kind="run"``, a training run folder) a folder holding any checkpoint or run file (``RUN_FILES`` or
       another ``.safetensors``), unless ``resume`` and it holds the run's ``last.safetensors``.
 
@@ -184,8 +184,9 @@ def check_output_path(path: str | os.PathLike | None, *, inputs: Iterable = (), 
                                                    else [])}:
             if _within(out, folder):
                 raise OutputNotWritableError(
-                    f"refusing to write {what}: it is inside the shipped weights folder {folder}, which only "
-                    f"`tdbn-zoo manifest add --ship` and `tdbn-zoo reproduce --weights` write; choose another path")
+                    f"refusing to write {what}: it is inside the shipped weights folder {folder}, which only the "
+                    f"shipping commands write (manifest add --ship, publish --manifest, reproduce --weights, "
+                    f"python -m eval.release.ship); choose another path")
     given_roots = [r for r in roots if r is not None]
     for given in [*inputs, *given_roots]:
         if given is None or not Path(given).expanduser().exists():
