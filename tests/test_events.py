@@ -409,8 +409,9 @@ def test_a_long_recording_is_framed_in_memory_bounded_by_the_window(tmp_path):
     ev = _long_recording()
     write_nmnist_file(tmp_path / "long.bin", ev)  # 10 MB on disk, 26 MB decoded whole
     np.save(tmp_path / "long.npy", ev)
+    np.savez(tmp_path / "long.npz", events=ev, sensor_size=np.array([34, 34, 2]))
     framing = EventFraming((34, 34, 2), (34, 34), time_window=30_000, T=10)
-    for name in ("long.bin", "long.npy"):
+    for name in ("long.bin", "long.npy", "long.npz"):
         (got, _), peak = _peak_bytes(lambda: read_recording(tmp_path / name, (34, 34, 2), until_us=framing.duration))
         inside = int(np.searchsorted(ev["t"], framing.duration))
         np.testing.assert_array_equal(got, ev[:inside + 1].astype(got.dtype))  # the window and one event past it

@@ -20,7 +20,7 @@ from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
 from zoo.fileio import atomic_write, read_json
 
 from .framing import CIFAR10_DVS, DVS_GESTURE
-from .readers import read_recording
+from .readers import npz_arrays, read_recording
 from .recordings import MAX_CLASSES, read_labels_csv
 
 # tonic's event layout for files this package writes: x, y int16, t int64 (µs), p bool
@@ -196,40 +196,6 @@ def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-
-
-def _npz_arrays(path: Path, keys) -> dict[str, np.ndarray]:
-    """The arrays ``keys`` of an ``.npz``, never unpickled: memory-mapped where stored uncompressed (what
-    :func:`save_event_npz` writes, so a large split costs memory only for the recordings read), else loaded."""
-    import zipfile
-
-    out = {}
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in keys if k not in data.files]
-        if missing:
-            raise InvalidFileError(f"{path} lacks the array(s) {', '.join(missing)} (an event .npz dataset holds "
-                             f"{', '.join(keys)})")
-        with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
-            for key in keys:
-                info = zf.getinfo(f"{key}.npy")
-                f.seek(info.header_offset)
-                local = f.read(30)  # the local file header: its name and extra field lengths end it
-                f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little")
-                       + int.from_bytes(local[28:30], "little"))
-                version = np.lib.format.read_magic(f) if info.compress_type == zipfile.ZIP_STORED else None
-                read_header = _NPY_HEADERS.get(version)
-                if read_header is None:  # compressed, or a header version read no other way: load it
-                    out[key] = data[key]
-                    continue
-                shape, fortran, dtype = read_header(f)
-                if dtype.hasobject:
-                    raise InvalidFileError(f"{path}: array {key!r} holds Python objects; refusing to unpickle it")
-                out[key] = np.memmap(f.name, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
-                                     order="F" if fortran else "C") if int(np.prod(shape)) else data[key]
-    return out
-
-
 class EventNpz(_EventDataset):
     """A whole labeled split in one ``.npz`` (never unpickled; the events memory-mapped when the file is
     uncompressed, as :func:`save_event_npz` writes it): ``events`` (structured array, the recordings one after
@@ -244,7 +210,7 @@ class EventNpz(_EventDataset):
         if not self.path.is_file():
             raise MissingFileError(f"event dataset not found: {self.path}")
         try:
-            data = _npz_arrays(self.path, self.KEYS)
+            data = npz_arrays(self.path, self.KEYS, what="an event .npz dataset")
             self.events, self.offsets = data["events"], np.asarray(data["offsets"]).astype(np.int64)
             self.targets = _integer_labels(data["labels"], self.path)
             stored = np.asarray(data["sensor_size"]).tolist()

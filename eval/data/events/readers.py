@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -133,19 +134,53 @@ def _nmnist(path: Path, sensor_size):
     return _nmnist_chunks(raw), size
 
 
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def npz_arrays(path: Path, keys, what: str = "the .npz") -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an ``.npz``, never unpickled: memory-mapped where stored uncompressed (what
+    :func:`~eval.data.events.datasets.save_event_npz` and ``np.savez`` write, so a large file costs memory only
+    for the part read), else loaded. ``what`` names the file's kind in the error for a missing array."""
+    out = {}
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in keys if k not in data.files]
+        if missing:
+            raise InvalidFileError(f"{path} lacks the array(s) {', '.join(missing)} ({what} holds "
+                                   f"{', '.join(keys)}; it has {', '.join(data.files)})")
+        with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+            for key in keys:
+                info = zf.getinfo(f"{key}.npy")
+                f.seek(info.header_offset)
+                local = f.read(30)  # the local file header: its name and extra field lengths end it
+                f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+                       + int.from_bytes(local[28:30], "little"))
+                version = np.lib.format.read_magic(f) if info.compress_type == zipfile.ZIP_STORED else None
+                read_header = _NPY_HEADERS.get(version)
+                if read_header is None:  # compressed, or a header version read no other way: load it
+                    out[key] = data[key]
+                    continue
+                shape, fortran, dtype = read_header(f)
+                if dtype.hasobject:
+                    raise InvalidFileError(f"{path}: array {key!r} holds Python objects; refusing to unpickle it")
+                out[key] = np.memmap(f.name, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
+                                     order="F" if fortran else "C") if int(np.prod(shape)) else data[key]
+    return out
+
+
 def _numpy(path: Path, sensor_size):
     try:
-        data = np.load(path, allow_pickle=False, mmap_mode="r" if path.suffix.lower() == ".npy" else None)
         stored = None
-        if path.suffix.lower() == ".npz":
-            with data:
-                if "events" not in data.files:
-                    raise InvalidFileError(f"{path}: an .npz recording needs an 'events' array; it has {data.files}")
-                events = data["events"]
-                stored = data["sensor_size"].tolist() if "sensor_size" in data.files else None
+        if path.suffix.lower() == ".npz":  # memory-mapped where stored uncompressed (np.savez)
+            with np.load(path, allow_pickle=False) as data:
+                files = data.files
+            if "events" not in files:
+                raise InvalidFileError(f"{path}: an .npz recording needs an 'events' array; it has {files}")
+            arrays = npz_arrays(path, ["events", *(["sensor_size"] if "sensor_size" in files else [])])
+            events = arrays["events"]
+            stored = np.asarray(arrays["sensor_size"]).tolist() if "sensor_size" in arrays else None
         else:
-            events = data
-    except (OSError, EOFError) as e:
+            events = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise InvalidFileError(f"{path} is not a readable numpy file ({e})") from e
     if not isinstance(events, np.ndarray) or events.dtype.names is None or \
             not {"x", "y", "t", "p"} <= set(events.dtype.names):
