@@ -30,8 +30,9 @@ def run(args) -> int:
     if Path(args.model).is_dir():
         model = timm.create_model(f"local-dir:{args.model}", pretrained=True)
     elif Path(args.model).exists():
-        raise InvalidArgumentError(f"{args.model} is a file: pass a checkpoint folder (model.safetensors + config.json) "
-                         f"or an arch.tag")
+        raise InvalidArgumentError(
+            f"{args.model} is a file: pass a checkpoint folder (model.safetensors + config.json) "
+            f"or an arch.tag")
     else:
         model = zoo.create(args.model, pretrained=True)
     path = export_nir(model.eval(), args.out, args.input_size, DEFAULT_DT if args.dt is None else args.dt)

@@ -58,7 +58,8 @@ def run(args) -> int:
             raise InvalidArgumentError(f"--{split} must be at least 1, got {n}")
     spec = dataset_spec(name)
     if spec.kind != "idx" or spec.in_chans != 1:
-        raise InvalidArgumentError(f"make-events converts grey image datasets (mnist, fashion-mnist); {spec.name} is not one")
+        raise InvalidArgumentError(
+            f"make-events converts grey image datasets (mnist, fashion-mnist); {spec.name} is not one")
     for flag in ("threshold", "threshold_sigma", "saccade_ms"):
         v = getattr(args, flag)
         if v is not None and not (v == v and abs(v) != float("inf")):
@@ -69,8 +70,9 @@ def run(args) -> int:
     sensor = SaccadeSensor(**settings)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
-        raise OutputNotWritableError(f"--out {out} exists and is not an earlier make-events output (no meta.json); give a new "
-                         f"or empty folder (make-events replaces the whole folder)")
+        raise OutputNotWritableError(
+            f"--out {out} exists and is not an earlier make-events output (no meta.json); give a new "
+            f"or empty folder (make-events replaces the whole folder)")
     sensor_size = (*sensor.sensor_size, 2)
     counts = {}
     splits = {split: build_dataset(spec.name, root, split) for split in ("train", "test")}  # both read first
@@ -123,7 +125,7 @@ def _convert(args, spec, splits, sensor, sensor_size, out, counts) -> None:
         empty = [i for i, r in enumerate(recordings) if len(r) == 0]
         if empty:
             raise InvalidArgumentError(f"{split} image(s) {empty[:5]} gave no events at all (threshold "
-                             f"{sensor.threshold} too high for the image contrast); lower --threshold")
+                                       f"{sensor.threshold} too high for the image contrast); lower --threshold")
         if args.format == "npz":
             save_event_npz(out / f"{split}.npz", recordings, labels, sensor_size)
         else:

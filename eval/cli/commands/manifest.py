@@ -47,10 +47,11 @@ def run(args) -> int:
     models = manifest.read_manifest(path)["models"]
     nowhere = [n for n, e in models.items() if not e.get("path") and not e.get("revision")]
     if nowhere:  # neither shipped here nor pinned on the Hub: the entry describes files that exist nowhere
-        raise CheckpointError(f"{path}: {len(nowhere)} entr{'y' if len(nowhere) == 1 else 'ies'} ({', '.join(nowhere[:3])}"
-                              f"{', ...' if len(nowhere) > 3 else ''}) name neither a shipped folder nor a pinned "
-                              f"Hub revision; ship them (`tdbn-zoo manifest add DIR --ship`), pin them "
-                              f"(--revision) or remove them")
+        raise CheckpointError(
+            f"{path}: {len(nowhere)} entr{'y' if len(nowhere) == 1 else 'ies'} ({', '.join(nowhere[:3])}"
+            f"{', ...' if len(nowhere) > 3 else ''}) name neither a shipped folder nor a pinned "
+            f"Hub revision; ship them (`tdbn-zoo manifest add DIR --ship`), pin them "
+            f"(--revision) or remove them")
     shipped = {n: e for n, e in models.items() if e.get("path")}
     for name, e in shipped.items():
         folder = manifest.inside(path.parent, e["path"])

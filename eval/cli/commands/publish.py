@@ -28,7 +28,8 @@ def checkpoint_name(folder) -> str:
 
     cfg = Checkpoint.from_path(folder).config
     if cfg is None:
-        raise InvalidFileError(f"{folder} has no config.json: pass --tag arch.tag, or write it with zoo.save_pretrained")
+        raise InvalidFileError(
+            f"{folder} has no config.json: pass --tag arch.tag, or write it with zoo.save_pretrained")
     tag = (cfg.get("pretrained_cfg") or {}).get("tag")
     return manifest.check_name(arch_tag(cfg["architecture"], tag))
 

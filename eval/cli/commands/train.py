@@ -84,7 +84,8 @@ def _device(name: str | None):
     try:
         device = torch.device(name)
     except RuntimeError as e:
-        raise InvalidArgumentError(f"--device: expected cpu, cuda, cuda:N or another torch device, got {name!r} ({e})") from None
+        raise InvalidArgumentError(
+            f"--device: expected cpu, cuda, cuda:N or another torch device, got {name!r} ({e})") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:

@@ -39,7 +39,7 @@ def parse_augment(spec: str | None) -> tuple[str, ...]:
     unknown = sorted(set(names) - set(AUGMENTATIONS))
     if unknown:
         raise InvalidArgumentError(f"--augment takes a comma-separated list of {', '.join(AUGMENTATIONS)} (or none), "
-                         f"got {', '.join(unknown)}")
+                                   f"got {', '.join(unknown)}")
     return tuple(n for n in AUGMENTATIONS if n in names)
 
 

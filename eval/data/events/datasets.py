@@ -119,7 +119,7 @@ def _sensor_size(given, stored, source: str) -> tuple[int, int, int]:
     given = tuple(int(v) for v in given) if given is not None else None
     if given and stored and given != stored:
         raise InvalidArgumentError(f"sensor size mismatch: {source} was recorded with sensor_size {stored} (W, H, P) "
-                         f"but {given} was given")
+                                   f"but {given} was given")
     size = given or stored
     if size is None:
         raise InvalidFileError(f"{source} does not say its sensor size: pass sensor_size (--sensor-size W H P)")
@@ -148,8 +148,9 @@ class _EventDataset(torch.utils.data.Dataset):
 class EventFolder(_EventDataset):
     """A folder of recordings, one file each (any format :func:`~eval.data.events.readers.read_recording`
     reads), listed in ``labels.csv`` (the one schema, ``path,label``; ``file,label`` is read too: see
-    :func:`~eval.data.events.recordings.read_labels_csv`) with integer labels 0..K-1. ``sensor_size`` comes from the argument or from
-    ``meta.json`` in the folder (``{"sensor_size": [W, H, P]}``); they must agree."""
+    :func:`~eval.data.events.recordings.read_labels_csv`) with integer labels 0..K-1. ``sensor_size`` comes
+    from the argument or from ``meta.json`` in the folder (``{"sensor_size": [W, H, P]}``); they must agree.
+    With an :class:`EventFraming` transform only the window it frames is read from each file."""
 
     def __init__(self, root, transform=None, sensor_size=None, labels_csv: str = "labels.csv"):
         super().__init__(transform)
@@ -222,11 +223,11 @@ class EventNpz(_EventDataset):
             raise InvalidFileError(f"{self.path} is not a readable event .npz ({type(e).__name__}: {e})") from e
         if len(self.targets) and (self.targets.min() < 0 or self.targets.max() >= MAX_CLASSES):
             raise InvalidFileError(f"{self.path}: labels must be class ids 0..K-1 (K < {MAX_CLASSES}), got "
-                             f"{self.targets.min()}..{self.targets.max()}")
+                                   f"{self.targets.min()}..{self.targets.max()}")
         if len(self.offsets) != len(self.targets) + 1 or self.offsets[0] != 0 or \
                 self.offsets[-1] != len(self.events) or (np.diff(self.offsets) < 0).any():
             raise InvalidFileError(f"{self.path}: offsets must run from 0 to len(events) ({len(self.events)}), "
-                             f"non-decreasing, one more than the {len(self.targets)} labels")
+                                   f"non-decreasing, one more than the {len(self.targets)} labels")
         if len(self.targets) == 0:
             raise InvalidFileError(f"{self.path} holds no recordings")
         self.sensor_size = _sensor_size(sensor_size, stored, str(self.path))
@@ -311,12 +312,13 @@ def open_event_dataset(spec, *, train: bool, data_root=None, transform=None, sen
     """
     if is_tonic_name(spec):
         if data_root is None:
-            raise InvalidArgumentError(f"dataset {spec!r} is read from a local copy: pass its root folder (--data-root)")
+            raise InvalidArgumentError(
+                f"dataset {spec!r} is read from a local copy: pass its root folder (--data-root)")
         cls = TONIC_DATASETS[_normalize(spec)]
         ds = cls(str(data_root), train=train, transform=transform)
         if sensor_size is not None and tuple(sensor_size) != tuple(ds.sensor_size):
             raise InvalidArgumentError(f"sensor size mismatch: {spec} is recorded at {ds.sensor_size} (W, H, P), "
-                             f"not {tuple(sensor_size)}")
+                                       f"not {tuple(sensor_size)}")
         return ds
     path = Path(spec)
     split = "train" if train else "test"
@@ -331,9 +333,10 @@ def open_event_dataset(spec, *, train: bool, data_root=None, transform=None, sen
                 f"with {split}/labels.csv or {split}.npz")
     elif not path.exists():
         names = ", ".join(sorted(TONIC_DATASETS))
-        raise MissingFileError(f"dataset {spec!r} not found: give a tonic dataset name ({names}), a folder "
-                                f"of recordings (one subfolder per class, or labels.csv), an .npz, or a root holding train/test "
-                                f"splits")
+        raise MissingFileError(
+            f"dataset {spec!r} not found: give a tonic dataset name ({names}), a folder "
+            f"of recordings (one subfolder per class, or labels.csv), an .npz, or a root holding train/test "
+            f"splits")
     if path.is_dir():
         return EventFolder(path, transform=transform, sensor_size=sensor_size)
     if path.suffix.lower() != ".npz":

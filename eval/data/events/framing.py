@@ -29,7 +29,7 @@ def check_events(events, sensor_size, *, name: str = "recording") -> np.ndarray:
     missing = [f for f in EVENT_FIELDS if f not in events.dtype.names]
     if missing:
         raise InvalidFileError(f"{name}: events lack the field(s) {', '.join(missing)}; they have "
-                         f"{', '.join(events.dtype.names)} (need {', '.join(EVENT_FIELDS)})")
+                               f"{', '.join(events.dtype.names)} (need {', '.join(EVENT_FIELDS)})")
     if events.ndim != 1:
         raise InvalidFileError(f"{name}: expected a 1-D array of events, got shape {events.shape}")
     if len(events) == 0:
@@ -39,12 +39,12 @@ def check_events(events, sensor_size, *, name: str = "recording") -> np.ndarray:
         lo, hi = events[field].min(), events[field].max()
         if lo < 0 or hi >= size:
             raise InvalidFileError(f"{name}: event {field} coordinates span [{lo}, {hi}] but the sensor {axis} is "
-                             f"{size} (sensor_size={tuple(sensor_size)}, tonic's (W, H, P)); the recording was "
-                             f"made with another sensor: pass its sensor size")
+                                   f"{size} (sensor_size={tuple(sensor_size)}, tonic's (W, H, P)); the recording was "
+                                   f"made with another sensor: pass its sensor size")
     pol = np.unique(events["p"].astype(np.int64))
     if not np.isin(pol, (0, 1)).all():
         raise InvalidFileError(f"{name}: polarities must be 0 (OFF) or 1 (ON), got values {pol.tolist()[:6]}; "
-                         f"convert them first (e.g. p = p > 0)")
+                               f"convert them first (e.g. p = p > 0)")
     if polarities == 1 and len(pol) > 1:
         raise InvalidFileError(f"{name}: sensor_size says 1 polarity channel but the events have both polarities")
     if events["t"].min() < 0:
@@ -80,7 +80,8 @@ class EventFraming:
         if len(self.sensor_size) != 3 or min(self.sensor_size) < 1:
             raise InvalidArgumentError(f"sensor_size must be (W, H, P) with positive entries, got {self.sensor_size}")
         if self.sensor_size[2] not in (1, 2):
-            raise InvalidArgumentError(f"sensor_size[2] is the number of polarities (1 or 2), got {self.sensor_size[2]}")
+            raise InvalidArgumentError(
+                f"sensor_size[2] is the number of polarities (1 or 2), got {self.sensor_size[2]}")
         if len(self.target_size) != 2 or min(self.target_size) < 1:
             raise InvalidArgumentError(f"target_size must be (W, H) with positive entries, got {self.target_size}")
         if self.time_window <= 0 or self.T < 1:
@@ -168,7 +169,7 @@ def collate_frames(batch) -> tuple[torch.Tensor, torch.Tensor]:
     shapes = {tuple(np.shape(frames)) for frames, _ in batch}
     if len(shapes) != 1:
         raise InvalidArgumentError(f"recordings in one batch were framed to different shapes {sorted(shapes)}; "
-                         f"frame them all with the same EventFraming (same T, window and size)")
+                                   f"frame them all with the same EventFraming (same T, window and size)")
     frames = torch.stack([torch.as_tensor(np.asarray(f, dtype=np.float32)) for f, _ in batch], dim=1)
     labels = torch.as_tensor([int(label) for _, label in batch], dtype=torch.long)
     return frames, labels

@@ -79,7 +79,7 @@ def _faery(path: Path, sensor_size):
         size = dims[0]
     elif sensor_size is None:
         raise InvalidFileError(f"{path}: the file does not say its sensor size; pass --sensor-size W H P "
-                         f"(sensor_size=(W, H, P))")
+                               f"(sensor_size=(W, H, P))")
     else:
         size = tuple(int(v) for v in sensor_size[:2])
     stream = faery.events_stream_from_file(path, dimensions_fallback=size)  # decoded packet by packet
@@ -93,7 +93,7 @@ def _expelliarmus_dat(path: Path, sensor_size):
 
     if sensor_size is None:
         raise InvalidFileError(f"{path}: a Prophesee DAT file of 2D events does not say its sensor size; pass "
-                         f"--sensor-size W H P (sensor_size=(W, H, P))")
+                               f"--sensor-size W H P (sensor_size=(W, H, P))")
     raw = Wizard(encoding="dat", fpath=str(path)).read()
     return [_events(raw["x"], raw["y"], raw["t"], raw["p"])], tuple(int(v) for v in sensor_size[:2])
 
@@ -128,7 +128,7 @@ def _nmnist_chunks(raw: np.ndarray):
 def _nmnist(path: Path, sensor_size):
     if path.stat().st_size % 5:
         raise InvalidFileError(f"{path}: an N-MNIST .bin holds 5 bytes per event; {path.stat().st_size} bytes is "
-                         f"not a multiple of 5 (truncated?)")
+                               f"not a multiple of 5 (truncated?)")
     raw = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 5)
     size = tuple(int(v) for v in sensor_size[:2]) if sensor_size is not None else NMNIST_SENSOR
     return _nmnist_chunks(raw), size
@@ -184,12 +184,13 @@ def _numpy(path: Path, sensor_size):
         raise InvalidFileError(f"{path} is not a readable numpy file ({e})") from e
     if not isinstance(events, np.ndarray) or events.dtype.names is None or \
             not {"x", "y", "t", "p"} <= set(events.dtype.names):
-        raise InvalidFileError(f"{path}: expected a structured array with fields x, y, t, p (tonic's format), got "
-                         f"{getattr(events, 'dtype', type(events).__name__)} of shape {getattr(events, 'shape', '?')}")
+        raise InvalidFileError(
+            f"{path}: expected a structured array with fields x, y, t, p (tonic's format), got "
+            f"{getattr(events, 'dtype', type(events).__name__)} of shape {getattr(events, 'shape', '?')}")
     size = stored[:2] if stored is not None else (sensor_size[:2] if sensor_size is not None else None)
     if size is None:
         raise InvalidFileError(f"{path}: the file does not say its sensor size (no 'sensor_size' array); pass "
-                         f"--sensor-size W H P (sensor_size=(W, H, P))")
+                               f"--sensor-size W H P (sensor_size=(W, H, P))")
     for f in ("x", "y", "t"):
         if not np.issubdtype(events[f].dtype, np.number) or \
                 (np.issubdtype(events[f].dtype, np.floating) and not np.isfinite(events[f]).all()):
@@ -233,9 +234,11 @@ def _checked(path, sensor_size) -> Path:
         raise InvalidFileError(f"{path}: the file is empty (0 bytes); expected a recording")
     suffix = path.suffix.lower()
     if suffix not in EVENT_SUFFIXES:
-        raise InvalidFileError(f"{path}: unknown event file type {suffix!r}; expected one of {', '.join(EVENT_SUFFIXES)}")
+        raise InvalidFileError(
+            f"{path}: unknown event file type {suffix!r}; expected one of {', '.join(EVENT_SUFFIXES)}")
     if sensor_size is not None and (len(sensor_size) not in (2, 3) or min(int(v) for v in sensor_size) < 1):
-        raise InvalidArgumentError(f"sensor_size must be (W, H) or (W, H, P) with positive entries, got {tuple(sensor_size)}")
+        raise InvalidArgumentError(
+            f"sensor_size must be (W, H) or (W, H, P) with positive entries, got {tuple(sensor_size)}")
     return path
 
 

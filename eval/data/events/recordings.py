@@ -56,7 +56,7 @@ def _inside(root: Path, rel: str, where: str) -> Path:
     path = (root / rel).resolve()
     if Path(rel).is_absolute() or not path.is_relative_to(root.resolve()):
         raise InvalidFileError(f"{where}: {rel!r} is outside the dataset folder {root}; paths must be relative and "
-                         f"stay inside it")
+                               f"stay inside it")
     return path
 
 
@@ -71,8 +71,8 @@ def _label_ids(labels: list[str], where: str) -> tuple[list[int], list[str]]:
         missing = sorted(set(range(present[-1] + 1)) - set(present))
         if missing:
             raise InvalidFileError(f"{where}: integer labels must be the class ids 0..K-1 with every id used; labels "
-                             f"{present[:10]} leave {missing[:10]} unused (K would be {present[-1] + 1}); "
-                             f"renumber them, or use class names")
+                                   f"{present[:10]} leave {missing[:10]} unused (K would be {present[-1] + 1}); "
+                                   f"renumber them, or use class names")
         return ints, [str(i) for i in range(present[-1] + 1)]
     names = sorted(set(s.strip() for s in labels))
     if "" in names:
@@ -99,8 +99,9 @@ def read_labels_csv(csv_path) -> list[tuple[int, Path, str]]:
             key = "path" if "path" in cols else "file"
             if not ({key, "label"} <= cols):
                 what = "is empty" if reader.fieldnames is None else f"has the header {reader.fieldnames}"
-                raise InvalidFileError(f"{csv_path} needs a header with the columns path,label (or the columns file,label); "
-                                       f"it {what}")
+                raise InvalidFileError(
+                    f"{csv_path} needs a header with the columns path,label (or the columns file,label); "
+                    f"it {what}")
             rows = [(n, row[key], row["label"]) for n, row in enumerate(reader, start=2)]
     except (UnicodeDecodeError, csv.Error) as e:
         raise InvalidFileError(f"{csv_path} is not a readable CSV file ({e})") from e
@@ -198,8 +199,9 @@ def split_recordings(recs: list[Recording], method: str = "by-recording", test_f
             n_test = max(n_test, 1)
         test += [names[i] for i in sorted(rng.permutation(len(names))[:n_test])]
     if not test:
-        raise InvalidArgumentError(f"a by-recording split needs at least 2 recordings in some class; every class has one. "
-                         f"Add recordings, or use --split by-time with --slice-ms")
+        raise InvalidArgumentError(
+            f"a by-recording split needs at least 2 recordings in some class; every class has one. "
+            f"Add recordings, or use --split by-time with --slice-ms")
     return dict(method=method, test_fraction=float(test_fraction), seed=int(seed), test=sorted(test))
 
 
@@ -228,11 +230,11 @@ class EventRecordings(torch.utils.data.Dataset):
         self.sensor_size = tuple(framing.sensor_size)
         if slice_us is not None and slice_us != framing.duration:
             raise InvalidArgumentError(f"--slice-ms {slice_us / 1000:g} must equal T x frame window = {framing.T} x "
-                             f"{framing.time_window / 1000:g} ms")
+                                       f"{framing.time_window / 1000:g} ms")
         self.samples = self._windows()
         if not self.samples:
             raise InvalidFileError(f"{name}: the {part} part holds no samples (recordings shorter than one window of "
-                             f"{framing.duration / 1000:g} ms?)")
+                                   f"{framing.duration / 1000:g} ms?)")
         self.targets = [self.recordings[i].label for i, _ in self.samples]
 
     @classmethod
@@ -254,7 +256,8 @@ class EventRecordings(torch.utils.data.Dataset):
             _label_ids([str(v) for v in labels], type(dataset).__name__)
             label_names = [str(i) for i in range(labels[-1] + 1)]
         elif labels[0] < 0 or labels[-1] >= len(label_names):
-            raise InvalidArgumentError(f"labels span {labels[0]}..{labels[-1]} but there are {len(label_names)} label names")
+            raise InvalidArgumentError(
+                f"labels span {labels[0]}..{labels[-1]} but there are {len(label_names)} label names")
         return cls(recs, label_names, framing, **kw)
 
     def _windows(self) -> list[tuple[int, int]]:

@@ -49,10 +49,12 @@ class SaccadeSensor:
         if min(min(p) for p in self.path) < 0:
             raise InvalidArgumentError("path offsets must be non-negative")
         if not np.isfinite([self.threshold, self.eps, self.threshold_sigma, self.saccade_us, self.step_us]).all():
-            raise InvalidArgumentError(f"threshold, threshold_sigma, eps, saccade_us and step_us must be finite, got "
-                             f"{self.threshold}, {self.threshold_sigma}, {self.eps}, {self.saccade_us}, {self.step_us}")
+            raise InvalidArgumentError(
+                f"threshold, threshold_sigma, eps, saccade_us and step_us must be finite, got "
+                f"{self.threshold}, {self.threshold_sigma}, {self.eps}, {self.saccade_us}, {self.step_us}")
         if self.saccade_us <= 0 or self.step_us <= 0:
-            raise InvalidArgumentError(f"saccade_us and step_us must be positive, got {self.saccade_us}, {self.step_us}")
+            raise InvalidArgumentError(
+                f"saccade_us and step_us must be positive, got {self.saccade_us}, {self.step_us}")
         if self.saccade_us % self.step_us:
             raise InvalidArgumentError(f"saccade_us ({self.saccade_us}) must be a multiple of step_us ({self.step_us})")
         if self.threshold <= 0 or self.eps <= 0 or self.threshold_sigma < 0:
@@ -94,8 +96,9 @@ class SaccadeSensor:
         w, h = self.sensor_size
         max_x, max_y = max(p[0] for p in self.path), max(p[1] for p in self.path)
         if image.shape[1] + int(np.ceil(max_x)) > w or image.shape[0] + int(np.ceil(max_y)) > h:
-            raise InvalidArgumentError(f"a {image.shape[1]}x{image.shape[0]} image moved by up to ({max_x}, {max_y}) px "
-                             f"does not fit a {w}x{h} sensor")
+            raise InvalidArgumentError(
+                f"a {image.shape[1]}x{image.shape[0]} image moved by up to ({max_x}, {max_y}) px "
+                f"does not fit a {w}x{h} sensor")
         rng = np.random.default_rng(seed)
         c = np.clip(rng.normal(self.threshold, self.threshold_sigma, (h, w)), self.threshold / 2, None)
 
