@@ -62,3 +62,24 @@ def assert_user_error(fn, *needles: str, types=USER_ERRORS) -> BaseException:
     for needle in needles:
         assert re.search(needle, message, re.IGNORECASE), f"{needle!r} not in {message!r}"
     return info.value
+
+
+def tree_digest(*folders) -> dict[str, str]:
+    """``{path: sha256 of its bytes}`` of every file under ``folders`` (symlinks as ``'-> target'``): equal
+    before and after a refused command means nothing on disk changed."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    out = {}
+    for folder in folders:
+        for root, dirs, files in os.walk(folder):
+            for name in dirs + files:
+                path = Path(root) / name
+                if path.is_symlink():
+                    out[str(path)] = "-> " + os.readlink(path)
+                elif path.is_file():
+                    out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+                else:
+                    out[str(path)] = "dir"
+    return out

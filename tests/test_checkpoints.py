@@ -198,3 +198,27 @@ def test_a_shipped_checkpoint_loads_on_every_neuron_backend_with_the_same_logits
     other = zoo.create(tag, pretrained=True, neuron=backend).double().eval()
     with torch.no_grad():
         torch.testing.assert_close(other(x), native(x), rtol=0, atol=1e-9)
+def test_manifest_verify_refuses_entries_whose_files_exist_nowhere(weights, capsys):
+    from tests.hostile import assert_cli_user_error, run_cli, tree_digest
+
+    digest = {"sha256": "0" * 64, "size": 1}
+    entry = {"repo_id": "someone/x", "revision": None, "files": {"model.safetensors": digest, "config.json": digest}}
+    manifest = {"format": 1, "models": {f"{TAG}": entry, **{f"made_up_{i}.t{i}": entry for i in range(100_000)}}}
+    (weights / "manifest.json").write_text(json.dumps(manifest))
+    before = tree_digest(weights)
+    assert_cli_user_error(run_cli(["manifest", "verify"], capsys), "100001 entries", "neither a shipped folder",
+                          "pinned Hub revision")
+    assert tree_digest(weights) == before
+    # a shipped entry whose folder lacks a file it lists
+    folder = zoo.save_pretrained(SpikingResNet(layers=(1,), channels=(4,), strides=(1,), stem_width=4,
+                                               head_hidden=None, num_classes=3, T=2), weights / TAG, tag=TAG)
+    assert cli(["manifest", "add", str(folder), "--ship"]) == 0
+    data = json.loads((weights / "manifest.json").read_text())
+    data["models"] = {TAG: data["models"][TAG]}
+    data["models"][TAG]["files"]["extra.bin"] = digest
+    (weights / "manifest.json").write_text(json.dumps(data))
+    before = tree_digest(weights)
+    assert_cli_user_error(run_cli(["manifest", "verify"], capsys), TAG, "extra.bin", "missing")
+    assert tree_digest(weights) == before
+    assert_cli_user_error(run_cli(["manifest", "verify", "--manifest", weights / "none.json"], capsys),
+                          "no manifest")

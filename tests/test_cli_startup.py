@@ -36,6 +36,9 @@ def run_cli_probe(*argv: str) -> subprocess.CompletedProcess:
     (["train", "--help"], 0, "--preset"),
     (["eval", "sresnet19_tdbn"], 2, "--data"),  # a required argument is missing
     (["bench", "--reps", "many"], 2, "expected an integer >= 1, got 'many'"),
+    (["eval", "m", "--data", "mnist", "--batch-size", "99999999999999999999"], 2,  # past what islice can count
+     "--batch-size: expected an integer >= 1 and at most 9223372036854775807, got '99999999999999999999'"),
+    (["reproduce", "t", "--out", "o", "--master-port", "70000"], 2, "expected an integer in [1, 65535], got '70000'"),
     (["no-such-command"], 2, "invalid choice"),
 ])
 def test_help_and_argument_errors_import_no_torch(argv, code, says):

@@ -278,3 +278,15 @@ def test_eval_on_your_own_image_folder_gives_per_class_accuracy_and_confusion(tm
     assert (out / "confusion.png").stat().st_size > 0
     assert main(["eval", str(folder), "--data", f"folder:{tmp_path / 'none'}"]) == 2
     assert "no such folder" in capsys.readouterr().err
+@pytest.mark.parametrize("label,needle", [(10, "label 10, outside the model's 10 classes"),
+                                          (-1, "label -1, outside"),
+                                          (2.5, "integer class ids")])
+def test_evaluate_names_a_label_outside_the_classes(label, needle):
+    from tests.hostile import assert_user_error
+
+    torch.manual_seed(0)
+    model = tiny(num_classes=10).eval()
+    x = torch.rand(3, 3, 8, 8)
+    y = torch.tensor([1, 2, label]) if isinstance(label, int) else torch.tensor([1.0, 2.0, label])
+    assert_user_error(lambda: evaluate(model, [(x, y)], speed_batches=0), needle, r"\(0\.\.9\)" if
+                      isinstance(label, int) else "float")

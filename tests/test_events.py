@@ -323,3 +323,126 @@ def test_generic_dataset_errors(tmp_path):
     # the same bytes under their own suffix read back as the recording written: the refusal is the suffix's
     back = read_event_file(tmp_path / "f" / "00000.bin")
     assert len(back) == len(recs[0]) and np.array_equal(back["x"], recs[0]["x"])
+
+
+# --- contradictions and empty files, refused where they enter (nothing on disk changes) -------------------------
+LABEL_CONTRADICTIONS = [
+    ("same recording, two labels", "path,label\n00000.bin,0\n00001.bin,1\n00000.bin,1\n",
+     [r"lines 2 and 4", "00000.bin", "two labels", "'0' and '1'"]),
+    ("same recording twice", "path,label\n00000.bin,0\n00001.bin,1\n00000.bin,0\n", [r"lines 2 and 4", "twice"]),
+    ("one recording by two spellings", "path,label\n00000.bin,0\n./00000.bin,0\n00001.bin,1\n",
+     [r"lines 2 and 3", "twice"]),
+    ("the older header, a duplicate", "file,label\n00001.bin,1\n00001.bin,0\n00000.bin,0\n",
+     [r"lines 2 and 3", "two labels"]),
+]
+
+
+@pytest.mark.parametrize("case,text,needles", LABEL_CONTRADICTIONS, ids=[c[0] for c in LABEL_CONTRADICTIONS])
+def test_labels_csv_contradictions_are_refused_by_both_readers(tmp_path, case, text, needles):
+    from eval.data.events.recordings import scan_recordings
+    from tests.hostile import assert_user_error, tree_digest
+
+    recs = [random_events(50, sensor=34, duration_us=300_000, seed=s) for s in range(2)]
+    folder = write_event_folder(tmp_path / "f", recs, [0, 1], (34, 34, 2))
+    (folder / "labels.csv").write_text(text)
+    before = tree_digest(tmp_path)
+    for reader in (lambda: EventFolder(folder), lambda: scan_recordings(folder)):  # one schema, one check
+        assert_user_error(reader, r"labels\.csv", *needles)
+    assert tree_digest(tmp_path) == before
+
+
+def test_event_folder_reads_both_header_names_and_writes_path_label(tmp_path):
+    recs = [random_events(50, sensor=34, duration_us=300_000, seed=s) for s in range(2)]
+    folder = write_event_folder(tmp_path / "f", recs, [1, 0], (34, 34, 2))
+    assert (folder / "labels.csv").read_text().splitlines()[0] == "path,label"
+    (folder / "labels.csv").write_text("file,label\n00000.bin,1\n00001.bin,0\n")
+    ds = EventFolder(folder)
+    assert list(ds.targets) == [1, 0]
+    np.testing.assert_array_equal(ds[0][0], np.sort(recs[0], order="t"))
+
+
+@pytest.mark.parametrize("labels,needle", [([0, 1.7], r"label 1 is 1\.7"), ([0, float("nan")], "label 1 is nan")])
+def test_event_npz_refuses_a_label_that_is_not_a_whole_number(tmp_path, labels, needle):
+    from tests.hostile import assert_user_error
+
+    recs = [random_events(50, sensor=34, duration_us=300_000, seed=s) for s in range(2)]
+    save_event_npz(tmp_path / "s.npz", recs, [0, 1], (34, 34, 2))
+    with np.load(tmp_path / "s.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    np.savez(tmp_path / "s.npz", **{**arrays, "labels": np.asarray(labels, dtype=np.float64)})
+    assert_user_error(lambda: EventNpz(tmp_path / "s.npz"), r"s\.npz", "integer class ids", needle)
+    np.savez(tmp_path / "s.npz", **{**arrays, "labels": np.asarray([0.0, 1.0])})  # whole numbers as floats
+    assert list(EventNpz(tmp_path / "s.npz").targets) == [0, 1]
+
+
+@pytest.mark.parametrize("suffix", [".raw", ".bin", ".npz", ".aedat4", ".csv"])
+def test_an_empty_event_file_is_called_empty(tmp_path, suffix):
+    from tests.hostile import assert_user_error
+
+    (tmp_path / f"rec{suffix}").write_bytes(b"")
+    assert_user_error(lambda: read_event_file(tmp_path / f"rec{suffix}", (34, 34, 2)), f"rec\\{suffix}", "empty")
+
+
+# --- large recordings in bounded memory ----------------------------------------------------------------------
+def _long_recording(n=2_000_000, span_us=8_000_000):
+    """``n`` events over ``span_us`` µs on a 34x34 sensor, in time order (N-MNIST's timestamp range)."""
+    rng = np.random.default_rng(0)
+    return make_events(rng.integers(0, 34, n), rng.integers(0, 34, n), np.linspace(0, span_us, n).astype(np.int64),
+                       rng.integers(0, 2, n))
+
+
+def _peak_bytes(fn):
+    import tracemalloc  # numpy reports its array buffers to tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_long_recording_is_framed_in_memory_bounded_by_the_window(tmp_path):
+    from eval.data.events.datasets import write_nmnist_file
+    from eval.data.events.readers import read_recording
+
+    ev = _long_recording()
+    write_nmnist_file(tmp_path / "long.bin", ev)  # 10 MB on disk, 26 MB decoded whole
+    np.save(tmp_path / "long.npy", ev)
+    np.savez(tmp_path / "long.npz", events=ev, sensor_size=np.array([34, 34, 2]))
+    framing = EventFraming((34, 34, 2), (34, 34), time_window=30_000, T=10)
+    for name in ("long.bin", "long.npy", "long.npz"):
+        (got, _), peak = _peak_bytes(lambda: read_recording(tmp_path / name, (34, 34, 2), until_us=framing.duration))
+        inside = int(np.searchsorted(ev["t"], framing.duration))
+        np.testing.assert_array_equal(got, ev[:inside + 1].astype(got.dtype))  # the window and one event past it
+        assert peak < 8 << 20, f"{name}: {peak / 2**20:.1f} MiB to read {framing.duration} µs"
+        np.testing.assert_array_equal(framing(got), framing(ev))  # the same frames as the whole recording
+    (whole, _), peak_whole = _peak_bytes(lambda: read_recording(tmp_path / "long.bin", (34, 34, 2)))
+    assert len(whole) == len(ev) and peak_whole > 26e6  # reading it all costs the whole file
+
+
+def test_an_event_npz_split_is_memory_mapped(tmp_path):
+    ev = _long_recording()
+    cut = len(ev) // 2
+    save_event_npz(tmp_path / "split.npz", [ev[:cut], ev[cut:]], [0, 1], (34, 34, 2))
+    ds, peak = _peak_bytes(lambda: EventNpz(tmp_path / "split.npz"))
+    assert peak < 1 << 20 and len(ds) == 2 and list(ds.targets) == [0, 1]  # the 26 MB of events stay on disk
+    raw, label = ds[1]
+    np.testing.assert_array_equal(raw, ev[cut:])
+    assert label == 1
+
+
+def test_a_recordings_folder_is_scanned_and_framed_in_bounded_memory(tmp_path):
+    from eval.data.events.datasets import write_nmnist_file
+    from eval.data.events.recordings import EventRecordings, load_recordings, scan_recordings
+
+    ev = _long_recording()
+    write_nmnist_file(tmp_path / "ds" / "cat" / "long.bin", ev)
+    recs, names = scan_recordings(tmp_path / "ds")
+    _, peak = _peak_bytes(lambda: load_recordings(recs, (34, 34, 2)))  # the span, streamed
+    assert (recs[0].sensor, recs[0].t_first, recs[0].t_last) == ((34, 34), 0, int(ev["t"][-1]))
+    assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB to scan"
+    framing = EventFraming((34, 34, 2), (34, 34), time_window=30_000, T=10)
+    (frames, label), peak = _peak_bytes(lambda: EventRecordings(recs, names, framing)[0])
+    np.testing.assert_array_equal(frames, framing(ev))
+    assert label == 0 and peak < 8 << 20, f"{peak / 2**20:.1f} MiB to frame"

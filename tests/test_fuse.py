@@ -199,3 +199,17 @@ def test_trainer_refuses_a_fused_model():
     from eval.train.trainer import Trainer
     with pytest.raises(ValueError, match="zoo.unfuse"):
         Trainer(zoo.fuse(SpikingResNet(**SMALL)), [])
+
+
+@pytest.mark.parametrize("stat,value,needle", [("running_var", float("nan"), "non-finite"),
+                                               ("running_mean", float("inf"), "non-finite"),
+                                               ("running_var", -0.5, "negative running variance")])
+def test_fuse_refuses_statistics_that_cannot_fold(stat, value, needle):
+    from tests.hostile import assert_user_error
+
+    model = SpikingResNet(layers=(1,), channels=(4,), strides=(1,), stem_width=4, head_hidden=None, num_classes=3,
+                          T=2).eval()
+    getattr(model.layer1[0].bn1, stat)[1] = value
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert_user_error(lambda: zoo.fuse(model), "zoo.fuse", r"layer1\.0\.bn1", needle)
+    torch.testing.assert_close(model.state_dict(), before, rtol=0, atol=0, equal_nan=True)  # left untouched

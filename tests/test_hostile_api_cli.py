@@ -358,10 +358,11 @@ def test_a_checkpoint_whose_config_disagrees_with_its_weights_is_one_line(tmp_pa
     assert len(r.err) < 1200
 
 
-def test_an_absurd_width_is_one_line_out_of_memory(capsys):
-    """``bench --width 10000``: a 58 TB weight; the allocation fails at once and is reported, not a traceback."""
+def test_an_absurd_width_is_one_line_naming_the_maximum(capsys):
+    """``bench --width 10000``: 1,280,000 channels a layer (a 58 TB weight) is past the widest layer a model
+    may have (zoo.spiking_resnet.MAX_WIDTH), refused before anything is allocated."""
     r = run_cli(["bench", "--width", "10000", "--reps", "1", "--builds", "zoo", "--no-memory"], capsys)
-    assert_cli_user_error(r, "out of memory", "smaller batch, input size or width", "can't allocate")
+    assert_cli_user_error(r, "width", r"\[1, 65536\]", "1280000")
 
 
 def test_debug_mode_shows_the_traceback_of_a_user_error(monkeypatch):

@@ -249,3 +249,89 @@ def test_publish_a_finetune_folder_uploads_the_checkpoint_only_and_loads_back(hu
     hubbed = zoo.create(f"hf-hub:{repo}", pretrained=True).eval()
     assert hubbed.pretrained_cfg["label_names"] == ["left", "right"]
     torch.testing.assert_close(hubbed(x), local(x), rtol=0, atol=0)
+
+
+# ---- nothing leaks: only regular files inside the folder leave it ------------------------------------------
+
+def _checkpoint(tmp_path, name="ckpt"):
+    return zoo.save_pretrained(SpikingResNet(**TINY).eval(), tmp_path / name, tag=TAG)
+
+
+@pytest.mark.parametrize("victim", ["README.md", "config.json"])
+def test_publish_never_follows_a_symlink_out_of_the_folder(hub, online, tmp_path, capsys, victim):
+    from tests.hostile import assert_cli_user_error, run_cli, tree_digest
+
+    folder = _checkpoint(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not upload")
+    (folder / victim).unlink()
+    (folder / victim).symlink_to(secret)
+    before, requests = tree_digest(tmp_path), len(hub.store.requests)
+    assert_cli_user_error(run_cli(["publish", folder, "--repo", "user/leak"], capsys), victim, "symlink",
+                          "outside")
+    assert len(hub.store.requests) == requests  # nothing was sent
+    assert tree_digest(tmp_path) == before
+
+
+def test_publish_refuses_a_special_file_and_lists_what_it_uploads(hub, online, tmp_path, capsys):
+    import os
+
+    from tests.hostile import assert_cli_user_error, run_cli
+
+    folder = _checkpoint(tmp_path)
+    (folder / "README.md").unlink()
+    os.mkfifo(folder / "README.md")  # reading it would block forever
+    assert_cli_user_error(run_cli(["publish", folder, "--repo", "user/fifo"], capsys), "README.md",
+                          "special file")
+    good = _checkpoint(tmp_path, "good")
+    (good / "extra.bin").write_bytes(b"not part of a checkpoint")
+    r = run_cli(["publish", good, "--repo", "user/listed"], capsys)
+    assert r.rc == 0, r.err
+    listed = r.out.splitlines()[0]
+    assert listed.startswith("uploading 3 files") and "model.safetensors (" in listed and "extra.bin" not in listed
+    uploaded = set(hub.store.repos[("model", "user/listed")].resolve("main").files) - {".gitattributes"}
+    assert uploaded == {"model.safetensors", "config.json", "README.md"}
+
+
+def test_manifest_ship_never_copies_a_symlink_out_of_the_folder(tmp_path, monkeypatch, capsys):
+    from tests.hostile import assert_cli_user_error, run_cli, tree_digest
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    monkeypatch.setenv("TDBN_ZOO_WEIGHTS", str(weights))
+    folder = zoo.save_pretrained(SpikingResNet(**TINY).eval(), tmp_path / "ckpt", tag=TAG)
+    (tmp_path / "secret.txt").write_text("private")
+    (folder / "notes.txt").symlink_to(tmp_path / "secret.txt")
+    before = tree_digest(tmp_path)
+    assert_cli_user_error(run_cli(["manifest", "add", folder, "--ship"], capsys), "notes.txt", "outside")
+    assert tree_digest(tmp_path) == before
+
+
+# ---- transient server errors: retried inside the deadline, the status named when it gives up ----------------
+
+def test_a_transient_server_error_is_retried_and_loads(published, online, hub):
+    model, _, manifest = published
+    use_manifest(online, manifest)
+    hub.store.fail_next = [500, 503]
+    got = zoo.create(TAG, pretrained=True).eval()
+    assert hub.store.fail_next == []  # both failures were met, then the retries loaded
+    torch.testing.assert_close(got(X), model(X), rtol=0, atol=1e-6)
+
+
+def test_a_server_that_keeps_failing_is_reported_with_its_status(published, online, hub, monkeypatch, capsys):
+    import time
+
+    from tests.hostile import assert_cli_user_error, assert_user_error, run_cli
+
+    _, _, manifest = published
+    use_manifest(online, manifest)
+    monkeypatch.setenv("TDBN_ZOO_HUB_TIMEOUT", "2")
+    hub.store.fail_next = [500] * 1000
+    try:
+        t0 = time.monotonic()
+        assert_user_error(lambda: zoo.create(TAG, pretrained=True), REPO, "HTTP 500", "tries")
+        assert time.monotonic() - t0 < 2 + 8  # within the deadline plus at most one pause
+        assert_cli_user_error(run_cli(["export-nir", TAG, online / "m.nir"], capsys), "HTTP 500")
+    finally:
+        hub.store.fail_next = []
+    assert not (online / "m.nir").exists()

@@ -127,3 +127,13 @@ def test_make_events_errors(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["make-events", "--data", f"mnist:{DATA}", "--out", str(tmp_path / "o"), "--train", "0"]) == 2
     assert "--train must be at least 1" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_make_events_refuses_more_images_than_the_split_has(tmp_path, capsys):
+    from tests.hostile import assert_cli_user_error, run_cli
+
+    for flag, most in (("--train", 60000), ("--test", 10000)):
+        r = run_cli(["make-events", "--data", f"mnist:{DATA}", "--out", tmp_path / "o", flag, "1000000000000"], capsys)
+        assert_cli_user_error(r, flag, "1000000000000", f"at most {flag} {most}")
+    assert not (tmp_path / "o").exists() and list(tmp_path.iterdir()) == []

@@ -341,3 +341,69 @@ def test_width_means_the_same_in_every_command():
     assert kw == dict(channels=[32, 64, 128], stem_width=32, head_hidden=8)
     assert _arch_kwargs(BenchConfig(width=0.25)) == dict(channels=(32, 64, 128), stem_width=32)
     assert model_kwargs(["stem_width=5"], "sresnet19_tdbn", 0.25)["stem_width"] == 5  # --model-kw wins
+# ---- model arguments out of range: one check for zoo.create, a config.json and --model-kw ----------------------
+OUT_OF_RANGE = [
+    (dict(drop_rate=-1.0), r"drop_rate must be a number in \[0, 1\), got -1\.0"),
+    (dict(drop_rate=1.0), r"drop_rate must be a number in \[0, 1\)"),
+    (dict(T=10 ** 18), r"T must be an integer in \[1, 10000\], got 1000000000000000000"),
+    (dict(T=float("inf")), r"T must be an integer >= 1, got inf"),
+    (dict(stem_width=0), r"stem_width must be an integer >= 1"),
+    (dict(channels=[4, 1 << 20, 8]), r"channels\[1\] must be an integer in \[1, 65536\]"),
+]
+
+
+@pytest.mark.parametrize("kw,needle", OUT_OF_RANGE, ids=[str(k) for k, _ in OUT_OF_RANGE])
+def test_model_arguments_out_of_range_everywhere_they_enter(kw, needle, tmp_path, capsys):
+    from tests.hostile import assert_cli_user_error, assert_user_error, run_cli, tree_digest
+    from zoo.errors import CheckpointError, InvalidArgumentError
+
+    small = dict(channels=(4, 8, 8), stem_width=4, head_hidden=8)
+    err = assert_user_error(lambda: zoo.create("sresnet19_narrow_tdbn", **{**small, **kw}), needle)
+    assert isinstance(err, InvalidArgumentError)
+    # a checkpoint whose config.json says it: refused naming the file, before any tensor is allocated
+    folder = zoo.save_pretrained(zoo.create("sresnet19_narrow_tdbn", **small), tmp_path / "ckpt",
+                                 tag="sresnet19_narrow_tdbn.fashion_mnist_t2")
+    config = json.loads((folder / "config.json").read_text())
+    config["model_args"].update(kw)
+    (folder / "config.json").write_text(json.dumps(config))
+    err = assert_user_error(lambda: zoo.create(str(folder), pretrained=True), r"config\.json", needle)
+    assert isinstance(err, CheckpointError)
+    # tdbn-zoo train --model-kw: the same words, before any data is read
+    before = tree_digest(tmp_path)
+    argv = ["train", "--preset", "sresnet19_narrow_tdbn.fashion_mnist_t2", "--data-dir", tmp_path / "none",
+            "--out", tmp_path / "run"] + [a for k, v in kw.items() for a in ("--model-kw", f"{k}={json.dumps(v)}")]
+    assert_cli_user_error(run_cli(argv, capsys), "--model-kw", needle)
+    assert tree_digest(tmp_path) == before
+
+
+def test_model_kw_T_infinite_or_given_twice_is_one_clear_line(tmp_path, capsys):
+    from tests.hostile import assert_cli_user_error, run_cli
+
+    base = ["train", "--preset", "sresnet19_narrow_tdbn.fashion_mnist_t2", "--data-dir", tmp_path, "--out",
+            tmp_path / "run"]
+    assert_cli_user_error(run_cli([*base, "--model-kw", "T=1e400"], capsys), "--model-kw", "T must be", "inf")
+    assert_cli_user_error(run_cli([*base, "--T", "4", "--model-kw", "T=2"], capsys), "--T 4", "--model-kw T=2",
+                          "once")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_model_name_is_refused_in_the_users_terms():
+    from tests.hostile import assert_user_error
+
+    for name in ("", "  "):
+        assert_user_error(lambda: zoo.create(name), "model name is empty", "architecture")
+
+
+@pytest.mark.parametrize("content,needles", [
+    ("[" * 200_000 + "]" * 200_000, ["nested too deeply"]),
+    ('{"architecture": "sresnet19_narrow_tdbn", "pad": "' + "x" * (2 << 20) + '"}', ["larger than", "1048576"]),
+    ("", ["empty"]),
+], ids=["nested 200,000 deep", "over 1 MiB", "empty"])
+def test_a_hostile_config_json_is_refused_naming_the_file(tmp_path, content, needles):
+    from tests.hostile import assert_user_error
+
+    small = dict(channels=(4, 8, 8), stem_width=4, head_hidden=8)
+    folder = zoo.save_pretrained(zoo.create("sresnet19_narrow_tdbn", **small), tmp_path / "ckpt",
+                                 tag="sresnet19_narrow_tdbn.fashion_mnist_t2")
+    (folder / "config.json").write_text(content)
+    assert_user_error(lambda: zoo.create(str(folder), pretrained=True), r"config\.json", *needles)

@@ -496,3 +496,18 @@ def test_each_torchrun_process_takes_the_gpu_of_its_local_rank(monkeypatch):
         rank_device(torch.device("cuda:1"))  # every process on one GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert rank_device() == torch.device("cpu")
+
+
+def test_train_subset_past_the_split_names_the_maximum(tmp_path, capsys):
+    from tests.hostile import assert_cli_user_error, run_cli, tree_digest
+
+    data = tmp_path / "fashion-mnist"
+    data.mkdir()
+    for prefix, n in (("train", 16), ("t10k", 8)):
+        _write_idx(data / f"{prefix}-images-idx3-ubyte.gz", torch.zeros(n, 28, 28, dtype=torch.uint8))
+        _write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", torch.arange(n) % 10)
+    before = tree_digest(tmp_path)
+    r = run_cli(["train", "--preset", "sresnet19_narrow_tdbn.fashion_mnist_t2", "--data-dir", tmp_path, "--out",
+                 tmp_path / "run", "--train-subset", "1000000000000"], capsys)
+    assert_cli_user_error(r, "--train-subset 1000000000000", "holds 16 items", "at most --train-subset 16")
+    assert tree_digest(tmp_path) == before

@@ -14,7 +14,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from torch import nn
 
 from . import manifest, models  # noqa: F401  (models registers the architectures with timm)
-from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, Checkpoint
+from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, read_config
 from .errors import CheckpointError, UnknownModelError
 from .hub import download, split_revision
 from .naming import arch_tag, did_you_mean, split_arch_tag
@@ -47,6 +47,10 @@ def resolve(name: str, *, pretrained: bool = False, arch: str | None = None,
     whose header does not."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    if not name.strip():  # Path("") is the current folder: never read an empty name as one
+        raise UnknownModelError(f"the model name is empty; expected an architecture ({', '.join(ARCH_CFGS)}), "
+                                f"arch.tag, a checkpoint folder, a .safetensors file, hf-hub:owner/name or "
+                                f"local-dir:folder")
     if name.startswith(HF_HUB):
         return _resolve_hub(name[len(HF_HUB):], pretrained, force_download), {}
     if name.startswith(LOCAL_DIR):
@@ -54,6 +58,7 @@ def resolve(name: str, *, pretrained: bool = False, arch: str | None = None,
         if not (folder / CONFIG_NAME).is_file():
             raise CheckpointError(f"{name}: expected a checkpoint folder with {CONFIG_NAME} and {WEIGHTS_NAME}, "
                                   f"got {'a folder without ' + CONFIG_NAME if folder.is_dir() else 'no such folder'}")
+        read_config(folder / CONFIG_NAME, name)  # checked here, before timm parses it unguarded
         return f"{LOCAL_DIR}{folder}", {}
     base, tag = split_arch_tag(name)
     if base in ARCH_CFGS:
@@ -69,6 +74,7 @@ def resolve(name: str, *, pretrained: bool = False, arch: str | None = None,
 def _resolve_path(path: Path, arch: str | None) -> tuple[str, dict]:
     if path.is_dir():
         if (path / CONFIG_NAME).is_file():
+            read_config(path / CONFIG_NAME, str(path))  # checked here, before timm parses it unguarded
             return f"{LOCAL_DIR}{path}", {}
         if not (path / WEIGHTS_NAME).is_file():
             raise CheckpointError(f"{path} is a folder but not a checkpoint folder: expected {CONFIG_NAME} and "
@@ -99,6 +105,7 @@ def _resolve_hub(repo_ref: str, pretrained: bool, force_download: bool) -> str:
         revision = found[1].get("revision") if found else None
     files = [CONFIG_NAME, WEIGHTS_NAME] if pretrained else [CONFIG_NAME]
     folder = download(repo, revision=revision, files=files, force_download=force_download)
+    read_config(folder / CONFIG_NAME, f"hf-hub:{repo}")  # checked here, before timm parses it unguarded
     return f"{HF_HUB}{repo}@{folder.name}"  # the snapshot folder is named by its commit
 
 

@@ -22,12 +22,12 @@ from timm.models import get_pretrained_cfg
 from timm.models._hub import save_config_for_hf
 
 from .errors import CheckpointError, InvalidArgumentError
-from .fileio import atomic_write
+from .fileio import atomic_write, read_json
 from .fuse import fuse as fuse_model
 from .manifest import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from .model_card import model_card
 from .naming import HUB_ORG, arch_tag, split_arch_tag
-from .spiking_resnet import ARCH_CFGS, SpikingResNet
+from .spiking_resnet import ARCH_CFGS, SpikingResNet, check_model_args
 from .tags import TAGS, tag_extras
 
 FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
@@ -268,17 +268,19 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
 
 
 def read_config(path: Path, origin: str) -> dict:
-    """A checkpoint's ``config.json``, checked where it enters: a JSON object with a string
-    ``architecture`` and, if present, a ``model_args`` object."""
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{origin}: {path} is not valid JSON: {e}") from e
+    """A checkpoint's ``config.json``, checked where it enters: a JSON object (at most 1 MiB, a config is a few
+    KiB) with a string ``architecture`` and, if present, a ``model_args`` object whose values are in range
+    (``zoo.spiking_resnet.check_model_args``, the check ``zoo.create`` makes)."""
+    config = read_json(path, what="checkpoint config", max_bytes=1 << 20, error=CheckpointError)
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
         raise CheckpointError(f"{origin}: {path} has no 'architecture' string; not a timm/tdbn-zoo config")
     if not isinstance(config.get("model_args", {}), dict):
         raise CheckpointError(f"{origin}: {path}: 'model_args' must be an object, got "
                               f"{type(config['model_args']).__name__}")
+    try:
+        check_model_args(config.get("model_args") or {}, owner="model_args")
+    except InvalidArgumentError as e:
+        raise CheckpointError(f"{origin}: {path}: {e}") from None
     return config
 
 
@@ -302,6 +304,10 @@ def _header_config(path: Path, origin: str) -> dict | None:
             raise CheckpointError(f"{origin}: the header's model_args is not JSON: {e}") from e
         if not isinstance(args, dict):
             raise CheckpointError(f"{origin}: the header's model_args must be an object, got {type(args).__name__}")
+        try:
+            check_model_args(args, owner="model_args")
+        except InvalidArgumentError as e:
+            raise CheckpointError(f"{origin}: the header's {e}") from None
     elif meta.get("fused") in ("true", "false"):
         args = {"fused": meta["fused"] == "true"}
     if not isinstance(arch, str):

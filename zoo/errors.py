@@ -53,6 +53,6 @@ class OutputNotWritableError(ZooError, ValueError):
     checkpoint, inside the shipped ``weights/``): checked before the work starts."""
 
 
-class MissingFileError(ZooError, FileNotFoundError):
-    """A file or folder the user named, or one a dataset's layout expects, that does not exist: the message
-    names it and what was looked for (no download is ever attempted)."""
+class MissingFileError(InvalidFileError, FileNotFoundError):
+    """A file or folder the user named (or a file of theirs lists) that does not exist: the message names it
+    and where it was looked for. Also a ``FileNotFoundError``, as a library caller expects."""

@@ -27,11 +27,30 @@ from __future__ import annotations
 
 import copy
 
+import torch
+
 from adapters.fusion import fuse_norms_
 
+from .errors import InvalidArgumentError
 from .spiking_resnet import SpikingResNet
 
-__all__ = ["fuse"]
+__all__ = ["fuse", "check_norm_statistics"]
+
+
+def check_norm_statistics(model: torch.nn.Module) -> None:
+    """Refuse (``InvalidArgumentError``, naming the norm) running statistics that cannot be folded: a
+    non-finite mean or variance, or a negative variance (eq. 10 takes its square root)."""
+    for name, module in model.named_modules():
+        mean, var = getattr(module, "running_mean", None), getattr(module, "running_var", None)
+        if not isinstance(var, torch.Tensor) or not isinstance(mean, torch.Tensor):
+            continue
+        if not bool(torch.isfinite(mean).all() & torch.isfinite(var).all()):
+            raise InvalidArgumentError(f"zoo.fuse: norm {name} has non-finite running statistics (NaN or Inf); "
+                                       f"fusing them would write non-finite weights. Recalibrate the norms "
+                                       f"(e.g. eval.measure.harness.calibrate_norms) or load good weights")
+        if bool((var < 0).any()):
+            raise InvalidArgumentError(f"zoo.fuse: norm {name} has a negative running variance (min "
+                                       f"{float(var.min()):g}); a variance is >= 0, so the statistics are corrupt")
 
 
 def fuse(model: SpikingResNet) -> SpikingResNet:
@@ -40,13 +59,15 @@ def fuse(model: SpikingResNet) -> SpikingResNet:
     The copy keeps ``model``'s neuron modules (deep copies, whatever the backend), its current ``T`` and
     classifier, and any block a user put in it that declares ``norm_slots()``; ``pretrained_cfg['fused']``
     and ``model_args['fused']`` are True. ``model`` itself is left untouched. Raises ``TypeError`` for a
-    norm that does not fold (no ``folded_affine()``).
+    norm that does not fold (no ``folded_affine()``), ``InvalidArgumentError`` for running statistics that
+    are non-finite or negative (:func:`check_norm_statistics`).
     """
     if not isinstance(model, SpikingResNet):
         raise TypeError(f"zoo.fuse expects a SpikingResNet, got {type(model).__name__}")
     fused = copy.deepcopy(model).eval()
     if model.fused:
         return fused
+    check_norm_statistics(model)  # a NaN or negative variance would fold into non-finite weights
     fuse_norms_(fused)
     fused.fused = True
     fused.model_args = {**model.model_args, "T": model.T, "num_classes": model.num_classes, "fused": True}

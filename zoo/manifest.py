@@ -30,7 +30,7 @@ from pathlib import Path
 from adapters import settings
 
 from .errors import CheckpointError
-from .fileio import _umask, atomic_write
+from .fileio import _umask, atomic_write, package_weights_dir, read_json, regular_files, weights_dir  # noqa: F401 (re-exported)
 from .naming import HUB_ORG, did_you_mean
 
 MANIFEST_NAME = "manifest.json"
@@ -60,17 +60,6 @@ def inside(folder: Path, name: str) -> Path:
     if dest.parent != folder.resolve():
         raise CheckpointError(f"{name!r} does not name a folder inside {folder}")
     return dest
-
-
-def package_weights_dir() -> Path:
-    """``weights/`` beside the ``zoo`` package (the repository, or site-packages for a wheel): the checkpoints
-    shipped with tdbn-zoo, which a user's run must not overwrite unless asked (``tdbn-zoo ship --into-package``)."""
-    return Path(__file__).resolve().parent.parent / "weights"
-
-
-def weights_dir() -> Path:
-    """The folder of shipped checkpoints: ``$TDBN_ZOO_WEIGHTS`` when set, else :func:`package_weights_dir`."""
-    return settings.get("TDBN_ZOO_WEIGHTS") or package_weights_dir()
 
 
 def sha256_file(path: str | Path) -> str:
@@ -104,10 +93,7 @@ def read_manifest(path: str | Path | None = None) -> dict:
     path = Path(path) if path else weights_dir() / MANIFEST_NAME
     if not path.is_file():
         return {"format": FORMAT, "models": {}}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable JSON manifest: {e}") from e
+    data = read_json(path, what="manifest", max_bytes=64 << 20, error=CheckpointError)
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("models"), dict):
         raise CheckpointError(f"{path} is not a tdbn-zoo manifest (expected format {FORMAT} with a 'models' map)")
     for name, e in data["models"].items():
@@ -181,6 +167,7 @@ def record(name: str, folder: str | Path, *, known, repo_id: str | None = None, 
     missing = [f for f in VERIFIED if not (folder / f).is_file()]
     if missing:
         raise CheckpointError(f"{folder} is not a checkpoint folder (no {', '.join(missing)})")
+    files = regular_files(folder) if ship else {}  # what --ship copies: never a symlink out of the folder, a FIFO
     if revision is not None and not _COMMIT.fullmatch(str(revision)):
         raise CheckpointError(f"revision must be a 40-hex Hub commit, got {revision!r}")
     manifest_path = Path(manifest_path) if manifest_path else weights_dir() / MANIFEST_NAME
@@ -201,9 +188,8 @@ def record(name: str, folder: str | Path, *, known, repo_id: str | None = None, 
         if folder.resolve() != dest:
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=manifest_path.parent))
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode mkdir would
-            for f in folder.iterdir():
-                if f.is_file() and not f.is_symlink() and not f.name.startswith("."):
-                    shutil.copy2(f, tmp / f.name)
+            for fname, f in files.items():
+                shutil.copy2(f, tmp / fname)
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(tmp, dest)

@@ -33,7 +33,13 @@ from adapters.neurons import NEURON_CLASSES
 
 from .errors import InvalidArgumentError
 
-__all__ = ["SpikingResNet", "ARCH_CFGS"]
+__all__ = ["SpikingResNet", "ARCH_CFGS", "check_model_args", "MAX_T", "MAX_WIDTH"]
+
+# Upper bounds of the size arguments: far past any paper setting (T <= 10, widths <= 2048), low enough that
+# the tensors they imply have sizes torch can index (T * N * C * H * W overflows int64 long before T = 10**18).
+MAX_T = 10_000
+MAX_WIDTH = 1 << 16  # channels of one layer (stem, stages, hidden fc) and input channels
+MAX_CLASSES = 1 << 20
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
@@ -148,13 +154,10 @@ class SpikingResNet(nn.Module):
                  surrogate_width: float = 1.0, detach_reset: bool = False, drop_rate: float = 0.0,
                  global_pool: str = "avg", fused: bool = False):
         super().__init__()
-        if block not in BLOCKS:
-            raise InvalidArgumentError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
-        if not (len(layers) == len(channels) == len(strides)):
-            raise InvalidArgumentError("layers, channels and strides need one entry per stage")
-        T = check_int(T, name="T", minimum=1, owner=type(self).__name__)
-        num_classes = check_int(num_classes, name="num_classes", minimum=0, owner=type(self).__name__)
-        in_chans = check_int(in_chans, name="in_chans", minimum=1, owner=type(self).__name__)
+        checked = check_model_args(dict(block=block, layers=layers, channels=channels, strides=strides,
+                                        stem_width=stem_width, head_hidden=head_hidden, num_classes=num_classes,
+                                        in_chans=in_chans, T=T, drop_rate=drop_rate), type(self).__name__)
+        T, num_classes, in_chans = checked["T"], checked["num_classes"], checked["in_chans"]
         _check_pool(global_pool, num_classes)
         # constructor arguments as JSON-serialisable data, recorded in configs (None where not serialisable)
         self.model_args = dict(block=block, layers=list(layers), channels=list(channels), strides=list(strides),
@@ -214,7 +217,7 @@ class SpikingResNet(nn.Module):
 
     @T.setter
     def T(self, value: int) -> None:
-        self._T = check_int(value, name="T", minimum=1, owner=type(self).__name__)
+        self._T = check_model_args(dict(T=value), type(self).__name__)["T"]
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -229,7 +232,7 @@ class SpikingResNet(nn.Module):
         """A new classifier for ``num_classes`` (0: none, the model returns the classifier's input); with
         ``global_pool`` (timm's pooling types, ``''`` = none) a new pooling too. A pooling of another width
         (``'catavgmax'`` doubles it) gives the fc-256 layer, where present, new input weights."""
-        num_classes = check_int(num_classes, name="num_classes", minimum=0, owner=type(self).__name__)
+        num_classes = check_model_args(dict(num_classes=num_classes), type(self).__name__)["num_classes"]
         _check_pool(self.global_pool.pool_type if global_pool is None else global_pool, num_classes)
         if global_pool is not None:
             self.global_pool = _make_pool(global_pool)
@@ -362,6 +365,52 @@ class SpikingResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C, H, W]`` or ``[T, N, C, H, W]`` -> logits ``[N, num_classes]``."""
         return self._head(self.forward_features_steps(x))
+
+
+def _check_size(args: dict, name: str, minimum: int, maximum: int, owner: str) -> None:
+    """``args[name]`` (if present) an integer in ``[minimum, maximum]``, converted to ``int`` in place."""
+    if name not in args:
+        return
+    value = check_int(args[name], name=name, minimum=minimum, owner=owner)
+    if value > maximum:
+        raise ValueError(f"{owner}: {name} must be an integer in [{minimum}, {maximum}], got {value}")
+    args[name] = value
+
+
+def check_model_args(args: dict, owner: str = "SpikingResNet") -> dict:
+    """The ranges of the model arguments in ``args`` (those present; others are left to their defaults): the
+    one check behind ``zoo.create``, a checkpoint's ``config.json`` and ``--model-kw``, all of which reach
+    :class:`SpikingResNet`. ``T`` in ``[1, MAX_T]``, ``num_classes`` in ``[0, MAX_CLASSES]``, ``in_chans``,
+    ``stem_width`` and every ``channels`` entry in ``[1, MAX_WIDTH]``, ``head_hidden`` in ``[0, MAX_WIDTH]``, ``drop_rate`` in
+    ``[0, 1)``, ``block`` a known block, one ``layers``/``channels``/``strides`` entry per stage.
+
+    :returns: a copy of ``args`` with the integer arguments as ``int``.
+    :raises InvalidArgumentError: naming ``owner``, the argument, the valid range and what came.
+    """
+    args = dict(args)
+    try:
+        if "block" in args and args["block"] not in BLOCKS:
+            raise ValueError(f"{owner}: unknown block {args['block']!r}; choose one of {', '.join(BLOCKS)}")
+        stages = [args[k] for k in ("layers", "channels", "strides") if k in args]
+        if any(not isinstance(s, (list, tuple)) for s in stages):
+            raise ValueError(f"{owner}: layers, channels and strides must be lists, one entry per stage")
+        if len({len(s) for s in stages}) > 1:
+            raise ValueError(f"{owner}: layers, channels and strides need one entry per stage")
+        _check_size(args, "T", 1, MAX_T, owner)
+        _check_size(args, "num_classes", 0, MAX_CLASSES, owner)
+        for name in ("in_chans", "stem_width"):
+            _check_size(args, name, 1, MAX_WIDTH, owner)
+        if args.get("head_hidden") is not None:  # 0 or None: no hidden fc layer
+            _check_size(args, "head_hidden", 0, MAX_WIDTH, owner)
+        for i, width in enumerate(args.get("channels") or ()):
+            _check_size({f"channels[{i}]": width}, f"channels[{i}]", 1, MAX_WIDTH, owner)
+        rate = args.get("drop_rate")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or not 0 <= rate < 1):
+            raise ValueError(f"{owner}: drop_rate must be a number in [0, 1), got {rate!r}")
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(str(e)) from None
+    return args
 
 
 def _make_pool(global_pool: str) -> SelectAdaptivePool2d:

@@ -94,6 +94,20 @@ def _frame_for(model: nn.Module, data, T: int | None):
     return data, framing.T
 
 
+def _check_labels(y: torch.Tensor, num_classes: int, seen: int) -> None:
+    """Labels must be integer class ids the model predicts (``0..num_classes-1``): a label beyond them
+    would be counted against a class that does not exist (or break the confusion matrix)."""
+    if y.is_floating_point() or y.dtype == torch.bool or y.dim() != 1:
+        raise InvalidArgumentError(f"evaluate: labels must be a 1-D batch of integer class ids, got dtype "
+                                   f"{y.dtype} of shape {tuple(y.shape)}")
+    bad = (y < 0) | (y >= num_classes)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise InvalidArgumentError(f"evaluate: sample {seen + i} has label {int(y[i])}, outside the model's "
+                                   f"{num_classes} classes (0..{num_classes - 1}); evaluate the model on the data "
+                                   f"it was trained for, or give it a classifier of that many classes")
+
+
 def _prepare(x: torch.Tensor, time_first: bool) -> torch.Tensor:
     """Static images ``[N, C, H, W]`` pass through; event frames from a default-collated loader are
     ``[N, T, C, H, W]`` and become the models' ``[T, N, C, H, W]`` (unless already ``time_first``)."""
@@ -146,6 +160,7 @@ def evaluate(model: nn.Module, data: Dataset | Iterable, *, T: int | None = None
                 if first is None:
                     first = x
                 logits = model(x)
+                _check_labels(y, logits.shape[-1], n)
                 for k, c in topk_correct(logits, y, (1, 5)).items():
                     correct[k] += c
                 pairs = y.long() * logits.shape[-1] + logits.argmax(-1)

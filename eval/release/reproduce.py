@@ -164,6 +164,8 @@ def make_plan(tag: str, out: str | Path, *, data_dir: str | Path | None = None, 
                              ("--node-rank", launch.node_rank, 0), ("--master-port", launch.master_port, 1)):
         if value < low:
             raise InvalidArgumentError(f"{name} must be at least {low}, got {value}")
+    if not 1 <= launch.master_port <= 65535:  # a TCP port; torchrun would fail only once every node started
+        raise InvalidArgumentError(f"--master-port must be a TCP port in 1-65535, got {launch.master_port}")
     if launch.node_rank >= launch.nnodes:
         raise InvalidArgumentError(f"--node-rank must lie in 0..{launch.nnodes - 1} for --nnodes {launch.nnodes}, "
                                    f"got {launch.node_rank}")

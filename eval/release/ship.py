@@ -141,6 +141,7 @@ def check_destination(out: str | Path | None, weights: str | Path | None, into_p
     ``out`` (a checkpoint folder) and ``weights`` (a weights folder with a manifest) is needed."""
     from eval.cli.commands._args import ensure_writable_dir
     from zoo.manifest import package_weights_dir
+    from zoo.outputs import check_output_path
 
     if (out is None) == (weights is None):
         raise InvalidArgumentError("ship needs exactly one destination: --out DIR (the checkpoint folder) or "
@@ -153,6 +154,8 @@ def check_destination(out: str | Path | None, weights: str | Path | None, into_p
         raise OutputNotWritableError(f"{flag} {dest} is inside the installed package's weights folder "
                                      f"{package_weights_dir()}; write your checkpoint elsewhere, or pass "
                                      f"--into-package to ship it with tdbn-zoo")
+    # the one rule of every output: never over the run, a checkpoint folder or (without --weights) weights/
+    check_output_path(dest, inputs=[run], kind="dir", flag=flag, allow_weights=into_package or weights is not None)
     ensure_writable_dir(dest, flag)
 
 
@@ -196,9 +199,8 @@ def ship(run: str | Path, data_dir: str | None = None, *, out: str | Path | None
     from eval.measure.harness import evaluate
     from eval.train.checkpoint import read_training_checkpoint
     from zoo import TAGS, create, manifest
-    from zoo.checkpoints import save_pretrained
+    from zoo.checkpoints import read_safetensors, save_pretrained
     from zoo.fuse import fuse
-    from zoo.checkpoints import read_safetensors
     from zoo.errors import InvalidArgumentError
     from zoo.pretrained import load_state_dict_into
     from zoo.tags import tag_extras

@@ -27,6 +27,19 @@ def stratified_split(labels, fraction: float, seed: int) -> tuple[list[int], lis
     return [i for i in range(len(labels)) if i not in held_set], sorted(held)
 
 
+def first_n(dataset, n: int | None):
+    """``--train-subset N``: the first ``n`` items of ``dataset`` (None: all of it); more than it holds is
+    refused naming the maximum (``InvalidArgumentError``), not silently read as "all"."""
+    import torch
+
+    if n is None:
+        return dataset
+    if n > len(dataset):
+        raise InvalidArgumentError(f"--train-subset {n}: the training split holds {len(dataset)} items, so at most "
+                                   f"--train-subset {len(dataset)} (or leave it out for all)")
+    return torch.utils.data.Subset(dataset, range(n))
+
+
 def build_datasets(preset: dict, root: str | None, seed: int, train_subset: int | None = None, *,
                    input_size: int | None = None, verify: bool = True, val_fraction: float | None = None,
                    folder: str | None = None):
@@ -73,9 +86,7 @@ def _assemble(bases: dict, augment, evaluate, seed: int, train_subset: int | Non
     from eval.train.sampling import SeededAugment
 
     test = SeededAugment(bases["test"], evaluate, train=False)
-    pool = bases["train"]
-    if train_subset:  # --train-subset: the first N training images
-        pool = torch.utils.data.Subset(pool, range(min(train_subset, len(pool))))
+    pool = first_n(bases["train"], train_subset)  # --train-subset: the first N training images
     if not val_fraction:
         return SeededAugment(pool, augment, seed=seed), test
     labels = bases["train"].targets[:len(pool)]
@@ -104,13 +115,10 @@ def build_event_datasets(preset: dict, root: str | None, T: int, train_subset: i
     """``(train, test)`` of an event preset (DVS-Gesture, DVS-CIFAR10) from a local copy in tonic's layout
     (``eval.data.events.build_event_dataset``; nothing is downloaded), framed by the paper's pipeline with ``T``
     frames: items ``[T, 2, H, W]``, which the trainer makes time-first."""
-    import torch
-
     from eval.data.events import build_event_dataset
     from eval.data.events.datasets import _normalize
 
     spec = _normalize(preset["dataset"]) + (f":{root}" if root else "")
     out = [build_event_dataset(spec, split, T=T) for split in ("train", "test")]
-    if train_subset:
-        out[0] = torch.utils.data.Subset(out[0], range(min(train_subset, len(out[0]))))
+    out[0] = first_n(out[0], train_subset)
     return tuple(out)

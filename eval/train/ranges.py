@@ -18,12 +18,14 @@ __all__ = ["NumberRange", "TRAIN_FIELD_RANGES", "OPTIONAL_TRAIN_FIELDS", "POSITI
 @dataclass(frozen=True)
 class NumberRange:
     """The valid values of a numeric setting: ``int`` or finite ``float`` (``kind``) between ``low`` and
-    ``high`` (None: unbounded), each bound excluded when ``open_low`` / ``open_high``."""
+    ``high`` (None: unbounded), each bound excluded when ``open_low`` / ``open_high``. ``cap``: the largest value
+    that can be used at all (an int64 for sizes and counts), named only in the error of a value above it."""
     kind: type
     low: float | None = None
     high: float | None = None
     open_low: bool = False
     open_high: bool = False
+    cap: float | None = None
 
     def describe(self) -> str:
         """E.g. ``'an integer >= 1'``, ``'a finite number in [0, 1)'``."""
@@ -44,12 +46,17 @@ class NumberRange:
             return False
         low_ok = self.low is None or (value > self.low if self.open_low else value >= self.low)
         high_ok = self.high is None or (value < self.high if self.open_high else value <= self.high)
-        return low_ok and high_ok
+        return low_ok and high_ok and (self.cap is None or value <= self.cap)
+
+    def _expected(self, value) -> str:
+        over = self.cap is not None and not isinstance(value, bool) and isinstance(value, (int, float)) \
+            and value > self.cap
+        return self.describe() + (f" and at most {self.cap}" if over else "")
 
     def check(self, name: str, value):
         """``value`` when it lies in the range; else ValueError naming ``name``, the range and ``value``."""
         if not self.contains(value):
-            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+            raise ValueError(f"{name} must be {self._expected(value)}, got {value!r}")
         return value
 
     def argtype(self, text: str):
@@ -60,11 +67,12 @@ class NumberRange:
         except ValueError:
             value = None
         if value is None or not self.contains(value):
-            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {self._expected(value)}, got {text!r}")
         return value
 
 
-POSITIVE_INT = NumberRange(int, 1)
+# sizes and counts: an int64 at most (a larger one cannot index anything: islice, range, tensor shapes)
+POSITIVE_INT = NumberRange(int, 1, cap=2 ** 63 - 1)
 
 #: every numeric field of TrainConfig; the optional ones (None = off) are checked when set
 TRAIN_FIELD_RANGES: dict[str, NumberRange] = dict(

@@ -54,8 +54,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.errors import InvalidArgumentError, OutputNotWritableError
+from zoo.errors import InvalidArgumentError
 from zoo.fileio import atomic_write
+from zoo.outputs import check_output_path
 
 from .device_counters import DeviceSpikeCounter
 from .ranges import OPTIONAL_TRAIN_FIELDS, TRAIN_FIELD_RANGES
@@ -154,13 +155,11 @@ class TrainConfig:
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
 
 
-def check_run_folder(out_dir: str | Path, resume: bool) -> None:
-    """Refuse (``OutputNotWritableError``) to start a new run in ``out_dir`` when it holds one: the new run
-    would overwrite its checkpoint. With ``resume`` the old run is continued instead, so anything goes."""
-    checkpoint = Path(out_dir) / CHECKPOINT_NAME
-    if not resume and checkpoint.is_file():
-        raise OutputNotWritableError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); a new run would overwrite "
-                                     f"it: continue it with --resume (resume=True), or choose another output folder")
+def check_run_folder(out_dir: str | Path, resume: bool, flag: str = "out_dir") -> None:
+    """Refuse (``OutputNotWritableError``) to start a new run in ``out_dir`` when it holds a run or a
+    checkpoint (``zoo.outputs.RUN_FILES``): the new run would overwrite them. With ``resume`` a folder holding the
+    run's ``last.safetensors`` is continued instead. The rule is ``zoo.outputs.check_output_path(kind="run")``."""
+    check_output_path(out_dir, kind="run", flag=flag, resume=resume)
 
 
 def autocast_dtype(device: torch.device, amp: bool = True, requested: str = "auto") -> torch.dtype | None:

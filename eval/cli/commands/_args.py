@@ -157,14 +157,17 @@ def add_model_arguments(parser) -> None:
 
 def model_kwargs(items: list[str], arch: str | None = None, width: float | None = None) -> dict:
     """``--model-kw`` words (``KEY=JSON``; a bare word is a string) and ``--width`` -> model arguments; with
-    ``arch`` every key is checked against its arguments (InvalidArgumentError naming the valid ones)."""
+    ``arch`` every key is checked against its arguments (InvalidArgumentError naming the valid ones); every
+    value by the one range check of model arguments (``zoo.spiking_resnet.check_model_args``, also behind
+    ``zoo.create`` and a checkpoint's config.json)."""
     from zoo.errors import InvalidArgumentError
+    from zoo.spiking_resnet import check_model_args
 
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidArgumentError(f"--model-kw expects KEY=VALUE, got {item!r}")
+        if not sep or not key.isidentifier():
+            raise InvalidArgumentError(f"--model-kw expects KEY=VALUE with KEY a model argument, got {item!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -177,6 +180,7 @@ def model_kwargs(items: list[str], arch: str | None = None, width: float | None 
             out = {**width_args(arch, width), **out}
     elif width is not None:
         raise InvalidArgumentError("--width scales an architecture (arch or arch.tag); a checkpoint's widths are its own")
+    check_model_args(out, owner="--model-kw")
     return out
 
 

@@ -64,6 +64,9 @@ def run(args) -> int:
 
     from ...bench.runner import BenchConfig, check_config, checkpoint_facts, format_bench, names_a_model, run_bench
     from zoo.errors import InvalidArgumentError
+    from zoo.outputs import check_output_path
+
+    check_output_path(args.json, flag="--json")
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

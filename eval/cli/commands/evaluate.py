@@ -64,7 +64,11 @@ def run(args) -> int:
     from ...measure.report import format_eval
     from ...measure.synops import EnergyModel
     from zoo.errors import InvalidArgumentError
+    from zoo.outputs import check_output_path
 
+    inputs = dict(inputs=[args.model], roots=[args.data.partition(":")[2] or None])
+    check_output_path(args.json, **inputs, flag="--json")
+    check_output_path(args.plots, **inputs, kind="dir", flag="--plots")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if parse_event_spec(args.data) is not None:
         model, data, data_name, loader = _event_model_and_data(args)

@@ -22,7 +22,10 @@ def run(args) -> int:
 
     import zoo
     from zoo.errors import InvalidArgumentError
+    from zoo.outputs import check_output_path
     from zoo.to_nir import DEFAULT_DT, export_nir
+
+    check_output_path(args.out, inputs=[args.model], flag="out")
 
     if Path(args.model).is_dir():
         model = timm.create_model(f"local-dir:{args.model}", pretrained=True)

@@ -110,9 +110,14 @@ def run(args) -> int:
     from eval.measure.per_class import format_per_class
     from eval.train.finetune import FinetuneOptions, finetune_events, finetune_recordings
 
+    from zoo.outputs import check_output_path
+
     from ._args import ensure_writable_dir
 
     _check_args(args)
+    # never over its data, a checkpoint or a run (a new folder beside the recordings is fine)
+    check_output_path(args.out, inputs=[args.checkpoint], roots=[args.dataset, args.test_dataset, args.data_root],
+                      kind="run", flag="--out", resume=args.resume)
     if args.threads:
         torch.set_num_threads(args.threads)
     opts = FinetuneOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneOptions)})

@@ -30,8 +30,10 @@ def add_arguments(parser) -> None:
                         help="grey image dataset to convert: mnist or fashion-mnist, optionally with its folder "
                              "(else the data-root search: $TDBN_ZOO_DATA, ./data, ...)")
     parser.add_argument("--out", required=True, type=writable_dir, help="output folder")
-    parser.add_argument("--train", type=int, default=None, help="convert the first N training images (default all)")
-    parser.add_argument("--test", type=int, default=None, help="convert the first N test images (default all)")
+    parser.add_argument("--train", type=int, default=None,
+                        help="convert the first N training images (default all; at most the split's size)")
+    parser.add_argument("--test", type=int, default=None,
+                        help="convert the first N test images (default all; at most the split's size)")
     parser.add_argument("--format", choices=("npz", "nmnist"), default="npz",
                         help="npz: one EventNpz per split; nmnist: folders of N-MNIST .bin files + labels.csv")
     parser.add_argument("--seed", type=int, default=0, help="per-pixel threshold mismatch (same seed, same events)")
@@ -43,17 +45,21 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from eval.data.images import build_dataset, dataset_spec, parse_data_spec
     from eval.data.events import SaccadeSensor
-    from zoo.errors import InvalidArgumentError
+    from zoo.errors import InvalidArgumentError, OutputNotWritableError
     from zoo.fileio import atomic_write
+    from zoo.outputs import check_output_path
 
     name, root = parse_data_spec(args.data)
+    # make-events replaces the whole folder: never a checkpoint, the shipped weights, or a folder with the data
+    check_output_path(args.out, roots=[root], kind="dir", flag="--out")
+    for split in ("train", "test"):
+        n = getattr(args, split)
+        if n is not None and n < 1:
+            raise InvalidArgumentError(f"--{split} must be at least 1, got {n}")
     spec = dataset_spec(name)
     if spec.kind != "idx" or spec.in_chans != 1:
-        raise InvalidArgumentError(f"make-events converts grey image datasets (mnist, fashion-mnist); {spec.name} is not one")
-    for name in ("train", "test"):
-        n = getattr(args, name)
-        if n is not None and n < 1:
-            raise InvalidArgumentError(f"--{name} must be at least 1, got {n}")
+        raise InvalidArgumentError(
+            f"make-events converts grey image datasets (mnist, fashion-mnist); {spec.name} is not one")
     for flag in ("threshold", "threshold_sigma", "saccade_ms"):
         v = getattr(args, flag)
         if v is not None and not (v == v and abs(v) != float("inf")):
@@ -64,11 +70,17 @@ def run(args) -> int:
     sensor = SaccadeSensor(**settings)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
-        raise InvalidArgumentError(f"--out {out} exists and is not an earlier make-events output (no meta.json); give a new "
-                                   f"or empty folder (make-events replaces the whole folder)")
+        raise OutputNotWritableError(
+            f"--out {out} exists and is not an earlier make-events output (no meta.json); give a new "
+            f"or empty folder (make-events replaces the whole folder)")
     sensor_size = (*sensor.sensor_size, 2)
     counts = {}
     splits = {split: build_dataset(spec.name, root, split) for split in ("train", "test")}  # both read first
+    for split, ds in splits.items():
+        n = getattr(args, split)
+        if n is not None and n > len(ds.images):
+            raise InvalidArgumentError(f"--{split} {n}: {spec.name} has {len(ds.images)} {split} images, so at "
+                                       f"most --{split} {len(ds.images)} (or leave it out for all)")
     out.parent.mkdir(parents=True, exist_ok=True)
     final, out = out, Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -106,7 +118,7 @@ def _convert(args, spec, splits, sensor, sensor_size, out, counts) -> None:
 
     for stream, split in enumerate(("train", "test")):
         ds = splits[split]
-        n = len(ds.images) if getattr(args, split) is None else min(getattr(args, split), len(ds.images))
+        n = len(ds.images) if getattr(args, split) is None else getattr(args, split)
         t0 = time.perf_counter()
         recordings = events_from_images(ds.images[:n], sensor, seed=args.seed, stream=stream)
         labels = np.asarray(ds.targets[:n], dtype=np.int64)

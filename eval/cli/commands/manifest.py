@@ -29,6 +29,10 @@ def run(args) -> int:
 
     path = Path(args.manifest) if args.manifest else manifest.weights_dir() / manifest.MANIFEST_NAME
     if args.action == "add":
+        from zoo.outputs import check_output_path
+
+        # manifest add is the command that ships into weights/; its manifest is never a file of the folder
+        check_output_path(path, inputs=[args.folder], flag="--manifest", allow_weights=True)
         name = manifest.check_name(args.tag, TAGS) if args.tag else checkpoint_name(args.folder)
         e = manifest.record(name, args.folder, known=TAGS, repo_id=args.repo, revision=args.revision, ship=args.ship,
                             manifest_path=path)
@@ -36,9 +40,25 @@ def run(args) -> int:
               + (f", shipped in {path.parent / e['path']}" if e.get("path") else "")
               + f", {len(e['files'])} files")
         return 0
+    from zoo.errors import CheckpointError
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no manifest to verify (write one with `tdbn-zoo manifest add`)")
     models = manifest.read_manifest(path)["models"]
+    nowhere = [n for n, e in models.items() if not e.get("path") and not e.get("revision")]
+    if nowhere:  # neither shipped here nor pinned on the Hub: the entry describes files that exist nowhere
+        raise CheckpointError(
+            f"{path}: {len(nowhere)} entr{'y' if len(nowhere) == 1 else 'ies'} ({', '.join(nowhere[:3])}"
+            f"{', ...' if len(nowhere) > 3 else ''}) name neither a shipped folder nor a pinned "
+            f"Hub revision; ship them (`tdbn-zoo manifest add DIR --ship`), pin them "
+            f"(--revision) or remove them")
     shipped = {n: e for n, e in models.items() if e.get("path")}
     for name, e in shipped.items():
-        manifest.verify(manifest.inside(path.parent, e["path"]), e["files"], name)
-    print(f"{path}: {len(models)} entries, {len(shipped)} shipped checkpoints verified")
+        folder = manifest.inside(path.parent, e["path"])
+        missing = [f for f in e["files"] if not (folder / f).is_file()]
+        if missing:
+            raise CheckpointError(f"{path}: entry {name!r} lists {', '.join(missing)}, missing from {folder}")
+        manifest.verify(folder, e["files"], name)
+    print(f"{path}: {len(models)} entries, {len(shipped)} shipped checkpoints verified, "
+          f"{len(models) - len(shipped)} pinned on the Hub (verified when loaded)")
     return 0

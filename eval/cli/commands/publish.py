@@ -35,12 +35,19 @@ def checkpoint_name(folder) -> str:
 
 def run(args) -> int:
     from zoo import TAGS, manifest
-    from zoo.hub import publish
+    from zoo.hub import publish, publish_files
 
+    from zoo.outputs import check_output_path
+
+    # the manifest may be the shipped one (weights/manifest.json), never a file of the folder published
+    check_output_path(args.manifest, inputs=[args.folder], flag="--manifest", allow_weights=True)
     name = None
     if args.manifest:  # check what will be recorded before anything is uploaded
         name = checkpoint_name(args.folder)
         manifest.read_manifest(args.manifest)
+    files = publish_files(args.folder)  # regular files inside the folder only, listed before anything leaves
+    print(f"uploading {len(files)} files of {args.folder}: "
+          + ", ".join(f"{n} ({p.stat().st_size} bytes)" for n, p in files.items()))
     info = publish(args.folder, args.repo, revision=args.revision, private=args.private,
                    commit_message=args.message)
     repo_id = info.repo_url.repo_id  # the full owner/name, also when --repo was a bare name

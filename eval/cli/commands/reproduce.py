@@ -11,7 +11,7 @@ Example (CIFAR-10, ResNet-19, T=6, one GPU; the CIFAR-10 python batches under ``
 from __future__ import annotations
 
 from eval.cli.commands._args import add_model_arguments, model_kwargs, nonneg_int, positive_int
-from eval.train.ranges import TRAIN_FIELD_RANGES
+from eval.train.ranges import TRAIN_FIELD_RANGES, NumberRange
 
 HELP = "Reproduce a paper result: train with the tag's recipe (resumable, torchrun), ship, optionally publish."
 
@@ -26,7 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--nnodes", type=positive_int, default=1, help="machines (run the same command on each)")
     parser.add_argument("--node-rank", type=nonneg_int, default=0, help="this machine's rank (0 ships and publishes)")
     parser.add_argument("--master-addr", default=None, help="address of node 0 (multi-node)")
-    parser.add_argument("--master-port", type=positive_int, default=29500)
+    parser.add_argument("--master-port", type=NumberRange(int, 1, 65535).argtype, default=29500,
+                        help="TCP port of node 0's rendezvous (1-65535, default 29500)")
     parser.add_argument("--publish", default=None, metavar="REPO", help="upload to this Hub repo (org/name) and "
                         "pin the commit in the manifest")
     parser.add_argument("--weights", default=None, help="where the checkpoint folder and manifest.json go "
@@ -55,6 +56,7 @@ def run(args) -> int:
     import json
 
     from eval.cli.commands._args import ensure_writable_dir
+    from zoo.outputs import check_output_path
     from eval.release.reproduce import Launch, make_plan, reproduce
 
     launch = Launch(gpus=args.gpus, nnodes=args.nnodes, node_rank=args.node_rank, master_addr=args.master_addr,
@@ -67,8 +69,10 @@ def run(args) -> int:
     plan = make_plan(args.tag, args.out, data_dir=args.data_dir, launch=launch, publish=args.publish,
                      smoke=args.smoke, weights=args.weights, verify=not args.no_verify, threads=args.threads,
                      device=args.device, check_machine=not args.print_only, overrides=overrides)
-    if not args.print_only:
-        ensure_writable_dir(plan.run, "--out")  # before hours of training, not after
+    if not args.print_only:  # before hours of training, not after: never over the data or a checkpoint
+        check_output_path(plan.run, roots=[args.data_dir], kind="dir", flag="--out")
+        check_output_path(plan.weights, kind="dir", flag="--weights", allow_weights=True)  # --weights may ship
+        ensure_writable_dir(plan.run, "--out")
         ensure_writable_dir(plan.weights, "--weights")
     if args.dry_run or args.print_only:
         print("\n".join(plan.commands()))

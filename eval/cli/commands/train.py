@@ -77,8 +77,11 @@ def _folder(spec: str | None) -> str | None:
 
 
 def _device(name: str | None):
-    """``--device`` as a torch.device that exists here (None: the trainer's default); a ValueError otherwise."""
+    """``--device`` as a torch.device that exists here (None: the trainer's default); an InvalidArgumentError
+    otherwise."""
     import torch
+    from zoo.errors import InvalidArgumentError
+
     from zoo.errors import InvalidArgumentError
 
     if name is None:
@@ -103,12 +106,16 @@ def run(args) -> int:
     import zoo
     from eval.train.datasets import build_datasets, build_event_datasets
     from eval.train.presets import get_preset
-    from eval.train.trainer import Trainer, check_run_folder, init_distributed
+    from eval.train.trainer import Trainer, init_distributed
     from zoo.errors import InvalidArgumentError
+    from zoo.outputs import check_output_path
 
     p = get_preset(args.preset)
-    check_run_folder(args.out, args.resume)  # before any data or model is touched
+    # before any data or model is touched: never over a checkpoint, a run (unless --resume), the data or weights/
+    check_output_path(args.out, roots=[args.data_dir], kind="run", flag="--out", resume=args.resume)
     kw = model_kwargs(args.model_kw, args.preset.split(".")[0], args.width)
+    if args.T is not None and "T" in kw:
+        raise InvalidArgumentError(f"--T {args.T} and --model-kw T={kw['T']!r} both set T; give it once")
     folder = _folder(args.data)
     device = _device(args.device)
     if args.threads:

@@ -7,7 +7,6 @@ frames, e.g. :class:`~eval.data.events.framing.EventFraming`); with ``transform=
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -18,11 +17,11 @@ import tonic
 import torch
 
 from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
-from zoo.fileio import atomic_write
+from zoo.fileio import atomic_write, read_json
 
 from .framing import CIFAR10_DVS, DVS_GESTURE
-from .readers import library_errors
-from .recordings import MAX_CLASSES, _inside
+from .readers import npz_arrays, read_recording
+from .recordings import MAX_CLASSES, read_labels_csv
 
 #: tonic's event layout for files this package writes (x, y int16, t int64 in µs, p bool)
 EVENT_DTYPE = tonic.io.events_struct
@@ -65,7 +64,7 @@ class _LocalOnly:
         try:
             return super().__getitem__(index)
         except ValueError as e:
-            raise InvalidArgumentError(f"{self.data[index]}: {e}") from e
+            raise InvalidFileError(f"{self.data[index]}: {e}") from e
 
 
 class DVSGesture(_LocalOnly, tonic.datasets.DVSGesture):
@@ -108,41 +107,11 @@ class CIFAR10DVS(_LocalOnly, tonic.datasets.CIFAR10DVS):
         self.targets = [self.targets[i] for i in keep]
 
 
-def read_event_file(path) -> np.ndarray:
-    """One recording as a tonic structured array: ``.npy`` (structured array), ``.npz`` (key
-    ``events``), ``.bin`` (N-MNIST binary, ``tonic.io.read_mnist_file``), ``.aedat4`` (``tonic.io.read_aedat4``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"event file not found: {path}")
-    with library_errors(path, f"{path.suffix} event"):
-        return _read_event_file(path)
-
-
-def _read_event_file(path: Path) -> np.ndarray:
-    suffix = path.suffix.lower()
-    if suffix == ".bin":
-        if path.stat().st_size % 5:
-            raise InvalidFileError(f"{path}: an N-MNIST .bin holds 5 bytes per event; {path.stat().st_size} bytes is not "
-                                   f"a multiple of 5 (truncated?)")
-        return tonic.io.read_mnist_file(str(path), dtype=tonic.datasets.NMNIST.dtype)
-    if suffix == ".aedat4":
-        events = tonic.io.read_aedat4(str(path))
-        events.dtype.names = ["t", "x", "y", "p"]
-        return events
-    if suffix in (".npy", ".npz"):
-        try:
-            data = np.load(path, allow_pickle=False)
-            events = data if suffix == ".npy" else data["events"]
-        except KeyError:
-            raise InvalidFileError(f"{path}: an .npz recording needs an 'events' array; it has {list(data.keys())}")
-        except ValueError as e:
-            raise InvalidFileError(f"{path} is not a readable numpy file ({e})") from e
-        if events.dtype.names is None:
-            raise InvalidFileError(f"{path}: expected a structured array with fields x, y, t, p (tonic's format), "
-                                   f"got a plain {events.dtype} array of shape {events.shape}")
-        return events
-    raise InvalidFileError(f"{path}: unknown event file type {suffix!r}; use .npy/.npz (structured arrays), "
-                           f".bin (N-MNIST) or .aedat4")
+def read_event_file(path, sensor_size=None) -> np.ndarray:
+    """One recording as tonic's structured array (x, y, t µs, p), sorted by time: the events of
+    :func:`~eval.data.events.readers.read_recording`, the one event-file reader (every format it lists).
+    ``sensor_size`` (W, H[, P]) is needed only by files that do not say theirs."""
+    return read_recording(path, sensor_size)[0]
 
 
 def _sensor_size(given, stored, source: str) -> tuple[int, int, int]:
@@ -153,7 +122,7 @@ def _sensor_size(given, stored, source: str) -> tuple[int, int, int]:
                                    f"but {given} was given")
     size = given or stored
     if size is None:
-        raise InvalidArgumentError(f"{source} does not say its sensor size: pass sensor_size (--sensor-size W H P)")
+        raise InvalidFileError(f"{source} does not say its sensor size: pass sensor_size (--sensor-size W H P)")
     if len(size) != 3:
         raise InvalidArgumentError(f"sensor_size must be (W, H, P), got {size}")
     return size
@@ -172,43 +141,36 @@ class _EventDataset(torch.utils.data.Dataset):
             try:
                 events = self.transform(events)
             except ValueError as e:
-                raise InvalidArgumentError(f"{name}: {e}") from e
+                raise InvalidFileError(f"{name}: {e}") from e
         return events, int(self.targets[index])
 
 
 class EventFolder(_EventDataset):
-    """A folder of recordings, one file each (see :func:`read_event_file`), listed in ``labels.csv`` with
-    the columns ``file,label`` (integer labels 0..K-1). ``sensor_size`` comes from the argument or from
-    ``meta.json`` in the folder (``{"sensor_size": [W, H, P]}``); they must agree."""
+    """A folder of recordings, one file each (any format :func:`~eval.data.events.readers.read_recording`
+    reads), listed in ``labels.csv`` (the one schema, ``path,label``; ``file,label`` is read too: see
+    :func:`~eval.data.events.recordings.read_labels_csv`) with integer labels 0..K-1. ``sensor_size`` comes
+    from the argument or from ``meta.json`` in the folder (``{"sensor_size": [W, H, P]}``); they must agree.
+    With an :class:`EventFraming` transform only the window it frames is read from each file."""
 
     def __init__(self, root, transform=None, sensor_size=None, labels_csv: str = "labels.csv"):
         super().__init__(transform)
         self.root = Path(root)
         csv_path = self.root / labels_csv
         if not csv_path.is_file():
-            raise MissingFileError(f"{self.root} has no {labels_csv} (columns file,label) listing its recordings")
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-                raise InvalidFileError(f"{csv_path} needs a header with the columns file,label; got {reader.fieldnames}")
-            rows = list(reader)
-        if not rows:
-            raise InvalidFileError(f"{csv_path} lists no recordings")
+            raise MissingFileError(f"{self.root} has no {labels_csv} (columns path,label) listing its recordings")
         self.data, self.targets = [], []
-        for n, row in enumerate(rows, start=2):
+        for n, path, text in read_labels_csv(csv_path):  # the one labels.csv schema (recordings.py)
             try:
-                label = int(row["label"])
-            except (TypeError, ValueError):
-                raise InvalidFileError(f"{csv_path} line {n}: label {row['label']!r} is not an integer") from None
+                label = int(text)
+            except ValueError:
+                raise InvalidFileError(f"{csv_path} line {n}: label {text!r} is not an integer") from None
             if not 0 <= label < MAX_CLASSES:
                 raise InvalidFileError(f"{csv_path} line {n}: label {label} is not a class id 0..K-1")
-            path = _inside(self.root, row["file"] or "", f"{csv_path} line {n}")
-            if not path.is_file():
-                raise MissingFileError(f"{csv_path} line {n}: {path} does not exist")
             self.data.append(path)
             self.targets.append(label)
         meta = self.root / "meta.json"
-        stored = json.loads(meta.read_text()).get("sensor_size") if meta.is_file() else None
+        stored = read_json(meta, what="dataset meta.json", max_bytes=1 << 20) if meta.is_file() else {}
+        stored = stored.get("sensor_size") if isinstance(stored, dict) else None
         self.sensor_size = _sensor_size(sensor_size, stored, str(self.root))
 
     def __len__(self) -> int:
@@ -216,13 +178,30 @@ class EventFolder(_EventDataset):
 
     def __getitem__(self, index: int):
         path = self.data[index]
-        return self._item(read_event_file(path), index, str(path))
+        until = getattr(self.transform, "duration", None)  # framing: read only the window it frames
+        return self._item(read_recording(path, self.sensor_size, until)[0], index, str(path))
+
+
+def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
+    """``labels`` as int64 class ids; a label that is not a whole number (1.7, NaN) is refused naming the
+    file, never truncated to another class."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iuf" or labels.ndim != 1:
+        raise InvalidFileError(f"{path}: labels must be a 1-D array of integer class ids, got {labels.dtype} of "
+                               f"shape {labels.shape}")
+    if labels.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+        if len(bad):
+            raise InvalidFileError(f"{path}: labels must be integer class ids; label {bad[0]} is "
+                                   f"{float(labels[bad[0]])!r} ({len(bad)} such)")
+    return labels.astype(np.int64)
 
 
 class EventNpz(_EventDataset):
-    """A whole labeled split in one ``.npz`` (loaded into memory, never unpickled): ``events`` (structured
-    array, the recordings one after another), ``offsets`` (int64 [N+1]: recording i is
-    ``events[offsets[i]:offsets[i+1]]``), ``labels`` (int64 [N]) and ``sensor_size`` ([W, H, P])."""
+    """A whole labeled split in one ``.npz`` (never unpickled; the events memory-mapped when the file is
+    uncompressed, as :func:`save_event_npz` writes it): ``events`` (structured array, the recordings one after
+    another), ``offsets`` (int64 [N+1]: recording i is ``events[offsets[i]:offsets[i+1]]``), ``labels`` (int64
+    [N]) and ``sensor_size`` ([W, H, P])."""
 
     KEYS = ("events", "offsets", "labels", "sensor_size")
 
@@ -232,14 +211,10 @@ class EventNpz(_EventDataset):
         if not self.path.is_file():
             raise MissingFileError(f"event dataset not found: {self.path}")
         try:
-            with np.load(self.path, allow_pickle=False) as data:
-                missing = [k for k in self.KEYS if k not in data.files]
-                if missing:
-                    raise InvalidFileError(f"{self.path} lacks the array(s) {', '.join(missing)} (an event .npz "
-                                           f"dataset holds {', '.join(self.KEYS)})")
-                self.events, self.offsets = data["events"], data["offsets"].astype(np.int64)
-                self.targets = data["labels"].astype(np.int64)
-                stored = data["sensor_size"].tolist()
+            data = npz_arrays(self.path, self.KEYS, what="an event .npz dataset")
+            self.events, self.offsets = data["events"], np.asarray(data["offsets"]).astype(np.int64)
+            self.targets = _integer_labels(data["labels"], self.path)
+            stored = np.asarray(data["sensor_size"]).tolist()
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as e:  # OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError
@@ -261,7 +236,7 @@ class EventNpz(_EventDataset):
         return len(self.targets)
 
     def __getitem__(self, index: int):
-        events = self.events[self.offsets[index]:self.offsets[index + 1]]
+        events = np.array(self.events[self.offsets[index]:self.offsets[index + 1]])  # this recording only
         return self._item(events, index, f"{self.path}[{index}]")
 
 
@@ -303,7 +278,7 @@ def write_event_folder(root, recordings, labels, sensor_size, names=None) -> Pat
     names = names or [f"{i:05d}.bin" for i in range(len(recordings))]
     for name, events in zip(names, recordings):
         write_nmnist_file(root / name, events)
-    lines = ["file,label"] + [f"{n},{int(y)}" for n, y in zip(names, labels)]
+    lines = ["path,label"] + [f"{n},{int(y)}" for n, y in zip(names, labels)]
     atomic_write(root / "labels.csv", "\n".join(lines) + "\n")
     atomic_write(root / "meta.json", json.dumps({"sensor_size": [int(v) for v in sensor_size]}) + "\n")
     return root
@@ -337,7 +312,8 @@ def open_event_dataset(spec, *, train: bool, data_root=None, transform=None, sen
     """
     if is_tonic_name(spec):
         if data_root is None:
-            raise InvalidArgumentError(f"dataset {spec!r} is read from a local copy: pass its root folder (--data-root)")
+            raise InvalidArgumentError(
+                f"dataset {spec!r} is read from a local copy: pass its root folder (--data-root)")
         cls = TONIC_DATASETS[_normalize(spec)]
         ds = cls(str(data_root), train=train, transform=transform)
         if sensor_size is not None and tuple(sensor_size) != tuple(ds.sensor_size):
@@ -357,9 +333,10 @@ def open_event_dataset(spec, *, train: bool, data_root=None, transform=None, sen
                 f"with {split}/labels.csv or {split}.npz")
     elif not path.exists():
         names = ", ".join(sorted(TONIC_DATASETS))
-        raise MissingFileError(f"dataset {spec!r} not found: give a tonic dataset name ({names}), a folder "
-                                f"of recordings (one subfolder per class, or labels.csv), an .npz, or a root holding train/test "
-                                f"splits")
+        raise MissingFileError(
+            f"dataset {spec!r} not found: give a tonic dataset name ({names}), a folder "
+            f"of recordings (one subfolder per class, or labels.csv), an .npz, or a root holding train/test "
+            f"splits")
     if path.is_dir():
         return EventFolder(path, transform=transform, sensor_size=sensor_size)
     if path.suffix.lower() != ".npz":

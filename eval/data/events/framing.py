@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tonic import transforms as tt
 
-from zoo.errors import InvalidArgumentError
+from zoo.errors import InvalidArgumentError, InvalidFileError
 
 EVENT_FIELDS = ("x", "y", "t", "p")
 
@@ -28,27 +28,27 @@ def check_events(events, sensor_size, *, name: str = "recording") -> np.ndarray:
                         + (f" of dtype {events.dtype}" if isinstance(events, np.ndarray) else ""))
     missing = [f for f in EVENT_FIELDS if f not in events.dtype.names]
     if missing:
-        raise InvalidArgumentError(f"{name}: events lack the field(s) {', '.join(missing)}; they have "
-                                   f"{', '.join(events.dtype.names)} (need {', '.join(EVENT_FIELDS)})")
+        raise InvalidFileError(f"{name}: events lack the field(s) {', '.join(missing)}; they have "
+                               f"{', '.join(events.dtype.names)} (need {', '.join(EVENT_FIELDS)})")
     if events.ndim != 1:
-        raise InvalidArgumentError(f"{name}: expected a 1-D array of events, got shape {events.shape}")
+        raise InvalidFileError(f"{name}: expected a 1-D array of events, got shape {events.shape}")
     if len(events) == 0:
-        raise InvalidArgumentError(f"{name} is empty (no events); cannot make frames from it")
+        raise InvalidFileError(f"{name} is empty (no events); cannot make frames from it")
     width, height, polarities = sensor_size
     for field, size, axis in (("x", width, "width"), ("y", height, "height")):
         lo, hi = events[field].min(), events[field].max()
         if lo < 0 or hi >= size:
-            raise InvalidArgumentError(f"{name}: event {field} coordinates span [{lo}, {hi}] but the sensor {axis} is "
-                                       f"{size} (sensor_size={tuple(sensor_size)}, tonic's (W, H, P)); the recording was "
-                                       f"made with another sensor: pass its sensor size")
+            raise InvalidFileError(f"{name}: event {field} coordinates span [{lo}, {hi}] but the sensor {axis} is "
+                                   f"{size} (sensor_size={tuple(sensor_size)}, tonic's (W, H, P)); the recording was "
+                                   f"made with another sensor: pass its sensor size")
     pol = np.unique(events["p"].astype(np.int64))
     if not np.isin(pol, (0, 1)).all():
-        raise InvalidArgumentError(f"{name}: polarities must be 0 (OFF) or 1 (ON), got values {pol.tolist()[:6]}; "
-                                   f"convert them first (e.g. p = p > 0)")
+        raise InvalidFileError(f"{name}: polarities must be 0 (OFF) or 1 (ON), got values {pol.tolist()[:6]}; "
+                               f"convert them first (e.g. p = p > 0)")
     if polarities == 1 and len(pol) > 1:
-        raise InvalidArgumentError(f"{name}: sensor_size says 1 polarity channel but the events have both polarities")
+        raise InvalidFileError(f"{name}: sensor_size says 1 polarity channel but the events have both polarities")
     if events["t"].min() < 0:
-        raise InvalidArgumentError(f"{name}: negative timestamps (min {events['t'].min()})")
+        raise InvalidFileError(f"{name}: negative timestamps (min {events['t'].min()})")
     t = events["t"]
     if (np.diff(t) < 0).any():  # slicing needs time order; the frames do not depend on event order
         events = events[np.argsort(t, kind="stable")]
@@ -80,7 +80,8 @@ class EventFraming:
         if len(self.sensor_size) != 3 or min(self.sensor_size) < 1:
             raise InvalidArgumentError(f"sensor_size must be (W, H, P) with positive entries, got {self.sensor_size}")
         if self.sensor_size[2] not in (1, 2):
-            raise InvalidArgumentError(f"sensor_size[2] is the number of polarities (1 or 2), got {self.sensor_size[2]}")
+            raise InvalidArgumentError(
+                f"sensor_size[2] is the number of polarities (1 or 2), got {self.sensor_size[2]}")
         if len(self.target_size) != 2 or min(self.target_size) < 1:
             raise InvalidArgumentError(f"target_size must be (W, H) with positive entries, got {self.target_size}")
         if self.time_window <= 0 or self.T < 1:
@@ -138,7 +139,7 @@ class EventFraming:
         events = check_events(events, self.sensor_size, name=name)
         span = int(events["t"][-1]) - int(events["t"][0])
         if span < (self.T - 1) * self.time_window and not self.pad:
-            raise InvalidArgumentError(
+            raise InvalidFileError(
                 f"{name} lasts {span / 1000:g} ms, too short for T={self.T} frames of {self.time_window / 1000:g} ms "
                 f"(the last frame starts at {(self.T - 1) * self.time_window / 1000:g} ms); use a smaller T or "
                 f"time window, or pad=True (--pad) to fill the missing frames with zeros")

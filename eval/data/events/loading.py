@@ -51,8 +51,9 @@ def resolve_framing(spec, sensor_size, *, T: int | None = None, time_window: int
         return dataclasses.replace(base, sensor_size=sensor, pad=pad, **given)
     missing = [opt for key, opt in (("T", "--T"), ("time_window", "--time-window-ms")) if key not in given]
     if missing:
-        raise InvalidArgumentError(f"{spec} has no default framing (neither a paper dataset nor data of a model trained on "
-                                   f"one): pass {' and '.join(missing)} (time steps and ms per frame, as in training)")
+        raise InvalidArgumentError(
+            f"{spec} has no default framing (neither a paper dataset nor data of a model trained on "
+            f"one): pass {' and '.join(missing)} (time steps and ms per frame, as in training)")
     return EventFraming(sensor_size=sensor, target_size=given.get("target_size", sensor[:2]),
                         time_window=given["time_window"], T=given["T"], pad=pad)
 
@@ -95,7 +96,7 @@ def _open_tonic(name: str, root, split: str, transform):
             tried.append(str((save_to / cls.__name__).absolute()))
     how = f"pass --data {name}:PATH" + ("" if root else f", or set TDBN_ZOO_{cls.__name__.upper()} or TDBN_ZOO_DATA")
     raise MissingFileError(f"{name} ({split} split) not found: looked for {cls.file_type} files ({cls.layout}) in "
-                            f"{', '.join(tried)}. {how}. tdbn-zoo never downloads data.")
+                           f"{', '.join(tried)}. {how}. tdbn-zoo never downloads data.")
 
 
 def build_event_dataset(spec, split: str = "test", *, model=None, T: int | None = None,
@@ -118,8 +119,9 @@ def build_event_dataset(spec, split: str = "test", *, model=None, T: int | None 
     else:
         ds = _open_tonic(name, root, split, None)
         if sensor_size is not None and tuple(sensor_size) != tuple(ds.sensor_size):
-            raise InvalidArgumentError(f"sensor size mismatch: {name} is recorded at {tuple(ds.sensor_size)} (W, H, P), "
-                                       f"not {tuple(sensor_size)}")
+            raise InvalidArgumentError(
+                f"sensor size mismatch: {name} is recorded at {tuple(ds.sensor_size)} (W, H, P), "
+                f"not {tuple(sensor_size)}")
     cfg = getattr(model, "pretrained_cfg", None) or {}
     fallback = paper_framing(name) or paper_framing(cfg.get("dataset", ""))  # the data's pipeline, else the model's
     if fallback is None and T is None:
@@ -135,18 +137,17 @@ def model_input(spec) -> dict:
     """What a model takes, read without building it or touching the Hub: ``{'T', 'in_chans', 'size' (W, H)}``
     and the stored ``event_framing``/``label_names``/``split`` of a fine-tuned checkpoint, from ``spec``
     (``arch``, ``arch.tag`` or a checkpoint folder / ``.safetensors`` path)."""
-    import json
-
     from timm.models import get_pretrained_cfg
 
     import zoo  # noqa: F401  (registers the architectures)
+    from zoo.checkpoints import read_config
     from zoo.naming import arch_tag, split_arch_tag
     from zoo.spiking_resnet import ARCH_CFGS
 
     path = Path(str(spec)).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         try:
-            config = json.loads((path / "config.json").read_text())
+            config = read_config(path / "config.json", str(path))  # the one config reader: size, depth, ranges
             cfg, args = dict(config.get("pretrained_cfg") or {}), config.get("model_args") or {}
             if "label_names" in config:  # timm's save_config_for_hf keeps them at the top level
                 cfg["label_names"] = config["label_names"]
@@ -154,11 +155,13 @@ def model_input(spec) -> dict:
             return dict(T=int(args.get("T") or 1), in_chans=int(c), size=(int(w), int(h)), arch=config["architecture"],
                         **{k: cfg[k] for k in ("event_framing", "label_names", "split", "dataset") if k in cfg})
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise InvalidArgumentError(f"{path / 'config.json'} is not a checkpoint config ({type(e).__name__}: {e})") from e
+            raise InvalidFileError(
+                f"{path / 'config.json'} is not a checkpoint config ({type(e).__name__}: {e})") from e
     arch, tag = split_arch_tag(spec)
     if arch not in ARCH_CFGS:
-        raise InvalidArgumentError(f"unknown model {spec!r}: expected arch or arch.tag with arch one of {', '.join(ARCH_CFGS)}, "
-                                   f"or a checkpoint folder")
+        raise InvalidArgumentError(
+            f"unknown model {spec!r}: expected arch or arch.tag with arch one of {', '.join(ARCH_CFGS)}, "
+            f"or a checkpoint folder")
     try:
         cfg = get_pretrained_cfg(arch_tag(arch, tag))
     except RuntimeError as e:
@@ -190,31 +193,36 @@ def recordings_framing(info: dict, *, T=None, size=None, channels=None, slice_ms
                     overlap_ms=(stored.get("overlap_us") or 0) / 1000, time_window_ms=framing.time_window / 1000)
         for key, v in given.items():
             if v is not None and v != have[key]:
-                raise InvalidArgumentError(f"--{key.replace('_', '-')} {v} conflicts with the framing stored in the checkpoint "
-                                           f"({key}={have[key]}); leave it out to use the stored framing")
+                raise InvalidArgumentError(
+                    f"--{key.replace('_', '-')} {v} conflicts with the framing stored in the checkpoint "
+                    f"({key}={have[key]}); leave it out to use the stored framing")
         return framing, stored.get("slice_us"), stored.get("overlap_us") or 0
     T = int(T or info["T"])
     w, h = size or info["size"]
     channels = int(channels or (info["in_chans"] if info["in_chans"] in (1, 2) else 2))
     if channels not in (1, 2):
-        raise InvalidArgumentError(f"--channels is the number of polarity channels (1: ON and OFF summed, 2: apart), got {channels}")
+        raise InvalidArgumentError(
+            f"--channels is the number of polarity channels (1: ON and OFF summed, 2: apart), got {channels}")
     slice_us = None if slice_ms is None else int(round(slice_ms * 1000))
     overlap_us = int(round((overlap_ms or 0) * 1000))
     if slice_us is not None:
         if overlap_us >= slice_us:
             raise InvalidArgumentError(f"--overlap-ms {overlap_ms} must be smaller than --slice-ms {slice_ms}")
         if slice_us % T:
-            raise InvalidArgumentError(f"--slice-ms {slice_ms} ({slice_us} µs) must split into T={T} frames of whole µs")
+            raise InvalidArgumentError(
+                f"--slice-ms {slice_ms} ({slice_us} µs) must split into T={T} frames of whole µs")
         if time_window_ms is not None and int(round(time_window_ms * 1000)) * T != slice_us:
-            raise InvalidArgumentError(f"--time-window-ms {time_window_ms} x T={T} != --slice-ms {slice_ms}; give one of them")
+            raise InvalidArgumentError(
+                f"--time-window-ms {time_window_ms} x T={T} != --slice-ms {slice_ms}; give one of them")
         window = slice_us // T
     elif time_window_ms is not None:
         window = int(round(time_window_ms * 1000))
     elif overlap_ms:
         raise InvalidArgumentError("--overlap-ms needs --slice-ms")
     else:
-        raise InvalidArgumentError("how long is a sample? pass --slice-ms W (cut recordings into W ms windows, T frames each) "
-                                   "or --time-window-ms (ms per frame from each recording's first event)")
+        raise InvalidArgumentError(
+            "how long is a sample? pass --slice-ms W (cut recordings into W ms windows, T frames each) "
+            "or --time-window-ms (ms per frame from each recording's first event)")
     return EventFraming(sensor_size=(int(w), int(h), channels), target_size=(int(w), int(h)), time_window=window,
                         T=T), slice_us, overlap_us
 
@@ -235,8 +243,9 @@ def recordings_for_model(root, info: dict, part: str, *, sensor_size=None, split
         raise InvalidFileError(f"{root} has the classes {names} but the model was fine-tuned on {list(stored_names)}")
     split = split or info.get("split")
     if split is None:
-        raise InvalidArgumentError(f"the model stores no train/test split of {root}: give --split train|test of a model "
-                                   f"fine-tuned by tdbn-zoo finetune")
+        raise InvalidArgumentError(
+            f"the model stores no train/test split of {root}: give --split train|test of a model "
+            f"fine-tuned by tdbn-zoo finetune")
     if split["method"] == "by-recording":
         missing = sorted(set(split["test"]) - {r.name for r in recs})
         if missing:

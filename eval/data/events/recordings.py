@@ -32,7 +32,7 @@ import torch
 from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
 
 from .framing import EventFraming
-from .readers import EVENT_SUFFIXES, read_recording
+from .readers import EVENT_SUFFIXES, read_recording, recording_span
 
 SPLITS = ("by-recording", "by-time")
 MAX_CLASSES = 100_000  # a label id beyond this is a typo or a corrupt file, not a class
@@ -51,7 +51,8 @@ class Recording:
 
 
 def _inside(root: Path, rel: str, where: str) -> Path:
-    """``root / rel`` if it resolves inside ``root`` (no ``..``, no absolute path, no link out), else ValueError."""
+    """``root / rel`` if it resolves inside ``root`` (no ``..``, no absolute path, no link out), else
+    InvalidFileError."""
     path = (root / rel).resolve()
     if Path(rel).is_absolute() or not path.is_relative_to(root.resolve()):
         raise InvalidFileError(f"{where}: {rel!r} is outside the dataset folder {root}; paths must be relative and "
@@ -79,6 +80,51 @@ def _label_ids(labels: list[str], where: str) -> tuple[list[int], list[str]]:
     return [names.index(s.strip()) for s in labels], names
 
 
+def read_labels_csv(csv_path) -> list[tuple[int, Path, str]]:
+    """The rows of a recordings folder's ``labels.csv``, the one schema of every labelled-recordings folder:
+    a header with the columns ``path,label`` (``file,label``, the older name, is read too), one row per
+    recording. Returns ``[(line, path, label text)]`` with ``path`` resolved, checked to lie inside the
+    folder (no absolute path, no ``..``, no link out) and to exist.
+
+    :raises InvalidFileError: the file is empty, not CSV, lacks the columns, has a row without a path or a
+        label, or names one recording twice (with the same label or, worse, two), naming the file and lines.
+    :raises FileNotFoundError: a listed recording does not exist.
+    """
+    csv_path = Path(csv_path)
+    root = csv_path.parent
+    try:
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            cols = set(reader.fieldnames or [])
+            key = "path" if "path" in cols else "file"
+            if not ({key, "label"} <= cols):
+                what = "is empty" if reader.fieldnames is None else f"has the header {reader.fieldnames}"
+                raise InvalidFileError(
+                    f"{csv_path} needs a header with the columns path,label (or the columns file,label); "
+                    f"it {what}")
+            rows = [(n, row[key], row["label"]) for n, row in enumerate(reader, start=2)]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise InvalidFileError(f"{csv_path} is not a readable CSV file ({e})") from e
+    if not rows:
+        raise InvalidFileError(f"{csv_path} lists no recordings")
+    out, seen = [], {}
+    for n, rel, label in rows:
+        if rel is None or label is None or not rel.strip():
+            raise InvalidFileError(f"{csv_path} line {n}: needs a path and a label")
+        path = _inside(root, rel.strip(), f"{csv_path} line {n}")
+        if not path.is_file():
+            raise MissingFileError(f"{csv_path} line {n}: {root / rel.strip()} does not exist")
+        if path in seen:  # a recording twice would be trained (and tested) twice, or under two labels
+            first, first_label = seen[path]
+            how = (f"with two labels, {first_label!r} and {label.strip()!r}" if first_label != label.strip()
+                   else "twice")
+            raise InvalidFileError(f"{csv_path}: lines {first} and {n} list the recording {rel.strip()} {how}; "
+                                   f"list each recording once")
+        seen[path] = (n, label.strip())
+        out.append((n, path, label.strip()))
+    return out
+
+
 def scan_recordings(root) -> tuple[list[Recording], list[str]]:
     """The recordings of a folder (layouts in the module docstring), without reading them:
     ``(recordings, label_names)``. Raises FileNotFoundError/ValueError naming the folder or csv line."""
@@ -87,28 +133,9 @@ def scan_recordings(root) -> tuple[list[Recording], list[str]]:
         raise MissingFileError(f"event dataset folder not found: {root}")
     csv_path = root / "labels.csv"
     if csv_path.is_file():
-        try:
-            with open(csv_path, newline="") as f:
-                reader = csv.DictReader(f)
-                cols = set(reader.fieldnames or [])
-                key = "path" if "path" in cols else "file"
-                if not ({key, "label"} <= cols):
-                    raise InvalidFileError(f"{csv_path} needs a header with the columns path,label; got {reader.fieldnames}")
-                rows = [(n, row[key], row["label"]) for n, row in enumerate(reader, start=2)]
-        except (UnicodeDecodeError, csv.Error) as e:
-            raise InvalidFileError(f"{csv_path} is not a readable CSV file ({e})") from e
-        if not rows:
-            raise InvalidFileError(f"{csv_path} lists no recordings")
-        paths = []
-        for n, rel, label in rows:
-            if rel is None or label is None or not rel.strip():
-                raise InvalidFileError(f"{csv_path} line {n}: needs a path and a label")
-            path = _inside(root, rel.strip(), f"{csv_path} line {n}")
-            if not path.is_file():
-                raise MissingFileError(f"{csv_path} line {n}: {root / rel.strip()} does not exist")
-            paths.append(path)
+        rows = read_labels_csv(csv_path)
         ids, names = _label_ids([label for _, _, label in rows], str(csv_path))
-        recs = [Recording(p, str(p.relative_to(root.resolve())), i) for p, i in zip(paths, ids)]
+        recs = [Recording(p, str(p.relative_to(root.resolve())), i) for (_, p, _), i in zip(rows, ids)]
         return recs, names
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
@@ -118,7 +145,7 @@ def scan_recordings(root) -> tuple[list[Recording], list[str]]:
         folder = root / cls
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EVENT_SUFFIXES)
         if not files:
-            raise InvalidArgumentError(f"class folder {folder} holds no recordings ({', '.join(EVENT_SUFFIXES)})")
+            raise InvalidFileError(f"class folder {folder} holds no recordings ({', '.join(EVENT_SUFFIXES)})")
         # links placed in the class folders by their owner are followed (labels.csv paths are not: see _inside)
         recs += [Recording(p, str(p.relative_to(root)), label) for p in files]
     return recs, classes
@@ -143,13 +170,12 @@ def _read_cached(path: str, sensor_size) -> tuple[np.ndarray, tuple[int, int]]:
 
 
 def load_recordings(recs: list[Recording], sensor_size=None) -> list[Recording]:
-    """Read every recording once (fail fast: a bad file is named before any model is built) and fill in
-    its sensor size and time span."""
+    """Read every recording once, streamed in bounded memory (fail fast: a bad file is named before any model
+    is built), and fill in its sensor size and time span."""
     for rec in recs:
         if isinstance(rec.source, np.ndarray):
             continue
-        events, sensor = _read_cached(str(rec.source), None if sensor_size is None else tuple(sensor_size))
-        rec.sensor, rec.t_first, rec.t_last = sensor, int(events["t"][0]), int(events["t"][-1])
+        rec.sensor, rec.t_first, rec.t_last = recording_span(rec.source, sensor_size)
     return recs
 
 
@@ -173,8 +199,9 @@ def split_recordings(recs: list[Recording], method: str = "by-recording", test_f
             n_test = max(n_test, 1)
         test += [names[i] for i in sorted(rng.permutation(len(names))[:n_test])]
     if not test:
-        raise InvalidArgumentError(f"a by-recording split needs at least 2 recordings in some class; every class has one. "
-                                   f"Add recordings, or use --split by-time with --slice-ms")
+        raise InvalidArgumentError(
+            f"a by-recording split needs at least 2 recordings in some class; every class has one. "
+            f"Add recordings, or use --split by-time with --slice-ms")
     return dict(method=method, test_fraction=float(test_fraction), seed=int(seed), test=sorted(test))
 
 
@@ -206,8 +233,8 @@ class EventRecordings(torch.utils.data.Dataset):
                                        f"{framing.time_window / 1000:g} ms")
         self.samples = self._windows()
         if not self.samples:
-            raise InvalidArgumentError(f"{name}: the {part} part holds no samples (recordings shorter than one window of "
-                                       f"{framing.duration / 1000:g} ms?)")
+            raise InvalidFileError(f"{name}: the {part} part holds no samples (recordings shorter than one window of "
+                                   f"{framing.duration / 1000:g} ms?)")
         self.targets = [self.recordings[i].label for i, _ in self.samples]
 
     @classmethod
@@ -229,7 +256,8 @@ class EventRecordings(torch.utils.data.Dataset):
             _label_ids([str(v) for v in labels], type(dataset).__name__)
             label_names = [str(i) for i in range(labels[-1] + 1)]
         elif labels[0] < 0 or labels[-1] >= len(label_names):
-            raise InvalidArgumentError(f"labels span {labels[0]}..{labels[-1]} but there are {len(label_names)} label names")
+            raise InvalidArgumentError(
+                f"labels span {labels[0]}..{labels[-1]} but there are {len(label_names)} label names")
         return cls(recs, label_names, framing, **kw)
 
     def _windows(self) -> list[tuple[int, int]]:
@@ -263,10 +291,14 @@ class EventRecordings(torch.utils.data.Dataset):
         return len(self.samples)
 
     def events(self, rec: Recording) -> np.ndarray:
-        """The events of ``rec`` (structured ``t, x, y, p`` array), read once and cached per file."""
+        """The events of ``rec`` (structured ``t, x, y, p`` array) that its samples frame: without slices only
+        the window from its first event (read in memory bounded by the window), with slices the whole
+        recording (read once and cached per file)."""
         if isinstance(rec.source, np.ndarray):
             return rec.source
         size = None if self.sensor_size_given is None else tuple(self.sensor_size_given)
+        if self.slice_us is None:
+            return read_recording(rec.source, size, until_us=self.transform.duration)[0]
         return _read_cached(str(rec.source), size)[0]
 
     def __getitem__(self, index: int):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zoo.errors import InvalidArgumentError
+
 from .datasets import EVENT_DTYPE
 
 # N-MNIST moves the sensor by (3.5, 7), (3.5, -7), (-7, 0) px; scaled here to fit a 28x28 image in 34x34.
@@ -43,18 +45,20 @@ class SaccadeSensor:
 
     def __post_init__(self):
         if len(self.path) < 2 or tuple(self.path[0]) != tuple(self.path[-1]):
-            raise ValueError(f"path must be closed (first point == last point), got {self.path}")
+            raise InvalidArgumentError(f"path must be closed (first point == last point), got {self.path}")
         if min(min(p) for p in self.path) < 0:
-            raise ValueError("path offsets must be non-negative")
+            raise InvalidArgumentError("path offsets must be non-negative")
         if not np.isfinite([self.threshold, self.eps, self.threshold_sigma, self.saccade_us, self.step_us]).all():
-            raise ValueError(f"threshold, threshold_sigma, eps, saccade_us and step_us must be finite, got "
-                             f"{self.threshold}, {self.threshold_sigma}, {self.eps}, {self.saccade_us}, {self.step_us}")
+            raise InvalidArgumentError(
+                f"threshold, threshold_sigma, eps, saccade_us and step_us must be finite, got "
+                f"{self.threshold}, {self.threshold_sigma}, {self.eps}, {self.saccade_us}, {self.step_us}")
         if self.saccade_us <= 0 or self.step_us <= 0:
-            raise ValueError(f"saccade_us and step_us must be positive, got {self.saccade_us}, {self.step_us}")
+            raise InvalidArgumentError(
+                f"saccade_us and step_us must be positive, got {self.saccade_us}, {self.step_us}")
         if self.saccade_us % self.step_us:
-            raise ValueError(f"saccade_us ({self.saccade_us}) must be a multiple of step_us ({self.step_us})")
+            raise InvalidArgumentError(f"saccade_us ({self.saccade_us}) must be a multiple of step_us ({self.step_us})")
         if self.threshold <= 0 or self.eps <= 0 or self.threshold_sigma < 0:
-            raise ValueError("threshold and eps must be positive, threshold_sigma non-negative")
+            raise InvalidArgumentError("threshold and eps must be positive, threshold_sigma non-negative")
 
     @property
     def duration_us(self) -> int:
@@ -85,15 +89,16 @@ class SaccadeSensor:
         """Grey image ``[H, W]`` (uint8 0-255 or float 0-1) -> events (tonic structured array)."""
         image = np.asarray(image)
         if image.ndim != 2:
-            raise ValueError(f"expected a grey image [H, W], got shape {image.shape}")
+            raise InvalidArgumentError(f"expected a grey image [H, W], got shape {image.shape}")
         image = image / 255.0 if image.dtype == np.uint8 else image.astype(np.float64)
         if image.size == 0 or not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-            raise ValueError("image intensities must be finite and within [0, 1] (or uint8 0-255)")
+            raise InvalidArgumentError("image intensities must be finite and within [0, 1] (or uint8 0-255)")
         w, h = self.sensor_size
         max_x, max_y = max(p[0] for p in self.path), max(p[1] for p in self.path)
         if image.shape[1] + int(np.ceil(max_x)) > w or image.shape[0] + int(np.ceil(max_y)) > h:
-            raise ValueError(f"a {image.shape[1]}x{image.shape[0]} image moved by up to ({max_x}, {max_y}) px "
-                             f"does not fit a {w}x{h} sensor")
+            raise InvalidArgumentError(
+                f"a {image.shape[1]}x{image.shape[0]} image moved by up to ({max_x}, {max_y}) px "
+                f"does not fit a {w}x{h} sensor")
         rng = np.random.default_rng(seed)
         c = np.clip(rng.normal(self.threshold, self.threshold_sigma, (h, w)), self.threshold / 2, None)
 
