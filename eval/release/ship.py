@@ -147,9 +147,6 @@ def check_destination(out: str | Path | None, weights: str | Path | None, into_p
         raise InvalidArgumentError("ship needs exactly one destination: --out DIR (the checkpoint folder) or "
                                    "--weights DIR (DIR/<arch.tag>/ recorded in DIR/manifest.json)")
     flag, dest = ("--out", Path(out)) if out is not None else ("--weights", Path(weights))
-    if _inside(dest, run) or _inside(run, dest):
-        raise OutputNotWritableError(f"{flag} {dest}: expected a folder apart from the run {run} (its checkpoint "
-                                     f"and logs would be overwritten)")
     if _inside(dest, package_weights_dir()) and not into_package:
         raise OutputNotWritableError(f"{flag} {dest} is inside the installed package's weights folder "
                                      f"{package_weights_dir()}; write your checkpoint elsewhere, or pass "
