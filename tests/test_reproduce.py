@@ -81,7 +81,8 @@ def test_smoke_chain_ships_a_checkpoint_that_loads_by_tag(tag, tmp_path, capsys)
     card = (folder / "README.md").read_text()
     assert f"| top1 | {round(summary['fused_top1'], 2)}%" in card
     if TAGS[tag].get("paper_top1") is not None:
-        assert f"The paper reports {TAGS[tag]['paper_top1']}% top-1" in card
+        # a smoke run departs from the paper's recipe: the card says so, and gives the paper's figure as such
+        assert f"The paper's configuration reports {TAGS[tag]['paper_top1']}% top-1" in card and "departs" in card
     manifest = json.loads((run / "weights" / "manifest.json").read_text())
     assert manifest["models"][tag]["path"] == tag
     if TAGS[tag]["dataset"] not in EVENT_DATASETS:

@@ -16,7 +16,6 @@ A file is rewritten only when its text changes, so incremental builds stay incre
 """
 from __future__ import annotations
 
-import ast
 import importlib
 import json
 import re
@@ -158,57 +157,9 @@ def cli_page() -> str:
         lines += [f"(cli-{name})=", f"## `tdbn-zoo {name}`", "",
                   "```{argparse}", ":module: tdbn_docs", ":func: cli_parser", ":prog: tdbn-zoo",
                   f":path: {name}", "```", ""]
-    lines += ["## Module commands (`python -m ...`)", "",
-              "Release and measurement tools that run as modules; found in the source by their "
-              "`argparse.ArgumentParser(prog=\"python -m ...\")`.", ""]
-    for module, func in module_clis():
-        attr = "parser_" + module.replace(".", "_")
-        globals()[attr] = lambda module=module, func=func: _captured_parser(module, func)
-        lines += [f"(cli-{module.replace('.', '-')})=", f"### `python -m {module}`", "",
-                  "```{argparse}", ":module: tdbn_docs", f":func: {attr}", f":prog: python -m {module}", "```", ""]
     return "\n".join(lines)
 
 
-def module_clis() -> list[tuple[str, str]]:
-    """``(module, function)`` of every function of the packages that builds an ``ArgumentParser`` with a
-    ``prog="python -m ..."``."""
-    found = []
-    for mod in public_modules():
-        path = ROOT / (mod.replace(".", "/") + ".py")
-        source = path.read_text() if path.is_file() else ""
-        if 'prog="python -m ' not in source:
-            continue
-        for node in ast.parse(source).body:
-            if isinstance(node, ast.FunctionDef) and 'prog="python -m ' in ast.get_source_segment(source, node):
-                found.append((mod, node.name))
-    return found
-
-
-class _Parser(Exception):
-    def __init__(self, parser):
-        super().__init__(parser.prog)
-        self.parser = parser
-
-
-def _captured_parser(module: str, func: str):
-    """The parser ``module.func`` builds, taken at its ``parse_args`` call (nothing after it runs)."""
-    import argparse
-
-    def capture(self, *args, **kwargs):
-        raise _Parser(self)
-
-    original = argparse.ArgumentParser.parse_args
-    argparse.ArgumentParser.parse_args = capture
-    try:
-        getattr(importlib.import_module(module), func)([])
-    except _Parser as e:
-        return e.parser
-    finally:
-        argparse.ArgumentParser.parse_args = original
-    raise RuntimeError(f"{module}.{func} did not parse its arguments")
-
-
-# ------------------------------------------------------------------------------------------------- models
 def models_page() -> str:
     import zoo
     from eval.measure.synops import ann_macs, shape_only_model
@@ -342,8 +293,8 @@ def results_page() -> str:
              "multiply-accumulates, per image over all T steps; energy at 0.9 pJ/AC and 4.6 pJ/MAC.", "",
              results.to_markdown(results.rows_from(folder)), "",
              "Regenerate the JSON files and the table (needs the MNIST / Fashion-MNIST test files):", "",
-             "```bash", "python -m eval.release.results --data-dir DATA --out results/ --threads 1 --cards",
-             "python -m eval.release.results --out results/ --from-json   # the table from results/*.json",
+             "```bash", "tdbn-zoo results --data-dir DATA --out results/ --threads 1 --cards",
+             "tdbn-zoo results --out results/ --from-json   # the table from results/*.json",
              "```", ""]
     for path in sorted(folder.glob("*.json")):
         doc = json.loads(path.read_text())
