@@ -12,7 +12,7 @@ import torch
 from eval.cli import main
 from eval.data.events import EVENT_DTYPE, EventFraming
 from eval.data.events.augment import EventAugment, augment_training, parse_augment
-from eval.data.events.recordings import EventRecordings
+from eval.data.events.recordings import EventFolder
 from hostile import assert_cli_user_error, run_cli
 
 FRAMING = EventFraming(sensor_size=(34, 34, 2), target_size=(16, 16), time_window=20_000, T=2)
@@ -38,8 +38,8 @@ class Recs(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def dataset(items, **kw) -> EventRecordings:
-    return EventRecordings.from_dataset(Recs(items), FRAMING, **kw)
+def dataset(items, **kw) -> EventFolder:
+    return EventFolder.from_dataset(Recs(items), FRAMING, **kw)
 
 
 def test_parse_augment_orders_and_refuses_unknown_names():

@@ -305,9 +305,10 @@ def test_generic_dataset_errors(tmp_path):
     (tmp_path / "f" / "labels.csv").write_text("name,class\n00000.bin,0\n")
     with pytest.raises(ValueError, match="columns file,label"):
         EventFolder(tmp_path / "f")
-    (tmp_path / "f" / "labels.csv").write_text("file,label\n00000.bin,cat\n")
-    with pytest.raises(ValueError, match="'cat' is not an integer"):
-        EventFolder(tmp_path / "f")
+    # class names are labels too (one folder dataset): sorted, they become the ids, as in torchvision's ImageFolder
+    (tmp_path / "f" / "labels.csv").write_text("file,label\n00000.bin,zebra\n00001.bin,cat\n")
+    named = EventFolder(tmp_path / "f")
+    assert named.label_names == ["cat", "zebra"] and list(named.targets) == [1, 0]
     # an empty recording inside a dataset: the error names the file
     np.save(tmp_path / "f" / "empty.npy", np.zeros(0, EVENT_DTYPE))
     (tmp_path / "f" / "labels.csv").write_text("file,label\nempty.npy,0\n")
@@ -334,6 +335,8 @@ LABEL_CONTRADICTIONS = [
      [r"lines 2 and 3", "twice"]),
     ("the older header, a duplicate", "file,label\n00001.bin,1\n00001.bin,0\n00000.bin,0\n",
      [r"lines 2 and 3", "two labels"]),
+    ("same recording, two class names", "path,label\n00000.bin,cat\n00001.bin,dog\n00000.bin,dog\n",
+     [r"lines 2 and 4", "two labels", "'cat' and 'dog'"]),
 ]
 
 
@@ -359,6 +362,80 @@ def test_event_folder_reads_both_header_names_and_writes_path_label(tmp_path):
     ds = EventFolder(folder)
     assert list(ds.targets) == [1, 0]
     np.testing.assert_array_equal(ds[0][0], np.sort(recs[0], order="t"))
+
+
+def test_event_folder_names_ids_and_class_folders_give_the_same_samples(tmp_path):
+    """One folder read three ways (labels.csv with class names, with their ids, a folder per class): the same
+    samples, the ids being the sorted class names' positions (torchvision ImageFolder's rule), whole
+    recordings and --slice-ms windows alike, each framed as the hand-written reference frames it."""
+    recs = [random_events(300, sensor=34, duration_us=200_000, seed=s) for s in range(4)]
+    classes = ["zebra", "ant", "zebra", "moth"]  # sorted: ant 0, moth 1, zebra 2
+    ids = write_event_folder(tmp_path / "ids", recs, [2, 0, 2, 1], (34, 34, 2))
+    names = write_event_folder(tmp_path / "names", recs, [0] * 4, (34, 34, 2))
+    (names / "labels.csv").write_text("path,label\n" + "".join(f"{i:05d}.bin,{c}\n" for i, c in enumerate(classes)))
+    for i, c in enumerate(classes):  # the same files in a folder per class
+        (tmp_path / "classes" / c).mkdir(parents=True, exist_ok=True)
+        shutil.copy(ids / f"{i:05d}.bin", tmp_path / "classes" / c / f"{i:05d}.bin")
+    framing = EventFraming((34, 34, 2), (34, 34), time_window=20_000, T=5)
+    by_name = EventFolder(names, framing)
+    assert by_name.label_names == ["ant", "moth", "zebra"] and list(by_name.targets) == [2, 0, 2, 1]
+    by_id = EventFolder(ids, framing)
+    assert by_id.label_names == ["0", "1", "2"] and list(by_id.targets) == [2, 0, 2, 1]
+    by_folder = EventFolder(tmp_path / "classes", framing, sensor_size=(34, 34, 2))
+    order = [1, 3, 0, 2]  # class folders list ant/00001, moth/00003, zebra/00000, zebra/00002
+    assert [r.name for r in by_folder.recordings] == ["ant/00001.bin", "moth/00003.bin", "zebra/00000.bin",
+                                                      "zebra/00002.bin"]
+    for i in range(4):
+        want = expected_frames(recs[i], 5, 20_000, 34, 34)
+        for ds, j in ((by_name, i), (by_id, i), (by_folder, order.index(i))):
+            frames, label = ds[j]
+            assert label == by_name.targets[i]
+            np.testing.assert_array_equal(frames, want)
+    sliced = {k: EventFolder(root, framing, slice_us=100_000, sensor_size=(34, 34, 2))
+              for k, root in (("names", names), ("ids", ids))}
+    assert len(sliced["names"]) == len(sliced["ids"]) == 4 * 2  # two complete 100 ms windows in each 200 ms
+    for j in range(len(sliced["ids"])):
+        (a, ya), (b, yb) = sliced["names"][j], sliced["ids"][j]
+        np.testing.assert_array_equal(a, b)
+        assert ya == yb
+    i, start = sliced["ids"].samples[3]  # the second window of recording 1, counted by hand from its start
+    assert (i, start) == (1, 100_000)
+    want = np.zeros((5, 2, 34, 34), dtype=np.float32)
+    for x, y, t, p in zip(recs[1]["x"], recs[1]["y"], recs[1]["t"], recs[1]["p"]):
+        if start <= t < start + 100_000:
+            want[(int(t) - start) // 20_000, int(p), int(y), int(x)] += 1
+    np.testing.assert_array_equal(sliced["ids"][3][0], want)
+
+
+ESCAPES = [("parent folder", "../outside.bin", ["line 3", r"'\.\./outside\.bin'", "outside the dataset folder"]),
+           ("absolute path", "{abs}", ["line 3", "outside.bin", "outside the dataset folder"]),
+           ("link out of the folder", "link.bin", ["line 3", r"'link\.bin'", "outside the dataset folder"])]
+
+
+@pytest.mark.parametrize("case,row,needles", ESCAPES, ids=[c[0] for c in ESCAPES])
+def test_event_folder_refuses_a_path_leaving_the_folder_naming_the_row(tmp_path, case, row, needles):
+    from tests.hostile import assert_user_error
+
+    recs = [random_events(50, sensor=34, duration_us=300_000, seed=s) for s in range(2)]
+    folder = write_event_folder(tmp_path / "f", recs, [0, 1], (34, 34, 2))
+    outside = Path(shutil.copy(folder / "00001.bin", tmp_path / "outside.bin"))  # a readable recording, outside
+    (folder / "link.bin").symlink_to(outside)
+    (folder / "labels.csv").write_text(f"path,label\n00000.bin,cat\n{row.format(abs=outside)},dog\n")
+    assert_user_error(lambda: EventFolder(folder), r"labels\.csv", *needles)
+    (folder / "labels.csv").write_text("path,label\n00000.bin,cat\nlink.bin,dog\n00001.bin,dog\n")
+    (folder / "link.bin").unlink()
+    (folder / "link.bin").symlink_to(folder / "00001.bin")  # a link inside the folder is the file it names
+    assert_user_error(lambda: EventFolder(folder), r"lines 3 and 4", "twice")
+
+
+def test_event_folder_whole_recording_too_short_is_refused_unless_pad(tmp_path):
+    ev = random_events(100, sensor=34, duration_us=50_000, seed=1)  # 50 ms, frames start up to 80 ms
+    folder = write_event_folder(tmp_path / "f", [ev], [0], (34, 34, 2))
+    with pytest.raises(ValueError, match=r"00000\.bin lasts 50 ms, too short for T=5 frames of 20 ms"):
+        EventFolder(folder, EventFraming((34, 34, 2), (34, 34), 20_000, 5))[0]
+    frames, _ = EventFolder(folder, EventFraming((34, 34, 2), (34, 34), 20_000, 5, pad=True))[0]
+    np.testing.assert_array_equal(frames, expected_frames(ev, 5, 20_000, 34, 34))
+    assert frames[3:].sum() == 0 and frames[:3].sum() == len(ev)
 
 
 @pytest.mark.parametrize("labels,needle", [([0, 1.7], r"label 1 is 1\.7"), ([0, float("nan")], "label 1 is nan")])
@@ -434,7 +511,7 @@ def test_an_event_npz_split_is_memory_mapped(tmp_path):
 
 def test_a_recordings_folder_is_scanned_and_framed_in_bounded_memory(tmp_path):
     from eval.data.events.datasets import write_nmnist_file
-    from eval.data.events.recordings import EventRecordings, load_recordings, scan_recordings
+    from eval.data.events.recordings import load_recordings, scan_recordings
 
     ev = _long_recording()
     write_nmnist_file(tmp_path / "ds" / "cat" / "long.bin", ev)
@@ -443,6 +520,6 @@ def test_a_recordings_folder_is_scanned_and_framed_in_bounded_memory(tmp_path):
     assert (recs[0].sensor, recs[0].t_first, recs[0].t_last) == ((34, 34), 0, int(ev["t"][-1]))
     assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB to scan"
     framing = EventFraming((34, 34, 2), (34, 34), time_window=30_000, T=10)
-    (frames, label), peak = _peak_bytes(lambda: EventRecordings(recs, names, framing)[0])
+    (frames, label), peak = _peak_bytes(lambda: EventFolder(tmp_path / "ds", framing, recordings=(recs, names))[0])
     np.testing.assert_array_equal(frames, framing(ev))
     assert label == 0 and peak < 8 << 20, f"{peak / 2**20:.1f} MiB to frame"

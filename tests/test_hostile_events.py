@@ -175,14 +175,16 @@ def test_split_is_deterministic_stratified_and_leakage_free(tmp_path):  # correc
     test = set(a["test"])
     assert {n.split("/")[0] for n in test} == {"cat", "dog"} and len(test) == 2  # one per class of 5 at 0.2
     from eval.data.events import EventFraming
-    from eval.data.events.recordings import EventRecordings
+    from eval.data.events.recordings import EventFolder
     load_recordings(recs)
     f = EventFraming((16, 16, 2), (16, 16), time_window=50_000, T=2)
-    parts = {p: EventRecordings(recs, ["cat", "dog"], f, slice_us=100_000, part=p, split=a) for p in ("train", "test")}
+    parts = {p: EventFolder(tmp_path / "ds", f, recordings=(recs, ["cat", "dog"]), slice_us=100_000, part=p, split=a)
+             for p in ("train", "test")}
     names = {p: {ds.recordings[i].name for i, _ in ds.samples} for p, ds in parts.items()}
     assert names["test"] == test and not (names["train"] & test)
     by_time = split_recordings(recs, "by-time", 0.4)
-    parts = {p: EventRecordings(recs, ["cat", "dog"], f, slice_us=100_000, part=p, split=by_time) for p in ("train", "test")}
+    parts = {p: EventFolder(tmp_path / "ds", f, recordings=(recs, ["cat", "dog"]), slice_us=100_000, part=p,
+                            split=by_time) for p in ("train", "test")}
     for i, rec in enumerate(recs):  # no train window reaches past the cut, no test window starts before it
         cut = rec.t_first + int((rec.t_last + 1 - rec.t_first) * 0.6)
         assert all(s + 100_000 <= cut for j, s in parts["train"].samples if j == i)
@@ -191,12 +193,13 @@ def test_split_is_deterministic_stratified_and_leakage_free(tmp_path):  # correc
 
 def test_split_by_time_needs_windows(tmp_path):
     from eval.data.events import EventFraming
-    from eval.data.events.recordings import EventRecordings
+    from eval.data.events.recordings import EventFolder
     recs, names = scan_recordings(class_folder(tmp_path / "ds"))
     load_recordings(recs)
     f = EventFraming((16, 16, 2), (16, 16), time_window=50_000, T=2)
     split = split_recordings(recs, "by-time", 0.2)
-    assert_user_error(lambda: EventRecordings(recs, names, f, part="train", split=split), "by-time", "--slice-ms")
+    assert_user_error(lambda: EventFolder(tmp_path / "ds", f, recordings=(recs, names), part="train", split=split),
+                      "by-time", "--slice-ms")
 
 
 # --- the CLI: finetune refuses before any model is built -------------------------------------------------

@@ -1,6 +1,7 @@
 """Event datasets that yield ``(frames, label)``: the paper's two tonic datasets read from a local copy
-(never downloaded), and two generic formats for your own recordings (a folder of event files with a
-``labels.csv``, or one ``.npz``).
+(never downloaded), one ``.npz`` holding a labelled split (:class:`EventNpz`), the writers of both generic
+formats, and :func:`open_event_dataset`, the one entry point. A folder of recordings with a ``labels.csv`` is
+:class:`~eval.data.events.recordings.EventFolder`.
 
 Every dataset here has ``sensor_size`` (W, H, P), ``targets`` and a ``transform`` attribute (events ->
 frames, e.g. :class:`~eval.data.events.framing.EventFraming`); with ``transform=None`` it yields raw events.
@@ -17,11 +18,11 @@ import tonic
 import torch
 
 from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
-from zoo.fileio import atomic_write, read_json
+from zoo.fileio import atomic_write
 
 from .framing import CIFAR10_DVS, DVS_GESTURE
 from .readers import npz_arrays, read_recording
-from .recordings import MAX_CLASSES, read_labels_csv
+from .recordings import MAX_CLASSES, EventFolder, sensor_size_of
 
 #: tonic's event layout for files this package writes (x, y int16, t int64 in µs, p bool)
 EVENT_DTYPE = tonic.io.events_struct
@@ -114,74 +115,6 @@ def read_event_file(path, sensor_size=None) -> np.ndarray:
     return read_recording(path, sensor_size)[0]
 
 
-def _sensor_size(given, stored, source: str) -> tuple[int, int, int]:
-    stored = tuple(int(v) for v in stored) if stored is not None else None
-    given = tuple(int(v) for v in given) if given is not None else None
-    if given and stored and given != stored:
-        raise InvalidArgumentError(f"sensor size mismatch: {source} was recorded with sensor_size {stored} (W, H, P) "
-                                   f"but {given} was given")
-    size = given or stored
-    if size is None:
-        raise InvalidFileError(f"{source} does not say its sensor size: pass sensor_size (--sensor-size W H P)")
-    if len(size) != 3:
-        raise InvalidArgumentError(f"sensor_size must be (W, H, P), got {size}")
-    return size
-
-
-class _EventDataset(torch.utils.data.Dataset):
-    def __init__(self, transform):
-        self.transform = transform
-
-    @property
-    def num_classes(self) -> int:
-        return int(max(self.targets)) + 1
-
-    def _item(self, events, index: int, name: str):
-        if self.transform is not None:
-            try:
-                events = self.transform(events)
-            except ValueError as e:
-                raise InvalidFileError(f"{name}: {e}") from e
-        return events, int(self.targets[index])
-
-
-class EventFolder(_EventDataset):
-    """A folder of recordings, one file each (any format :func:`~eval.data.events.readers.read_recording`
-    reads), listed in ``labels.csv`` (the one schema, ``path,label``; ``file,label`` is read too: see
-    :func:`~eval.data.events.recordings.read_labels_csv`) with integer labels 0..K-1. ``sensor_size`` comes
-    from the argument or from ``meta.json`` in the folder (``{"sensor_size": [W, H, P]}``); they must agree.
-    With an :class:`EventFraming` transform only the window it frames is read from each file."""
-
-    def __init__(self, root, transform=None, sensor_size=None, labels_csv: str = "labels.csv"):
-        super().__init__(transform)
-        self.root = Path(root)
-        csv_path = self.root / labels_csv
-        if not csv_path.is_file():
-            raise MissingFileError(f"{self.root} has no {labels_csv} (columns path,label) listing its recordings")
-        self.data, self.targets = [], []
-        for n, path, text in read_labels_csv(csv_path):  # the one labels.csv schema (recordings.py)
-            try:
-                label = int(text)
-            except ValueError:
-                raise InvalidFileError(f"{csv_path} line {n}: label {text!r} is not an integer") from None
-            if not 0 <= label < MAX_CLASSES:
-                raise InvalidFileError(f"{csv_path} line {n}: label {label} is not a class id 0..K-1")
-            self.data.append(path)
-            self.targets.append(label)
-        meta = self.root / "meta.json"
-        stored = read_json(meta, what="dataset meta.json", max_bytes=1 << 20) if meta.is_file() else {}
-        stored = stored.get("sensor_size") if isinstance(stored, dict) else None
-        self.sensor_size = _sensor_size(sensor_size, stored, str(self.root))
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int):
-        path = self.data[index]
-        until = getattr(self.transform, "duration", None)  # framing: read only the window it frames
-        return self._item(read_recording(path, self.sensor_size, until)[0], index, str(path))
-
-
 def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
     """``labels`` as int64 class ids; a label that is not a whole number (1.7, NaN) is refused naming the
     file, never truncated to another class."""
@@ -197,7 +130,7 @@ def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-class EventNpz(_EventDataset):
+class EventNpz(torch.utils.data.Dataset):
     """A whole labeled split in one ``.npz`` (never unpickled; the events memory-mapped when the file is
     uncompressed, as :func:`save_event_npz` writes it): ``events`` (structured array, the recordings one after
     another), ``offsets`` (int64 [N+1]: recording i is ``events[offsets[i]:offsets[i+1]]``), ``labels`` (int64
@@ -206,7 +139,7 @@ class EventNpz(_EventDataset):
     KEYS = ("events", "offsets", "labels", "sensor_size")
 
     def __init__(self, path, transform=None, sensor_size=None):
-        super().__init__(transform)
+        self.transform = transform
         self.path = Path(path)
         if not self.path.is_file():
             raise MissingFileError(f"event dataset not found: {self.path}")
@@ -230,14 +163,23 @@ class EventNpz(_EventDataset):
                                    f"non-decreasing, one more than the {len(self.targets)} labels")
         if len(self.targets) == 0:
             raise InvalidFileError(f"{self.path} holds no recordings")
-        self.sensor_size = _sensor_size(sensor_size, stored, str(self.path))
+        self.sensor_size = sensor_size_of(sensor_size, stored, str(self.path))
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.targets)) + 1
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, index: int):
         events = np.array(self.events[self.offsets[index]:self.offsets[index + 1]])  # this recording only
-        return self._item(events, index, f"{self.path}[{index}]")
+        if self.transform is not None:
+            try:
+                events = self.transform(events)
+            except ValueError as e:
+                raise InvalidFileError(f"{self.path}[{index}]: {e}") from e
+        return events, int(self.targets[index])
 
 
 def save_event_npz(path, recordings, labels, sensor_size) -> Path:
@@ -338,7 +280,9 @@ def open_event_dataset(spec, *, train: bool, data_root=None, transform=None, sen
             f"of recordings (one subfolder per class, or labels.csv), an .npz, or a root holding train/test "
             f"splits")
     if path.is_dir():
-        return EventFolder(path, transform=transform, sensor_size=sensor_size)
+        folder = EventFolder(path, transform=transform, sensor_size=sensor_size)
+        sensor_size_of(folder.sensor_size, None, str(path))  # a split's frames need one sensor size (meta.json)
+        return folder
     if path.suffix.lower() != ".npz":
         raise InvalidFileError(f"{path}: an event dataset file must be an .npz (see EventNpz)")
     return EventNpz(path, transform=transform, sensor_size=sensor_size)

@@ -107,6 +107,16 @@ class EventFraming:
                        start_time=0, end_time=self.duration),
         ])
 
+    def check_length(self, events, name: str = "recording") -> None:
+        """Refuse a recording (sorted by time) too short for ``T`` frames from its first event, unless ``pad``:
+        its last event comes before the last frame starts."""
+        span = int(events["t"][-1]) - int(events["t"][0])
+        if span < (self.T - 1) * self.time_window and not self.pad:
+            raise InvalidFileError(
+                f"{name} lasts {span / 1000:g} ms, too short for T={self.T} frames of {self.time_window / 1000:g} ms "
+                f"(the last frame starts at {(self.T - 1) * self.time_window / 1000:g} ms); use a smaller T or "
+                f"time window, or pad=True (--pad) to fill the missing frames with zeros")
+
     def window(self, events, sensor: tuple[int, int], start: int, augment=None) -> np.ndarray:
         """Frames ``[T, P, H, W]`` of the window ``[start, start + duration)`` µs of a recording made by a
         ``sensor`` of (W, H), scaled from that sensor to ``target_size`` (recordings of several sensors share
@@ -137,12 +147,7 @@ class EventFraming:
         """``events`` (structured array) -> frames ``[T, P, H, W]`` float32 (``augment``: see :meth:`window`)."""
         name = "recording"
         events = check_events(events, self.sensor_size, name=name)
-        span = int(events["t"][-1]) - int(events["t"][0])
-        if span < (self.T - 1) * self.time_window and not self.pad:
-            raise InvalidFileError(
-                f"{name} lasts {span / 1000:g} ms, too short for T={self.T} frames of {self.time_window / 1000:g} ms "
-                f"(the last frame starts at {(self.T - 1) * self.time_window / 1000:g} ms); use a smaller T or "
-                f"time window, or pad=True (--pad) to fill the missing frames with zeros")
+        self.check_length(events, name)
         steps = self.transform().transforms
         if augment is None:
             frames = tt.Compose(steps)(events)

@@ -25,6 +25,7 @@ from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
 from ..images import env_data_dir, shared_data_dirs
 from .datasets import TONIC_DATASETS, _normalize, open_event_dataset, paper_framing
 from .framing import EventFraming, collate_frames
+from .recordings import EventFolder, framing_from, load_recordings, scan_recordings
 
 EVENT_SPEC_NAMES = (*TONIC_DATASETS, "events")
 
@@ -178,8 +179,6 @@ def recordings_framing(info: dict, *, T=None, size=None, channels=None, slice_ms
     """``(EventFraming, slice_us, overlap_us)`` for a recordings folder: the checkpoint's stored framing if
     it has one (a flag that disagrees is refused, naming the stored value), else the model's input
     (``model_input``) with the flags overriding it."""
-    from .recordings import framing_from
-
     given = dict(T=T, size=None if size is None else tuple(size), channels=channels, slice_ms=slice_ms,
                  overlap_ms=overlap_ms, time_window_ms=time_window_ms)
     for key, v in given.items():
@@ -223,8 +222,7 @@ def recordings_framing(info: dict, *, T=None, size=None, channels=None, slice_ms
         raise InvalidArgumentError(
             "how long is a sample? pass --slice-ms W (cut recordings into W ms windows, T frames each) "
             "or --time-window-ms (ms per frame from each recording's first event)")
-    return EventFraming(sensor_size=(int(w), int(h), channels), target_size=(int(w), int(h)), time_window=window,
-                        T=T), slice_us, overlap_us
+    return framing_from(dict(target_size=(w, h), channels=channels, time_window_us=window, T=T)), slice_us, overlap_us
 
 
 def recordings_for_model(root, info: dict, part: str, *, sensor_size=None, split: dict | None = None,
@@ -232,8 +230,6 @@ def recordings_for_model(root, info: dict, part: str, *, sensor_size=None, split
     """One part (``'train'``/``'test'``) of a recordings folder framed for a model (``info``: ``model_input``):
     what ``tdbn-zoo finetune`` trains/tests on and ``tdbn-zoo eval`` re-evaluates. A checkpoint's stored
     split and label names are used and checked against the folder. ``loaded``: ``(recs, label_names)``."""
-    from .recordings import EventRecordings, load_recordings, scan_recordings
-
     framing, slice_us, overlap_us = recordings_framing(info, **flags)
     recs, names = loaded or scan_recordings(root)
     if loaded is None:
@@ -251,8 +247,8 @@ def recordings_for_model(root, info: dict, part: str, *, sensor_size=None, split
         if missing:
             raise InvalidFileError(f"{root} lacks the test recordings {missing[:5]} of the stored split; it is not the "
                                    f"folder the model was fine-tuned on")
-    return EventRecordings(recs, names, framing, slice_us=slice_us, overlap_us=overlap_us, part=part, split=split,
-                           sensor_size=sensor_size, name=f"events:{root}")
+    return EventFolder(root, framing, sensor_size=sensor_size, slice_us=slice_us, overlap_us=overlap_us, part=part,
+                       split=split, recordings=(recs, names))
 
 
 def model_info(model) -> dict:

@@ -1,17 +1,29 @@
-"""Your own labeled recordings -> windows -> a leakage-free train/test split of framed samples.
+"""A folder of labelled recordings as a dataset: :class:`EventFolder`, the one implementation, with its
+``labels.csv`` schema, its label rule and its leakage-free train/test splits.
 
 Layouts (:func:`scan_recordings`):
 
-- a folder per class: ``DIR/<class name>/<recordings>``; class names sorted become label ids 0..K-1 and are
-  kept as ``label_names``;
-- ``DIR/labels.csv`` with columns ``path,label`` (``file,label`` also read): ``label`` a class name, or an
-  integer id (then the ids must be 0..K-1, each used); every path must resolve inside ``DIR``;
-- in Python, any dataset of ``(events, label)`` (tonic style; :meth:`EventRecordings.from_dataset`).
+- a folder per class: ``DIR/<class name>/<recordings>``, as torchvision's ``ImageFolder``: the class names,
+  sorted, become the label ids 0..K-1 and are kept as ``label_names``;
+- ``DIR/labels.csv``, the one schema: a header with the columns ``path,label`` (``file,label``, the older
+  name, is read too), one row per recording. Every path must resolve inside ``DIR`` (no absolute path, no
+  ``..``, no link out), and each recording is listed once. The labels are class names or integer ids:
+
+  * names (any label that is not an integer): sorted, they become the ids 0..K-1, as in a folder per class;
+  * integer ids (every label an integer): used as given, and must be 0..K-1 (K = the largest + 1). Where the
+    folder is a whole dataset that is split here (:func:`scan_recordings`, ``tdbn-zoo finetune`` on it),
+    every id must label some recording, since K sizes the model's head (``{1, 5}`` would silently make a
+    6-class head); a split folder (``train/``, ``test/`` of a ``make-events`` root) may lack some;
+
+- ``DIR/meta.json`` (optional, ``{"sensor_size": [W, H, P]}``) gives the sensor size of files that do not
+  say theirs; a ``sensor_size`` argument (``--sensor-size``) must agree with it;
+- in Python, any dataset of ``(events, label)`` (tonic style; :meth:`EventFolder.from_dataset`).
 
 Recordings are read with :func:`eval.data.events.readers.read_recording` (any format, each with its own sensor
-size) and every window is scaled from its recording's sensor to the frame size. With ``slice_us`` each
-recording is cut into windows of ``slice_us`` µs (``overlap_us`` shared between neighbours, tonic's
-``SliceByTime``); without it each recording is one sample starting at its first event.
+size) and every window is scaled from its recording's sensor to the frame size. Without ``slice_us`` each
+recording is one sample, framed from its first event (only the span the frames cover is read); with
+``slice_us`` each recording is cut into windows of ``slice_us`` µs (``overlap_us`` shared between neighbours,
+tonic's ``SliceByTime``, complete windows only).
 
 Splits (:func:`split_recordings`), deterministic and leakage-free: ``by-recording`` (default) puts whole
 recordings in test, per class (stratified), chosen by ``seed``; ``by-time`` cuts every recording at
@@ -30,8 +42,9 @@ import numpy as np
 import torch
 
 from zoo.errors import InvalidArgumentError, InvalidFileError, MissingFileError
+from zoo.fileio import read_json
 
-from .framing import EventFraming
+from .framing import EventFraming, check_events
 from .readers import EVENT_SUFFIXES, read_recording, recording_span
 
 SPLITS = ("by-recording", "by-time")
@@ -41,13 +54,14 @@ MAX_CLASSES = 100_000  # a label id beyond this is a typo or a corrupt file, not
 @dataclasses.dataclass
 class Recording:
     """One labeled recording: ``source`` a file path or an in-memory event array, ``name`` its path
-    relative to the dataset folder (the key a stored split uses), ``sensor`` (W, H), first/last event µs."""
+    relative to the dataset folder (the key a stored split uses), ``sensor`` (W, H) and first/last event µs
+    (None until :func:`load_recordings` reads them)."""
     source: object
     name: str
     label: int
-    sensor: tuple[int, int] = (0, 0)
-    t_first: int = 0
-    t_last: int = 0
+    sensor: tuple[int, int] | None = None
+    t_first: int | None = None
+    t_last: int | None = None
 
 
 def _inside(root: Path, rel: str, where: str) -> Path:
@@ -60,16 +74,17 @@ def _inside(root: Path, rel: str, where: str) -> Path:
     return path
 
 
-def _label_ids(labels: list[str], where: str) -> tuple[list[int], list[str]]:
-    """Labels as written -> (ids, label_names). All integers: ids as given, which must be 0..K-1 with every
-    id used (``{1, 5}`` would silently make a 6-class head). Otherwise names, sorted -> ids."""
+
+def _label_ids(labels: list[str], where: str, every_id: bool = True) -> tuple[list[int], list[str]]:
+    """Labels as written -> (ids, label_names), the rule of the module docstring: all integers, ids as given,
+    0..K-1 (with ``every_id``, each used); otherwise names, sorted -> ids."""
     if all(s.strip().lstrip("-").isdigit() for s in labels):
         ints = [int(s) for s in labels]
         present = sorted(set(ints))
         if present[0] < 0 or present[-1] >= MAX_CLASSES:
             raise InvalidFileError(f"{where}: integer labels must be class ids 0..K-1, got {present[0]}..{present[-1]}")
         missing = sorted(set(range(present[-1] + 1)) - set(present))
-        if missing:
+        if missing and every_id:
             raise InvalidFileError(f"{where}: integer labels must be the class ids 0..K-1 with every id used; labels "
                                    f"{present[:10]} leave {missing[:10]} unused (K would be {present[-1] + 1}); "
                                    f"renumber them, or use class names")
@@ -78,6 +93,24 @@ def _label_ids(labels: list[str], where: str) -> tuple[list[int], list[str]]:
     if "" in names:
         raise InvalidFileError(f"{where}: empty label")
     return [names.index(s.strip()) for s in labels], names
+
+
+def sensor_size_of(given, stored, source: str, required: bool = True) -> tuple[int, int, int] | None:
+    """The (W, H, P) of a dataset: ``given`` (``--sensor-size``) or ``stored`` (its file's), which must agree;
+    None when neither says it and not ``required`` (each recording's file then says its own)."""
+    stored = tuple(int(v) for v in stored) if stored is not None else None
+    given = tuple(int(v) for v in given) if given is not None else None
+    if given and stored and given != stored:
+        raise InvalidArgumentError(f"sensor size mismatch: {source} was recorded with sensor_size {stored} (W, H, P) "
+                                   f"but {given} was given")
+    size = given or stored
+    if size is None:
+        if not required:
+            return None
+        raise InvalidFileError(f"{source} does not say its sensor size: pass sensor_size (--sensor-size W H P)")
+    if len(size) != 3:
+        raise InvalidArgumentError(f"sensor_size must be (W, H, P), got {size}")
+    return size
 
 
 def read_labels_csv(csv_path) -> list[tuple[int, Path, str]]:
@@ -125,21 +158,23 @@ def read_labels_csv(csv_path) -> list[tuple[int, Path, str]]:
     return out
 
 
-def scan_recordings(root) -> tuple[list[Recording], list[str]]:
-    """The recordings of a folder (layouts in the module docstring), without reading them:
-    ``(recordings, label_names)``. Raises FileNotFoundError/ValueError naming the folder or csv line."""
+
+def scan_recordings(root, labels_csv: str = "labels.csv", every_id: bool = True) -> tuple[list[Recording], list[str]]:
+    """The recordings of a folder (layouts and label rule in the module docstring), without reading them:
+    ``(recordings, label_names)``. ``every_id``: integer labels must use every id 0..K-1 (the folder is a
+    whole dataset). Raises MissingFileError/InvalidFileError naming the folder or the csv line."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise MissingFileError(f"event dataset folder not found: {root}")
-    csv_path = root / "labels.csv"
+    csv_path = root / labels_csv
     if csv_path.is_file():
         rows = read_labels_csv(csv_path)
-        ids, names = _label_ids([label for _, _, label in rows], str(csv_path))
+        ids, names = _label_ids([label for _, _, label in rows], str(csv_path), every_id)
         recs = [Recording(p, str(p.relative_to(root.resolve())), i) for (_, p, _), i in zip(rows, ids)]
         return recs, names
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        raise InvalidFileError(f"{root} holds neither labels.csv (columns path,label) nor one folder per class")
+        raise InvalidFileError(f"{root} holds neither {labels_csv} (columns path,label) nor one folder per class")
     recs = []
     for label, cls in enumerate(classes):
         folder = root / cls
@@ -164,18 +199,18 @@ def is_recordings_folder(path) -> bool:
     return any(d.is_dir() and not d.name.startswith(".") for d in path.iterdir())
 
 
+
 @functools.lru_cache(maxsize=32)
 def _read_cached(path: str, sensor_size) -> tuple[np.ndarray, tuple[int, int]]:
     return read_recording(path, sensor_size)
 
 
 def load_recordings(recs: list[Recording], sensor_size=None) -> list[Recording]:
-    """Read every recording once, streamed in bounded memory (fail fast: a bad file is named before any model
-    is built), and fill in its sensor size and time span."""
+    """Read every recording not read yet once, streamed in bounded memory (fail fast: a bad file is named before
+    any model is built), and fill in its sensor size and time span."""
     for rec in recs:
-        if isinstance(rec.source, np.ndarray):
-            continue
-        rec.sensor, rec.t_first, rec.t_last = recording_span(rec.source, sensor_size)
+        if rec.t_first is None:
+            rec.sensor, rec.t_first, rec.t_last = recording_span(rec.source, sensor_size)
     return recs
 
 
@@ -205,79 +240,100 @@ def split_recordings(recs: list[Recording], method: str = "by-recording", test_f
     return dict(method=method, test_fraction=float(test_fraction), seed=int(seed), test=sorted(test))
 
 
-class EventRecordings(torch.utils.data.Dataset):
-    """Samples ``(frames [T, P, H, W] float32, label)`` from labeled recordings (see the module docstring).
+
+class EventFolder(torch.utils.data.Dataset):
+    """A folder of labelled recordings (layouts, the ``labels.csv`` schema and the label rule in the module
+    docstring) as samples ``(frames [T, P, H, W] float32, label)``: one per recording, or its ``slice_us``
+    windows; all of them, or one part of a :func:`split_recordings` split.
 
     Args:
-        recordings: :class:`Recording` list, read (:func:`load_recordings`) or in memory.
-        label_names: class names, index = label id.
-        framing: an :class:`EventFraming`: ``target_size`` (W, H), ``time_window`` µs per frame, ``T``,
-            ``sensor_size[2]`` the polarity channels (1 or 2); its sensor W, H are unused (each recording
-            has its own).
-        slice_us, overlap_us: cut recordings into windows of ``slice_us`` µs (``T * time_window``).
+        root: the folder (None for recordings given in memory, :meth:`from_dataset`).
+        transform: events -> frames. An :class:`EventFraming` (or one wrapping it, as the training
+            augmentation does) frames each recording from its own sensor to ``target_size`` and only the
+            span it frames is read; a recording too short for ``T`` frames is refused unless its ``pad``.
+            Any other callable gets the events; None yields the raw events (tonic's structured array).
+        sensor_size: (W, H, P) for files that do not say theirs; must agree with ``meta.json``'s.
+        slice_us, overlap_us: cut recordings into windows of ``slice_us`` µs (the framing's ``T *
+            time_window``), ``overlap_us`` shared between neighbours.
         part: ``'all'``, or ``'train'`` / ``'test'`` of ``split``.
         split: a :func:`split_recordings` description.
-        sensor_size: for files that do not say theirs.
+        labels_csv: the name of the folder's labels file.
+        recordings: ``(recordings, label_names)`` already scanned (:func:`scan_recordings`, perhaps read by
+            :func:`load_recordings`), so the parts of one split share one scan.
+        name: a readable name of the data (``spec_name``; default ``events:ROOT``).
+
+    Attributes: ``recordings``, ``label_names``, ``samples`` (``(recording index, start µs or None for its
+    first event)``), ``targets``, ``sensor_size`` ((W, H, P) from the argument or ``meta.json``, else None:
+    each file says its own), ``transform``, ``spec_name``.
     """
 
-    def __init__(self, recordings, label_names, framing: EventFraming, *, slice_us: int | None = None,
-                 overlap_us: int = 0, part: str = "all", split: dict | None = None, sensor_size=None,
-                 name: str = "recordings"):
-        self.recordings, self.label_names, self.split = list(recordings), list(label_names), split
-        self.slice_us, self.overlap_us, self.part, self.sensor_size_given = slice_us, overlap_us, part, sensor_size
-        self.spec_name = name
-        self.transform = framing
-        self.sensor_size = tuple(framing.sensor_size)
-        if slice_us is not None and slice_us != framing.duration:
-            raise InvalidArgumentError(f"--slice-ms {slice_us / 1000:g} must equal T x frame window = {framing.T} x "
-                                       f"{framing.time_window / 1000:g} ms")
+    def __init__(self, root, transform=None, *, sensor_size=None, slice_us: int | None = None, overlap_us: int = 0,
+                 part: str = "all", split: dict | None = None, labels_csv: str = "labels.csv", recordings=None,
+                 name: str | None = None):
+        self.root = None if root is None else Path(root).expanduser()
+        self.transform, self.split, self.part = transform, split, part
+        self.slice_us, self.overlap_us = slice_us, int(overlap_us or 0)
+        self.spec_name = name or f"events:{root}"
+        if recordings is None:  # a folder split here is a whole dataset: its ids must all be used
+            recordings = scan_recordings(self.root, labels_csv, every_id=split is not None)
+        self.recordings, self.label_names = list(recordings[0]), list(recordings[1])
+        meta = None if self.root is None else self.root / "meta.json"
+        stored = read_json(meta, what="dataset meta.json", max_bytes=1 << 20) if meta and meta.is_file() else {}
+        stored = stored.get("sensor_size") if isinstance(stored, dict) else None
+        self.sensor_size = sensor_size_of(sensor_size, stored, str(self.root), required=False)
+        if slice_us is not None and slice_us != getattr(transform, "duration", None):
+            if not hasattr(transform, "window"):
+                raise InvalidArgumentError("windows (slice_us, --slice-ms) need an EventFraming transform")
+            raise InvalidArgumentError(f"--slice-ms {slice_us / 1000:g} must equal T x frame window = {transform.T} "
+                                       f"x {transform.time_window / 1000:g} ms")
         self.samples = self._windows()
         if not self.samples:
-            raise InvalidFileError(f"{name}: the {part} part holds no samples (recordings shorter than one window of "
-                                   f"{framing.duration / 1000:g} ms?)")
+            raise InvalidFileError(f"{self.spec_name}: the {part} part holds no samples (recordings shorter than one "
+                                   f"window of {slice_us / 1000:g} ms?)")
         self.targets = [self.recordings[i].label for i, _ in self.samples]
 
     @classmethod
     def from_dataset(cls, dataset, framing: EventFraming, *, sensor_size=None, label_names=None, **kw):
         """Any dataset of ``(events, label)`` (tonic style: structured arrays with x, y, t, p; ``sensor_size``
-        from the argument or ``dataset.sensor_size``), held in memory."""
+        from the argument or ``dataset.sensor_size``), held in memory; integer labels, named by ``label_names``
+        (default ``'0'..'K-1'``, every id used)."""
         size = sensor_size if sensor_size is not None else getattr(dataset, "sensor_size", None)
         if size is None:
             raise InvalidArgumentError(f"{type(dataset).__name__} has no sensor_size: pass sensor_size=(W, H, P)")
         recs = []
         for i in range(len(dataset)):
             events, label = dataset[i]
-            from .framing import check_events
             events = check_events(events, (int(size[0]), int(size[1]), 2), name=f"{type(dataset).__name__}[{i}]")
             recs.append(Recording(events, f"{i}", int(label), (int(size[0]), int(size[1])),
                                   int(events["t"][0]), int(events["t"][-1])))
         labels = sorted({r.label for r in recs})
         if label_names is None:
-            _label_ids([str(v) for v in labels], type(dataset).__name__)
-            label_names = [str(i) for i in range(labels[-1] + 1)]
+            label_names = _label_ids([str(v) for v in labels], type(dataset).__name__)[1]
         elif labels[0] < 0 or labels[-1] >= len(label_names):
             raise InvalidArgumentError(
                 f"labels span {labels[0]}..{labels[-1]} but there are {len(label_names)} label names")
-        return cls(recs, label_names, framing, **kw)
+        return cls(None, framing, recordings=(recs, label_names), name=kw.pop("name", type(dataset).__name__), **kw)
 
-    def _windows(self) -> list[tuple[int, int]]:
+    def _windows(self) -> list[tuple[int, int | None]]:
         split, part = self.split or {}, self.part
         test = set(split.get("test", []))
         by_time = split.get("method") == "by-time"
         if by_time and self.slice_us is None:
             raise InvalidArgumentError("--split by-time cuts recordings in time: it needs windows (--slice-ms)")
-        out = []
-        for i, rec in enumerate(self.recordings):
+        if part != "all" and not split:
+            raise InvalidArgumentError(f"part {part!r} needs a split (split_recordings)")
+        recs = [i for i, rec in enumerate(self.recordings)
+                if part == "all" or by_time or (rec.name in test) == (part == "test")]
+        if self.slice_us is None:  # one sample per recording, from its first event: no need to read it yet
+            return [(i, None) for i in recs]
+        load_recordings([self.recordings[i] for i in recs], self.sensor_size)  # windows need the time spans
+        out, stride = [], self.slice_us - self.overlap_us
+        for i in recs:
+            rec = self.recordings[i]
             lo, hi = rec.t_first, rec.t_last + 1  # events in [lo, hi)
-            if part != "all" and not by_time and (rec.name in test) != (part == "test"):
-                continue
             if part != "all" and by_time:
                 cut = lo + int((hi - lo) * (1 - split["test_fraction"]))
                 lo, hi = (lo, cut) if part == "train" else (cut, hi)
-            if self.slice_us is None:
-                out.append((i, lo))
-                continue
-            stride = self.slice_us - self.overlap_us
             n = (hi - lo - self.slice_us) // stride + 1 if hi - lo >= self.slice_us else 0
             out += [(i, lo + k * stride) for k in range(n)]  # tonic SliceByTime's windows, complete ones only
         return out
@@ -290,21 +346,32 @@ class EventRecordings(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def events(self, rec: Recording) -> np.ndarray:
-        """The events of ``rec`` (structured ``t, x, y, p`` array) that its samples frame: without slices only
-        the window from its first event (read in memory bounded by the window), with slices the whole
-        recording (read once and cached per file)."""
+    def _events(self, rec: Recording, whole: bool) -> tuple[np.ndarray, tuple[int, int]]:
+        """``(events, sensor (W, H))`` of ``rec``: for a whole-recording sample only the span the framing covers
+        (memory bounded by it), for windows the whole recording (read once, cached per file)."""
         if isinstance(rec.source, np.ndarray):
-            return rec.source
-        size = None if self.sensor_size_given is None else tuple(self.sensor_size_given)
-        if self.slice_us is None:
-            return read_recording(rec.source, size, until_us=self.transform.duration)[0]
-        return _read_cached(str(rec.source), size)[0]
+            return rec.source, rec.sensor
+        size = None if self.sensor_size is None else tuple(self.sensor_size)
+        if whole:
+            return read_recording(rec.source, size, until_us=getattr(self.transform, "duration", None))
+        return _read_cached(str(rec.source), size)
 
     def __getitem__(self, index: int):
         i, start = self.samples[index]
         rec = self.recordings[i]
-        return self.transform.window(self.events(rec), rec.sensor, start), rec.label
+        events, sensor = self._events(rec, start is None)
+        f = self.transform
+        if f is None:
+            return events, rec.label
+        if not hasattr(f, "window"):  # a plain callable
+            try:
+                return f(events), rec.label
+            except ValueError as e:
+                raise InvalidFileError(f"{rec.source if self.root else rec.name}: {e}") from e
+        if start is None:  # the whole recording, framed from its first event
+            f.check_length(events, str(rec.source) if self.root else f"{self.spec_name}[{rec.name}]")
+            start = int(events["t"][0])
+        return f.window(events, sensor, start), rec.label
 
     def describe(self) -> dict:
         """What a checkpoint stores so the same samples can be rebuilt."""
@@ -314,18 +381,8 @@ class EventRecordings(torch.utils.data.Dataset):
 
 
 def framing_from(stored: dict) -> EventFraming:
-    """The :class:`EventFraming` of :meth:`EventRecordings.describe`."""
+    """The :class:`EventFraming` of :meth:`EventFolder.describe`; a recording shorter than its frames gives
+    empty trailing frames (``pad``), as a recordings folder's whole-recording samples always have."""
     w, h = stored["target_size"]
     return EventFraming(sensor_size=(w, h, int(stored["channels"])), target_size=(w, h),
-                        time_window=int(stored["time_window_us"]), T=int(stored["T"]))
-
-
-def open_recordings(root, framing: EventFraming, *, part: str, split: dict | None, slice_us=None, overlap_us=0,
-                    sensor_size=None, recs=None, label_names=None) -> EventRecordings:
-    """One part of a recordings folder; ``recs``/``label_names`` from an earlier :func:`scan_recordings` +
-    :func:`load_recordings` (else scanned and read here)."""
-    if recs is None:
-        recs, label_names = scan_recordings(root)
-        load_recordings(recs, sensor_size)
-    return EventRecordings(recs, label_names, framing, slice_us=slice_us, overlap_us=overlap_us, part=part,
-                           split=split, sensor_size=sensor_size, name=f"events:{root}")
+                        time_window=int(stored["time_window_us"]), T=int(stored["T"]), pad=True)
