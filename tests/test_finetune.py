@@ -130,6 +130,21 @@ def test_finetune_errors(toy_dataset, tmp_path, capsys):
         main(["finetune", "--dataset", "x", "--model", ARCH, "--out", "o", "--checkpoint", "c", "--no-pretrained"])
 
 
+def test_finetune_refuses_splits_that_name_different_classes(tmp_path, capsys):
+    """Class names become ids in sorted order per folder: a test split without 'dog' would call 'owl' 1, not 2."""
+    from eval.data.events import write_event_folder
+
+    rng = np.random.default_rng(0)
+    for split, classes in (("train", ["cat", "dog", "owl"]), ("test", ["cat", "owl"])):
+        folder = write_event_folder(tmp_path / "ds" / split, [toy_recording(i % 2, rng) for i in range(len(classes))],
+                                    range(len(classes)), (34, 34, 2))
+        rows = "".join(f"{i:05d}.bin,{c}\n" for i, c in enumerate(classes))
+        (folder / "labels.csv").write_text("path,label\n" + rows)
+    assert run_finetune(tmp_path / "ds", tmp_path / "o", "--no-pretrained") == 2
+    err = capsys.readouterr().err
+    assert "['cat', 'dog', 'owl'] but the test recordings ['cat', 'owl']" in err and "Traceback" not in err
+
+
 def test_finetune_from_the_shipped_fused_checkpoint_learns(tmp_path):
     """The shipped checkpoints are fused (no norm left); finetune puts tdBN back (zoo.unfuse) and learns a new
     task: the MNIST net on 400 real Fashion-MNIST images, scored on 100 others."""

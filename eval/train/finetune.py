@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Subset
 
 import zoo
 from zoo.checkpoints import save_pretrained
-from zoo.errors import InvalidArgumentError, PretrainedUnavailableError
+from zoo.errors import InvalidArgumentError, InvalidFileError, PretrainedUnavailableError
 from zoo.fileio import atomic_write
 from zoo.naming import STEM, arch_tag, split_arch_tag
 
@@ -221,6 +221,11 @@ def finetune_events(opts: FinetuneOptions) -> dict:
     if tuple(train_ds.sensor_size) != tuple(test_ds.sensor_size):
         raise InvalidArgumentError(f"sensor size mismatch: training recordings are {tuple(train_ds.sensor_size)}, "
                                    f"test recordings {tuple(test_ds.sensor_size)}")
+    names = [getattr(ds, "label_names", None) for ds in (train_ds, test_ds)]
+    if None not in names and names[0] != names[1] and any(n != [str(i) for i in range(len(n))] for n in names):
+        raise InvalidFileError(f"{opts.dataset}: the training recordings name the classes {names[0]} but the test "
+                               f"recordings {names[1]}; class names become ids in sorted order, so both splits "
+                               f"must name the same classes (or label them with ids)")
     window = None if opts.time_window_ms is None else int(round(opts.time_window_ms * 1000))
     framing = resolve_framing(opts.dataset, train_ds.sensor_size, T=opts.T, target_size=opts.size, pad=opts.pad,
                               time_window=window)

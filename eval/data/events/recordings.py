@@ -235,8 +235,8 @@ def split_recordings(recs: list[Recording], method: str = "by-recording", test_f
         test += [names[i] for i in sorted(rng.permutation(len(names))[:n_test])]
     if not test:
         raise InvalidArgumentError(
-            f"a by-recording split needs at least 2 recordings in some class; every class has one. "
-            f"Add recordings, or use --split by-time with --slice-ms")
+            "a by-recording split needs at least 2 recordings in some class; every class has one. "
+            "Add recordings, or use --split by-time with --slice-ms")
     return dict(method=method, test_fraction=float(test_fraction), seed=int(seed), test=sorted(test))
 
 
