@@ -187,8 +187,10 @@ def scan_recordings(root, labels_csv: str = "labels.csv", every_id: bool = True)
 
 
 def is_recordings_folder(path) -> bool:
-    """A folder in one of this module's layouts (not a ``make-events`` root or an old ``labels.csv`` +
-    ``meta.json`` split, which :func:`eval.data.events.open_event_dataset` reads)."""
+    """Whether ``path`` is a whole dataset of recordings, to be split here (``tdbn-zoo finetune``/``eval``
+    with ``--split``): a folder with ``labels.csv`` or one folder per class. Not a split already made (a folder
+    with ``meta.json``, as ``make-events`` writes them) nor a root holding ``train``/``test`` splits, which
+    :func:`eval.data.events.open_event_dataset` opens, also as :class:`EventFolder`."""
     path = Path(path).expanduser()
     if not path.is_dir() or (path / "meta.json").is_file():
         return False
@@ -288,8 +290,8 @@ class EventFolder(torch.utils.data.Dataset):
                                        f"x {transform.time_window / 1000:g} ms")
         self.samples = self._windows()
         if not self.samples:
-            raise InvalidFileError(f"{self.spec_name}: the {part} part holds no samples (recordings shorter than one "
-                                   f"window of {slice_us / 1000:g} ms?)")
+            why = "no recordings" if slice_us is None else f"recordings shorter than a {slice_us / 1000:g} ms window?"
+            raise InvalidFileError(f"{self.spec_name}: the {part} part holds no samples ({why})")
         self.targets = [self.recordings[i].label for i, _ in self.samples]
 
     @classmethod
