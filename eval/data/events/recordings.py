@@ -249,7 +249,7 @@ class EventFolder(torch.utils.data.Dataset):
     windows; all of them, or one part of a :func:`split_recordings` split.
 
     Args:
-        root: the folder (None for recordings given in memory, :meth:`from_dataset`).
+        root: the folder (None for recordings given in memory, :meth:`EventFolder.from_dataset`).
         transform: events -> frames. An :class:`EventFraming` (or one wrapping it, as the training
             augmentation does) frames each recording from its own sensor to ``target_size`` and only the
             span it frames is read; a recording too short for ``T`` frames is refused unless its ``pad``.
