@@ -169,7 +169,11 @@ def models_page() -> str:
              "Generated at build time from `zoo.list_models()`, `zoo.TAGS` and `weights/manifest.json`. "
              "*Parameters*: every parameter of the unfused model at its default tag (`numel`, norms included); "
              "*ANN MACs*: the multiply-accumulates of the same network run once as an ANN at the default tag's "
-             "input (`eval.measure.synops.ann_macs`, shape-only).", "", "## Architectures", ""]
+             "input (`eval.measure.synops.ann_macs`, shape-only). Every model argument with its default: "
+             "`tdbn-zoo models ARCH` (`--json` for a program); set them with `zoo.create(name, **kwargs)` or "
+             "`--model-kw NAME=JSON` / `--width W` on the command line. The timm cfgs and entrypoints are in "
+             "`zoo/models.py`; a loaded checkpoint's class names are `model.pretrained_cfg['label_names']` "
+             "(from its `config.json`).", "", "## Architectures", ""]
     rows = []
     for arch in zoo.list_models():
         model = shape_only_model(arch)
