@@ -15,6 +15,7 @@ import zoo
 from eval.cli import report_user_errors
 from eval.data.images import read_idx, read_npz_arrays
 from tests.support.cli import CliResult, assert_cli_user_error, run_cli
+from tests.support.models import make_tiny_narrow
 from zoo.checkpoints import read_header
 from zoo.errors import CheckpointError, InvalidFileError, ZooError
 
@@ -162,8 +163,7 @@ def test_a_checkpoint_whose_config_disagrees_with_its_weights_is_one_line(tmp_pa
     """config.json says the last stage has 16 channels, model.safetensors holds 8: refused in one line that names
     a mismatched tensor (not a traceback, not a page of every mismatch)."""
     save = tmp_path / "ckpt"
-    model = zoo.create("sresnet19_narrow_tdbn", channels=(4, 8, 8), stem_width=4, head_hidden=8).eval()
-    zoo.save_pretrained(model, save)
+    zoo.save_pretrained(make_tiny_narrow(), save)
     cfg = json.loads((save / "config.json").read_text())
     cfg["model_args"]["channels"] = [4, 8, 16]
     (save / "config.json").write_text(json.dumps(cfg))

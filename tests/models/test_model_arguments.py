@@ -2,28 +2,21 @@
 forward inputs): each refused naming what was expected and what came, or the correct result checked here."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
-import zoo
 from adapters._checks import value_checks
 from tests.support.cli import assert_user_error
+from tests.support.models import make_tiny_narrow
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY = dict(channels=(4, 8, 8), stem_width=4, head_hidden=8)  # the narrow layout at a few channels
-
-
-def tiny(**kw):
-    return zoo.create("sresnet19_narrow_tdbn", **{**TINY, **kw}).eval()
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return tiny(T=2)
+    return make_tiny_narrow(T=2)
 
 
 # ---- model arguments: zoo.create(...) --------------------------------------------------------------------------
@@ -44,7 +37,7 @@ BAD_MODEL_ARGS = [
 
 @pytest.mark.parametrize("kw,needle", BAD_MODEL_ARGS, ids=[str(k) for k, _ in BAD_MODEL_ARGS])
 def test_bad_model_argument_is_refused_at_construction(kw, needle):
-    assert_user_error(lambda: tiny(**kw), "SpikingResNet", needle)
+    assert_user_error(lambda: make_tiny_narrow(**kw), "SpikingResNet", needle)
 
 
 @pytest.mark.parametrize("value,needle", [(0, "got 0"), (-1, "got -1"), (2.5, r"got 2\.5"), ("3", "got '3'"),
@@ -58,7 +51,8 @@ def test_bad_T_assignment_is_refused_and_keeps_the_old_T(model, value, needle):
 
 @pytest.mark.parametrize("value", [-1, 2.5])
 def test_bad_reset_classifier_is_refused(value):
-    assert_user_error(lambda: tiny().reset_classifier(value), "num_classes must be an integer >= 0", str(value))
+    assert_user_error(lambda: make_tiny_narrow().reset_classifier(value), "num_classes must be an integer >= 0",
+                      str(value))
 
 
 def test_T_setter_result_matches_the_image_repeated_over_T(model):
@@ -78,7 +72,7 @@ def test_T_setter_result_matches_the_image_repeated_over_T(model):
 
 def test_num_classes_zero_gives_the_features(model):
     """``num_classes=0`` is timm's feature extractor: the logits are ``forward_head(pre_logits=True)``."""
-    m = tiny(num_classes=0)
+    m = make_tiny_narrow(num_classes=0)
     x = torch.rand(2, 1, 12, 12)
     with torch.no_grad():
         got = m(x)

@@ -10,6 +10,7 @@ from torch import nn
 
 import zoo
 from adapters._checks import value_checks
+from tests.support.models import make_tiny_narrow
 from zoo import PretrainedUnavailableError, UnknownModelError, UnknownTagError
 
 # Table 4, transcribed: (stem kernel, stem width, stem stride, [(block, width, depth, stride)], head)
@@ -357,12 +358,10 @@ def test_model_arguments_out_of_range_everywhere_they_enter(kw, needle, tmp_path
     from tests.support.cli import assert_cli_user_error, assert_user_error, run_cli, tree_digest
     from zoo.errors import CheckpointError, InvalidArgumentError
 
-    small = dict(channels=(4, 8, 8), stem_width=4, head_hidden=8)
-    err = assert_user_error(lambda: zoo.create("sresnet19_narrow_tdbn", **{**small, **kw}), needle)
+    err = assert_user_error(lambda: make_tiny_narrow(**kw), needle)
     assert isinstance(err, InvalidArgumentError)
     # a checkpoint whose config.json says it: refused naming the file, before any tensor is allocated
-    folder = zoo.save_pretrained(zoo.create("sresnet19_narrow_tdbn", **small), tmp_path / "ckpt",
-                                 tag="sresnet19_narrow_tdbn.fashion_mnist_t2")
+    folder = zoo.save_pretrained(make_tiny_narrow(), tmp_path / "ckpt", tag="sresnet19_narrow_tdbn.fashion_mnist_t2")
     config = json.loads((folder / "config.json").read_text())
     config["model_args"].update(kw)
     (folder / "config.json").write_text(json.dumps(config))
@@ -402,8 +401,6 @@ def test_an_empty_model_name_is_refused_in_the_users_terms():
 def test_a_hostile_config_json_is_refused_naming_the_file(tmp_path, content, needles):
     from tests.support.cli import assert_user_error
 
-    small = dict(channels=(4, 8, 8), stem_width=4, head_hidden=8)
-    folder = zoo.save_pretrained(zoo.create("sresnet19_narrow_tdbn", **small), tmp_path / "ckpt",
-                                 tag="sresnet19_narrow_tdbn.fashion_mnist_t2")
+    folder = zoo.save_pretrained(make_tiny_narrow(), tmp_path / "ckpt", tag="sresnet19_narrow_tdbn.fashion_mnist_t2")
     (folder / "config.json").write_text(content)
     assert_user_error(lambda: zoo.create(str(folder), pretrained=True), r"config\.json", *needles)

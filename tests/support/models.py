@@ -16,10 +16,19 @@ TINY = dict(layers=(1, 1), channels=(8, 16), strides=(1, 2), stem_width=8, head_
 #: The variant that learns ``tests.support.data.tiny_data`` (1x8x8 images, 3 classes) in a few steps.
 TINY_GREY = dict(TINY, channels=(4, 8), stem_width=4, head_hidden=None, in_chans=1, num_classes=3)
 
+#: The registered ``sresnet19_narrow_tdbn`` (1x28x28 inputs, its tags' data) at a few channels: for tests that go
+#: through ``zoo.create`` and the narrow tags (``fashion_mnist_t2``), as users do.
+TINY_NARROW = dict(channels=(4, 8, 8), stem_width=4, head_hidden=8)
+
 
 def make_tiny(**overrides) -> SpikingResNet:
     """``SpikingResNet(**TINY)`` with ``overrides`` applied, in training mode (as built)."""
     return SpikingResNet(**{**TINY, **overrides})
+
+
+def make_tiny_narrow(**overrides) -> SpikingResNet:
+    """``zoo.create("sresnet19_narrow_tdbn", **TINY_NARROW)`` with ``overrides`` applied, in eval mode."""
+    return zoo.create("sresnet19_narrow_tdbn", **{**TINY_NARROW, **overrides}).eval()
 
 
 def tiny_checkpoint(tmp_path: Path, model: SpikingResNet | None = None, tag: str = "sresnet19_tdbn.cifar10_t2",
