@@ -1,4 +1,5 @@
-"""Bad inputs to the event-data paths (readers, layouts, splits, framing, finetune/eval/make-events), table-driven.
+"""Bad inputs to the event-data paths (readers, layouts, splits, framing, finetune and eval on recordings),
+table-driven (make-events' bad inputs: test_make_events.py).
 
 Every case asserts its outcome class (tests/support/cli.py): a one-line exit-2 error (CLI) or a user error
 (Python) that names the file and what was expected, or the correct result checked by the case.
@@ -16,7 +17,6 @@ from eval.data.events import EVENT_DTYPE, save_event_npz, write_nmnist_file
 from eval.data.events.readers import read_recording
 from eval.data.events.recordings import scan_recordings, split_recordings, load_recordings
 from tests.support.cli import assert_cli_user_error, assert_user_error, run_cli
-from zoo.errors import InvalidFileError
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "events"
 if not REAL.is_dir():
@@ -274,49 +274,6 @@ def test_truncated_nmnist_in_event_folder_names_the_file(tmp_path):
     from eval.data.events import read_event_file
     write(tmp_path / "a.bin", b"\x00" * 7)
     assert_user_error(lambda: read_event_file(tmp_path / "a.bin"), r"a\.bin", "multiple of 5")
-
-
-def test_make_events_threshold_nan(tmp_path, capsys):
-    result = run_cli(["make-events", "--data", "mnist:/nonexistent", "--out", tmp_path / "o", "--threshold", "nan"],
-                     capsys)
-    assert_cli_user_error(result, "--threshold", "finite")
-
-
-def test_make_events_refuses_to_replace_a_foreign_folder(tmp_path, capsys):
-    keep = write(tmp_path / "mine" / "thesis.tex", "precious")
-    result = run_cli(["make-events", "--data", "mnist:/nonexistent", "--out", tmp_path / "mine"], capsys)
-    assert_cli_user_error(result, "meta.json", "new or empty folder")
-    assert keep.read_text() == "precious"
-
-
-def test_make_events_failure_keeps_the_old_dataset_whole(tmp_path, capsys, monkeypatch):
-    """A failure while converting the test split leaves the earlier output untouched (never new train + old test)."""
-    from eval.data.events import simulate
-    images = tmp_path / "mnist"
-    images.mkdir()
-    import gzip
-    for split, n in (("train", 3), ("t10k", 2)):
-        with gzip.open(images / f"{split}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(b"\x00\x00\x08\x03" + n.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
-                    + np.random.default_rng(0).integers(0, 255, n * 784, dtype=np.uint8).tobytes())
-        with gzip.open(images / f"{split}-labels-idx1-ubyte.gz", "wb") as f:
-            f.write(b"\x00\x00\x08\x01" + n.to_bytes(4, "big") + bytes(range(n)))
-    out = tmp_path / "ev"
-    args = ["make-events", "--data", f"mnist:{images}", "--out", out, "--saccade-ms", "10"]
-    assert run_cli(args, capsys).rc == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    real = simulate.events_from_images
-
-    def fail_on_test(images, sensor, seed=0, stream=0):
-        if stream == 1:  # a user error (a bad input found late): one line, and the old output stays whole
-            raise InvalidFileError("simulated failure in the test split")
-        return real(images, sensor, seed=seed, stream=stream)
-    monkeypatch.setattr(simulate, "events_from_images", fail_on_test)
-    result = run_cli([*args, "--seed", "7"], capsys)
-    assert result.rc == 2 and "Traceback" not in result.err  # after the train split's progress line, one error line
-    assert result.err.strip().splitlines()[-1] == "tdbn-zoo make-events: error: simulated failure in the test split"
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ev.")]  # no temporary folder left
 
 
 # --- eval of a fine-tuned checkpoint: stored framing, conflicting flags -------------------------------------
