@@ -16,7 +16,6 @@ from tests.hub_emulator import HubEmulator  # noqa: E402
 from tests.support.hub import HUB_TOKEN  # noqa: E402
 from tests.support.models import make_tiny as _make_tiny  # noqa: E402
 
-
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -8,6 +8,7 @@ import yaml
 
 import zoo
 from eval.cli import main as cli
+from tests.support.cli import assert_cli_user_error, run_cli, tree_digest
 from tests.support.models import TINY, make_tiny
 from zoo import CheckpointError, PretrainedUnavailableError, SpikingResNet
 from zoo.pretrained import loadable
@@ -188,8 +189,6 @@ def test_a_shipped_checkpoint_loads_on_every_neuron_backend_with_the_same_logits
     with torch.no_grad():
         torch.testing.assert_close(other(x), native(x), rtol=0, atol=1e-9)
 def test_manifest_verify_refuses_entries_whose_files_exist_nowhere(weights, capsys):
-    from tests.support.cli import assert_cli_user_error, run_cli, tree_digest
-
     digest = {"sha256": "0" * 64, "size": 1}
     entry = {"repo_id": "someone/x", "revision": None, "files": {"model.safetensors": digest, "config.json": digest}}
     manifest = {"format": 1, "models": {f"{TAG}": entry, **{f"made_up_{i}.t{i}": entry for i in range(100_000)}}}

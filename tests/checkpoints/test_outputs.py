@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import assert_cli_user_error, run_cli, tree_digest
+from tests.support.cli import assert_cli_user_error, assert_user_error, run_cli, tree_digest
 from zoo.errors import OutputNotWritableError
 from zoo.fileio import weights_dir
 from zoo.outputs import check_output_path
@@ -154,8 +154,6 @@ def test_reproduce_port_and_outputs(ckpt, tmp_path, capsys):
 
 def test_ship_never_writes_into_its_run(tmp_path):
     from eval.release.ship import ship
-    from tests.support.cli import assert_user_error
-
     run = tmp_path / "run"
     run.mkdir()
     (run / "last.safetensors").write_bytes(b"")

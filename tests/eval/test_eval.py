@@ -16,6 +16,7 @@ from eval.measure.harness import calibrate_norms, evaluate, evaluate_over_T
 from eval.measure.metrics import SpikeRecorder, topk_correct
 from eval.measure.profiling import peak_memory
 from eval.measure.synops import EnergyModel, OpCounter, ann_macs, conv_accumulates, shape_only_model
+from tests.support.cli import assert_user_error
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
@@ -282,8 +283,6 @@ def test_eval_on_your_own_image_folder_gives_per_class_accuracy_and_confusion(tm
                                           (-1, "label -1, outside"),
                                           (2.5, "integer class ids")])
 def test_evaluate_names_a_label_outside_the_classes(label, needle):
-    from tests.support.cli import assert_user_error
-
     torch.manual_seed(0)
     model = tiny(num_classes=10).eval()
     x = torch.rand(3, 3, 8, 8)

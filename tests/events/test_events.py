@@ -14,6 +14,7 @@ import torch
 from eval.data.events import (CIFAR10_DVS, DVS_GESTURE, EVENT_DTYPE, CIFAR10DVS, DVSGesture, EventFolder, EventFraming,
                               EventNpz, check_events, collate_frames, open_event_dataset, read_event_file,
                               save_event_npz, write_event_folder)
+from tests.support.cli import assert_user_error, tree_digest
 from tests.support.data import expected_frames, make_events, random_events, write_dvsgesture
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "events"
@@ -299,8 +300,6 @@ LABEL_CONTRADICTIONS = [
 @pytest.mark.parametrize("case,text,needles", LABEL_CONTRADICTIONS, ids=[c[0] for c in LABEL_CONTRADICTIONS])
 def test_labels_csv_contradictions_are_refused_by_both_readers(tmp_path, case, text, needles):
     from eval.data.events.recordings import scan_recordings
-    from tests.support.cli import assert_user_error, tree_digest
-
     recs = [random_events(50, sensor=34, duration_us=300_000, seed=s) for s in range(2)]
     folder = write_event_folder(tmp_path / "f", recs, [0, 1], (34, 34, 2))
     (folder / "labels.csv").write_text(text)
@@ -322,8 +321,6 @@ def test_event_folder_reads_both_header_names_and_writes_path_label(tmp_path):
 
 @pytest.mark.parametrize("labels,needle", [([0, 1.7], r"label 1 is 1\.7"), ([0, float("nan")], "label 1 is nan")])
 def test_event_npz_refuses_a_label_that_is_not_a_whole_number(tmp_path, labels, needle):
-    from tests.support.cli import assert_user_error
-
     recs = [random_events(50, sensor=34, duration_us=300_000, seed=s) for s in range(2)]
     save_event_npz(tmp_path / "s.npz", recs, [0, 1], (34, 34, 2))
     with np.load(tmp_path / "s.npz") as data:
@@ -336,8 +333,6 @@ def test_event_npz_refuses_a_label_that_is_not_a_whole_number(tmp_path, labels, 
 
 @pytest.mark.parametrize("suffix", [".raw", ".bin", ".npz", ".aedat4", ".csv"])
 def test_an_empty_event_file_is_called_empty(tmp_path, suffix):
-    from tests.support.cli import assert_user_error
-
     (tmp_path / f"rec{suffix}").write_bytes(b"")
     assert_user_error(lambda: read_event_file(tmp_path / f"rec{suffix}", (34, 34, 2)), f"rec\\{suffix}", "empty")
 

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import zoo
 from eval.cli import main as cli
+from tests.support.cli import assert_cli_user_error, assert_user_error, run_cli, tree_digest
 from tests.support.hub import HUB_TOKEN
 from tests.support.models import TINY
 from zoo import CheckpointError, PretrainedUnavailableError, SpikingResNet
@@ -234,8 +235,6 @@ def _checkpoint(tmp_path, name="ckpt"):
 
 @pytest.mark.parametrize("victim", ["README.md", "config.json"])
 def test_publish_never_follows_a_symlink_out_of_the_folder(hub, online, tmp_path, capsys, victim):
-    from tests.support.cli import assert_cli_user_error, run_cli, tree_digest
-
     folder = _checkpoint(tmp_path)
     secret = tmp_path / "secret.txt"
     secret.write_text("do not upload")
@@ -251,7 +250,6 @@ def test_publish_never_follows_a_symlink_out_of_the_folder(hub, online, tmp_path
 def test_publish_refuses_a_special_file_and_lists_what_it_uploads(hub, online, tmp_path, capsys):
     import os
 
-    from tests.support.cli import assert_cli_user_error, run_cli
 
     folder = _checkpoint(tmp_path)
     (folder / "README.md").unlink()
@@ -269,8 +267,6 @@ def test_publish_refuses_a_special_file_and_lists_what_it_uploads(hub, online, t
 
 
 def test_manifest_ship_never_copies_a_symlink_out_of_the_folder(tmp_path, monkeypatch, capsys, tiny_model):
-    from tests.support.cli import assert_cli_user_error, run_cli, tree_digest
-
     weights = tmp_path / "weights"
     weights.mkdir()
     monkeypatch.setenv("TDBN_ZOO_WEIGHTS", str(weights))
@@ -296,7 +292,6 @@ def test_a_transient_server_error_is_retried_and_loads(published, online, hub):
 def test_a_server_that_keeps_failing_is_reported_with_its_status(published, online, hub, monkeypatch, capsys):
     import time
 
-    from tests.support.cli import assert_cli_user_error, assert_user_error, run_cli
 
     _, _, manifest = published
     use_manifest(online, manifest)

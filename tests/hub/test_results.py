@@ -8,6 +8,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from eval.release import results
+from tests.support.cli import CliResult, assert_cli_user_error
 from zoo import manifest
 
 ROOT = Path(__file__).parents[2]
@@ -73,7 +74,6 @@ def test_results_csv_agrees_with_every_shipped_card():
     (["--from-json", "--threads", "0"], ["--threads expects a positive integer, got 0"]),
 ])
 def test_bad_arguments_are_one_line_errors(argv, needles, capsys):
-    from tests.support.cli import CliResult, assert_cli_user_error
     try:
         rc = results.main(argv)
     except SystemExit as e:

@@ -6,6 +6,7 @@ import torch
 
 import zoo
 from adapters import ChannelAffine, MultiStepBatchNorm2d, TdBatchNorm1d, TdBatchNorm2d
+from tests.support.cli import assert_user_error
 from tests.support.models import TINY
 from zoo import SpikingResNet
 
@@ -206,8 +207,6 @@ def test_trainer_refuses_a_fused_model():
                                                ("running_mean", float("inf"), "non-finite"),
                                                ("running_var", -0.5, "negative running variance")])
 def test_fuse_refuses_statistics_that_cannot_fold(stat, value, needle):
-    from tests.support.cli import assert_user_error
-
     model = SpikingResNet(layers=(1,), channels=(4,), strides=(1,), stem_width=4, head_hidden=None, num_classes=3,
                           T=2).eval()
     getattr(model.layer1[0].bn1, stat)[1] = value

@@ -10,6 +10,7 @@ from torch import nn
 
 import zoo
 from adapters._checks import value_checks
+from tests.support.cli import assert_cli_user_error, assert_user_error, run_cli, tree_digest
 from tests.support.models import make_tiny_narrow
 from zoo import PretrainedUnavailableError, UnknownModelError, UnknownTagError
 
@@ -355,7 +356,6 @@ OUT_OF_RANGE = [
 
 @pytest.mark.parametrize("kw,needle", OUT_OF_RANGE, ids=[str(k) for k, _ in OUT_OF_RANGE])
 def test_model_arguments_out_of_range_everywhere_they_enter(kw, needle, tmp_path, capsys):
-    from tests.support.cli import assert_cli_user_error, assert_user_error, run_cli, tree_digest
     from zoo.errors import CheckpointError, InvalidArgumentError
 
     err = assert_user_error(lambda: make_tiny_narrow(**kw), needle)
@@ -376,8 +376,6 @@ def test_model_arguments_out_of_range_everywhere_they_enter(kw, needle, tmp_path
 
 
 def test_model_kw_T_infinite_or_given_twice_is_one_clear_line(tmp_path, capsys):
-    from tests.support.cli import assert_cli_user_error, run_cli
-
     base = ["train", "--preset", "sresnet19_narrow_tdbn.fashion_mnist_t2", "--data-dir", tmp_path, "--out",
             tmp_path / "run"]
     assert_cli_user_error(run_cli([*base, "--model-kw", "T=1e400"], capsys), "--model-kw", "T must be", "inf")
@@ -387,8 +385,6 @@ def test_model_kw_T_infinite_or_given_twice_is_one_clear_line(tmp_path, capsys):
 
 
 def test_an_empty_model_name_is_refused_in_the_users_terms():
-    from tests.support.cli import assert_user_error
-
     for name in ("", "  "):
         assert_user_error(lambda: zoo.create(name), "model name is empty", "architecture")
 
@@ -399,8 +395,6 @@ def test_an_empty_model_name_is_refused_in_the_users_terms():
     ("", ["empty"]),
 ], ids=["nested 200,000 deep", "over 1 MiB", "empty"])
 def test_a_hostile_config_json_is_refused_naming_the_file(tmp_path, content, needles):
-    from tests.support.cli import assert_user_error
-
     folder = zoo.save_pretrained(make_tiny_narrow(), tmp_path / "ckpt", tag="sresnet19_narrow_tdbn.fashion_mnist_t2")
     (folder / "config.json").write_text(content)
     assert_user_error(lambda: zoo.create(str(folder), pretrained=True), r"config\.json", *needles)

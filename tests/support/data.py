@@ -3,8 +3,8 @@ folders, event arrays) and tiny in-memory training sets, shared by the test fold
 from __future__ import annotations
 
 import gzip
-import random
 import pickle
+import random
 from pathlib import Path
 
 import numpy as np

@@ -16,11 +16,12 @@ from eval.train.presets import get_preset
 from eval.train.trainer import TrainConfig, Trainer
 from eval.train.checkpoint import atomic_save_safetensors, read_training_checkpoint
 from eval.train.sampling import ResumableBatchSampler, SeededAugment
+from tests.support.cli import assert_cli_user_error, run_cli, tree_digest
+from tests.support.data import tiny_data, write_cifar10
+from tests.support.models import TINY_GREY
 from zoo import SpikingResNet, TAGS
 from zoo.errors import CheckpointError
 from zoo.checkpoints import read_safetensors
-from tests.support.data import tiny_data, write_cifar10
-from tests.support.models import TINY_GREY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -492,8 +493,6 @@ def test_each_torchrun_process_takes_the_gpu_of_its_local_rank(monkeypatch):
 
 
 def test_train_subset_past_the_split_names_the_maximum(tmp_path, capsys):
-    from tests.support.cli import assert_cli_user_error, run_cli, tree_digest
-
     data = tmp_path / "fashion-mnist"
     data.mkdir()
     for prefix, n in (("train", 16), ("t10k", 8)):

@@ -10,6 +10,7 @@ import pytest
 import tonic
 
 from eval.cli import main
+from tests.support.cli import assert_cli_user_error, run_cli
 from tests.support.data import write_dvsgesture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,7 +55,6 @@ def test_cifar10dvs_preset_trains_from_the_cli(tmp_path, monkeypatch, capsys):
 
 
 def test_event_preset_without_data_names_the_layout(tmp_path, capsys):
-    from tests.support.cli import assert_cli_user_error, run_cli
     result = run_cli(["train", "--preset", "sresnet17_tdbn.dvsgesture_t40", "--data-dir", tmp_path / "none",
                       "--out", tmp_path / "run"], capsys)
     assert_cli_user_error(result, "dvsgesture", "ibmGestureTrain", "never downloads")
