@@ -3,7 +3,7 @@
 Each :class:`Setting` names its variable, its default (the value when the variable is unset or empty), what
 it means, how its text is read (``parse``) and, where the variable seeds a module-level switch, the function
 that changes that switch at run time. Every reader in ``adapters``, ``zoo`` and ``eval`` goes through
-:func:`get`; ``tests/test_settings.py`` checks that every ``TDBN_ZOO_*`` name the code mentions is listed here.
+:func:`get`; ``tests/project/test_settings.py`` checks that every ``TDBN_ZOO_*`` name the code mentions is listed here.
 Switches seeded at import (``TDBN_ZOO_CHECK_VALUES``, ``TDBN_ZOO_LEAN_TRAINING``) must be set before
 ``import adapters``; the others are read when used.
 

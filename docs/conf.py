@@ -1,4 +1,4 @@
-"""Sphinx configuration of the tdbn-zoo documentation (``make docs``; tests/test_docs.py builds it with -W -n).
+"""Sphinx configuration of the tdbn-zoo documentation (``make docs``; tests/project/test_docs.py builds it with -W -n).
 
 Pages in MyST Markdown; API pages from the reStructuredText docstrings (autodoc + napoleon); CLI pages from
 ``eval.cli.build_parser`` (sphinx-argparse); tutorials are sphinx-gallery scripts in ``tutorials_src/``,

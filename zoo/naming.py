@@ -10,7 +10,7 @@ __all__ = ["HUB_ORG", "arch_tag", "split_arch_tag", "did_you_mean", "STEM", "sta
 HUB_ORG = "tdbn-zoo"  # the Hub organisation of the zoo's checkpoints: ``tdbn-zoo/<arch.tag>``
 
 #: SpikingResNet's encoding layer (``forward_stem``): the top-level modules before the first residual stage,
-#: the last of them the stem's feature_info module (tests/test_fileio.py checks this against every model)
+#: the last of them the stem's feature_info module (tests/checkpoints/test_fileio.py checks this against every model)
 STEM = ("conv1", "bn1", "act1")
 
 

@@ -194,7 +194,7 @@ def check_compile(device: torch.device, backend: str) -> str:
     x, y = _batch(device)
     out_c, out_e = _step(compiled, x, y)[0], _step(eager, x, y)[0]
     # aot_eager runs eager's kernels (a decomposition may still reorder a sum); inductor generates its own
-    # reductions: agreement to float32 reordering, grown through the layers (tests/compiled_vs_eager.py)
+    # reductions: agreement to float32 reordering, grown through the layers (tests/support/compiled_vs_eager.py)
     tol = 1e-6 if backend == "aot_eager" else 1e-4
     d = max(_rel(out_c, out_e), _compare_models(model, eager, tol, f"compiled ({backend}) vs eager"))
     _expect(d <= tol, f"compiled ({backend}) logits differ from eager by {d:.3g}")
@@ -350,7 +350,7 @@ def check_sync(device: torch.device) -> str:
 def check_pytest(dry_run: bool) -> str:
     """``pytest -k cuda`` on the whole suite; in a dry run, only that the selection is not empty (collected)."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-k", "cuda", "-p", "no:cacheprovider"]
-    cmd += ["--collect-only", "tests/test_triton_lif.py"] if dry_run else ["tests"]
+    cmd += ["--collect-only", "tests/layers/test_triton_lif.py"] if dry_run else ["tests"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     tail = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]

@@ -8,7 +8,7 @@ Every tensor a forward saves has the batch as one factor of its size (``[T, N, .
 ``bytes(N) = c + s * N``; likewise in T at a fixed N (every step saves the same tensors, plus or minus a
 fixed set: the static image's encoding, the last step's dropped reset). Two measured points give ``s`` and
 ``c`` exactly (integer bytes, rational arithmetic), and the largest N with ``bytes(N) <= budget`` follows.
-``tests/test_bench_memory.py`` checks the fits against a third measured point.
+``tests/bench/test_bench_memory.py`` checks the fits against a third measured point.
 
 Not counted: parameters, gradients, optimizer state, the allocator's workspace and fragmentation -- the
 budget is for activations alone, so a GPU needs headroom above it.

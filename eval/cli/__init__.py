@@ -2,7 +2,7 @@
 
 Start-up stays light: ``tdbn-zoo --help`` and argument errors import neither torch nor timm. The command
 modules import only the standard library at module level and in ``add_arguments``; their heavy imports
-live in ``run()``, and only the chosen command's arguments are built (tests/test_cli_startup.py).
+live in ``run()``, and only the chosen command's arguments are built (tests/cli/test_cli_startup.py).
 """
 from __future__ import annotations
 

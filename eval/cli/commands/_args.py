@@ -22,7 +22,7 @@ from pathlib import Path
 
 def _not_writable() -> type:
     """``zoo.errors.OutputNotWritableError``, imported when an error is raised: importing ``zoo`` imports torch
-    and timm, and ``tdbn-zoo --help`` must not (tests/test_cli_startup.py)."""
+    and timm, and ``tdbn-zoo --help`` must not (tests/cli/test_cli_startup.py)."""
     from zoo.errors import OutputNotWritableError
 
     return OutputNotWritableError

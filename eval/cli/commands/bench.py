@@ -51,7 +51,7 @@ def add_arguments(parser) -> None:
 
 class _Defaults:
     """``BenchConfig()``'s defaults, kept here so ``tdbn-zoo bench --help`` needs no torch
-    (tests/test_cli_startup.py checks that they still agree)."""
+    (tests/cli/test_cli_startup.py checks that they still agree)."""
     arch, width, input_size, in_chans, batch, T, num_classes = "sresnet19_tdbn", 0.25, 32, 3, 8, 4, 10
     reps, warmup, zoo_neuron, seed, amp = 5, 1, "native", 0, "off"
     builds = ("zoo", "spikingjelly", "spikingjelly-memopt", "snntorch", "ann")
