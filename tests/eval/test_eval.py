@@ -279,6 +279,31 @@ def test_eval_on_your_own_image_folder_gives_per_class_accuracy_and_confusion(tm
     assert (out / "confusion.png").stat().st_size > 0
     assert main(["eval", str(folder), "--data", f"folder:{tmp_path / 'none'}"]) == 2
     assert "no such folder" in capsys.readouterr().err
+def test_run_evaluation_returns_what_the_eval_command_prints(tmp_path, capsys):
+    """``run_evaluation`` (the library function behind ``tdbn-zoo eval``), called directly, gives the results,
+    class names and per-class rows that the command's --json prints for the same run (at two T)."""
+    from PIL import Image
+
+    from eval.measure.run_eval import EvalOptions, run_evaluation
+
+    for name, grey in (("dark", (10, 50)), ("light", (200, 240, 250))):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i, g in enumerate(grey):
+            Image.new("L", (12, 12), g).save(tmp_path / "imgs" / name / f"{i}.png")
+    torch.manual_seed(1)
+    model = calibrated(tiny("sresnet19_narrow_tdbn", T=2, num_classes=2, channels=(4, 8, 8)), (8, 1, 12, 12))
+    folder = zoo.save_pretrained(model, tmp_path / "ckpt", cfg=dict(input_size=(1, 12, 12), mean=(0.4,), std=(0.3,)))
+    data = f"folder:{tmp_path / 'imgs'}"
+    assert main(["eval", str(folder), "--data", data, "-T", "1", "2", "--speed-batches", "0", "--json", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    out = run_evaluation(EvalOptions(str(folder), data, T=[1, 2], speed_batches=0))
+    assert out["plots"] == [] and out["label_names"] == doc["label_names"] == ["dark", "light"]
+    assert out["per_class"] == doc["per_class"]
+    drop = lambda r: {k: v for k, v in r.items() if k != "machine"}  # noqa: E731
+    assert [drop(r.to_dict()) for r in out["results"]] == [drop(r) for r in doc["results"]]
+    assert [r.T for r in out["results"]] == [1, 2] and sum(map(sum, out["results"][0].confusion)) == 5
+
+
 @pytest.mark.parametrize("label,needle", [(10, "label 10, outside the model's 10 classes"),
                                           (-1, "label -1, outside"),
                                           (2.5, "integer class ids")])

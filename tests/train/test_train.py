@@ -312,6 +312,31 @@ def test_train_command_trains_ships_and_loads_a_preset_and_names_missing_data(tm
     assert "not found" in err and str(tmp_path / "none") in err
 
 
+def test_train_preset_returns_what_the_train_command_prints(tmp_path, capsys):
+    """``train_preset`` (the library function behind ``tdbn-zoo train``), called directly with the same options,
+    returns the command's JSON line (held-out part, test set at the end) and trains the same weights."""
+    from eval.cli import main
+    from eval.train.run import TrainOptions, train_preset
+
+    (tmp_path / "fashion-mnist").mkdir()
+    g = torch.Generator().manual_seed(1)
+    for prefix, n in (("train", 20), ("t10k", 6)):
+        _write_idx(tmp_path / "fashion-mnist" / f"{prefix}-images-idx3-ubyte.gz", torch.randint(0, 256, (n, 28, 28), generator=g))
+        _write_idx(tmp_path / "fashion-mnist" / f"{prefix}-labels-idx1-ubyte.gz", (torch.arange(n) * 7) % 10)
+    preset, kw = "sresnet19_narrow_tdbn.fashion_mnist_t2", dict(stem_width=4, channels=[4, 4, 8], head_hidden=8)
+    assert main(["train", "--preset", preset, "--data-dir", str(tmp_path), "--out", str(tmp_path / "cli"),
+                 "--epochs", "2", "--batch-size", "4", "--val-fraction", "0.5", "--no-progress",
+                 *(w for k, v in kw.items() for w in ("--model-kw", f"{k}={json.dumps(v)}"))]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = train_preset(TrainOptions(preset, str(tmp_path / "lib"), data_dir=str(tmp_path), epochs=2, batch_size=4,
+                                       val_fraction=0.5, no_progress=True, model_kw=kw))
+    assert result == {**printed, "out": str(tmp_path / "lib")}
+    assert set(result) == {"preset", "epochs", "val_top1", "val_firing_rate", "test_top1", "test_firing_rate", "out"}
+    cli, lib = (read_safetensors(tmp_path / d / "model.safetensors") for d in ("cli", "lib"))
+    assert cli.keys() == lib.keys() and all(torch.equal(cli[k], lib[k]) for k in cli)
+    assert [json.loads(line)["kind"] for line in (tmp_path / "lib" / "metrics.jsonl").read_text().splitlines()][-1] == "test"
+
+
 def test_train_report_summarises_accuracy_firing_rate_and_gradients_per_stage(tmp_path):
     from eval.train.compare_runs import markdown, run_summary
     torch.manual_seed(0)

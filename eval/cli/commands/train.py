@@ -8,7 +8,6 @@ Example (the shipped Fashion-MNIST checkpoint)::
 from __future__ import annotations
 
 import json
-import os
 
 from eval.train.ranges import TRAIN_FIELD_RANGES, NumberRange
 
@@ -101,16 +100,13 @@ def run(args) -> int:
     import dataclasses
 
     import torch
-    import torch.distributed as dist
 
-    import zoo
-    from eval.train.datasets import build_datasets, build_event_datasets
     from eval.train.presets import get_preset
-    from eval.train.trainer import Trainer, init_distributed
+    from eval.train.run import TrainOptions, train_preset
     from zoo.errors import InvalidArgumentError
     from zoo.outputs import check_output_path
 
-    p = get_preset(args.preset)
+    get_preset(args.preset)  # an unknown preset first
     # before any data or model is touched: never over a checkpoint, a run (unless --resume), the data or weights/
     check_output_path(args.out, roots=[args.data_dir], kind="run", flag="--out", resume=args.resume)
     kw = model_kwargs(args.model_kw, args.preset.split(".")[0], args.width)
@@ -120,55 +116,8 @@ def run(args) -> int:
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {f: getattr(args, f) for f in ("epochs", "batch_size", "lr", "momentum", "weight_decay",
-                                              "lr_step_epochs", "lr_gamma", "seed", "grad_clip", "schedule",
-                                              "max_steps_per_epoch", "save_every_steps", "log_every_steps")
-                 if getattr(args, f) is not None}
-    if args.workers is not None:
-        overrides["num_workers"] = args.workers
-    if args.no_amp:
-        overrides["amp"] = False
-    if args.amp_dtype is not None:
-        overrides["amp_dtype"] = args.amp_dtype
-    overrides["progress"] = not args.no_progress
-    cfg = dataclasses.replace(p["train"], **overrides)
-
-    from eval.data.events.datasets import is_tonic_name
-    if is_tonic_name(p["dataset"]):  # dvs-gesture, cifar10-dvs: the paper's event pipeline
-        if args.val_fraction:
-            raise InvalidArgumentError("--val-fraction is for image datasets; the event presets validate on their "
-                                       "test split")
-        train_set, test_set = build_event_datasets(p, args.data_dir, args.T or p["T"], args.train_subset)
-        val_set = None
-    else:
-        sets = build_datasets(p, args.data_dir, cfg.seed, args.train_subset, input_size=args.input_size,
-                              verify=not args.no_verify, val_fraction=args.val_fraction, folder=folder)
-        if folder is not None:  # one class per folder
-            kw.setdefault("num_classes", len(sets[-1].base.classes))
-        train_set, val_set, test_set = sets if len(sets) == 3 else (sets[0], None, sets[1])
-
-    if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun: the GPU of LOCAL_RANK
-        device = init_distributed(device)
-    torch.manual_seed(cfg.seed)  # the initial weights
-    model = zoo.create(args.preset, T=args.T, **kw)
-    state = dict(preset=args.preset, dataset=args.data if folder else p["dataset"], data_dir=args.data_dir, model_kw=kw,
-                 T=model.T, train_subset=args.train_subset, input_size=args.input_size, verified=not args.no_verify)
-    if val_set is not None:
-        state.update(val_fraction=args.val_fraction, val_images=len(val_set))
-    trainer = Trainer(model, train_set, val_set if val_set is not None else test_set, cfg, out_dir=args.out,
-                      device=device, extra_state=state, held_out="val" if val_set is not None else "test")
-    history = trainer.fit(resume=args.resume)
-    if history and trainer.rank == 0:
-        last = history[-1]
-        result = dict(preset=args.preset, epochs=last["epoch"])
-        if val_set is not None:  # the test set, touched once, at the end
-            test = trainer.evaluate(test_set)
-            trainer._log(dict(kind="test", epoch=last["epoch"], global_step=trainer.global_step, test=test))
-            result.update(val_top1=last["val"].get("top1"), val_firing_rate=last["val"].get("firing_rate"))
-        else:
-            test = last["val"]
-        result.update(test_top1=test.get("top1"), test_firing_rate=test.get("firing_rate"), out=args.out)
+    given = {f.name for f in dataclasses.fields(TrainOptions)} - {"folder", "model_kw", "device"}
+    result = train_preset(TrainOptions(folder=folder, model_kw=kw, device=device, **{f: getattr(args, f) for f in given}))
+    if result is not None:
         print(json.dumps(result))
-    if dist.is_initialized():
-        dist.destroy_process_group()
     return 0
