@@ -27,7 +27,7 @@ def test_shipped_cards_render_byte_identically_from_their_inputs():
     from eval.release.results import card_metrics, shipped
     from zoo.naming import HUB_ORG
 
-    results = Path(__file__).resolve().parents[1] / "results"
+    results = Path(__file__).resolve().parents[2] / "results"
     cards = shipped()
     assert len(cards) >= 3
     for name, (ckpt, dataset) in cards.items():
