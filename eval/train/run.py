@@ -1,5 +1,5 @@
 """The ``tdbn-zoo train`` workflow as one function, :func:`train_preset`: a preset (one per pretrained tag), its
-overrides and a run folder in, the trained run's summary out.
+overrides and a run folder in, the trained run's summary out::
 
     from eval.train.run import TrainOptions, train_preset
 

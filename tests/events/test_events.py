@@ -372,7 +372,7 @@ ESCAPES = [("parent folder", "../outside.bin", ["line 3", r"'\.\./outside\.bin'"
 
 @pytest.mark.parametrize("case,row,needles", ESCAPES, ids=[c[0] for c in ESCAPES])
 def test_event_folder_refuses_a_path_leaving_the_folder_naming_the_row(tmp_path, case, row, needles):
-    from tests.hostile import assert_user_error
+    from tests.support.cli import assert_user_error
 
     recs = [random_events(50, sensor=34, duration_us=300_000, seed=s) for s in range(2)]
     folder = write_event_folder(tmp_path / "f", recs, [0, 1], (34, 34, 2))

@@ -167,6 +167,7 @@ class EventNpz(torch.utils.data.Dataset):
 
     @property
     def num_classes(self) -> int:
+        """The class count the labels imply (the largest id + 1; ids are 0..K-1)."""
         return int(max(self.targets)) + 1
 
     def __len__(self) -> int:
