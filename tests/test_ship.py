@@ -115,5 +115,8 @@ def test_train_and_ship_your_own_image_folder(tmp_path, capsys):
     assert config["num_classes"] == 3 and config["pretrained_cfg"]["dataset"] == data
     assert config["label_names"] == ["class0", "class1", "class2"]
     card = (tmp_path / "shipped" / "README.md").read_text()
-    assert f"a local copy of {data}" in card and "18 training and 6 test images" in card
+    assert f"your own images ({data})" in card and "18 training and 6 test images" in card
+    # the card's commands name the folder (a --data-dir would train on the preset's Fashion-MNIST instead)
+    assert f"tdbn-zoo train --preset {TAG} --data {data} --out" in card and "<data root>" not in card
+    assert f"`tdbn-zoo ship {tmp_path / 'run'} --out" in card
     assert "Per-class top-1" in card and "class2" in card

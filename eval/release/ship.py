@@ -85,13 +85,23 @@ def override_flags(meta: dict) -> list[str]:
     return flags
 
 
+def data_flags(meta: dict, data_dir: str | None) -> list[str]:
+    """The data flags of the card's commands: ``--data folder:PATH`` for a run on your own images (the folder
+    is the data; a ``--data-dir`` would train on the preset's dataset instead), else ``--data-dir`` with the
+    root given (a placeholder when none was)."""
+    from eval.data.images import FOLDER
+    if meta["dataset"].startswith(FOLDER + ":"):
+        return ["--data", meta["dataset"]]
+    return ["--data-dir", data_dir or "<data root>"]
+
+
 def run_departures(meta: dict, data: dict) -> list[str]:
     """How the run departs from the paper's configuration of its tag: model arguments, recipe fields, input
     size, a partial or unverified copy of the data (empty: the tag's configuration as published)."""
     from eval.train.presets import get_preset
     preset = get_preset(meta["preset"])["train"]
     out = [f"{k}={json.dumps(v)}" for k, v in (meta.get("model_kw") or {}).items()]
-    out += [f"{f} {meta['config'][f]} (paper: {getattr(preset, f)})" for f in _RESULT_FIELDS
+    out += [f"{f} {meta['config'][f]} (the tag's recipe: {getattr(preset, f)})" for f in _RESULT_FIELDS
             if meta["config"].get(f) != getattr(preset, f)]
     if meta.get("input_size"):
         out.append(f"input size {meta['input_size']}")
@@ -121,7 +131,7 @@ def describe_data(meta: dict, test_images: int, test_verified: bool) -> dict:
     if official:
         note = f"the official {name} release ({counts})"
     elif spec is None:  # your own images (train --data folder:PATH)
-        note = f"a local copy of {name}, your own data: {counts}"
+        note = f"your own images ({name}): {counts}"
     else:
         why = [w for w, bad in (("not verified against the official release (--no-verify)", not verified),
                                 ("a subset or partial copy", not complete)) if bad]
@@ -222,7 +232,8 @@ def ship(run: str | Path, data_dir: str | None = None, *, out: str | Path | None
         results[name] = evaluate(m, test, batch_size=batch_size, speed_batches=0, model_name=f"{preset} ({name})",
                                  data_name=f"{meta['dataset']} test").to_dict()
     dest = ["--out", str(out)] if out is not None else ["--weights", str(out_weights)]
-    cmd = shlex.join(["tdbn-zoo", "ship", str(run), "--data-dir", data_dir or "<data root>", *dest]
+    ship_data = [] if data_flags(meta, None)[0] == "--data" else ["--data-dir", data_dir or "<data root>"]
+    cmd = shlex.join(["tdbn-zoo", "ship", str(run), *ship_data, *dest]
                      + ([] if verify else ["--no-verify"]) + (["--into-package"] if into_package else []))
     fused = results["fused"]
     data = describe_data(meta, fused["images"], verify)
@@ -239,7 +250,7 @@ def ship(run: str | Path, data_dir: str | None = None, *, out: str | Path | None
     per_class = _per_class_table(results["fused"], getattr(test, "classes", None))
     _, table = training_summary(run)
     as_run = recipe_as_run(meta)
-    train_cmd = shlex.join(["tdbn-zoo", "train", "--preset", preset, "--data-dir", "<data root>", "--out", str(run),
+    train_cmd = shlex.join(["tdbn-zoo", "train", "--preset", preset, *data_flags(meta, None), "--out", str(run),
                             *override_flags(meta)])
     extra = (f"## Training (as run: {as_run['device']} x{as_run['processes']}, mixed precision "
              f"{'on' if as_run['amp'] else 'off'})\n\nCommand: `{train_cmd}` (add `--resume` to continue "
