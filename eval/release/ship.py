@@ -145,8 +145,10 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_destination(out: str | Path | None, weights: str | Path | None, into_package: bool, run: Path) -> None:
-    """Refuse, before any work, a destination that would overwrite the run itself or write into the installed
+def check_destination(out: str | Path | None, weights: str | Path | None, into_package: bool, run: Path,
+                      data: str | None = None) -> None:
+    """Refuse, before any work, a destination that would overwrite the run itself, go inside ``data`` (a run's
+    ``folder:PATH``, which ship reads) or write into the installed
     package's ``weights/`` without ``into_package`` (OutputNotWritableError naming the flag); exactly one of
     ``out`` (a checkpoint folder) and ``weights`` (a weights folder with a manifest) is needed."""
     from eval.cli.commands._args import ensure_writable_dir
@@ -162,7 +164,9 @@ def check_destination(out: str | Path | None, weights: str | Path | None, into_p
                                      f"{package_weights_dir()}; write your checkpoint elsewhere, or pass "
                                      f"--into-package to ship it with tdbn-zoo")
     # the one rule of every output: never over the run, a checkpoint folder or (without --weights) weights/
-    check_output_path(dest, inputs=[run], kind="dir", flag=flag, allow_weights=into_package or weights is not None)
+    folder = data.partition(":")[2] if data else None  # 'folder:PATH' -> PATH, an input like the run
+    check_output_path(dest, inputs=[run, folder], kind="dir", flag=flag,
+                      allow_weights=into_package or weights is not None)
     ensure_writable_dir(dest, flag)
 
 
@@ -215,6 +219,9 @@ def ship(run: str | Path, data_dir: str | None = None, *, out: str | Path | None
     run = Path(run)
     check_destination(out, out_weights, into_package, run)
     _, meta = read_training_checkpoint(run / "last.safetensors")
+    own = data_flags(meta, None)
+    if own[0] == "--data":  # a run on your own images reads PATH/test: no output goes inside PATH either
+        check_destination(out, out_weights, into_package, run, data=own[1])
     preset, kw = meta["preset"], meta.get("model_kw") or {}
     if meta["epoch"] < meta["config"]["epochs"]:
         raise InvalidArgumentError(f"{run} has trained {meta['epoch']} of {meta['config']['epochs']} epochs; "

@@ -66,7 +66,10 @@ def run(args) -> int:
     from zoo.errors import InvalidArgumentError
     from zoo.outputs import check_output_path
 
-    inputs = dict(inputs=[args.model], roots=[args.data.partition(":")[2] or None])
+    # folder:PATH and events:PATH are the data itself (every file below is read); a NAME:ROOT is a data root
+    kind_, _, path = args.data.partition(":")
+    own = kind_ in (FOLDER, "events")
+    inputs = dict(inputs=[args.model, path if own else None], roots=[None if own else path or None])
     check_output_path(args.json, **inputs, flag="--json")
     check_output_path(args.plots, **inputs, kind="dir", flag="--plots")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -112,11 +112,11 @@ def run(args) -> int:
 
     p = get_preset(args.preset)
     # before any data or model is touched: never over a checkpoint, a run (unless --resume), the data or weights/
-    check_output_path(args.out, roots=[args.data_dir], kind="run", flag="--out", resume=args.resume)
+    folder = _folder(args.data)  # your own images: every file below is read, so no output goes inside
+    check_output_path(args.out, inputs=[folder], roots=[args.data_dir], kind="run", flag="--out", resume=args.resume)
     kw = model_kwargs(args.model_kw, args.preset.split(".")[0], args.width)
     if args.T is not None and "T" in kw:
         raise InvalidArgumentError(f"--T {args.T} and --model-kw T={kw['T']!r} both set T; give it once")
-    folder = _folder(args.data)
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
