@@ -12,7 +12,7 @@ import os
 
 from eval.train.ranges import TRAIN_FIELD_RANGES, NumberRange
 
-from ._args import add_model_arguments, model_kwargs, positive_int, writable_dir
+from ._args import add_model_arguments, image_side, model_kwargs, positive_int, threads_int, writable_dir
 
 HELP = "Train a spiking ResNet with a paper recipe (resumable, distributed under torchrun)."
 
@@ -51,13 +51,13 @@ def add_arguments(parser) -> None:
                         help="hold out this part of the training set (0 < F < 1; stratified by class, seeded by "
                              "--seed) and validate on it every epoch; the test set is then measured once, at the "
                              "end (default: validate on the test set)")
-    parser.add_argument("--input-size", type=positive_int, default=None, metavar="PIXELS",
+    parser.add_argument("--input-size", type=image_side, default=None, metavar="PIXELS",
                         help="static images: train and test at this side instead of the dataset's (e.g. a quick "
                              "run); recorded in the run, eval.release.ship evaluates at it")
     parser.add_argument("--no-verify", action="store_true",
                         help="CIFAR: accept batch files whose MD5 differs from the official release (a local "
                              "re-packing you trust: the batches are unpickled)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=threads_int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -80,8 +80,6 @@ def _device(name: str | None):
     """``--device`` as a torch.device that exists here (None: the trainer's default); an InvalidArgumentError
     otherwise."""
     import torch
-    from zoo.errors import InvalidArgumentError
-
     from zoo.errors import InvalidArgumentError
 
     if name is None:
@@ -143,9 +141,14 @@ def run(args) -> int:
     else:
         sets = build_datasets(p, args.data_dir, cfg.seed, args.train_subset, input_size=args.input_size,
                               verify=not args.no_verify, val_fraction=args.val_fraction, folder=folder)
-        if folder is not None:  # one class per folder
-            kw.setdefault("num_classes", len(sets[-1].base.classes))
         train_set, val_set, test_set = sets if len(sets) == 3 else (sets[0], None, sets[1])
+    # the classifier predicts the data's classes: one per folder of your images, else the preset's
+    classes = len(sets[-1].base.classes) if folder is not None else p["num_classes"]
+    if kw.setdefault("num_classes", classes) != classes:
+        where = f"{folder} has {classes} class folders" if folder is not None else \
+            f"{p['dataset']} has {classes} classes"
+        raise InvalidArgumentError(f"--model-kw num_classes={kw['num_classes']} contradicts the data: {where} "
+                                   f"(leave num_classes out; it follows the data)")
 
     if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun: the GPU of LOCAL_RANK
         device = init_distributed(device)
