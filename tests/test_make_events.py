@@ -137,3 +137,14 @@ def test_make_events_refuses_more_images_than_the_split_has(tmp_path, capsys):
         r = run_cli(["make-events", "--data", f"mnist:{DATA}", "--out", tmp_path / "o", flag, "1000000000000"], capsys)
         assert_cli_user_error(r, flag, "1000000000000", f"at most {flag} {most}")
     assert not (tmp_path / "o").exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--saccade-ms", "1e300", r"\(0, 10000\]"),  # overflowed into a TypeError traceback
+    ("--threshold", "-1", "> 0"), ("--threshold-sigma", "-1", ">= 0"), ("--seed", "-1", r"\[0, 4294967295\]")])
+def test_make_events_numbers_are_refused_at_parse_time(tmp_path, capsys, flag, value, expected):
+    from tests.hostile import assert_cli_user_error, run_cli
+
+    r = run_cli(["make-events", "--data", f"mnist:{tmp_path}", "--out", tmp_path / "o", flag, value], capsys)
+    assert_cli_user_error(r, f"argument {flag}", expected, value)
+    assert not (tmp_path / "o").exists()
