@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch
 import zoo
 from eval.cli import main
 from test_data import write_cifar10
+from tests.hostile import run_cli, tree_digest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -120,3 +122,10 @@ def test_train_and_ship_your_own_image_folder(tmp_path, capsys):
     assert f"tdbn-zoo train --preset {TAG} --data {data} --out" in card and "<data root>" not in card
     assert f"`tdbn-zoo ship {tmp_path / 'run'} --out" in card
     assert "Per-class top-1" in card and "class2" in card
+    # a resume on another folder of images (same layout, same classes) is another run: refused, naming both
+    other = shutil.copytree(tmp_path / "imgs", tmp_path / "other")
+    before = tree_digest(tmp_path / "run")
+    r = run_cli(["train", "--preset", TAG, "--data", f"folder:{other}", "--out", tmp_path / "run", "--epochs", "2",
+                 "--batch-size", "6", "--no-progress", "--input-size", "16", "--resume", *TINY], capsys)
+    assert r.rc == 2 and f"dataset: '{data}' -> 'folder:{other}'" in r.err
+    assert tree_digest(tmp_path / "run") == before

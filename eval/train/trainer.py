@@ -340,8 +340,9 @@ class Trainer:
         if "epochs" in saved and saved["epochs"] != self.cfg.epochs:
             changed += self._epochs_change(saved, meta)
         now = json.loads(json.dumps(self._state()))  # as JSON stores it (tuples -> lists)
-        changed += [f"{k}: {meta[k]!r} -> {now[k]!r}" for k in ("model_args", "train_samples")
-                    if meta.get(k) is not None and meta[k] != now[k]]
+        # the data too: another folder of images (even one of the same size and classes) is another run
+        changed += [f"{k}: {meta[k]!r} -> {now.get(k)!r}" for k in ("model_args", "train_samples", "dataset")
+                    if meta.get(k) is not None and meta[k] != now.get(k)]
         if changed:
             raise InvalidArgumentError(f"cannot resume {path} exactly: the run's settings changed ({'; '.join(changed)}); "
                                        f"use the original settings or another output folder")

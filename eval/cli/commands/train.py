@@ -154,7 +154,9 @@ def run(args) -> int:
         device = init_distributed(device)
     torch.manual_seed(cfg.seed)  # the initial weights
     model = zoo.create(args.preset, T=args.T, **kw)
-    state = dict(preset=args.preset, dataset=args.data if folder else p["dataset"], data_dir=args.data_dir, model_kw=kw,
+    # your images by their real path: a resume from another directory or through a link is the same data
+    dataset = f"folder:{os.path.realpath(folder)}" if folder else p["dataset"]
+    state = dict(preset=args.preset, dataset=dataset, data_dir=args.data_dir, model_kw=kw,
                  T=model.T, train_subset=args.train_subset, input_size=args.input_size, verified=not args.no_verify)
     if val_set is not None:
         state.update(val_fraction=args.val_fraction, val_images=len(val_set))
