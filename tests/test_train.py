@@ -531,3 +531,12 @@ def test_processes_threads_and_image_sides_are_bounded(tmp_path, capsys, flag, v
                  tmp_path / "run", flag, value], capsys)
     assert_cli_user_error(r, f"argument {flag}", expected, value)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_step_schedule_without_its_step_names_both_flags(tmp_path, capsys):
+    from tests.hostile import assert_cli_user_error, run_cli
+
+    r = run_cli(["train", "--preset", "sresnet19_narrow_tdbn.fashion_mnist_t2", "--data-dir", tmp_path, "--out",
+                 tmp_path / "run", "--schedule", "step"], capsys)
+    assert_cli_user_error(r, "--schedule step needs --lr-step-epochs N")
+    assert not (tmp_path / "run").exists()

@@ -133,7 +133,8 @@ class TrainConfig:
         if self.amp_dtype not in AMP_DTYPES:
             raise InvalidArgumentError(f"unknown amp_dtype {self.amp_dtype!r}; choose one of {', '.join(AMP_DTYPES)}")
         if self.schedule == "step" and not self.lr_step_epochs:
-            raise InvalidArgumentError("schedule='step' needs lr_step_epochs")
+            raise InvalidArgumentError("schedule='step' needs lr_step_epochs, the epochs between decays "
+                                       "(command line: --schedule step needs --lr-step-epochs N)")
         for name, allowed in TRAIN_FIELD_RANGES.items():
             value = getattr(self, name)
             if not (value is None and name in OPTIONAL_TRAIN_FIELDS):
