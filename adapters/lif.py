@@ -12,6 +12,8 @@ spike-identical and gradient-equal to the reference.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 
 import torch
 from torch import nn
@@ -39,6 +41,10 @@ def check_lif_params(tau_decay: float, v_th: float, surrogate_width: float) -> N
         ...
         adapters._checks.ArgumentError: tau_decay must lie in [0, 1], got 1.5
     """
+    for name, value in (("tau_decay", tau_decay), ("v_th", v_th), ("surrogate_width", surrogate_width)):
+        # a number first: a string ('nan' from a command line) or a bool would fail the comparisons below
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ArgumentError(f"{name} must be a finite number, got {value!r}")
     if not 0.0 <= tau_decay <= 1.0:
         raise ArgumentError(f"tau_decay must lie in [0, 1], got {tau_decay}")
     if not v_th > 0:

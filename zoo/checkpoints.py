@@ -259,11 +259,13 @@ def save_pretrained(model: SpikingResNet, out_dir: str | Path, *, tag: str | Non
     config["model_args"] = {k: v for k, v in config.get("model_args", {}).items() if k not in _RUNTIME_ARGS}
     state = {k: v.detach().contiguous().cpu() for k, v in out.state_dict().items()}
     meta = weights_metadata(arch, args, **({"tag": t} if t else {}))
-    atomic_write(out_dir / WEIGHTS_NAME, safetensors_bytes(state, metadata=meta))
-    atomic_write(out_dir / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     card = model_card(config, name=name, repo_id=repo_id or f"{HUB_ORG}/{name}", metrics=metrics or [],
                       extra=card_extra, license=license, num_params=sum(v.numel() for v in state.values()))
-    atomic_write(out_dir / CARD_NAME, card)
+    # every file made (and encoded) before the first is written: a failure leaves no half checkpoint folder
+    files = {WEIGHTS_NAME: safetensors_bytes(state, metadata=meta),
+             CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode(), CARD_NAME: card.encode()}
+    for file_name, data in files.items():
+        atomic_write(out_dir / file_name, data)
     return out_dir
 
 

@@ -235,8 +235,15 @@ def publish(folder: str | Path, repo_id: str, *, revision: str | None = None, pr
     ``owner/name`` id, also when ``repo_id`` had no owner)."""
     from huggingface_hub import CommitOperationAdd, HfApi, constants
 
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     folder = Path(folder)
     files = publish_files(folder)  # before anything is read: a symlink out of the folder is never followed
+    try:  # the Hub's own rule, before any request: a bad id is the user's, not the network's
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise InvalidArgumentError(f"repo id {repo_id!r} is not a Hub repo id (owner/name or name): "
+                                   f"{str(e).splitlines()[0]}") from None
     ckpt = Checkpoint.from_path(folder)
     if ckpt.config is None:
         raise InvalidFileError(f"{folder} has no config.json: write checkpoint folders with zoo.save_pretrained")

@@ -44,7 +44,7 @@ def check_output_path(path: str | os.PathLike | None, *, inputs: Iterable = (), 
     - one of the command's ``inputs`` (paths that do not exist, e.g. an ``arch.tag``, are skipped), a file
       inside an input folder, or (a folder output) a folder that holds an input; a data root in ``roots``
       (a folder that holds the input data somewhere below, e.g. ``--data-dir``) may hold the output, but the
-      output may not be the root nor (a folder output) hold it;
+      output may not be the root, an existing file in it, nor (a folder output) hold it;
     - an existing checkpoint: a file with a safetensors header, a file already in a checkpoint folder (one
       holding ``model.safetensors`` or ``config.json``), or (``kind="dir"``) a checkpoint folder itself;
     - inside the shipped weights (``weights/`` beside the package and ``$TDBN_ZOO_WEIGHTS``) unless
@@ -82,6 +82,9 @@ def check_output_path(path: str | os.PathLike | None, *, inputs: Iterable = (), 
         if src.is_dir() and _within(out, src) and given not in given_roots:
             raise OutputNotWritableError(f"refusing to write {what}: it is inside the command's input folder "
                                          f"{given}; choose a path outside it")
+        if given in given_roots and kind == "file" and out.is_file() and _within(out, src):
+            raise OutputNotWritableError(f"refusing to overwrite {what}: it is a file inside the command's data "
+                                         f"root {given} (the data itself, perhaps); choose a new file")
         if kind != "file" and out in src.parents:
             raise OutputNotWritableError(f"refusing to write {what}: the folder holds the command's input "
                                          f"{given}; choose a folder outside it")

@@ -17,6 +17,7 @@ A user's own neuron class (``neuron=MyNeuron``) traces once registered the same 
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from torch import nn
 from adapters import BasicBlock, Bottleneck, ChannelAffine, MultiStepNorm, fire, neuron_factory, norm_factory, seq_apply
 from adapters._checks import check_finite, check_int, check_tensor
 from adapters.blocks import conv_bias
+from adapters.lif import check_lif_params
 from adapters.fusion import NormSlot
 from adapters.neurons import NEURON_CLASSES
 
@@ -40,6 +42,8 @@ __all__ = ["SpikingResNet", "ARCH_CFGS", "check_model_args", "MAX_T", "MAX_WIDTH
 MAX_T = 10_000
 MAX_WIDTH = 1 << 16  # channels of one layer (stem, stages, hidden fc) and input channels
 MAX_CLASSES = 1 << 20
+MAX_BLOCKS = 1_000  # blocks of one stage (ResNet-1001 has 333): beyond it a model takes minutes just to build
+MAX_STRIDE = 64
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
@@ -381,7 +385,8 @@ def check_model_args(args: dict, owner: str = "SpikingResNet") -> dict:
     """The ranges of the model arguments in ``args`` (those present; others are left to their defaults): the
     one check behind ``zoo.create``, a checkpoint's ``config.json`` and ``--model-kw``, all of which reach
     :class:`SpikingResNet`. ``T`` in ``[1, MAX_T]``, ``num_classes`` in ``[0, MAX_CLASSES]``, ``in_chans``,
-    ``stem_width`` and every ``channels`` entry in ``[1, MAX_WIDTH]``, ``head_hidden`` in ``[0, MAX_WIDTH]``, ``drop_rate`` in
+    ``stem_width`` and every ``channels`` entry in ``[1, MAX_WIDTH]``, ``head_hidden`` in ``[0, MAX_WIDTH]``, every
+    ``layers`` entry in ``[1, MAX_BLOCKS]``, every ``strides`` entry in ``[1, MAX_STRIDE]``, ``drop_rate`` in
     ``[0, 1)``, ``block`` a known block, one ``layers``/``channels``/``strides`` entry per stage.
 
     :returns: a copy of ``args`` with the integer arguments as ``int``.
@@ -404,6 +409,17 @@ def check_model_args(args: dict, owner: str = "SpikingResNet") -> dict:
             _check_size(args, "head_hidden", 0, MAX_WIDTH, owner)
         for i, width in enumerate(args.get("channels") or ()):
             _check_size({f"channels[{i}]": width}, f"channels[{i}]", 1, MAX_WIDTH, owner)
+        for i, n in enumerate(args.get("layers") or ()):
+            _check_size({f"layers[{i}]": n}, f"layers[{i}]", 1, MAX_BLOCKS, owner)
+        for i, n in enumerate(args.get("strides") or ()):
+            _check_size({f"strides[{i}]": n}, f"strides[{i}]", 1, MAX_STRIDE, owner)
+        lif = ("tau_decay", "v_th", "surrogate_width")
+        if any(k in args for k in lif):  # the LIF's own check, on the given values and the defaults
+            defaults = inspect.signature(SpikingResNet).parameters
+            try:
+                check_lif_params(*(args.get(k, defaults[k].default) for k in lif))
+            except ValueError as e:
+                raise ValueError(f"{owner}: {e}") from None
         rate = args.get("drop_rate")
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
                                  or not 0 <= rate < 1):

@@ -279,7 +279,13 @@ def _spikes_logits_grads(model: nn.Module, x: torch.Tensor, train: bool):
     return spikes, logits.detach(), grads
 
 
-def check_kernels(models: dict[str, nn.Module], x: torch.Tensor, tol: float = 1e-6) -> dict:
+#: the float32 kernels against the float32 PyTorch path: ~80 float32 ulps (eps 1.2e-7) of the scale, room for
+#: the different summation order of a training step's gradient reductions (1.3e-6 was measured on the shipped
+#: sresnet19_narrow_tdbn.fashion_mnist_t2 with every spike equal); a wrong kernel is far past it or flips spikes
+KERNEL_TOL = 1e-5
+
+
+def check_kernels(models: dict[str, nn.Module], x: torch.Tensor, tol: float = KERNEL_TOL) -> dict:
     """The float32 spiking builds with native LIF layers, as timed (the LIF kernels of ``x``'s device), against
     copies of themselves on the LIF's PyTorch path: in eval and in train mode every LIF layer's spikes are
     equal, and the logits and a training step's gradients agree to ``tol`` of their scale. Raises
@@ -427,7 +433,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     log("checking that the builds compute the same function ...")
     check = check_same_function(models, x[:4], cfg.tol)  # 4 images suffice; float64 convs are slow on CPU
     log("checking the float32 builds' kernels against the PyTorch path ...")
-    check["kernels_max_abs_diff"] = check_kernels(models, x[:4], cfg.tol)
+    check["kernels_max_abs_diff"] = check_kernels(models, x[:4])  # float32: KERNEL_TOL, not the float64 tol
 
     opts = {n: torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=0.9) for n, m in models.items()}
     # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none

@@ -554,6 +554,8 @@ def _open_image(path: str, mode: str = "RGB"):
 
     try:
         with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise InvalidFileError(f"{path}: the file is empty (0 bytes); expected an image (PNG, JPEG, ...)")
             return Image.open(f).convert(mode)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise InvalidFileError(f"{path}: expected an image file PIL can read (PNG, JPEG, ...), could not "
@@ -619,6 +621,10 @@ def build_folder_dataset(root: str | os.PathLike, split: str = "test", *, in_cha
         raise InvalidArgumentError(f"an image folder is read as 1 (grey) or 3 (RGB) channels, the model takes "
                                    f"{in_chans}")
     ds = image_folder(folder_split(root, split), transform, mode="L" if in_chans == 1 else "RGB")
+    for name in ds.classes:  # class names go into cards and config.json (UTF-8): an undecodable name fails there
+        if not name.isprintable() or name != name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"):
+            raise InvalidFileError(f"folder:{root}: the class folder name {name!r} is not printable UTF-8 text; "
+                                   f"rename it (class names become the model's label names)")
     ds.spec = None
     return ds
 

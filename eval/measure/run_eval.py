@@ -129,6 +129,12 @@ def _folder_model_and_data(opts: EvalOptions, root: str, model_kw: dict):
     model = load_model(opts.model, pretrained=not opts.random_weights, arch=opts.arch, **model_kw)
     _check_classes(opts.model, model, f"folder:{root}", len(classes), exact=True)
     cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = cfg.get("label_names")
+    numbered = [str(i) for i in range(len(classes))]  # folders 0..K-1 in numeric order: the class ids themselves
+    if not opts.random_weights and names and list(classes) not in (list(names), numbered):
+        # the folder's classes are numbered by their sorted names: other names would score class i against j
+        raise InvalidArgumentError(f"{opts.model} predicts the classes {list(names)} but folder:{root} has the class "
+                                   f"folders {list(classes)}; name the folders as the model's classes (or 0..K-1)")
     size = opts.input_size or int((cfg.get("input_size") or (0, 32, 32))[-1])
     chans = model.in_chans
     mean, std = (list(cfg.get(k) or [0.5] * chans) for k in ("mean", "std"))

@@ -85,13 +85,23 @@ def override_flags(meta: dict) -> list[str]:
     return flags
 
 
+def data_flags(meta: dict, data_dir: str | None) -> list[str]:
+    """The data flags of the card's commands: ``--data folder:PATH`` for a run on your own images (the folder
+    is the data; a ``--data-dir`` would train on the preset's dataset instead), else ``--data-dir`` with the
+    root given (a placeholder when none was)."""
+    from eval.data.images import FOLDER
+    if meta["dataset"].startswith(FOLDER + ":"):
+        return ["--data", meta["dataset"]]
+    return ["--data-dir", data_dir or "<data root>"]
+
+
 def run_departures(meta: dict, data: dict) -> list[str]:
     """How the run departs from the paper's configuration of its tag: model arguments, recipe fields, input
     size, a partial or unverified copy of the data (empty: the tag's configuration as published)."""
     from eval.train.presets import get_preset
     preset = get_preset(meta["preset"])["train"]
     out = [f"{k}={json.dumps(v)}" for k, v in (meta.get("model_kw") or {}).items()]
-    out += [f"{f} {meta['config'][f]} (paper: {getattr(preset, f)})" for f in _RESULT_FIELDS
+    out += [f"{f} {meta['config'][f]} (the tag's recipe: {getattr(preset, f)})" for f in _RESULT_FIELDS
             if meta["config"].get(f) != getattr(preset, f)]
     if meta.get("input_size"):
         out.append(f"input size {meta['input_size']}")
@@ -121,7 +131,7 @@ def describe_data(meta: dict, test_images: int, test_verified: bool) -> dict:
     if official:
         note = f"the official {name} release ({counts})"
     elif spec is None:  # your own images (train --data folder:PATH)
-        note = f"a local copy of {name}, your own data: {counts}"
+        note = f"your own images ({name}): {counts}"
     else:
         why = [w for w, bad in (("not verified against the official release (--no-verify)", not verified),
                                 ("a subset or partial copy", not complete)) if bad]
@@ -135,8 +145,10 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_destination(out: str | Path | None, weights: str | Path | None, into_package: bool, run: Path) -> None:
-    """Refuse, before any work, a destination that would overwrite the run itself or write into the installed
+def check_destination(out: str | Path | None, weights: str | Path | None, into_package: bool, run: Path,
+                      data: str | None = None) -> None:
+    """Refuse, before any work, a destination that would overwrite the run itself, go inside ``data`` (a run's
+    ``folder:PATH``, which ship reads) or write into the installed
     package's ``weights/`` without ``into_package`` (OutputNotWritableError naming the flag); exactly one of
     ``out`` (a checkpoint folder) and ``weights`` (a weights folder with a manifest) is needed."""
     from eval.cli.commands._args import ensure_writable_dir
@@ -152,7 +164,9 @@ def check_destination(out: str | Path | None, weights: str | Path | None, into_p
                                      f"{package_weights_dir()}; write your checkpoint elsewhere, or pass "
                                      f"--into-package to ship it with tdbn-zoo")
     # the one rule of every output: never over the run, a checkpoint folder or (without --weights) weights/
-    check_output_path(dest, inputs=[run], kind="dir", flag=flag, allow_weights=into_package or weights is not None)
+    folder = data.partition(":")[2] if data else None  # 'folder:PATH' -> PATH, an input like the run
+    check_output_path(dest, inputs=[run, folder], kind="dir", flag=flag,
+                      allow_weights=into_package or weights is not None)
     ensure_writable_dir(dest, flag)
 
 
@@ -205,6 +219,9 @@ def ship(run: str | Path, data_dir: str | None = None, *, out: str | Path | None
     run = Path(run)
     check_destination(out, out_weights, into_package, run)
     _, meta = read_training_checkpoint(run / "last.safetensors")
+    own = data_flags(meta, None)
+    if own[0] == "--data":  # a run on your own images reads PATH/test: no output goes inside PATH either
+        check_destination(out, out_weights, into_package, run, data=own[1])
     preset, kw = meta["preset"], meta.get("model_kw") or {}
     if meta["epoch"] < meta["config"]["epochs"]:
         raise InvalidArgumentError(f"{run} has trained {meta['epoch']} of {meta['config']['epochs']} epochs; "
@@ -222,7 +239,8 @@ def ship(run: str | Path, data_dir: str | None = None, *, out: str | Path | None
         results[name] = evaluate(m, test, batch_size=batch_size, speed_batches=0, model_name=f"{preset} ({name})",
                                  data_name=f"{meta['dataset']} test").to_dict()
     dest = ["--out", str(out)] if out is not None else ["--weights", str(out_weights)]
-    cmd = shlex.join(["tdbn-zoo", "ship", str(run), "--data-dir", data_dir or "<data root>", *dest]
+    ship_data = [] if data_flags(meta, None)[0] == "--data" else ["--data-dir", data_dir or "<data root>"]
+    cmd = shlex.join(["tdbn-zoo", "ship", str(run), *ship_data, *dest]
                      + ([] if verify else ["--no-verify"]) + (["--into-package"] if into_package else []))
     fused = results["fused"]
     data = describe_data(meta, fused["images"], verify)
@@ -239,7 +257,7 @@ def ship(run: str | Path, data_dir: str | None = None, *, out: str | Path | None
     per_class = _per_class_table(results["fused"], getattr(test, "classes", None))
     _, table = training_summary(run)
     as_run = recipe_as_run(meta)
-    train_cmd = shlex.join(["tdbn-zoo", "train", "--preset", preset, "--data-dir", "<data root>", "--out", str(run),
+    train_cmd = shlex.join(["tdbn-zoo", "train", "--preset", preset, *data_flags(meta, None), "--out", str(run),
                             *override_flags(meta)])
     extra = (f"## Training (as run: {as_run['device']} x{as_run['processes']}, mixed precision "
              f"{'on' if as_run['amp'] else 'off'})\n\nCommand: `{train_cmd}` (add `--resume` to continue "

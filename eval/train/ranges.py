@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import dataclass
 
-__all__ = ["NumberRange", "TRAIN_FIELD_RANGES", "OPTIONAL_TRAIN_FIELDS", "POSITIVE_INT"]
+__all__ = ["NumberRange", "TRAIN_FIELD_RANGES", "OPTIONAL_TRAIN_FIELDS", "POSITIVE_INT", "WORKERS", "THREADS",
+           "IMAGE_SIDE"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,14 @@ class NumberRange:
 # sizes and counts: an int64 at most (a larger one cannot index anything: islice, range, tensor shapes)
 POSITIVE_INT = NumberRange(int, 1, cap=2 ** 63 - 1)
 
+# processes and threads: at most 4 per CPU of this machine (100,000 DataLoader workers were spawned until the
+# machine ran out of memory; 100,000 torch threads broke the next native import)
+_PER_CPU = 4 * (os.cpu_count() or 1)
+WORKERS = NumberRange(int, 0, _PER_CPU)  # DataLoader worker processes (0: load in the main process)
+THREADS = NumberRange(int, 1, _PER_CPU)  # torch.set_num_threads
+# an image side in pixels: 4096 is far past any dataset here (ImageNet 224); 100,000 asked for 40 GB per image
+IMAGE_SIDE = NumberRange(int, 1, 4096)
+
 #: every numeric field of TrainConfig; the optional ones (None = off) are checked when set
 TRAIN_FIELD_RANGES: dict[str, NumberRange] = dict(
     epochs=POSITIVE_INT, batch_size=POSITIVE_INT, lr=NumberRange(float, 0, open_low=True),
@@ -83,6 +93,6 @@ TRAIN_FIELD_RANGES: dict[str, NumberRange] = dict(
     grad_clip=NumberRange(float, 0, open_low=True),  # a norm bound: a negative one would ascend the gradient
     max_steps_per_epoch=POSITIVE_INT,
     save_every_steps=NumberRange(int, 0),  # 0: checkpoints at epoch ends only
-    log_every_steps=POSITIVE_INT, num_workers=NumberRange(int, 0),
+    log_every_steps=POSITIVE_INT, num_workers=WORKERS,
 )
 OPTIONAL_TRAIN_FIELDS = ("lr_step_epochs", "grad_clip", "max_steps_per_epoch")

@@ -100,15 +100,22 @@ def train_preset(opts: TrainOptions) -> dict | None:
     else:
         sets = build_datasets(p, opts.data_dir, cfg.seed, opts.train_subset, input_size=opts.input_size,
                               verify=not opts.no_verify, val_fraction=opts.val_fraction, folder=opts.folder)
-        if opts.folder is not None:  # one class per folder
-            kw.setdefault("num_classes", len(sets[-1].base.classes))
         train_set, val_set, test_set = sets if len(sets) == 3 else (sets[0], None, sets[1])
+    # the classifier predicts the data's classes: one per folder of your images, else the preset's
+    classes = len(test_set.base.classes) if opts.folder is not None else p["num_classes"]
+    if kw.setdefault("num_classes", classes) != classes:
+        where = f"{opts.folder} has {classes} class folders" if opts.folder is not None else \
+            f"{p['dataset']} has {classes} classes"
+        raise InvalidArgumentError(f"--model-kw num_classes={kw['num_classes']} contradicts the data: {where} "
+                                   f"(leave num_classes out; it follows the data)")
 
     if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun: the GPU of LOCAL_RANK
         device = init_distributed(device)
     torch.manual_seed(cfg.seed)  # the initial weights
     model = zoo.create(opts.preset, T=opts.T, **kw)
-    state = dict(preset=opts.preset, dataset=f"folder:{opts.folder}" if opts.folder else p["dataset"],
+    # your images by their real path: a resume from another directory or through a link is the same data
+    dataset = f"folder:{os.path.realpath(opts.folder)}" if opts.folder else p["dataset"]
+    state = dict(preset=opts.preset, dataset=dataset,
                  data_dir=opts.data_dir, model_kw=kw, T=model.T, train_subset=opts.train_subset,
                  input_size=opts.input_size, verified=not opts.no_verify)
     if val_set is not None:

@@ -133,7 +133,8 @@ class TrainConfig:
         if self.amp_dtype not in AMP_DTYPES:
             raise InvalidArgumentError(f"unknown amp_dtype {self.amp_dtype!r}; choose one of {', '.join(AMP_DTYPES)}")
         if self.schedule == "step" and not self.lr_step_epochs:
-            raise InvalidArgumentError("schedule='step' needs lr_step_epochs")
+            raise InvalidArgumentError("schedule='step' needs lr_step_epochs, the epochs between decays "
+                                       "(command line: --schedule step needs --lr-step-epochs N)")
         for name, allowed in TRAIN_FIELD_RANGES.items():
             value = getattr(self, name)
             if not (value is None and name in OPTIONAL_TRAIN_FIELDS):
@@ -340,8 +341,9 @@ class Trainer:
         if "epochs" in saved and saved["epochs"] != self.cfg.epochs:
             changed += self._epochs_change(saved, meta)
         now = json.loads(json.dumps(self._state()))  # as JSON stores it (tuples -> lists)
-        changed += [f"{k}: {meta[k]!r} -> {now[k]!r}" for k in ("model_args", "train_samples")
-                    if meta.get(k) is not None and meta[k] != now[k]]
+        # the data too: another folder of images (even one of the same size and classes) is another run
+        changed += [f"{k}: {meta[k]!r} -> {now.get(k)!r}" for k in ("model_args", "train_samples", "dataset")
+                    if meta.get(k) is not None and meta[k] != now.get(k)]
         if changed:
             raise InvalidArgumentError(f"cannot resume {path} exactly: the run's settings changed ({'; '.join(changed)}); "
                                        f"use the original settings or another output folder")

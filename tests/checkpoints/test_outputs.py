@@ -51,6 +51,8 @@ def test_an_output_may_not_be_an_input_or_inside_one(tmp_path, ckpt):
         check_output_path(tmp_path, inputs=[ckpt / "config.json"], kind="dir")
     # a data root may hold the output (runs/ under ./data is fine), but not be it
     assert check_output_path(tmp_path / "out.json", roots=[tmp_path]) == tmp_path / "out.json"
+    with pytest.raises(OutputNotWritableError, match="inside the command's data root"):
+        check_output_path(tmp_path / "x.bin", roots=[tmp_path])  # an existing file in a data root may be data
     with pytest.raises(OutputNotWritableError, match="holds the command's input"):
         check_output_path(tmp_path, roots=[tmp_path / "ckpt"], kind="dir")
     assert check_output_path("-") is None and check_output_path(None) is None
@@ -160,3 +162,39 @@ def test_ship_never_writes_into_its_run(tmp_path):
     before = tree_digest(tmp_path)
     assert_user_error(lambda: ship(run, None, out_weights=run / "weights"), "--weights", "input folder")
     assert tree_digest(tmp_path) == before
+
+
+def _image_folder(root: Path) -> Path:
+    """``root/train/<class>/`` and ``root/test/<class>/`` of two tiny PNGs each (the folder:PATH layout)."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.new("L", (28, 28), 60 * i + (100 if c == "b" else 0)).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_eval_never_writes_over_its_data(tmp_path, capsys):
+    """folder:PATH is the data itself: no report inside it; a NAME:ROOT may hold a report but not lose a file."""
+    imgs = _image_folder(tmp_path / "imgs")
+    refused(["eval", SHIPPED, "--data", f"folder:{imgs}", "--json", imgs / "test" / "a" / "0.png"], capsys,
+            "--json", "input folder", watch=[imgs])
+    refused(["eval", SHIPPED, "--data", f"folder:{imgs}", "--plots", imgs / "test" / "plots"], capsys,
+            "--plots", "input folder", watch=[imgs])
+    fm = tmp_path / "fm"
+    fm.mkdir()
+    (fm / "t10k-labels-idx1-ubyte.gz").write_bytes(b"labels")
+    refused(["eval", SHIPPED, "--data", f"fashion-mnist:{fm}", "--json", fm / "t10k-labels-idx1-ubyte.gz"],
+            capsys, "--json", "data root", watch=[fm])
+
+
+def test_train_and_ship_never_write_into_the_image_folder(tmp_path, capsys):
+    imgs = _image_folder(tmp_path / "imgs")
+    refused(["train", "--preset", SHIPPED, "--data", f"folder:{imgs}", "--out", imgs / "run"], capsys,
+            "--out", "input folder", watch=[imgs])
+    from eval.release.ship import check_destination
+    from tests.support.cli import assert_user_error
+    assert_user_error(lambda: check_destination(imgs / "test", None, False, tmp_path / "run",
+                                                data=f"folder:{imgs}"), "--out", "input folder")

@@ -3,6 +3,7 @@ Fashion-MNIST subset, the search path and its errors. Nothing is downloaded."""
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 from pathlib import Path
 
@@ -276,3 +277,19 @@ def test_image_folder_bad_image_is_named(tmp_path):
         ds[[s for s, _ in ds.samples].index(str(tmp_path / "b" / "broken.png"))]
     with pytest.raises(InvalidFileError, match="expected an image folder, one sub-folder per class"):
         image_folder(tmp_path / "a")
+    (tmp_path / "b" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(InvalidFileError, match=r"empty.jpg: the file is empty \(0 bytes\)"):
+        ds = image_folder(tmp_path)
+        ds[[s for s, _ in ds.samples].index(str(tmp_path / "b" / "empty.jpg"))]
+
+
+def test_a_class_folder_name_that_is_not_utf8_is_refused_where_it_enters(tmp_path):
+    """A class name becomes a label name in config.json and the card (UTF-8): a folder named by undecodable
+    bytes ended `tdbn-zoo ship` in a UnicodeEncodeError after half the checkpoint folder was written."""
+    from eval.data.images import build_folder_dataset
+
+    for cls in ("ok", os.fsdecode(b"t\xffshirt")):
+        (tmp_path / cls).mkdir()
+        Image.new("L", (8, 8), 5).save(tmp_path / cls / "0.png")
+    with pytest.raises(InvalidFileError, match=r"class folder name 't\\udcffshirt' is not printable UTF-8"):
+        build_folder_dataset(tmp_path, "test", in_chans=1)

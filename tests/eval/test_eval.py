@@ -13,6 +13,7 @@ from adapters import LIF
 from eval.cli import main
 from eval.data.images import build_dataset
 from eval.measure.harness import calibrate_norms, evaluate, evaluate_over_T
+from tests.support.cli import assert_cli_user_error, run_cli, tree_digest
 from eval.measure.metrics import SpikeRecorder, topk_correct
 from eval.measure.profiling import peak_memory
 from eval.measure.synops import EnergyModel, OpCounter, ann_macs, conv_accumulates, shape_only_model
@@ -279,6 +280,15 @@ def test_eval_on_your_own_image_folder_gives_per_class_accuracy_and_confusion(tm
     assert (out / "confusion.png").stat().st_size > 0
     assert main(["eval", str(folder), "--data", f"folder:{tmp_path / 'none'}"]) == 2
     assert "no such folder" in capsys.readouterr().err
+    # a checkpoint that names its classes: folders named otherwise would score class i against class j
+    named = zoo.save_pretrained(model, tmp_path / "named", tag="sresnet19_narrow_tdbn.mine",
+                                cfg=dict(input_size=(1, 12, 12), mean=(0.5,), std=(0.25,), label_names=["cat", "dog"]))
+    before = tree_digest(tmp_path)
+    assert_cli_user_error(run_cli(["eval", named, "--data", f"folder:{tmp_path / 'imgs'}"], capsys),
+                          r"predicts the classes \['cat', 'dog'\]", r"class folders \['dark', 'light'\]")
+    assert tree_digest(tmp_path) == before
+
+
 def test_run_evaluation_returns_what_the_eval_command_prints(tmp_path, capsys):
     """``run_evaluation`` (the library function behind ``tdbn-zoo eval``), called directly, gives the results,
     class names and per-class rows that the command's --json prints for the same run (at two T)."""

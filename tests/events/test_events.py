@@ -297,6 +297,7 @@ LABEL_CONTRADICTIONS = [
      [r"lines 2 and 3", "two labels"]),
     ("same recording, two class names", "path,label\n00000.bin,cat\n00001.bin,dog\n00000.bin,dog\n",
      [r"lines 2 and 4", "two labels", "'cat' and 'dog'"]),
+    ("more fields than the header", "path,label\n00000.bin,0\n00001.bin,1,0\n", ["line 3", "3 fields", "has 2"]),
 ]
 
 
@@ -319,6 +320,8 @@ def test_event_folder_reads_both_header_names_and_writes_path_label(tmp_path):
     (folder / "labels.csv").write_text("file,label\n00000.bin,1\n00001.bin,0\n")
     ds = EventFolder(folder)
     assert list(ds.targets) == [1, 0]
+    (folder / "labels.csv").write_text("path,label\n00000.bin,0\n00001.bin,1\n", encoding="utf-8-sig")
+    assert list(EventFolder(folder).targets) == [0, 1]  # a spreadsheet's "CSV UTF-8" starts with a BOM
     np.testing.assert_array_equal(ds[0][0], np.sort(recs[0], order="t"))
 
 

@@ -183,3 +183,12 @@ def test_make_events_failure_keeps_the_old_dataset_whole(tmp_path, capsys, monke
     assert result.err.strip().splitlines()[-1] == "tdbn-zoo make-events: error: simulated failure in the test split"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ev.")]  # no temporary folder left
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--saccade-ms", "1e300", r"\(0, 10000\]"),  # overflowed into a TypeError traceback
+    ("--threshold", "-1", "> 0"), ("--threshold-sigma", "-1", ">= 0"), ("--seed", "-1", r"\[0, 4294967295\]")])
+def test_make_events_numbers_are_refused_at_parse_time(tmp_path, capsys, flag, value, expected):
+    from tests.support.cli import assert_cli_user_error, run_cli
+
+    r = run_cli(["make-events", "--data", f"mnist:{tmp_path}", "--out", tmp_path / "o", flag, value], capsys)
+    assert_cli_user_error(r, f"argument {flag}", expected, value)
+    assert not (tmp_path / "o").exists()

@@ -264,6 +264,10 @@ def test_publish_refuses_a_special_file_and_lists_what_it_uploads(hub, online, t
     assert listed.startswith("uploading 3 files") and "model.safetensors (" in listed and "extra.bin" not in listed
     uploaded = set(hub.store.repos[("model", "user/listed")].resolve("main").files) - {".gitattributes"}
     assert uploaded == {"model.safetensors", "config.json", "README.md"}
+    # a bad repo id is the user's error, said before any request (not "check the network and HF_TOKEN")
+    r = run_cli(["publish", good, "--repo", "bad name!!"], capsys)
+    assert_cli_user_error(r, "repo id 'bad name!!' is not a Hub repo id")
+    assert "network" not in r.err and ("model", "bad name!!") not in hub.store.repos
 
 
 def test_manifest_ship_never_copies_a_symlink_out_of_the_folder(tmp_path, monkeypatch, capsys, tiny_model):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 
 import pytest
 import torch
 
 import zoo
 from eval.cli import main
+from tests.support.cli import run_cli, tree_digest
 from tests.support.data import write_cifar10
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -115,5 +117,15 @@ def test_train_and_ship_your_own_image_folder(tmp_path, capsys):
     assert config["num_classes"] == 3 and config["pretrained_cfg"]["dataset"] == data
     assert config["label_names"] == ["class0", "class1", "class2"]
     card = (tmp_path / "shipped" / "README.md").read_text()
-    assert f"a local copy of {data}" in card and "18 training and 6 test images" in card
+    assert f"your own images ({data})" in card and "18 training and 6 test images" in card
+    # the card's commands name the folder (a --data-dir would train on the preset's Fashion-MNIST instead)
+    assert f"tdbn-zoo train --preset {TAG} --data {data} --out" in card and "<data root>" not in card
+    assert f"`tdbn-zoo ship {tmp_path / 'run'} --out" in card
     assert "Per-class top-1" in card and "class2" in card
+    # a resume on another folder of images (same layout, same classes) is another run: refused, naming both
+    other = shutil.copytree(tmp_path / "imgs", tmp_path / "other")
+    before = tree_digest(tmp_path / "run")
+    r = run_cli(["train", "--preset", TAG, "--data", f"folder:{other}", "--out", tmp_path / "run", "--epochs", "2",
+                 "--batch-size", "6", "--no-progress", "--input-size", "16", "--resume", *TINY], capsys)
+    assert r.rc == 2 and f"dataset: '{data}' -> 'folder:{other}'" in r.err
+    assert tree_digest(tmp_path / "run") == before

@@ -351,6 +351,10 @@ OUT_OF_RANGE = [
     (dict(T=float("inf")), r"T must be an integer >= 1, got inf"),
     (dict(stem_width=0), r"stem_width must be an integer >= 1"),
     (dict(channels=[4, 1 << 20, 8]), r"channels\[1\] must be an integer in \[1, 65536\]"),
+    (dict(layers=[100_000, 1, 1]), r"layers\[0\] must be an integer in \[1, 1000\]"),  # minutes to build
+    (dict(strides=[0, 2, 2]), r"strides\[0\] must be an integer >= 1"),
+    (dict(v_th="nan"), r"v_th must be a finite number, got 'nan'"),  # a word: '>' on a str was a TypeError
+    (dict(tau_decay=2), r"tau_decay must lie in \[0, 1\], got 2"),
 ]
 
 

@@ -101,11 +101,13 @@ def test_what_nir_cannot_express_is_refused(tmp_path):
     assert np.allclose(node.tau, 1 / 0.7) and np.allclose(node.v_threshold, 0.7)
 
 
-def test_export_nir_command_on_a_checkpoint_folder(tmp_path):
+def test_export_nir_command_on_a_checkpoint_folder(tmp_path, capsys):
     fused = fused_small()
     folder = zoo.save_pretrained(fused, tmp_path / "ckpt", tag="sresnet19_tdbn.cifar10_t2")
     out = tmp_path / "net.nir"
     assert cli(["export-nir", str(folder), str(out), "--input-size", "3", "8", "8"]) == 0
+    # the command says how to run what it wrote (a user found the recipe only in this file's tests)
+    assert f"zoo.to_nir.run_nir({str(out)!r}, images)" in capsys.readouterr().out
     x = (torch.rand(4, 2, 3, 8, 8) < 0.4).float()
     torch.testing.assert_close(run_imported(import_from_nir(nir.read(str(out))), x), fused.forward_steps(x),
                                rtol=0, atol=1e-5)

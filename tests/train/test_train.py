@@ -528,3 +528,32 @@ def test_train_subset_past_the_split_names_the_maximum(tmp_path, capsys):
                  tmp_path / "run", "--train-subset", "1000000000000"], capsys)
     assert_cli_user_error(r, "--train-subset 1000000000000", "holds 16 items", "at most --train-subset 16")
     assert tree_digest(tmp_path) == before
+    # a classifier that contradicts the data's classes (0: no classifier at all) is refused, naming the count
+    for n in ("0", "4"):
+        r = run_cli(["train", "--preset", "sresnet19_narrow_tdbn.fashion_mnist_t2", "--data-dir", tmp_path, "--out",
+                     tmp_path / "run", "--model-kw", f"num_classes={n}"], capsys)
+        assert_cli_user_error(r, f"num_classes={n}", "fashion-mnist has 10 classes")
+    assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--workers", "100000", r"\[0, \d+\]"), ("--threads", "100000", r"\[1, \d+\]"),
+    ("--input-size", "100000", r"\[1, 4096\]")])
+def test_processes_threads_and_image_sides_are_bounded(tmp_path, capsys, flag, value, expected):
+    """100,000 workers ran the machine out of memory, 100,000 threads broke a native import, a side of 100,000
+    asked for 40 GB: each is refused at parse time, naming its range (4 per CPU here; 4096 pixels)."""
+    from tests.support.cli import assert_cli_user_error, run_cli
+
+    r = run_cli(["train", "--preset", "sresnet19_narrow_tdbn.fashion_mnist_t2", "--data-dir", tmp_path, "--out",
+                 tmp_path / "run", flag, value], capsys)
+    assert_cli_user_error(r, f"argument {flag}", expected, value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_step_schedule_without_its_step_names_both_flags(tmp_path, capsys):
+    from tests.support.cli import assert_cli_user_error, run_cli
+
+    r = run_cli(["train", "--preset", "sresnet19_narrow_tdbn.fashion_mnist_t2", "--data-dir", tmp_path, "--out",
+                 tmp_path / "run", "--schedule", "step"], capsys)
+    assert_cli_user_error(r, "--schedule step needs --lr-step-epochs N")
+    assert not (tmp_path / "run").exists()

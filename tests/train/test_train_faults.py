@@ -34,12 +34,12 @@ BAD_TRAIN_ARGS = {  # flag, value, needles of the one error line
     "epochs 0": ("--epochs", "0", ">= 1"), "epochs -1": ("--epochs", "-1", ">= 1"),
     "epochs 1.5": ("--epochs", "1.5", "integer"), "batch 0": ("--batch-size", "0", ">= 1"),
     "save every -1": ("--save-every-steps", "-1", ">= 0"), "log every 0": ("--log-every-steps", "0", ">= 1"),
-    "threads 0": ("--threads", "0", ">= 1"), "threads -2": ("--threads", "-2", ">= 1"),
+    "threads 0": ("--threads", "0", r"\[1, \d+\]"), "threads -2": ("--threads", "-2", r"\[1, \d+\]"),
     "seed -1": ("--seed", "-1", r"\[0, 4294967295\]"), "seed 2^32": ("--seed", str(2 ** 32), "4294967295"),
     "momentum 1.5": ("--momentum", "1.5", r"\[0, 1\)"), "momentum nan": ("--momentum", "nan", "finite"),
     "weight decay -1": ("--weight-decay", "-1", ">= 0"), "lr gamma 0": ("--lr-gamma", "0", r"\(0, 1\]"),
     "lr gamma 2": ("--lr-gamma", "2", r"\(0, 1\]"), "lr step epochs 0": ("--lr-step-epochs", "0", ">= 1"),
-    "workers -1": ("--workers", "-1", ">= 0"), "T 0": ("--T", "0", ">= 1"),
+    "workers -1": ("--workers", "-1", r"\[0, \d+\]"), "T 0": ("--T", "0", ">= 1"),
 }
 
 

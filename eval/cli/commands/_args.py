@@ -28,7 +28,7 @@ def _not_writable() -> type:
     return OutputNotWritableError
 
 
-from ...train.ranges import POSITIVE_INT, NumberRange
+from ...train.ranges import IMAGE_SIDE, POSITIVE_INT, THREADS, WORKERS, NumberRange
 
 STDOUT = "-"  # the conventional "write to standard output" path
 
@@ -41,6 +41,9 @@ nonneg_int = NumberRange(int, 0).argtype  # an integer >= 0 (counts where 0 mean
 positive_float = NumberRange(float, 0, open_low=True).argtype  # a finite number > 0 (step sizes, widths, windows)
 nonneg_float = NumberRange(float, 0).argtype  # a finite number >= 0 (energies)
 finite_float = NumberRange(float).argtype  # any finite number (no nan, no inf)
+workers_int = WORKERS.argtype  # DataLoader worker processes, at most 4 per CPU here
+threads_int = THREADS.argtype  # torch threads, at most 4 per CPU here
+image_side = IMAGE_SIDE.argtype  # an image side in pixels, at most 4096
 
 
 def torch_device(text: str) -> str:

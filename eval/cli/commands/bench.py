@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._args import (add_model_arguments, model_kwargs, nonneg_int, positive_float, positive_int, torch_device,
-                    writable_file)
+from ._args import (add_model_arguments, image_side, model_kwargs, nonneg_int, positive_float, positive_int,
+                    threads_int, torch_device, writable_file)
 
 HELP = ("Time one architecture built several ways (this zoo, SpikingJelly with and without memopt, snnTorch, ANN "
         "floor) after checking they compute the same logits: train step, inference, fused inference, peak "
@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
                              f"weights, T, classes and input channels; default {d.arch})")
     parser.add_argument("--arch", default=None, help="the same as MODEL (kept for older scripts)")
     add_model_arguments(parser)
-    parser.add_argument("--input-size", type=positive_int, default=None,
+    parser.add_argument("--input-size", type=image_side, default=None,
                         help=f"image side (default {d.input_size}, or the checkpoint's)")
     parser.add_argument("--in-chans", type=positive_int, default=None,
                         help=f"default {d.in_chans}, or the checkpoint's")
@@ -44,7 +44,7 @@ def add_arguments(parser) -> None:
                              "fits measured at --batch and twice it, -T and twice it")
     parser.add_argument("--zoo-neuron", default=d.zoo_neuron, help="neuron backend of the zoo build (default native)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=threads_int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--json", metavar="PATH", type=writable_file, help="also write the full results (all samples) as JSON")
 

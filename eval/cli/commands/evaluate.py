@@ -5,8 +5,8 @@ import json
 import sys
 from pathlib import Path
 
-from ._args import (add_model_arguments, arch_of, model_kwargs, nonneg_float, nonneg_int, positive_float,
-                    positive_int, torch_device, writable_dir, writable_file)
+from ._args import (add_model_arguments, arch_of, image_side, model_kwargs, nonneg_float, nonneg_int,
+                    positive_float, positive_int, torch_device, workers_int, writable_dir, writable_file)
 
 HELP = ("Evaluate a model (arch, arch.tag or checkpoint folder) on a dataset: top-1/top-5, firing rates, "
         "synaptic operations, energy, latency and memory.")
@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
                              "event data: the paper's framing, else the model's); event data are framed to T frames")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--max-images", type=positive_int, help="evaluate only the first N images")
-    parser.add_argument("--input-size", type=positive_int, help="resize images (event frames) to this side (default: the "
+    parser.add_argument("--input-size", type=image_side, help="resize images (event frames) to this side (default: the "
                                                         "dataset's; events: the paper's, else the sensor's)")
     parser.add_argument("--time-window-ms", type=positive_float, help="event data: ms per frame (default: the paper's framing "
                                                               "of the dataset or of the model's training data)")
@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
                                                            "recording (default: refuse it)")
     parser.add_argument("--sensor-size", type=int, nargs=3, metavar=("W", "H", "P"), default=None,
                         help="event recordings whose files do not say their sensor size")
-    parser.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--workers", type=workers_int, default=0, help="DataLoader worker processes")
     parser.add_argument("--device", type=torch_device, default=None, help="cpu or cuda (default: cuda when available)")
     add_model_arguments(parser)
     parser.add_argument("--random-weights", action="store_true",
@@ -57,11 +57,15 @@ def run(args) -> int:
     import dataclasses
 
     from ...data.events.loading import parse_event_spec
+    from ...data.images import FOLDER
     from ...measure.report import format_eval
     from ...measure.run_eval import EvalOptions, image_data_spec, run_evaluation
     from zoo.outputs import check_output_path
 
-    inputs = dict(inputs=[args.model], roots=[args.data.partition(":")[2] or None])
+    # folder:PATH and events:PATH are the data itself (every file below is read); a NAME:ROOT is a data root
+    kind_, _, path = args.data.partition(":")
+    own = kind_ in (FOLDER, "events")
+    inputs = dict(inputs=[args.model, path if own else None], roots=[None if own else path or None])
     check_output_path(args.json, **inputs, flag="--json")
     check_output_path(args.plots, **inputs, kind="dir", flag="--plots")
     model_kw = {}  # event data: the model's own arguments

@@ -22,7 +22,7 @@ HELP = "Fine-tune a zoo model on event data (DVS-Gesture, DVS-CIFAR10, an event 
 
 
 def add_arguments(parser) -> None:
-    from ._args import nonneg_float, nonneg_int, positive_float, positive_int
+    from ._args import nonneg_float, positive_float, positive_int, threads_int, workers_int
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", required=True,
@@ -76,8 +76,8 @@ def add_arguments(parser) -> None:
     train.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
     train.add_argument("--seed", type=int, default=0, help="data order and the new head's initialisation")
     train.add_argument("--max-steps-per-epoch", type=positive_int, default=None)
-    train.add_argument("--workers", type=nonneg_int, default=0)
-    train.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+    train.add_argument("--workers", type=workers_int, default=0)
+    train.add_argument("--threads", type=threads_int, default=None, help="torch.set_num_threads")
     train.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
     train.add_argument("--no-progress", action="store_true")
 

@@ -20,7 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ._args import writable_dir
+from ._args import nonneg_float, positive_float, writable_dir
+from ...train.ranges import TRAIN_FIELD_RANGES, NumberRange
+
+# a saccade of more than 10 s (the default is 100 ms) makes 10,000 frames of one image per saccade; 1e300 ms
+# overflowed into a TypeError
+_SACCADE_MS = NumberRange(float, 0, 10_000, open_low=True)
 
 HELP = "Make a labeled event dataset from labeled images (simulated N-MNIST-style saccades)."
 
@@ -36,10 +41,10 @@ def add_arguments(parser) -> None:
                         help="convert the first N test images (default all; at most the split's size)")
     parser.add_argument("--format", choices=("npz", "nmnist"), default="npz",
                         help="npz: one EventNpz per split; nmnist: folders of N-MNIST .bin files + labels.csv")
-    parser.add_argument("--seed", type=int, default=0, help="per-pixel threshold mismatch (same seed, same events)")
-    parser.add_argument("--threshold", type=float, default=None, help="log-intensity contrast threshold (default 0.5)")
-    parser.add_argument("--threshold-sigma", type=float, default=None, help="per-pixel threshold mismatch, std (default 0.05)")
-    parser.add_argument("--saccade-ms", type=float, default=None, help="duration of each of the 3 saccades (default 100)")
+    parser.add_argument("--seed", type=TRAIN_FIELD_RANGES["seed"].argtype, default=0, help="per-pixel threshold mismatch (same seed, same events)")
+    parser.add_argument("--threshold", type=positive_float, default=None, help="log-intensity contrast threshold (default 0.5)")
+    parser.add_argument("--threshold-sigma", type=nonneg_float, default=None, help="per-pixel threshold mismatch, std (default 0.05)")
+    parser.add_argument("--saccade-ms", type=_SACCADE_MS.argtype, default=None, help="duration of each of the 3 saccades (default 100)")
 
 
 def run(args) -> int:
@@ -60,10 +65,6 @@ def run(args) -> int:
     if spec.kind != "idx" or spec.in_chans != 1:
         raise InvalidArgumentError(
             f"make-events converts grey image datasets (mnist, fashion-mnist); {spec.name} is not one")
-    for flag in ("threshold", "threshold_sigma", "saccade_ms"):
-        v = getattr(args, flag)
-        if v is not None and not (v == v and abs(v) != float("inf")):
-            raise InvalidArgumentError(f"--{flag.replace('_', '-')} must be a finite number, got {v}")
     settings = {k: v for k, v in dict(threshold=args.threshold, threshold_sigma=args.threshold_sigma,
                                        saccade_us=None if args.saccade_ms is None else int(args.saccade_ms * 1000)
                                        ).items() if v is not None}

@@ -10,7 +10,7 @@ Example (CIFAR-10, ResNet-19, T=6, one GPU; the CIFAR-10 python batches under ``
 """
 from __future__ import annotations
 
-from eval.cli.commands._args import add_model_arguments, model_kwargs, nonneg_int, positive_int
+from eval.cli.commands._args import add_model_arguments, model_kwargs, nonneg_int, positive_int, threads_int
 from eval.train.ranges import TRAIN_FIELD_RANGES, NumberRange
 
 HELP = "Reproduce a paper result: train with the tag's recipe (resumable, torchrun), ship, optionally publish."
@@ -48,7 +48,7 @@ def add_arguments(parser) -> None:
         parser.add_argument(f"--{name}", type=allowed.argtype, default=None,
                             help=f"override the recipe's value ({allowed.describe()}); see tdbn-zoo train")
     add_model_arguments(parser)
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads for training")
+    parser.add_argument("--threads", type=threads_int, default=None, help="torch threads for training")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
 
 

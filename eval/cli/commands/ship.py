@@ -7,7 +7,7 @@ Example::
 """
 from __future__ import annotations
 
-from ._args import positive_int, writable_dir
+from ._args import positive_int, threads_int, writable_dir
 
 HELP = ("Ship a finished training run: measure it unfused and fused on the full test set and write the fused "
         "checkpoint folder (weights, config, a card stating the run) where --out says.")
@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=200, help="evaluation batch (default 200)")
     parser.add_argument("--no-verify", action="store_true", help="CIFAR: accept batch files re-packed locally "
                         "(see tdbn-zoo train --no-verify); the card then says the data was not verified")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=threads_int, default=None, help="torch.set_num_threads")
 
 
 def run(args) -> int:

@@ -11,7 +11,7 @@ import json
 
 from eval.train.ranges import TRAIN_FIELD_RANGES, NumberRange
 
-from ._args import add_model_arguments, model_kwargs, positive_int, writable_dir
+from ._args import add_model_arguments, image_side, model_kwargs, positive_int, threads_int, writable_dir
 
 HELP = "Train a spiking ResNet with a paper recipe (resumable, distributed under torchrun)."
 
@@ -50,13 +50,13 @@ def add_arguments(parser) -> None:
                         help="hold out this part of the training set (0 < F < 1; stratified by class, seeded by "
                              "--seed) and validate on it every epoch; the test set is then measured once, at the "
                              "end (default: validate on the test set)")
-    parser.add_argument("--input-size", type=positive_int, default=None, metavar="PIXELS",
+    parser.add_argument("--input-size", type=image_side, default=None, metavar="PIXELS",
                         help="static images: train and test at this side instead of the dataset's (e.g. a quick "
                              "run); recorded in the run, eval.release.ship evaluates at it")
     parser.add_argument("--no-verify", action="store_true",
                         help="CIFAR: accept batch files whose MD5 differs from the official release (a local "
                              "re-packing you trust: the batches are unpickled)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=threads_int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -79,8 +79,6 @@ def _device(name: str | None):
     """``--device`` as a torch.device that exists here (None: the trainer's default); an InvalidArgumentError
     otherwise."""
     import torch
-    from zoo.errors import InvalidArgumentError
-
     from zoo.errors import InvalidArgumentError
 
     if name is None:
@@ -108,11 +106,11 @@ def run(args) -> int:
 
     get_preset(args.preset)  # an unknown preset first
     # before any data or model is touched: never over a checkpoint, a run (unless --resume), the data or weights/
-    check_output_path(args.out, roots=[args.data_dir], kind="run", flag="--out", resume=args.resume)
+    folder = _folder(args.data)  # your own images: every file below is read, so no output goes inside
+    check_output_path(args.out, inputs=[folder], roots=[args.data_dir], kind="run", flag="--out", resume=args.resume)
     kw = model_kwargs(args.model_kw, args.preset.split(".")[0], args.width)
     if args.T is not None and "T" in kw:
         raise InvalidArgumentError(f"--T {args.T} and --model-kw T={kw['T']!r} both set T; give it once")
-    folder = _folder(args.data)
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

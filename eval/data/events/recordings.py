@@ -126,7 +126,7 @@ def read_labels_csv(csv_path) -> list[tuple[int, Path, str]]:
     csv_path = Path(csv_path)
     root = csv_path.parent
     try:
-        with open(csv_path, newline="") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's UTF-8 BOM
             reader = csv.DictReader(f)
             cols = set(reader.fieldnames or [])
             key = "path" if "path" in cols else "file"
@@ -135,7 +135,12 @@ def read_labels_csv(csv_path) -> list[tuple[int, Path, str]]:
                 raise InvalidFileError(
                     f"{csv_path} needs a header with the columns path,label (or the columns file,label); "
                     f"it {what}")
-            rows = [(n, row[key], row["label"]) for n, row in enumerate(reader, start=2)]
+            rows = []
+            for n, row in enumerate(reader, start=2):
+                if None in row:  # csv.DictReader's key for fields past the header: a shifted or unquoted row
+                    raise InvalidFileError(f"{csv_path} line {n}: {len(reader.fieldnames) + len(row[None])} "
+                                           f"fields, the header has {len(reader.fieldnames)}")
+                rows.append((n, row[key], row["label"]))
     except (UnicodeDecodeError, csv.Error) as e:
         raise InvalidFileError(f"{csv_path} is not a readable CSV file ({e})") from e
     if not rows:
