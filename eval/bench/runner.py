@@ -279,9 +279,10 @@ def _spikes_logits_grads(model: nn.Module, x: torch.Tensor, train: bool):
     return spikes, logits.detach(), grads
 
 
-#: the float32 kernels against the float32 PyTorch path: ~80 float32 ulps (eps 1.2e-7) of the scale, room for
-#: the different summation order of a training step's gradient reductions (1.3e-6 was measured on the shipped
-#: sresnet19_narrow_tdbn.fashion_mnist_t2 with every spike equal); a wrong kernel is far past it or flips spikes
+#: The tolerance of the float32 kernels against the float32 PyTorch path, about 80 float32 ulps (eps 1.2e-7) of
+#: the scale. It leaves room for the different summation order of a training step's gradient reductions (1.3e-6
+#: was measured on the shipped sresnet19_narrow_tdbn.fashion_mnist_t2 with every spike equal); a wrong kernel is
+#: far past it.
 KERNEL_TOL = 1e-5
 
 
