@@ -85,9 +85,10 @@ def report_user_errors(prog: str, fn) -> int:
     """
     try:
         return int(fn() or 0)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or a training run stopped by a signal after keeping its checkpoint
+        if not getattr(e, "reported", False):
+            print(f"{prog}: interrupted", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except Exception as e:
         message = user_error_message(e)
         if message is None:

@@ -74,7 +74,14 @@ _TRAJECTORY_FIELDS = ("batch_size", "lr", "momentum", "weight_decay", "schedule"
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by SIGTERM or SIGINT after the checkpoint was written (the message says where)."""
+    """Training stopped by SIGTERM or SIGINT after the checkpoint was written (the message, already printed by
+    the trainer, says where). ``exit_code`` is the shell's convention for that signal (128 + its number: 143
+    for SIGTERM, 130 for SIGINT), which the CLI exits with."""
+
+    def __init__(self, message: str, signal_name: str = "SIGINT"):
+        super().__init__(message)
+        self.exit_code = 128 + int(getattr(signal, signal_name, signal.SIGINT))
+        self.reported = True  # the trainer printed the message: the CLI adds no second line
 
 
 class _StopSignals:
@@ -402,7 +409,7 @@ class Trainer:
                  if self.checkpoint_path else "no output folder: nothing kept")
         message = f"stopped by {self.stop.name} at epoch {self.epoch + 1}/{self.cfg.epochs}: {where}"
         self._say(message)
-        raise TrainingInterrupted(message)
+        raise TrainingInterrupted(message, self.stop.name)
 
     # loop --------------------------------------------------------------------------------------------------
     def _prepare_out_dir(self, resume: bool) -> None:

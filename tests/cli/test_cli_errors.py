@@ -209,3 +209,21 @@ def test_a_real_file_size_limit_during_eval_json_is_one_line_naming_the_file(tmp
         signal.signal(signal.SIGXFSZ, old_handler)
     assert_cli_user_error(r, "File too large", str(out))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_stopped_by_a_signal_exits_with_the_shells_code_and_no_second_line(capsys):
+    """A training run stopped by SIGTERM (after keeping its checkpoint and printing where) exits 143, as a shell
+    reports a SIGTERM'd process, without a second line; a plain Ctrl-C elsewhere is 130 and one line."""
+    from eval.cli import report_user_errors
+    from eval.train.trainer import TrainingInterrupted
+
+    def stopped():
+        raise TrainingInterrupted("stopped by SIGTERM at epoch 1/2: checkpoint kept", "SIGTERM")
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    assert report_user_errors("tdbn-zoo train", stopped) == 143
+    assert capsys.readouterr().err == ""
+    assert report_user_errors("tdbn-zoo eval", ctrl_c) == 130
+    assert capsys.readouterr().err.strip() == "tdbn-zoo eval: interrupted"

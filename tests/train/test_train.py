@@ -385,13 +385,15 @@ def test_sigterm_keeps_a_checkpoint_says_so_and_resume_is_exact(tmp_path, capsys
     capsys.readouterr()
     # SIGTERM while the 2nd batch of epoch 1 is loaded (the sampler's order is seeded: find where item 0 falls)
     order = [i for b in ResumableBatchSampler(24, 8, shuffle=True, seed=0) for i in b]
-    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM at epoch 1/2: checkpoint kept"):
+    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM at epoch 1/2: checkpoint kept") as info:
         _fit(tmp_path / "run", _SignalAt(tiny_data(24), order[9]), tiny_data(6, 1))
+    assert info.value.exit_code == 128 + signal.SIGTERM == 143  # the shell's code for a SIGTERM'd process
     _, meta = read_training_checkpoint(tmp_path / "run" / "last.safetensors")
     assert (meta["epoch"], meta["step_in_epoch"]) == (0, 2)  # the step that was running finished, then saved
     # SIGINT (Ctrl-C) during validation: the epoch's checkpoint was written before validation began
-    with pytest.raises(TrainingInterrupted, match="SIGINT"):
+    with pytest.raises(TrainingInterrupted, match="SIGINT") as info:
         _fit(tmp_path / "run", tiny_data(24), _SignalAt(tiny_data(6, 1), 0, signal.SIGINT), resume=True)
+    assert info.value.exit_code == 130
     _, meta = read_training_checkpoint(tmp_path / "run" / "last.safetensors")
     assert (meta["epoch"], meta["step_in_epoch"], meta["global_step"]) == (1, 0, 3)
     _fit(tmp_path / "run", tiny_data(24), tiny_data(6, 1), resume=True)
