@@ -23,7 +23,7 @@ from adapters import settings
 from .errors import InvalidFileError
 
 __all__ = ["atomic_write", "atomic_path", "read_json", "regular_files", "weights_dir", "package_weights_dir",
-           "real_path"]
+           "real_path", "is_within"]
 
 
 def _umask() -> int:
@@ -111,6 +111,12 @@ def weights_dir() -> Path:
 def real_path(path: str | os.PathLike) -> Path:
     """``path`` with ``~`` expanded and every symlink resolved (it need not exist)."""
     return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it, once both are resolved (:func:`real_path`)."""
+    path, folder = real_path(path), real_path(folder)
+    return path == folder or folder in path.parents
 
 
 

@@ -8,7 +8,7 @@ from typing import Iterable
 
 from .checkpoints import read_header
 from .errors import CheckpointError, OutputNotWritableError
-from .fileio import package_weights_dir, real_path, weights_dir
+from .fileio import is_within, package_weights_dir, real_path, weights_dir
 from .manifest import CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = ["check_output_path", "is_safetensors", "CHECKPOINT_FILES", "RUN_FILES"]
@@ -27,10 +27,6 @@ def is_safetensors(path: str | Path) -> bool:
     except (OSError, CheckpointError):
         return False
     return True
-
-
-def _within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 def check_output_path(path: str | os.PathLike | None, *, inputs: Iterable = (), roots: Iterable = (),
@@ -66,7 +62,7 @@ def check_output_path(path: str | os.PathLike | None, *, inputs: Iterable = (), 
     out = real_path(path)
     if not allow_weights:
         for folder in {real_path(package_weights_dir()), real_path(weights_dir())}:
-            if _within(out, folder):
+            if is_within(out, folder):
                 raise OutputNotWritableError(
                     f"refusing to write {what}: it is inside the shipped weights folder {folder}, which only the "
                     f"shipping commands write (manifest add --ship, publish --manifest, reproduce --weights, "
@@ -79,10 +75,10 @@ def check_output_path(path: str | os.PathLike | None, *, inputs: Iterable = (), 
         if out == src:
             raise OutputNotWritableError(f"refusing to write {what}: it is the command's input {given}; choose "
                                          f"another path")
-        if src.is_dir() and _within(out, src) and given not in given_roots:
+        if src.is_dir() and is_within(out, src) and given not in given_roots:
             raise OutputNotWritableError(f"refusing to write {what}: it is inside the command's input folder "
                                          f"{given}; choose a path outside it")
-        if given in given_roots and kind == "file" and out.is_file() and _within(out, src):
+        if given in given_roots and kind == "file" and out.is_file() and is_within(out, src):
             raise OutputNotWritableError(f"refusing to overwrite {what}: it is a file inside the command's data "
                                          f"root {given} (the data itself, perhaps); choose a new file")
         if kind != "file" and out in src.parents:

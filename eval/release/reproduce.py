@@ -118,9 +118,8 @@ class Plan:
     @property
     def into_package(self) -> bool:
         """Whether ``--weights`` names the installed package's own ``weights/`` (asked for explicitly)."""
-        from eval.release.ship import _inside
-        from zoo.manifest import package_weights_dir
-        return _inside(self.weights, package_weights_dir())
+        from zoo.fileio import is_within, package_weights_dir
+        return is_within(self.weights, package_weights_dir())
 
     def ship_argv(self) -> list[str]:
         """``tdbn-zoo ship`` arguments (after the program name)."""

@@ -140,11 +140,6 @@ def describe_data(meta: dict, test_images: int, test_verified: bool) -> dict:
                 train_images=train_n, test_images=test_images, note=note)
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = path.expanduser().resolve(), folder.expanduser().resolve()
-    return path == folder or folder in path.parents
-
-
 def check_destination(out: str | Path | None, weights: str | Path | None, into_package: bool, run: Path,
                       data: str | None = None) -> None:
     """Refuse, before any work, a destination that would overwrite the run itself, go inside ``data`` (a run's
@@ -152,14 +147,14 @@ def check_destination(out: str | Path | None, weights: str | Path | None, into_p
     package's ``weights/`` without ``into_package`` (OutputNotWritableError naming the flag); exactly one of
     ``out`` (a checkpoint folder) and ``weights`` (a weights folder with a manifest) is needed."""
     from eval.cli.commands._args import ensure_writable_dir
-    from zoo.manifest import package_weights_dir
+    from zoo.fileio import is_within, package_weights_dir
     from zoo.outputs import check_output_path
 
     if (out is None) == (weights is None):
         raise InvalidArgumentError("ship needs exactly one destination: --out DIR (the checkpoint folder) or "
                                    "--weights DIR (DIR/<arch.tag>/ recorded in DIR/manifest.json)")
     flag, dest = ("--out", Path(out)) if out is not None else ("--weights", Path(weights))
-    if _inside(dest, package_weights_dir()) and not into_package:
+    if is_within(dest, package_weights_dir()) and not into_package:
         raise OutputNotWritableError(f"{flag} {dest} is inside the installed package's weights folder "
                                      f"{package_weights_dir()}; write your checkpoint elsewhere, or pass "
                                      f"--into-package to ship it with tdbn-zoo")
